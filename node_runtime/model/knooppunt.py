@@ -1,0 +1,124 @@
+"""The Knooppunt resource: one node runtime serving sector connectors to gemeenten."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from node_runtime.model.meta import DNS_LABEL, OIN_PATTERN, Model, Resource
+
+
+class ConnectorPin(Model):
+    """A connector served by the node, optionally pinned to one connector revision."""
+
+    name: str = Field(pattern=DNS_LABEL, description="Name of the SectorConnector resource.")
+    revision: int | None = Field(
+        default=None,
+        ge=1,
+        description="Pinned connector revision; the node serves exactly this revision. "
+        "Promotion is an explicit change of this field. Empty follows the connector's latest.",
+    )
+
+
+class SecretKeyRef(Model):
+    name: str = Field(pattern=DNS_LABEL, description="Secret name.")
+    key: str = Field(min_length=1, description="Key within the Secret.")
+
+
+class StorageSpec(Model):
+    """Where the node keeps messages, mailboxes and the processing log."""
+
+    backend: Literal["sqlite", "postgresql"] = Field(
+        default="sqlite", description="sqlite (embedded, single replica) or postgresql (shared)."
+    )
+    sqlite_path: str = Field(
+        default="knooppunt.db",
+        alias="sqlitePath",
+        description="SQLite database file, relative to the node's data directory.",
+    )
+    postgresql_dsn_secret: SecretKeyRef | None = Field(
+        default=None,
+        alias="postgresqlDsnSecret",
+        description="Secret holding the PostgreSQL connection string (backend postgresql).",
+    )
+
+
+class LimitsSpec(Model):
+    max_message_bytes: int = Field(
+        default=5 * 1024 * 1024,
+        alias="maxMessageBytes",
+        ge=1024,
+        le=100 * 1024 * 1024,
+        description="Largest accepted request body; enforced while streaming.",
+    )
+    max_xml_depth: int = Field(
+        default=64, alias="maxXmlDepth", ge=8, le=256, description="Deepest XML nesting accepted."
+    )
+
+
+class TrustedProxy(Model):
+    address: str = Field(description="IP address or CIDR of a TLS-terminating proxy.")
+
+
+class SecuritySpec(Model):
+    """Transport security and authorisation of the node."""
+
+    administrators: list[str] = Field(
+        default_factory=list,
+        description="OINs (certificate subject serialNumber) allowed to use management endpoints.",
+        json_schema_extra={"items": {"type": "string", "pattern": OIN_PATTERN}},
+    )
+    facade_oins: list[str] = Field(
+        default_factory=list,
+        alias="facadeOins",
+        description="OINs of façade instances allowed to act for a gemeente with a signed "
+        "assertion.",
+    )
+    trusted_proxies: list[TrustedProxy] = Field(
+        default_factory=list,
+        alias="trustedProxies",
+        description="Off when empty. Forwarded client certificates are accepted only from these "
+        "addresses and are verified against the trusted CAs by the node itself.",
+    )
+    tls_secret: str | None = Field(
+        default=None,
+        alias="tlsSecret",
+        description="Secret with tls.crt, tls.key and ca.crt for the node; issued by the "
+        "operator when empty.",
+    )
+
+
+class ProcessingLogSpec(Model):
+    retention_days: int = Field(
+        default=7 * 365,
+        alias="retentionDays",
+        ge=1,
+        description="How long processing-log records are kept.",
+    )
+
+
+class KnooppuntSpec(Model):
+    display_name: str = Field(alias="displayName", min_length=1, max_length=200)
+    connectors: list[ConnectorPin] = Field(
+        default_factory=list, description="Sector connectors served by this node."
+    )
+    replicas: int = Field(default=2, ge=1, le=50, description="Runtime replicas.")
+    image: str = Field(
+        default="ghcr.io/knooppunt/node-runtime:0.1.0", description="Runtime container image."
+    )
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
+    security: SecuritySpec = Field(default_factory=SecuritySpec)
+    processing_log: ProcessingLogSpec = Field(
+        default_factory=ProcessingLogSpec, alias="processingLog"
+    )
+
+
+class Knooppunt(Resource):
+    KIND: ClassVar[str] = "Knooppunt"
+    PLURAL: ClassVar[str] = "knooppunten"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("kp",)
+
+    kind: Literal["Knooppunt"] = "Knooppunt"
+    spec: KnooppuntSpec
