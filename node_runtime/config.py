@@ -1,0 +1,40 @@
+"""Runtime settings: one BaseSettings, read from KNOOPPUNT_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KNOOPPUNT_", env_nested_delimiter="__")
+
+    node: str = Field(description="Name of the Knooppunt resource this runtime serves.")
+    resources: list[Path] = Field(description="Resource files or directories (YAML).")
+    data_dir: Path = Path(".knooppunt/data")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite file in data_dir."
+    )
+    pseudonym_key_file: Path | None = Field(
+        default=None, description="Key for subject references; default: data_dir/pseudonym.key."
+    )
+    public_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8443
+    health_port: int | None = Field(
+        default=None, description="Optional plain-HTTP port serving only /healthz, /readyz, /metrics."
+    )
+    tls_cert: Path | None = Field(default=None, description="Server certificate chain (PEM).")
+    tls_key: Path | None = Field(default=None, description="Server private key (PEM).")
+    tls_trust: Path | None = Field(default=None, description="Trusted client CAs (PEM bundle).")
+    tls_crl: Path | None = Field(default=None, description="CRL(s) of the trusted CAs (PEM).")
+    config_map_root: Path = Path("/etc/knooppunt/bundles")
+    reload_interval: float = Field(default=2.0, ge=0.1)
+
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "knooppunt.db"
+
+    def key_path(self) -> Path:
+        return self.pseudonym_key_file or self.data_dir / "pseudonym.key"

@@ -1,0 +1,63 @@
+"""Prometheus metrics: per connector, message type, gemeente and outcome."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.messages = Counter(
+            "knooppunt_messages",
+            "Messages received, by connector, message type, gemeente and outcome.",
+            ["connector", "message_type", "gemeente", "outcome"],
+            registry=self.registry,
+        )
+        self.intake_seconds = Histogram(
+            "knooppunt_intake_duration_seconds",
+            "Time from complete request body to answer, by connector, type and outcome.",
+            ["connector", "message_type", "outcome"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.refusals = Counter(
+            "knooppunt_refusals",
+            "Requests refused with problem details, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.retourcodes = Counter(
+            "knooppunt_retourcodes",
+            "Retourcodes given to rejected records, by connector and code.",
+            ["connector", "retourcode"],
+            registry=self.registry,
+        )
+        self.deliveries = Counter(
+            "knooppunt_deliveries",
+            "Deliveries queued for mailboxes, by connector, gemeente/participant and purpose.",
+            ["connector", "mailbox", "purpose"],
+            registry=self.registry,
+        )
+        self.mailbox_reads = Counter(
+            "knooppunt_mailbox_reads",
+            "Mailbox fetches and acknowledgements.",
+            ["mailbox", "action"],
+            registry=self.registry,
+        )
+        self.pending = Gauge(
+            "knooppunt_mailbox_pending",
+            "Unacknowledged deliveries per mailbox.",
+            ["mailbox"],
+            registry=self.registry,
+        )
+        self.config_generation = Gauge(
+            "knooppunt_config_generation",
+            "Generation of the resource configuration in force.",
+            registry=self.registry,
+        )
+        self.config_errors = Counter(
+            "knooppunt_config_reload_errors",
+            "Resource reloads refused because the new configuration was invalid.",
+            registry=self.registry,
+        )

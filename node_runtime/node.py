@@ -1,0 +1,107 @@
+"""Everything one running node holds: state, store, services. Built once per process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from starlette.requests import Request
+
+from node_runtime.config import Settings
+from node_runtime.metrics import Metrics
+from node_runtime.model.loading import ResourceSet, load_paths
+from node_runtime.pipeline.compiled import ConnectorCache
+from node_runtime.pipeline.intake import IntakeService
+from node_runtime.principals import PeerCertificate
+from node_runtime.pseudonyms import Pseudonymizer, load_or_create_key
+from node_runtime.state import StateHolder, files_fingerprint
+from node_runtime.store.sql import SqlStore, sqlite_url
+
+log = logging.getLogger("knooppunt.node")
+
+IdentityExtractor = Callable[[Request], PeerCertificate | None]
+
+
+@dataclass
+class Node:
+    settings: Settings
+    holder: StateHolder
+    store: SqlStore
+    intake: IntakeService
+    metrics: Metrics
+    pseudonymizer: Pseudonymizer
+    identity: IdentityExtractor
+    loader: Callable[[], ResourceSet]
+    _fingerprint: object = None
+    _reloader: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    async def start(self) -> None:
+        self._fingerprint = files_fingerprint(list(self.settings.resources))
+        self._reloader = asyncio.create_task(self._watch())
+
+    async def stop(self) -> None:
+        if self._reloader is not None:
+            self._reloader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reloader
+        self.store.close()
+
+    async def _watch(self) -> None:
+        """Pick up changed resources (e.g. a new gemeente) live, without a restart."""
+        while True:
+            await asyncio.sleep(self.settings.reload_interval)
+            try:
+                current = files_fingerprint(list(self.settings.resources))
+            except OSError:
+                continue
+            if current != self._fingerprint:
+                self._fingerprint = current
+                if await asyncio.to_thread(self.holder.reload):
+                    self.metrics.config_generation.set(self.holder.current.generation)
+                    log.info("configuration reloaded",
+                             extra={"generation": self.holder.current.generation})
+
+    def ready(self) -> bool:
+        try:
+            return self.store.ping()
+        except Exception:  # noqa: BLE001 - readiness reports, never raises
+            return False
+
+
+def build_node(
+    settings: Settings,
+    *,
+    identity: IdentityExtractor,
+    store: SqlStore | None = None,
+) -> Node:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    metrics = Metrics()
+    paths: list[Path] = list(settings.resources)
+
+    def loader() -> ResourceSet:
+        return load_paths(paths)
+
+    def on_error(exc: Exception) -> None:
+        metrics.config_errors.inc()
+        log.error("configuration reload refused; keeping the previous one",
+                  extra={"error": str(exc)})
+
+    holder = StateHolder(loader, node=settings.node,
+                         cache=ConnectorCache(config_map_root=settings.config_map_root),
+                         on_error=on_error)
+    if store is None:
+        store = SqlStore(settings.database_url or sqlite_url(settings.sqlite_path()))
+    store.migrate()
+    pseudonymizer = Pseudonymizer(load_or_create_key(settings.key_path()))
+    intake = IntakeService(
+        store=store,
+        pseudonymizer=pseudonymizer,
+        metrics=metrics,
+        max_depth=holder.current.knooppunt.spec.limits.max_xml_depth,
+        public_url=settings.public_url,
+    )
+    return Node(settings, holder, store, intake, metrics, pseudonymizer, identity, loader)

@@ -1,0 +1,1 @@
+"""The intake pipeline: parse → identify → validate → rules → convert → route → filter."""

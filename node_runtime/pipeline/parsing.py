@@ -1,0 +1,87 @@
+"""Safe XML parsing: no DTD, no entity expansion, no network, bounded depth."""
+
+from __future__ import annotations
+
+from lxml import etree
+
+from node_runtime.pipeline.errors import Problem, Violation
+
+
+def _parser() -> etree.XMLParser:
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        collect_ids=False,
+        remove_blank_text=False,
+    )
+
+
+def _depth(root: etree._Element, limit: int) -> int:
+    deepest = 0
+    stack: list[tuple[etree._Element, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, depth + 1) for child in node)
+    return deepest
+
+
+def parse_message(body: bytes, *, max_depth: int = 64) -> etree._ElementTree:
+    """Parse one message or raise a Problem that names what is wrong and where."""
+    if not body.strip():
+        raise Problem(400, "empty-body", "Empty message", "The request body is empty.")
+    head = body[:4096].lower()
+    if b"<!doctype" in head or b"<!entity" in head:
+        raise Problem(
+            400,
+            "dtd-forbidden",
+            "Document type declarations are not allowed",
+            "The message contains a DOCTYPE or ENTITY declaration; DTDs and entities are "
+            "refused to prevent XXE and entity-expansion attacks.",
+            [Violation("xml-dtd", "DOCTYPE/ENTITY declaration present", line=1)],
+        )
+    parser = _parser()
+    try:
+        tree = etree.ElementTree(etree.fromstring(body, parser))
+    except etree.XMLSyntaxError as exc:
+        line = exc.lineno if exc.lineno else None
+        raise Problem(
+            400,
+            "not-well-formed",
+            "Message is not well-formed XML",
+            f"XML syntax error: {exc.msg}",
+            [Violation("xml-syntax", str(exc.msg), line=line)],
+        ) from exc
+    docinfo = tree.docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
+        raise Problem(
+            400,
+            "dtd-forbidden",
+            "Document type declarations are not allowed",
+            "The message contains a DOCTYPE declaration.",
+            [Violation("xml-dtd", "DOCTYPE declaration present", line=1)],
+        )
+    for node in tree.iter(etree.Entity, etree.ProcessingInstruction):
+        kind = "entity reference" if isinstance(node, etree._Entity) else "processing instruction"
+        raise Problem(
+            400,
+            "xml-construct-forbidden",
+            "Forbidden XML construct",
+            f"The message contains a {kind}.",
+            [Violation("xml-construct", kind, line=node.sourceline)],
+        )
+    depth = _depth(tree.getroot(), max_depth)
+    if depth > max_depth:
+        raise Problem(
+            400,
+            "too-deep",
+            "Message nesting too deep",
+            f"Elements are nested deeper than the limit of {max_depth}.",
+            [Violation("xml-depth", f"depth exceeds {max_depth}")],
+        )
+    return tree

@@ -1,0 +1,1 @@
+"""Durable storage behind one interface: SQLite embedded by default, PostgreSQL shared."""

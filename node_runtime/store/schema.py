@@ -1,0 +1,107 @@
+"""Table definitions (SQLAlchemy Core), shared by SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# BigInteger autoincrement on PostgreSQL, INTEGER PRIMARY KEY (rowid) on SQLite.
+SeqType = BigInteger().with_variant(Integer(), "sqlite")
+
+schema_migrations = Table(
+    "schema_migrations",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("connector", String(63), nullable=False),
+    Column("connector_revision", Integer, nullable=False),
+    Column("message_type", String(63), nullable=False),
+    Column("direction", String(16), nullable=False),
+    Column("sender", String(64), nullable=False),
+    Column("recipient", String(64), nullable=False),
+    Column("sender_message_id", String(128), nullable=False),
+    Column("payload_sha256", String(64), nullable=False),
+    Column("payload", LargeBinary, nullable=True),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("trace_id", String(32), nullable=False),
+    Column("controller", String(64), nullable=False),
+    Column("answer_status", Integer, nullable=False),
+    Column("answer_body", LargeBinary, nullable=False),
+    Column("answer_content_type", String(100), nullable=False),
+    Column("purged_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("connector", "sender", "sender_message_id", name="uq_message_sender_id"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(36), nullable=False, unique=True),
+    Column("message_id", String(36), ForeignKey("messages.id"), nullable=False),
+    Column("mailbox_kind", String(16), nullable=False),
+    Column("mailbox_id", String(64), nullable=False),
+    Column("connector", String(63), nullable=False),
+    Column("message_type", String(63), nullable=False),
+    Column("purpose", String(63), nullable=True),
+    Column("legal_basis", Text, nullable=True),
+    Column("content", LargeBinary, nullable=True),
+    Column("content_type", String(100), nullable=False),
+    Column("subject_refs", Text, nullable=False),
+    Column("order_key", String(64), nullable=True),
+    Column("delivery_mode", String(8), nullable=False),
+    Column("endpoint", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("acknowledged_at", DateTime(timezone=True), nullable=True),
+    Column("read_count", Integer, nullable=False, default=0),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("purged_at", DateTime(timezone=True), nullable=True),
+    Index("ix_deliveries_mailbox", "mailbox_kind", "mailbox_id", "status", "seq"),
+)
+
+processing_log = Table(
+    "processing_log",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(36), nullable=False, unique=True),
+    Column("timestamp", DateTime(timezone=True), nullable=False),
+    Column("trace_id", String(32), nullable=False),
+    Column("span_id", String(16), nullable=False),
+    Column("parent_span_id", String(16), nullable=True),
+    Column("activity", String(32), nullable=False),
+    Column("purpose", String(63), nullable=False),
+    Column("legal_basis", Text, nullable=False),
+    Column("controller", String(64), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("subject_ref", String(64), nullable=True),
+    Column("connector", String(63), nullable=True),
+    Column("message_type", String(63), nullable=True),
+    Column("message_id", String(36), nullable=True),
+    Column("delivery_id", String(36), nullable=True),
+    Column("outcome", String(32), nullable=False),
+    Column("detail", Text, nullable=True),
+    Index("ix_log_controller_seq", "controller", "seq"),
+    Index("ix_log_controller_subject", "controller", "subject_ref"),
+)

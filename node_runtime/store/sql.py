@@ -1,0 +1,396 @@
+"""The storage interface on SQLAlchemy Core: SQLite (WAL) or PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, insert, select, update
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.exc import IntegrityError
+
+from node_runtime.store import schema
+from node_runtime.store.records import (
+    DeliveryRecord,
+    IntakeCommit,
+    LogQuery,
+    LogRecord,
+    MailboxKind,
+    MessageRecord,
+)
+
+Migration = Callable[[Connection], None]
+
+
+def _v1(conn: Connection) -> None:
+    schema.metadata.create_all(
+        conn,
+        tables=[schema.messages, schema.deliveries, schema.processing_log],
+        checkfirst=True,
+    )
+
+
+MIGRATIONS: list[tuple[int, Migration]] = [(1, _v1)]
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite+pysqlite:///{path}"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+class SqlStore:
+    """All durable state of a node. Every method is one transaction."""
+
+    def __init__(self, url: str, *, engine: Engine | None = None) -> None:
+        self.url = url
+        if engine is None:
+            kwargs: dict[str, Any] = {"future": True}
+            if url.startswith("sqlite"):
+                kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            else:
+                kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+            engine = create_engine(url, **kwargs)
+            if url.startswith("sqlite"):
+                event.listen(engine, "connect", _sqlite_pragmas)
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def migrate(self) -> int:
+        """Apply pending migrations; returns the schema version now in force."""
+        with self.engine.begin() as conn:
+            schema.schema_migrations.create(conn, checkfirst=True)
+            done = {r[0] for r in conn.execute(select(schema.schema_migrations.c.version))}
+            for version, step in MIGRATIONS:
+                if version not in done:
+                    step(conn)
+                    conn.execute(
+                        insert(schema.schema_migrations).values(version=version, applied_at=now())
+                    )
+            return max([v for v, _ in MIGRATIONS])
+
+    def ping(self) -> bool:
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+        return True
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- intake ----------------------------------------------------------------------------
+
+    def find_message(self, connector: str, sender: str, sender_message_id: str) -> MessageRecord | None:
+        m = schema.messages
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(m).where(
+                    m.c.connector == connector,
+                    m.c.sender == sender,
+                    m.c.sender_message_id == sender_message_id,
+                )
+            ).first()
+        return None if row is None else _message(row)
+
+    def commit_intake(self, commit: IntakeCommit) -> tuple[MessageRecord, bool]:
+        """Store an accepted message with its deliveries and log records atomically.
+
+        Returns (record, created). A concurrent duplicate (same connector, sender and sender
+        message id) writes nothing and returns the first record with created False.
+        """
+        msg = commit.message
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(schema.messages).values(**_message_values(msg)))
+                if commit.deliveries:
+                    conn.execute(
+                        insert(schema.deliveries),
+                        [_delivery_values(d) for d in commit.deliveries],
+                    )
+                if commit.log:
+                    conn.execute(insert(schema.processing_log), [_log_values(r) for r in commit.log])
+        except IntegrityError:
+            existing = self.find_message(msg.connector, msg.sender, msg.sender_message_id)
+            if existing is None:
+                raise
+            return existing, False
+        return msg, True
+
+    def write_log(self, records: Sequence[LogRecord]) -> None:
+        if not records:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(insert(schema.processing_log), [_log_values(r) for r in records])
+
+    # -- mailbox ---------------------------------------------------------------------------
+
+    def list_mailbox(
+        self,
+        kind: MailboxKind,
+        mailbox_id: str,
+        *,
+        include_acknowledged: bool = False,
+        after_seq: int | None = None,
+        limit: int = 100,
+    ) -> list[DeliveryRecord]:
+        d = schema.deliveries
+        query = select(d).where(d.c.mailbox_kind == kind, d.c.mailbox_id == mailbox_id)
+        if not include_acknowledged:
+            query = query.where(d.c.acknowledged_at.is_(None))
+        if after_seq is not None:
+            query = query.where(d.c.seq > after_seq)
+        query = query.order_by(d.c.seq).limit(limit)
+        with self.engine.connect() as conn:
+            return [_delivery(r) for r in conn.execute(query)]
+
+    def get_delivery(self, kind: MailboxKind, mailbox_id: str, delivery_id: str) -> DeliveryRecord | None:
+        d = schema.deliveries
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(d).where(
+                    d.c.mailbox_kind == kind, d.c.mailbox_id == mailbox_id, d.c.id == delivery_id
+                )
+            ).first()
+        return None if row is None else _delivery(row)
+
+    def record_read(self, delivery_id: str, log: Sequence[LogRecord]) -> None:
+        d = schema.deliveries
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(d).where(d.c.id == delivery_id).values(read_count=d.c.read_count + 1)
+            )
+            if log:
+                conn.execute(insert(schema.processing_log), [_log_values(r) for r in log])
+
+    def acknowledge(
+        self, kind: MailboxKind, mailbox_id: str, delivery_id: str, log: Sequence[LogRecord]
+    ) -> bool | None:
+        """Mark delivered. None: no such delivery; True: acknowledged now; False: already was."""
+        d = schema.deliveries
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(d)
+                .where(
+                    d.c.mailbox_kind == kind,
+                    d.c.mailbox_id == mailbox_id,
+                    d.c.id == delivery_id,
+                    d.c.acknowledged_at.is_(None),
+                )
+                .values(acknowledged_at=now(), status="acknowledged")
+            )
+            if result.rowcount == 1:
+                if log:
+                    conn.execute(insert(schema.processing_log), [_log_values(r) for r in log])
+                return True
+            exists = conn.execute(
+                select(func.count())
+                .select_from(d)
+                .where(
+                    d.c.mailbox_kind == kind, d.c.mailbox_id == mailbox_id, d.c.id == delivery_id
+                )
+            ).scalar_one()
+            return False if exists else None
+
+    def pending_count(self) -> dict[tuple[str, str], int]:
+        d = schema.deliveries
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(d.c.mailbox_kind, d.c.mailbox_id, func.count())
+                .where(d.c.acknowledged_at.is_(None))
+                .group_by(d.c.mailbox_kind, d.c.mailbox_id)
+            )
+            return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    # -- processing log --------------------------------------------------------------------
+
+    def query_log(self, q: LogQuery) -> list[LogRecord]:
+        p = schema.processing_log
+        query = select(p).where(p.c.controller == q.controller)
+        for column, value in (
+            (p.c.subject_ref, q.subject_ref),
+            (p.c.purpose, q.purpose),
+            (p.c.connector, q.connector),
+            (p.c.activity, q.activity),
+            (p.c.trace_id, q.trace_id),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if q.since is not None:
+            query = query.where(p.c.timestamp >= q.since)
+        if q.until is not None:
+            query = query.where(p.c.timestamp < q.until)
+        if q.after_id is not None:
+            after = select(p.c.seq).where(p.c.id == q.after_id).scalar_subquery()
+            query = query.where(p.c.seq > after)
+        query = query.order_by(p.c.seq).limit(q.limit)
+        with self.engine.connect() as conn:
+            return [_log(r) for r in conn.execute(query)]
+
+    def count_rows(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {
+                t.name: int(conn.execute(select(func.count()).select_from(t)).scalar_one())
+                for t in (schema.messages, schema.deliveries, schema.processing_log)
+            }
+
+
+# -- row mapping ---------------------------------------------------------------------------
+
+
+def _message_values(m: MessageRecord) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "connector": m.connector,
+        "connector_revision": m.connector_revision,
+        "message_type": m.message_type,
+        "direction": m.direction,
+        "sender": m.sender,
+        "recipient": m.recipient,
+        "sender_message_id": m.sender_message_id,
+        "payload_sha256": m.payload_sha256,
+        "payload": m.payload,
+        "received_at": m.received_at,
+        "trace_id": m.trace_id,
+        "controller": m.controller,
+        "answer_status": m.answer_status,
+        "answer_body": m.answer_body,
+        "answer_content_type": m.answer_content_type,
+    }
+
+
+def _message(r: Row[Any]) -> MessageRecord:
+    received = _utc(r.received_at)
+    assert received is not None
+    return MessageRecord(
+        id=r.id,
+        connector=r.connector,
+        connector_revision=r.connector_revision,
+        message_type=r.message_type,
+        direction=r.direction,
+        sender=r.sender,
+        recipient=r.recipient,
+        sender_message_id=r.sender_message_id,
+        payload_sha256=r.payload_sha256,
+        payload=r.payload or b"",
+        received_at=received,
+        trace_id=r.trace_id,
+        controller=r.controller,
+        answer_status=r.answer_status,
+        answer_body=r.answer_body,
+        answer_content_type=r.answer_content_type,
+    )
+
+
+def _delivery_values(d: DeliveryRecord) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "message_id": d.message_id,
+        "mailbox_kind": d.mailbox_kind,
+        "mailbox_id": d.mailbox_id,
+        "connector": d.connector,
+        "message_type": d.message_type,
+        "purpose": d.purpose,
+        "legal_basis": d.legal_basis,
+        "content": d.content,
+        "content_type": d.content_type,
+        "subject_refs": json.dumps(list(d.subject_refs)),
+        "order_key": d.order_key,
+        "delivery_mode": d.delivery_mode,
+        "endpoint": d.endpoint,
+        "created_at": d.created_at,
+        "read_count": 0,
+        "status": "pending",
+        "attempts": 0,
+    }
+
+
+def _delivery(r: Row[Any]) -> DeliveryRecord:
+    created = _utc(r.created_at)
+    assert created is not None
+    return DeliveryRecord(
+        id=r.id,
+        message_id=r.message_id,
+        mailbox_kind=r.mailbox_kind,
+        mailbox_id=r.mailbox_id,
+        connector=r.connector,
+        message_type=r.message_type,
+        purpose=r.purpose,
+        legal_basis=r.legal_basis,
+        content=r.content or b"",
+        content_type=r.content_type,
+        subject_refs=tuple(json.loads(r.subject_refs)),
+        order_key=r.order_key,
+        created_at=created,
+        delivery_mode=r.delivery_mode,
+        endpoint=r.endpoint,
+        acknowledged_at=_utc(r.acknowledged_at),
+        read_count=r.read_count,
+        seq=r.seq,
+    )
+
+
+def _log_values(r: LogRecord) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "timestamp": r.timestamp,
+        "trace_id": r.trace_id,
+        "span_id": r.span_id,
+        "parent_span_id": r.parent_span_id,
+        "activity": r.activity,
+        "purpose": r.purpose,
+        "legal_basis": r.legal_basis,
+        "controller": r.controller,
+        "actor": r.actor,
+        "subject_ref": r.subject_ref,
+        "connector": r.connector,
+        "message_type": r.message_type,
+        "message_id": r.message_id,
+        "delivery_id": r.delivery_id,
+        "outcome": r.outcome,
+        "detail": r.detail,
+    }
+
+
+def _log(r: Row[Any]) -> LogRecord:
+    ts = _utc(r.timestamp)
+    assert ts is not None
+    return LogRecord(
+        id=r.id,
+        timestamp=ts,
+        trace_id=r.trace_id,
+        span_id=r.span_id,
+        parent_span_id=r.parent_span_id,
+        activity=r.activity,
+        purpose=r.purpose,
+        legal_basis=r.legal_basis,
+        controller=r.controller,
+        actor=r.actor,
+        subject_ref=r.subject_ref,
+        connector=r.connector,
+        message_type=r.message_type,
+        message_id=r.message_id,
+        delivery_id=r.delivery_id,
+        outcome=r.outcome,
+        detail=r.detail,
+    )

@@ -1,0 +1,90 @@
+"""Shared fixtures: the example resources, a development PKI, a node served over mutual TLS."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from node_runtime.config import Settings
+from node_runtime.devpki import ensure_for_resources
+from node_runtime.model.loading import ResourceSet, load_paths
+from node_runtime.pki.store import DevPki
+from node_runtime.server import RunningNode, start_in_thread
+from node_runtime.tls.contexts import client_context
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples" / "iwmo"
+MESSAGES = EXAMPLES / "messages"
+NODE = "knooppunt-zorg"
+CONNECTOR = "iwmo-2-1"
+
+pytest_plugins = ["tests.controlplane.fixtures"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def example_resources() -> ResourceSet:
+    return load_paths([EXAMPLES])
+
+
+@pytest.fixture(scope="session")
+def dev_pki(tmp_path_factory: pytest.TempPathFactory, example_resources: ResourceSet) -> DevPki:
+    return ensure_for_resources(tmp_path_factory.mktemp("pki"), example_resources, NODE)
+
+
+@pytest.fixture()
+def resource_dir(tmp_path: Path) -> Path:
+    """A private copy of the example resources (tests may change it while the node runs)."""
+    target = tmp_path / "resources"
+    target.mkdir()
+    for name in ("knooppunt.yaml", "connector.yaml", "gemeenten.yaml"):
+        shutil.copy(EXAMPLES / name, target / name)
+    return target
+
+
+def node_settings(resource_dir: Path, data_dir: Path, pki: DevPki, **extra: object) -> Settings:
+    return Settings(
+        node=NODE, resources=[resource_dir], data_dir=data_dir, port=free_port(),
+        tls_cert=pki.server.chain, tls_key=pki.server.key, tls_trust=pki.ca_bundle,
+        tls_crl=pki.crl, reload_interval=0.2, **extra,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture()
+def running_node(tmp_path: Path, resource_dir: Path, dev_pki: DevPki) -> Iterator[RunningNode]:
+    running = start_in_thread(node_settings(resource_dir, tmp_path / "data", dev_pki))
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+PartyFactory = Callable[[str], httpx.Client]
+
+
+@pytest.fixture()
+def party(running_node: RunningNode, dev_pki: DevPki) -> Iterator[PartyFactory]:
+    """party('gemeente-amsterdam') → an httpx client authenticated with that certificate."""
+    clients: list[httpx.Client] = []
+
+    def make(name: str) -> httpx.Client:
+        paths = dev_pki.clients[name]
+        ctx = client_context(paths.chain, paths.key, dev_pki.ca_bundle)
+        client = httpx.Client(base_url=f"https://localhost:{running_node.port}", verify=ctx,
+                              timeout=30)
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        c.close()
