@@ -15,7 +15,7 @@ from node_runtime.config import Settings
 from node_runtime.node import IdentityExtractor, Node, build_node
 from node_runtime.pipeline.errors import Problem, Violation
 from node_runtime.processing_log import NODE_PURPOSE, LogBuilder
-from node_runtime.routes import catalogue, health, mailbox, messages, processing_log
+from node_runtime.routes import admin, catalogue, health, mailbox, messages, processing_log
 from node_runtime.store.sql import SqlStore
 from node_runtime.tracing import from_header
 
@@ -85,6 +85,6 @@ def create_app(
             Problem(500, "internal-error", "Internal error",
                     "The node could not process the request; nothing was stored."), request)
 
-    for module in (messages, mailbox, processing_log, catalogue, health):
+    for module in (messages, mailbox, processing_log, catalogue, admin, health):
         app.include_router(module.router)
     return app

@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     tls_key: Path | None = Field(default=None, description="Server private key (PEM).")
     tls_trust: Path | None = Field(default=None, description="Trusted client CAs (PEM bundle).")
     tls_crl: Path | None = Field(default=None, description="CRL(s) of the trusted CAs (PEM).")
+    trusted_proxy_header: str = Field(
+        default="x-ssl-client-cert",
+        description="Header carrying the URL-encoded PEM client certificate from a trusted proxy.",
+    )
     config_map_root: Path = Path("/etc/knooppunt/bundles")
     reload_interval: float = Field(default=2.0, ge=0.1)
 

@@ -36,6 +36,7 @@ class Node:
     pseudonymizer: Pseudonymizer
     identity: IdentityExtractor
     loader: Callable[[], ResourceSet]
+    on_tick: list[Callable[[], None]] = field(default_factory=list)
     _fingerprint: object = None
     _reloader: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -54,6 +55,8 @@ class Node:
         """Pick up changed resources (e.g. a new gemeente) live, without a restart."""
         while True:
             await asyncio.sleep(self.settings.reload_interval)
+            for tick in list(self.on_tick):
+                await asyncio.to_thread(tick)
             try:
                 current = files_fingerprint(list(self.settings.resources))
             except OSError:

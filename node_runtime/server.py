@@ -5,38 +5,53 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+
 import uvicorn
 from fastapi import FastAPI
-from starlette.requests import Request
 
 from node_runtime.app import create_app
 from node_runtime.config import Settings
+from node_runtime.identity import CertificateIdentity
 from node_runtime.node import Node, build_node
-from node_runtime.principals import PeerCertificate
 from node_runtime.routes import health
 from node_runtime.tls.contexts import ReloadableServerContext, reloadable_server_context
-from node_runtime.tls.identity import identity_from_der
 from node_runtime.tls.uvicorn_protocol import tls_config
 
 log = logging.getLogger("knooppunt.server")
 
 
-def tls_identity(request: Request) -> PeerCertificate | None:
-    """The verified client certificate of this connection (set by the TLS protocol)."""
-    der = getattr(request.state, "tls_client_cert_der", None)
-    if not der:
-        return None
-    return identity_from_der(der)
-
-
-def _server_tls(settings: Settings) -> ReloadableServerContext:
+def _server_tls(settings: Settings, *, require_client_cert: bool) -> ReloadableServerContext:
     missing = [n for n in ("tls_cert", "tls_key", "tls_trust") if getattr(settings, n) is None]
     if missing:
         raise SystemExit(f"HTTPS needs {', '.join(missing)}: the node never serves plain HTTP")
     assert settings.tls_cert and settings.tls_key and settings.tls_trust
     return reloadable_server_context(settings.tls_cert, settings.tls_key, settings.tls_trust,
-                                     settings.tls_crl)
+                                     settings.tls_crl, require_client_cert=require_client_cert)
+
+
+def _crl_watcher(settings: Settings, tls: ReloadableServerContext) -> Callable[[], None]:
+    """Reload the TLS context when the CRL, trust bundle or certificate files change."""
+    files = [p for p in (settings.tls_crl, settings.tls_trust, settings.tls_cert) if p]
+
+    def stamp() -> tuple[float, ...]:
+        return tuple(p.stat().st_mtime if p.exists() else 0.0 for p in files)
+
+    last = [stamp()]
+
+    def check() -> None:
+        now = stamp()
+        if now != last[0]:
+            last[0] = now
+            try:
+                tls.reload()
+                log.info("TLS material reloaded")
+            except Exception as exc:  # noqa: BLE001 - keep the last good context
+                log.error("TLS reload failed; keeping the previous context",
+                          extra={"error": str(exc)})
+
+    return check
 
 
 def health_app(node: Node) -> FastAPI:
@@ -63,9 +78,20 @@ class RunningNode:
 
 def build_servers(settings: Settings, node: Node | None = None) -> tuple[Node, list[uvicorn.Server],
                                                                           ReloadableServerContext]:
-    tls = _server_tls(settings)
-    node = node or build_node(settings, identity=tls_identity)
-    app = create_app(settings, identity=tls_identity, node=node)
+    if node is None:
+        holder_ref: list[Node] = []
+        identity = CertificateIdentity(
+            proxies=lambda: holder_ref[0].holder.current.knooppunt.spec.security.trusted_proxies,
+            trust_bundle=settings.tls_trust, crl=settings.tls_crl,
+            header=settings.trusted_proxy_header)
+        node = build_node(settings, identity=identity)
+        holder_ref.append(node)
+    proxies = node.holder.current.knooppunt.spec.security.trusted_proxies
+    # Behind a trusted proxy the proxy may connect without a client certificate; every
+    # certificate that is presented is still verified in the handshake.
+    tls = _server_tls(settings, require_client_cert=not proxies)
+    node.on_tick.append(_crl_watcher(settings, tls))
+    app = create_app(settings, identity=node.identity, node=node)
     config = tls_config(app, ssl_context=tls, host=settings.host, port=settings.port,
                         log_config=None, access_log=False, timeout_graceful_shutdown=10,
                         h11_max_incomplete_event_size=64 * 1024)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from node_runtime.pki.authority import DEFAULT_KEY_ALGORITHM, KEY_ALGORITHMS, PkiError, utcnow
-from node_runtime.pki.issuing import REVOCATION_REASONS
+from node_runtime.pki.issuing import REVOCATION_REASONS, validate_oin
 from node_runtime.pki.store import DEFAULT_PKI_DIR, IssuedPaths, PkiStore
 
 
@@ -166,6 +166,8 @@ def _init(args: argparse.Namespace) -> int:
 def _issue_server(args: argparse.Namespace) -> int:
     store = PkiStore(args.dir)
     try:
+        if args.oin is not None:
+            validate_oin(args.oin)
         paths = store.issue_server(
             args.name,
             dns_names=args.dns,

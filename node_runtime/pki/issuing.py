@@ -137,6 +137,10 @@ def _leaf_builder(
     validity: dt.timedelta,
 ) -> x509.CertificateBuilder:
     start, end = validity_window(not_before, not_after, validity)
+    # A certificate never outlives its issuer.
+    end = min(end, issuer.certificate.not_valid_after_utc)
+    if end <= start:
+        raise PkiError("the issuing CA expires before the requested validity starts")
     public_key = as_public_key(key.public_key())
     return (
         x509.CertificateBuilder()

@@ -18,7 +18,7 @@ from node_runtime.store.records import LogQuery, LogRecord
 router = APIRouter(prefix="/api/v1", tags=["processing log"])
 
 
-def _record(r: LogRecord) -> dict[str, Any]:
+def record_json(r: LogRecord) -> dict[str, Any]:
     return {
         "id": r.id,
         "timestamp": r.timestamp.isoformat(),
@@ -70,7 +70,7 @@ async def query_log(
                  connector=connector, activity=activity, trace_id=trace_id, since=since,
                  until=until, after_id=after, limit=limit)
     records = await asyncio.to_thread(node.store.query_log, q)
-    return {"records": [_record(r) for r in records],
+    return {"records": [record_json(r) for r in records],
             "nextAfter": records[-1].id if len(records) == limit else None}
 
 
@@ -95,4 +95,4 @@ async def search_log(gemeentecode: str, search: SubjectSearch, node: NodeDep,
     q = LogQuery(controller=gemeentecode, subject_ref=ref, purpose=search.purpose,
                  connector=search.connector, limit=search.limit)
     records = await asyncio.to_thread(node.store.query_log, q)
-    return {"subjectRef": ref, "records": [_record(r) for r in records]}
+    return {"subjectRef": ref, "records": [record_json(r) for r in records]}

@@ -212,6 +212,17 @@ class SqlStore:
             ).scalar_one()
             return False if exists else None
 
+    def count_pending(self, *, gemeente: str | None = None, connector: str | None = None) -> int:
+        """Unacknowledged deliveries, optionally for one gemeente and/or connector."""
+        d = schema.deliveries
+        query = select(func.count()).select_from(d).where(d.c.acknowledged_at.is_(None))
+        if gemeente is not None:
+            query = query.where(d.c.mailbox_kind == "gemeente", d.c.mailbox_id == gemeente)
+        if connector is not None:
+            query = query.where(d.c.connector == connector)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def pending_count(self) -> dict[tuple[str, str], int]:
         d = schema.deliveries
         with self.engine.connect() as conn:

@@ -1,0 +1,47 @@
+"""Management endpoints: administrator certificates only."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from node_runtime.deps import NodeDep, PrincipalDep
+from node_runtime.pipeline.errors import Problem
+from node_runtime.principals import Principal
+from node_runtime.routes.processing_log import record_json
+from node_runtime.store.records import LogQuery
+
+
+def require_admin(principal: PrincipalDep) -> Principal:
+    if principal.kind != "administrator":
+        raise Problem(403, "not-an-administrator", "Administrator identity required",
+                      f"{principal.display_name} is not an administrator of this node.")
+    return principal
+
+
+router = APIRouter(prefix="/api/v1/admin", tags=["management"],
+                   dependencies=[Depends(require_admin)])
+
+
+@router.get("/pending", summary="Undelivered (unacknowledged) messages, e.g. before deletion")
+async def pending(node: NodeDep, gemeente: str | None = None,
+                  connector: str | None = None) -> dict[str, Any]:
+    count = await asyncio.to_thread(node.store.count_pending, gemeente=gemeente,
+                                    connector=connector)
+    return {"gemeente": gemeente, "connector": connector, "pending": count}
+
+
+@router.get("/processing-log", summary="The node's own records (refusals, rejected input)")
+async def node_log(
+    node: NodeDep,
+    outcome_activity: Annotated[str | None, Query(alias="activity")] = None,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    controller = f"knooppunt:{node.holder.current.name}"
+    records = await asyncio.to_thread(node.store.query_log, LogQuery(
+        controller=controller, activity=outcome_activity, after_id=after, limit=limit))
+    return {"records": [record_json(r) for r in records],
+            "nextAfter": records[-1].id if len(records) == limit else None}
