@@ -34,6 +34,12 @@ class Settings(BaseSettings):
         default="x-ssl-client-cert",
         description="Header carrying the URL-encoded PEM client certificate from a trusted proxy.",
     )
+    delivery_enabled: bool = Field(default=True, description="Run push-delivery workers.")
+    delivery_cert: Path | None = Field(
+        default=None, description="Client certificate chain the node presents when pushing.")
+    delivery_key: Path | None = None
+    delivery_trust: Path | None = Field(
+        default=None, description="CAs trusted for gemeente endpoints; default tls_trust.")
     config_map_root: Path = Path("/etc/knooppunt/bundles")
     reload_interval: float = Field(default=2.0, ge=0.1)
 

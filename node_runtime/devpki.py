@@ -8,6 +8,11 @@ from node_runtime.model.loading import ResourceSet
 from node_runtime.pki.store import DevPki, ensure_dev_pki
 
 
+def node_client_name(node: str) -> str:
+    """The dev PKI name of the node's own client certificate (used for push delivery)."""
+    return f"{node}-client"
+
+
 def organisations(resources: ResourceSet, node: str) -> list[tuple[str, str, str]]:
     """(certificate name, organisation, serialNumber) for each gemeente, participant, admin."""
     out: list[tuple[str, str, str]] = []
@@ -23,6 +28,8 @@ def organisations(resources: ResourceSet, node: str) -> list[tuple[str, str, str
             if serial:
                 out.append((participant.name, participant.display_name, serial))
     if knooppunt:
+        if knooppunt.spec.oin:
+            out.append((node_client_name(node), knooppunt.spec.display_name, knooppunt.spec.oin))
         for i, oin in enumerate(knooppunt.spec.security.administrators):
             out.append((f"admin-{i + 1}", "Knooppunt beheer", oin))
     return out

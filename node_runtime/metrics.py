@@ -51,6 +51,18 @@ class Metrics:
             ["mailbox"],
             registry=self.registry,
         )
+        self.push_attempts = Counter(
+            "knooppunt_push_attempts",
+            "Push delivery attempts by gemeente and result (delivered, retry, dead).",
+            ["gemeente", "result"],
+            registry=self.registry,
+        )
+        self.outbox = Gauge(
+            "knooppunt_outbox_deliveries",
+            "Push deliveries by status (pending, delivered, dead); alert on dead > 0.",
+            ["status"],
+            registry=self.registry,
+        )
         self.config_generation = Gauge(
             "knooppunt_config_generation",
             "Generation of the resource configuration in force.",

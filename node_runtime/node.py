@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 from starlette.requests import Request
 
 from node_runtime.config import Settings
+from node_runtime.delivery.worker import DeliveryWorker
 from node_runtime.metrics import Metrics
 from node_runtime.model.loading import ResourceSet, load_paths
 from node_runtime.pipeline.compiled import ConnectorCache
@@ -19,7 +21,9 @@ from node_runtime.pipeline.intake import IntakeService
 from node_runtime.principals import PeerCertificate
 from node_runtime.pseudonyms import Pseudonymizer, load_or_create_key
 from node_runtime.state import StateHolder, files_fingerprint
+from node_runtime.store.outbox import Outbox
 from node_runtime.store.sql import SqlStore, sqlite_url
+from node_runtime.tls.contexts import client_context
 
 log = logging.getLogger("knooppunt.node")
 
@@ -37,14 +41,24 @@ class Node:
     identity: IdentityExtractor
     loader: Callable[[], ResourceSet]
     on_tick: list[Callable[[], None]] = field(default_factory=list)
+    outbox: Outbox | None = None
+    worker: DeliveryWorker | None = None
+    _worker_task: asyncio.Task[None] | None = field(default=None, repr=False)
     _fingerprint: object = None
     _reloader: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
         self._fingerprint = files_fingerprint(list(self.settings.resources))
         self._reloader = asyncio.create_task(self._watch())
+        if self.worker is not None:
+            self._worker_task = asyncio.create_task(self.worker.run())
+            self.intake.on_commit = self.worker.wake
 
     async def stop(self) -> None:
+        if self.worker is not None and self._worker_task is not None:
+            await self.worker.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker_task
         if self._reloader is not None:
             self._reloader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -107,4 +121,21 @@ def build_node(
         max_depth=holder.current.knooppunt.spec.limits.max_xml_depth,
         public_url=settings.public_url,
     )
-    return Node(settings, holder, store, intake, metrics, pseudonymizer, identity, loader)
+    node = Node(settings, holder, store, intake, metrics, pseudonymizer, identity, loader)
+    node.outbox = Outbox(store)
+    if settings.delivery_enabled:
+        node.worker = DeliveryWorker(
+            outbox=node.outbox,
+            spec=lambda: holder.current.knooppunt.spec.delivery,
+            client_ssl=_delivery_ssl(settings),
+            metrics=metrics,
+            node_name=lambda: holder.current.name,
+        )
+    return node
+
+
+def _delivery_ssl(settings: Settings) -> ssl.SSLContext:
+    trust = settings.delivery_trust or settings.tls_trust
+    if trust is None:
+        return ssl.create_default_context()
+    return client_context(settings.delivery_cert, settings.delivery_key, trust)

@@ -8,6 +8,7 @@ import logging
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +67,7 @@ class IntakeService:
         self.metrics = metrics
         self.max_depth = max_depth
         self.public_url = public_url.rstrip("/") if public_url else None
+        self.on_commit: Callable[[], None] | None = None
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -258,6 +260,8 @@ class IntakeService:
         stored, created = self.store.commit_intake(IntakeCommit(record, deliveries, logs.records))
         if not created:
             return self._duplicate(stored, digest, mt)
+        if self.on_commit is not None and any(d.delivery_mode == "push" for d in deliveries):
+            self.on_commit()
         self.metrics.messages.labels(connector.name, mt.name, controller, "accepted").inc()
         for d in deliveries:
             self.metrics.deliveries.labels(connector.name, d.mailbox_id, d.purpose or "").inc()

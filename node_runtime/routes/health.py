@@ -38,4 +38,8 @@ async def metrics(node: NodeDep) -> Response:
     node.metrics.pending.clear()
     for (_kind, owner), count in pending.items():
         node.metrics.pending.labels(owner).set(count)
+    if node.outbox is not None:
+        counts = await asyncio.to_thread(node.outbox.counts)
+        for status in ("pending", "delivered", "dead"):
+            node.metrics.outbox.labels(status).set(counts.get(status, 0))
     return Response(generate_latest(node.metrics.registry), media_type=CONTENT_TYPE_LATEST)

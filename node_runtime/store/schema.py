@@ -78,7 +78,12 @@ deliveries = Table(
     Column("next_attempt_at", DateTime(timezone=True), nullable=True),
     Column("last_error", Text, nullable=True),
     Column("purged_at", DateTime(timezone=True), nullable=True),
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_until", DateTime(timezone=True), nullable=True),
     Index("ix_deliveries_mailbox", "mailbox_kind", "mailbox_id", "status", "seq"),
+    Index("ix_deliveries_due", "delivery_mode", "status", "next_attempt_at"),
+    Index("ix_deliveries_order", "mailbox_id", "purpose", "order_key", "seq"),
 )
 
 processing_log = Table(

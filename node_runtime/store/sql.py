@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, insert, select, update
+from sqlalchemy import Engine, create_engine, event, func, insert, select, text, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
@@ -50,6 +50,31 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite+pysqlite:///{path}"
 
 
+def normalise_url(url: str) -> str:
+    """``postgresql://`` / ``postgres://`` (as operators and secrets write them) → psycopg 3.
+
+    SQLAlchemy would pick psycopg2 for a bare ``postgresql://``; we ship psycopg 3.
+    """
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+# pg_advisory_xact_lock key of schema migrations: the first 8 bytes of
+# sha256("knooppunt.schema_migrations") as a signed bigint (any constant would do).
+MIGRATION_LOCK_KEY = 0x4DBA_9318_C5E6_CBB2
+
+
+def _lock_for_migration(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+    elif conn.dialect.name == "sqlite":
+        dbapi = conn.connection.dbapi_connection
+        if dbapi is not None and not dbapi.in_transaction:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -63,6 +88,7 @@ class SqlStore:
     """All durable state of a node. Every method is one transaction."""
 
     def __init__(self, url: str, *, engine: Engine | None = None) -> None:
+        url = normalise_url(url)
         self.url = url
         if engine is None:
             kwargs: dict[str, Any] = {"future": True}
@@ -79,8 +105,16 @@ class SqlStore:
     # -- lifecycle -------------------------------------------------------------------------
 
     def migrate(self) -> int:
-        """Apply pending migrations; returns the schema version now in force."""
+        """Apply pending migrations; returns the schema version now in force.
+
+        All pending steps run in one transaction, serialised across processes: several
+        runtime replicas may start at once on one database. PostgreSQL: a transaction-scoped
+        advisory lock (DDL is transactional, so a failed step leaves nothing behind). SQLite:
+        BEGIN IMMEDIATE takes the write lock up front (pysqlite would otherwise run the DDL
+        outside any transaction).
+        """
         with self.engine.begin() as conn:
+            _lock_for_migration(conn)
             schema.schema_migrations.create(conn, checkfirst=True)
             done = {r[0] for r in conn.execute(select(schema.schema_migrations.c.version))}
             for version, step in MIGRATIONS:
@@ -101,7 +135,9 @@ class SqlStore:
 
     # -- intake ----------------------------------------------------------------------------
 
-    def find_message(self, connector: str, sender: str, sender_message_id: str) -> MessageRecord | None:
+    def find_message(
+        self, connector: str, sender: str, sender_message_id: str
+    ) -> MessageRecord | None:
         m = schema.messages
         with self.engine.connect() as conn:
             row = conn.execute(
@@ -129,7 +165,9 @@ class SqlStore:
                         [_delivery_values(d) for d in commit.deliveries],
                     )
                 if commit.log:
-                    conn.execute(insert(schema.processing_log), [_log_values(r) for r in commit.log])
+                    conn.execute(
+                        insert(schema.processing_log), [_log_values(r) for r in commit.log]
+                    )
         except IntegrityError:
             existing = self.find_message(msg.connector, msg.sender, msg.sender_message_id)
             if existing is None:
@@ -164,7 +202,9 @@ class SqlStore:
         with self.engine.connect() as conn:
             return [_delivery(r) for r in conn.execute(query)]
 
-    def get_delivery(self, kind: MailboxKind, mailbox_id: str, delivery_id: str) -> DeliveryRecord | None:
+    def get_delivery(
+        self, kind: MailboxKind, mailbox_id: str, delivery_id: str
+    ) -> DeliveryRecord | None:
         d = schema.deliveries
         with self.engine.connect() as conn:
             row = conn.execute(

@@ -1,0 +1,1 @@
+"""Push delivery: outbox workers with retries, per-endpoint limits and circuit breakers."""

@@ -1,0 +1,187 @@
+"""The transactional outbox of push deliveries: claim with a lease, settle, dead-letter, replay.
+
+Deliveries are written in the intake transaction (no dual write). Workers in any number of
+runtime replicas claim due deliveries with a lease (PostgreSQL: FOR UPDATE SKIP LOCKED), so a
+crashed worker's claims fall back to the pool when the lease runs out. A delivery waits while an
+earlier delivery of the same stream (mailbox, purpose, order key) is undelivered: a stop never
+overtakes its start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy.orm import aliased
+
+from node_runtime.store import schema
+from node_runtime.store.records import DeliveryRecord, LogRecord
+from node_runtime.store.sql import SqlStore, _delivery, _log_values, now
+
+UNSETTLED = ("pending", "dead")
+
+
+@dataclass(frozen=True)
+class DeadLetterFilter:
+    gemeente: str | None = None
+    connector: str | None = None
+    ids: tuple[str, ...] = ()
+
+
+class Outbox:
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+        self.engine = store.engine
+
+    def claim(
+        self,
+        *,
+        owner: str,
+        limit: int,
+        lease: timedelta,
+        exclude_endpoints: Sequence[str] = (),
+    ) -> list[DeliveryRecord]:
+        d = schema.deliveries
+        e = aliased(schema.deliveries)
+        moment = now()
+        earlier_unsettled = exists().where(
+            e.c.mailbox_kind == d.c.mailbox_kind,
+            e.c.mailbox_id == d.c.mailbox_id,
+            e.c.purpose == d.c.purpose,
+            e.c.order_key == d.c.order_key,
+            e.c.seq < d.c.seq,
+            e.c.status.in_(UNSETTLED),
+        )
+        query = (
+            select(d)
+            .where(
+                d.c.delivery_mode == "push",
+                d.c.status == "pending",
+                or_(d.c.next_attempt_at.is_(None), d.c.next_attempt_at <= moment),
+                or_(d.c.lease_until.is_(None), d.c.lease_until < moment),
+                ~earlier_unsettled,
+            )
+            .order_by(d.c.seq)
+            .limit(limit)
+        )
+        if exclude_endpoints:
+            query = query.where(d.c.endpoint.not_in(list(exclude_endpoints)))
+        if self.store.dialect == "postgresql":
+            query = query.with_for_update(of=d, skip_locked=True)
+        claimed: list[DeliveryRecord] = []
+        with self.engine.begin() as conn:
+            rows = list(conn.execute(query))
+            for row in rows:
+                result = conn.execute(
+                    update(d)
+                    .where(
+                        d.c.id == row.id,
+                        d.c.status == "pending",
+                        or_(d.c.lease_until.is_(None), d.c.lease_until < moment),
+                    )
+                    .values(lease_owner=owner, lease_until=moment + lease)
+                )
+                if result.rowcount == 1:
+                    claimed.append(_delivery(row))
+        return claimed
+
+    def delivered(self, delivery_id: str, log: Sequence[LogRecord]) -> bool:
+        """Settle a successful push. False if it was already settled (harmless)."""
+        d = schema.deliveries
+        moment = now()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(d)
+                .where(d.c.id == delivery_id, d.c.status == "pending")
+                .values(status="delivered", delivered_at=moment, acknowledged_at=moment,
+                        attempts=d.c.attempts + 1, lease_owner=None, lease_until=None,
+                        last_error=None)
+            )
+            if result.rowcount == 1 and log:
+                conn.execute(insert(schema.processing_log), [_log_values(r) for r in log])
+            return result.rowcount == 1
+
+    def failed(
+        self,
+        delivery_id: str,
+        *,
+        error: str,
+        retry_at: datetime | None,
+        log: Sequence[LogRecord] = (),
+    ) -> str:
+        """Record a failed attempt: back to pending with retry_at, or dead when None."""
+        d = schema.deliveries
+        status = "pending" if retry_at is not None else "dead"
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(d)
+                .where(d.c.id == delivery_id, d.c.status == "pending")
+                .values(status=status, attempts=d.c.attempts + 1, last_error=error[:2000],
+                        next_attempt_at=retry_at, lease_owner=None, lease_until=None)
+            )
+            if log:
+                conn.execute(insert(schema.processing_log), [_log_values(r) for r in log])
+        return status
+
+    def release(self, delivery_id: str) -> None:
+        """Give a claimed delivery back untried (e.g. its circuit opened meanwhile)."""
+        d = schema.deliveries
+        with self.engine.begin() as conn:
+            conn.execute(update(d).where(d.c.id == delivery_id, d.c.status == "pending")
+                         .values(lease_owner=None, lease_until=None))
+
+    def attempts(self, delivery_id: str) -> int:
+        d = schema.deliveries
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(d.c.attempts).where(d.c.id == delivery_id))
+                       .scalar_one())
+
+    def _filter(self, f: DeadLetterFilter) -> list[Any]:
+        d = schema.deliveries
+        clauses: list[Any] = [d.c.status == "dead"]
+        if f.gemeente is not None:
+            clauses.append(and_(d.c.mailbox_kind == "gemeente", d.c.mailbox_id == f.gemeente))
+        if f.connector is not None:
+            clauses.append(d.c.connector == f.connector)
+        if f.ids:
+            clauses.append(d.c.id.in_(list(f.ids)))
+        return clauses
+
+    def dead_letters(self, f: DeadLetterFilter, *, limit: int = 100) -> list[tuple[DeliveryRecord,
+                                                                                     int, str]]:
+        d = schema.deliveries
+        query = select(d).where(*self._filter(f)).order_by(d.c.seq).limit(limit)
+        with self.engine.connect() as conn:
+            return [(_delivery(r), int(r.attempts), r.last_error or "")
+                    for r in conn.execute(query)]
+
+    def replay(self, f: DeadLetterFilter) -> int:
+        """Put dead letters back in the outbox (fresh attempt budget). Returns the count."""
+        d = schema.deliveries
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(d).where(*self._filter(f))
+                .values(status="pending", attempts=0, next_attempt_at=None, lease_owner=None,
+                        lease_until=None)
+            )
+            return int(result.rowcount)
+
+    def counts(self) -> dict[str, int]:
+        d = schema.deliveries
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(d.c.status, func.count()).where(
+                d.c.delivery_mode == "push").group_by(d.c.status))
+            return {r[0]: int(r[1]) for r in rows}
+
+    def created_at(self, delivery_id: str) -> datetime | None:
+        d = schema.deliveries
+        with self.engine.connect() as conn:
+            value = conn.execute(select(d.c.created_at).where(d.c.id == delivery_id)).scalar()
+        if value is None:
+            return None
+        from node_runtime.store.sql import _utc
+
+        return _utc(value)

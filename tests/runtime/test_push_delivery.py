@@ -1,0 +1,211 @@
+"""Push delivery: mTLS to the gemeente's endpoint, retries, dead letters, replay, ordering."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from node_runtime.delivery.breaker import CircuitBreakers
+from node_runtime.delivery.worker import backoff
+from node_runtime.devpki import ensure_for_resources, node_client_name
+from node_runtime.model.knooppunt import DeliverySpec
+from node_runtime.model.loading import load_paths
+from node_runtime.pki.store import DevPki
+from node_runtime.server import RunningNode, start_in_thread
+from node_runtime.tls.contexts import client_context
+from tests.conftest import CONNECTOR, MESSAGES, NODE, node_settings
+from tests.runtime.helpers import header, replace_first, with_new_id
+from tests.runtime.receiver import Receiver, start_receiver
+
+URL = f"/api/v1/connectors/{CONNECTOR}/messages"
+XML = {"content-type": "application/xml"}
+NODE_OIN = "00000001999000000111"
+ADMIN_OIN = "00000001999000000999"
+ROTTERDAM = "0599"
+
+
+def configure(resource_dir: Path, endpoint: str, **delivery: Any) -> None:
+    kp = yaml.safe_load((resource_dir / "knooppunt.yaml").read_text())
+    kp["spec"]["oin"] = NODE_OIN
+    kp["spec"]["delivery"] = {"initialBackoffSeconds": 0.05, "maxBackoffSeconds": 0.2,
+                              **delivery}
+    kp["spec"].setdefault("security", {})["administrators"] = [ADMIN_OIN]
+    (resource_dir / "knooppunt.yaml").write_text(yaml.safe_dump(kp))
+    docs = list(yaml.safe_load_all((resource_dir / "gemeenten.yaml").read_text()))
+    for doc in docs:
+        for sub in doc["spec"]["subscriptions"]:
+            if sub.get("delivery", {}).get("mode") == "push":
+                sub["delivery"]["endpoint"] = endpoint
+    (resource_dir / "gemeenten.yaml").write_text(yaml.safe_dump_all(docs))
+
+
+@pytest.fixture()
+def receiver(dev_pki: DevPki) -> Iterator[Receiver]:
+    rec, manager = start_receiver(dev_pki)
+    try:
+        yield rec
+    finally:
+        manager.__exit__(None, None, None)
+
+
+Start = Callable[..., tuple[RunningNode, DevPki]]
+
+
+@pytest.fixture()
+def push_node(tmp_path: Path, resource_dir: Path, receiver: Receiver,
+              dev_pki: DevPki) -> Iterator[Start]:
+    started: list[RunningNode] = []
+
+    def start(**delivery: Any) -> tuple[RunningNode, DevPki]:
+        configure(resource_dir, receiver.url, **delivery)
+        # the receiver's PKI: the node trusts its server certificate and vice versa
+        pki = ensure_for_resources(dev_pki.store.directory, load_paths([resource_dir]), NODE)
+        if not pki.store.has("admin"):
+            pki.store.issue_client("admin", organisation="Beheer", oin=ADMIN_OIN)
+        node_cert = pki.clients[node_client_name(NODE)]
+        settings = node_settings(resource_dir, tmp_path / "data", pki,
+                                 delivery_cert=node_cert.chain, delivery_key=node_cert.key)
+        running = start_in_thread(settings)
+        started.append(running)
+        return running, pki
+
+    yield start
+    for r in started:
+        r.stop()
+
+
+def _client(running: RunningNode, pki: DevPki, name: str) -> httpx.Client:
+    paths = pki.store.paths(name)
+    return httpx.Client(base_url=f"https://localhost:{running.port}", timeout=30,
+                        verify=client_context(paths.chain, paths.key, pki.ca_bundle))
+
+
+def _rotterdam_message(kind: str = "wmo305") -> bytes:
+    for path in sorted(MESSAGES.glob(f"{kind}*.xml")):
+        if header(path.read_bytes())["Ontvanger"] == ROTTERDAM:
+            return path.read_bytes()
+    raise AssertionError("no Rotterdam example")
+
+
+def _provider(body: bytes) -> str:
+    agb = header(body)["Afzender"]
+    res = load_paths([Path(MESSAGES).parent])
+    return next(p.name for p in res.connectors[CONNECTOR].spec.participants
+                if agb in p.identifiers)
+
+
+def _wait(predicate: Callable[[], bool], timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_push_reaches_the_endpoint_over_mtls_once(push_node: Start, receiver: Receiver) -> None:
+    running, pki = push_node()
+    body = _rotterdam_message()
+    with _client(running, pki, _provider(body)) as c:
+        assert c.post(URL, content=body, headers=XML).status_code == 202
+    assert _wait(lambda: len(receiver.applied) == 1)
+    key, envelope = next(iter(receiver.applied.items()))
+    assert envelope["kenmerken"]["ontvanger"] == ROTTERDAM
+    assert envelope["kenmerken"]["doel"] == "wmo-uitvoering"
+    assert receiver.client_oins == {NODE_OIN}
+    with _client(running, pki, "gemeente-rotterdam") as g:
+        # delivered push messages leave the mailbox; the pull subscription's stays
+        items = g.get(f"/api/v1/gemeenten/{ROTTERDAM}/mailbox").json()["items"]
+        assert key not in [i["id"] for i in items]
+        log = g.get(f"/api/v1/gemeenten/{ROTTERDAM}/processing-log",
+                    params={"activity": "deliver"}).json()["records"]
+        assert log and all(r["deliveryId"] == key for r in log)
+    time.sleep(0.5)
+    assert receiver.received == 1 and receiver.duplicates == 0
+
+
+def test_retry_then_dead_letter_then_replay(push_node: Start, receiver: Receiver) -> None:
+    receiver.always_fail = True
+    running, pki = push_node(maxAttempts=3, circuitBreakerThreshold=100)
+    body = _rotterdam_message()
+    with _client(running, pki, _provider(body)) as c:
+        assert c.post(URL, content=body, headers=XML).status_code == 202
+    with _client(running, pki, "admin") as admin:
+        assert _wait(lambda: len(admin.get("/api/v1/admin/dead-letters").json()["items"]) == 1)
+        dead = admin.get("/api/v1/admin/dead-letters").json()["items"][0]
+        assert dead["attempts"] == 3 and dead["lastError"] == "HTTP 503"
+        assert receiver.received == 3
+        metrics = admin.get("/metrics").text
+        assert 'knooppunt_outbox_deliveries{status="dead"} 1.0' in metrics
+        assert 'knooppunt_push_attempts_total{gemeente="0599",result="dead"} 1.0' in metrics
+        # never deleted by failure: the content is still there and replayable
+        assert admin.post("/api/v1/admin/dead-letters/replay", json={}).status_code == 400
+        receiver.always_fail = False
+        replayed = admin.post("/api/v1/admin/dead-letters/replay",
+                              json={"ids": [dead["id"]]}).json()
+        assert replayed == {"replayed": 1}
+        assert _wait(lambda: dead["id"] in receiver.applied)
+        assert admin.get("/api/v1/admin/dead-letters").json()["items"] == []
+
+
+def test_a_stop_never_overtakes_its_start(push_node: Start, receiver: Receiver) -> None:
+    receiver.fail_next = 3
+    running, pki = push_node(circuitBreakerThreshold=100)
+    start = _rotterdam_message("wmo305")
+    provider = _provider(start)
+    bsn = start.split(b"Bsn>")[1].split(b"<")[0].decode()
+    agb = header(start)["Afzender"]
+    stop = next(p.read_bytes() for p in sorted(MESSAGES.glob("wmo307*.xml")))
+    stop = replace_first(with_new_id(stop, "STOP-1"), "Ontvanger", ROTTERDAM)
+    stop = replace_first(replace_first(stop, "Afzender", agb), "Bsn", bsn)
+    stop = stop.replace(b">" + header(stop)["Afzender"].encode() + b"<", b">" + agb.encode() + b"<")
+    stop = replace_first_all(stop, "Aanbieder", agb)
+    with _client(running, pki, provider) as c:
+        assert c.post(URL, content=start, headers=XML).status_code == 202
+        resp = c.post(URL, content=stop, headers=XML)
+        assert resp.status_code == 202, resp.text
+    assert _wait(lambda: len(receiver.order) >= 2)
+    kinds = [receiver.applied[k]["kenmerken"]["berichttype"] for k in receiver.order
+             if receiver.applied[k]["kenmerken"]["doel"] == "wmo-uitvoering"]
+    assert kinds == ["WMO305", "WMO307"]
+
+
+def replace_first_all(xml: bytes, element: str, value: str) -> bytes:
+    import re
+
+    return re.sub(rb"(<(\w+:)?" + element.encode() + rb">)[^<]*(</)",
+                  rb"\g<1>" + value.encode() + rb"\g<3>", xml)
+
+
+def test_one_dead_endpoint_does_not_block_the_others() -> None:
+    clock = [0.0]
+    breakers = CircuitBreakers(threshold=lambda: 3, cooldown=lambda: 10.0,
+                               clock=lambda: clock[0])
+    for _ in range(2):
+        assert not breakers.failure("https://dead")
+    assert breakers.failure("https://dead")
+    assert breakers.state("https://dead") == "open"
+    assert breakers.open_endpoints() == ["https://dead"]
+    assert breakers.state("https://alive") == "closed"
+    clock[0] = 10.5
+    assert breakers.state("https://dead") == "half-open"
+    assert breakers.failure("https://dead")  # the trial failed: open again
+    assert breakers.state("https://dead") == "open"
+    clock[0] = 21.0
+    breakers.success("https://dead")
+    assert breakers.state("https://dead") == "closed"
+
+
+def test_backoff_is_exponential_with_full_jitter() -> None:
+    spec = DeliverySpec.model_validate({"initialBackoffSeconds": 1, "maxBackoffSeconds": 60})
+    assert backoff(0, spec, rand=lambda: 1.0) == 1.0
+    assert backoff(3, spec, rand=lambda: 1.0) == 8.0
+    assert backoff(20, spec, rand=lambda: 1.0) == 60.0
+    assert backoff(3, spec, rand=lambda: 0.5) == 4.0
+    assert backoff(3, spec, rand=lambda: 0.0) == 0.05
