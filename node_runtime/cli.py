@@ -42,10 +42,27 @@ def cmd_up(args: argparse.Namespace) -> int:
                "tls_trust": pki.ca_bundle, "tls_crl": pki.crl}
         print(f"development PKI in {args.pki_dir}: client certificates under "
               f"{Path(args.pki_dir) / 'issued'}", file=sys.stderr)
+    if args.delivery_cert:
+        tls.update(delivery_cert=args.delivery_cert, delivery_key=args.delivery_key)
+    elif not args.tls_cert:
+        from node_runtime.devpki import node_client_name
+
+        if node_client_name(node) in pki.clients:
+            own = pki.clients[node_client_name(node)]
+            tls.update(delivery_cert=own.chain, delivery_key=own.key)
     settings = Settings(node=node, resources=paths, data_dir=data_dir, host=args.host,
                         port=args.port, health_port=args.health_port,
                         database_url=args.database_url, public_url=args.public_url, **tls)
     serve(settings)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Production entry point: every setting from KNOOPPUNT_* environment variables."""
+    from node_runtime.server import serve
+
+    configure(args.log_level)
+    serve(Settings())  # type: ignore[call-arg]
     return 0
 
 
@@ -97,8 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--tls-key", type=Path)
     up.add_argument("--tls-trust", type=Path)
     up.add_argument("--tls-crl", type=Path)
+    up.add_argument("--delivery-cert", type=Path, help="client certificate for push delivery")
+    up.add_argument("--delivery-key", type=Path)
     up.add_argument("--log-level", default="INFO")
     up.set_defaults(func=cmd_up)
+
+    serve_cmd = sub.add_parser("serve", help="serve a node configured by KNOOPPUNT_* variables "
+                               "(container entry point)")
+    serve_cmd.add_argument("--log-level", default="INFO")
+    serve_cmd.set_defaults(func=cmd_serve)
 
     demo = sub.add_parser("demo", help="run the local demo end to end")
     demo.add_argument("-f", "--file", action="append", default=None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -14,10 +16,38 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 
 metadata = MetaData()
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An instant, stored and returned in UTC (aware), the same on every backend.
+
+    PostgreSQL's timestamptz keeps the instant by itself, but SQLite's DATETIME is a text
+    column that silently drops the UTC offset: 10:30+01:00 would come back as 10:30 UTC, and
+    comparisons against an offset-carrying parameter would be off. Normalising every bound
+    value to UTC (naive values are taken as UTC) makes storage and filters agree everywhere.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return _as_utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return _as_utc(value)
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
 
 # BigInteger autoincrement on PostgreSQL, INTEGER PRIMARY KEY (rowid) on SQLite.
 SeqType = BigInteger().with_variant(Integer(), "sqlite")
@@ -26,7 +56,7 @@ schema_migrations = Table(
     "schema_migrations",
     metadata,
     Column("version", Integer, primary_key=True),
-    Column("applied_at", DateTime(timezone=True), nullable=False),
+    Column("applied_at", UtcDateTime(), nullable=False),
 )
 
 messages = Table(
@@ -42,13 +72,13 @@ messages = Table(
     Column("sender_message_id", String(128), nullable=False),
     Column("payload_sha256", String(64), nullable=False),
     Column("payload", LargeBinary, nullable=True),
-    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", UtcDateTime(), nullable=False),
     Column("trace_id", String(32), nullable=False),
     Column("controller", String(64), nullable=False),
     Column("answer_status", Integer, nullable=False),
     Column("answer_body", LargeBinary, nullable=False),
     Column("answer_content_type", String(100), nullable=False),
-    Column("purged_at", DateTime(timezone=True), nullable=True),
+    Column("purged_at", UtcDateTime(), nullable=True),
     UniqueConstraint("connector", "sender", "sender_message_id", name="uq_message_sender_id"),
 )
 
@@ -70,17 +100,17 @@ deliveries = Table(
     Column("order_key", String(64), nullable=True),
     Column("delivery_mode", String(8), nullable=False),
     Column("endpoint", Text, nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("acknowledged_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("acknowledged_at", UtcDateTime(), nullable=True),
     Column("read_count", Integer, nullable=False, default=0),
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
-    Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("next_attempt_at", UtcDateTime(), nullable=True),
     Column("last_error", Text, nullable=True),
-    Column("purged_at", DateTime(timezone=True), nullable=True),
-    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    Column("purged_at", UtcDateTime(), nullable=True),
+    Column("delivered_at", UtcDateTime(), nullable=True),
     Column("lease_owner", String(64), nullable=True),
-    Column("lease_until", DateTime(timezone=True), nullable=True),
+    Column("lease_until", UtcDateTime(), nullable=True),
     Index("ix_deliveries_mailbox", "mailbox_kind", "mailbox_id", "status", "seq"),
     Index("ix_deliveries_due", "delivery_mode", "status", "next_attempt_at"),
     Index("ix_deliveries_order", "mailbox_id", "purpose", "order_key", "seq"),
@@ -91,7 +121,7 @@ processing_log = Table(
     metadata,
     Column("seq", SeqType, primary_key=True, autoincrement=True),
     Column("id", String(36), nullable=False, unique=True),
-    Column("timestamp", DateTime(timezone=True), nullable=False),
+    Column("timestamp", UtcDateTime(), nullable=False),
     Column("trace_id", String(32), nullable=False),
     Column("span_id", String(16), nullable=False),
     Column("parent_span_id", String(16), nullable=True),
