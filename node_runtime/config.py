@@ -42,6 +42,8 @@ class Settings(BaseSettings):
         default=None, description="CAs trusted for gemeente endpoints; default tls_trust.")
     config_map_root: Path = Path("/etc/knooppunt/bundles")
     reload_interval: float = Field(default=2.0, ge=0.1)
+    retention_interval: float = Field(default=3600.0, ge=1.0,
+                                      description="Seconds between retention purges.")
 
     def sqlite_path(self) -> Path:
         return self.data_dir / "knooppunt.db"

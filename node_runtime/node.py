@@ -20,9 +20,10 @@ from node_runtime.pipeline.compiled import ConnectorCache
 from node_runtime.pipeline.intake import IntakeService
 from node_runtime.principals import PeerCertificate
 from node_runtime.pseudonyms import Pseudonymizer, load_or_create_key
+from node_runtime.retention import run_retention
 from node_runtime.state import StateHolder, files_fingerprint
 from node_runtime.store.outbox import Outbox
-from node_runtime.store.sql import SqlStore, sqlite_url
+from node_runtime.store.sql import SqlStore, now, sqlite_url
 from node_runtime.tls.contexts import client_context
 
 log = logging.getLogger("knooppunt.node")
@@ -44,17 +45,31 @@ class Node:
     outbox: Outbox | None = None
     worker: DeliveryWorker | None = None
     _worker_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _retention: asyncio.Task[None] | None = field(default=None, repr=False)
     _fingerprint: object = None
     _reloader: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
         self._fingerprint = files_fingerprint(list(self.settings.resources))
         self._reloader = asyncio.create_task(self._watch())
+        self._retention = asyncio.create_task(self._retention_loop())
         if self.worker is not None:
             self._worker_task = asyncio.create_task(self.worker.run())
             self.intake.on_commit = self.worker.wake
 
+    async def _retention_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(run_retention, self.holder.current, self.store, now=now())
+            except Exception:
+                log.exception("retention run failed")
+            await asyncio.sleep(self.settings.retention_interval)
+
     async def stop(self) -> None:
+        if self._retention is not None:
+            self._retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention
         if self.worker is not None and self._worker_task is not None:
             await self.worker.stop()
             with contextlib.suppress(asyncio.CancelledError):

@@ -76,6 +76,10 @@ def _fetch(node: Node, kind: MailboxKind, owner: str, delivery_id: str, principa
     if d is None:
         raise Problem(404, "no-such-message", "No such message",
                       f"Mailbox {owner} holds no message {delivery_id}.")
+    if d.content == b"" and d.acknowledged_at is not None:
+        raise Problem(410, "purged", "Payload purged",
+                      "This message was acknowledged and its payload has been purged after "
+                      "the retention period; the processing log keeps the record.")
     logs = LogBuilder(trace, principal.actor)
     logs.for_subjects(list(d.subject_refs), activity="read", controller=_controller(d, kind, node),
                       purpose=d.purpose or "gegevenslogistiek",

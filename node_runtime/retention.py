@@ -1,0 +1,53 @@
+"""The retention job: runs periodically in every replica (purges are idempotent)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from node_runtime.processing_log import LogBuilder
+from node_runtime.state import NodeState
+from node_runtime.store.records import LogRecord
+from node_runtime.store.retention import PurgedDelivery, PurgeRule, Retention
+from node_runtime.store.sql import SqlStore
+from node_runtime.tracing import from_header
+
+log = logging.getLogger("knooppunt.retention")
+
+
+def rules_for(state: NodeState) -> list[PurgeRule]:
+    rules: list[PurgeRule] = []
+    for name, compiled in state.connectors.items():
+        rules.append(PurgeRule(name, None, compiled.resource.spec.payload_retention_days))
+        for code, gemeente in state.gemeenten_by_code.items():
+            days = gemeente.spec.payload_retention_days
+            if days is not None and any(s.connector == name
+                                        for s in gemeente.spec.subscriptions):
+                rules.append(PurgeRule(name, code, days))
+    return rules
+
+
+def run_retention(state: NodeState, store: SqlStore, *, now: datetime) -> dict[str, int]:
+    retention = Retention(store)
+    actor = f"knooppunt:{state.name}"
+
+    def log_for(item: PurgedDelivery) -> list[LogRecord]:
+        builder = LogBuilder(from_header(None), actor)
+        builder.for_subjects(list(item.subject_refs), activity="purge",
+                             controller=item.mailbox_id,
+                             purpose=item.purpose or "gegevenslogistiek",
+                             legal_basis=item.legal_basis or "unknown", outcome="success",
+                             connector=item.connector, message_type=item.message_type,
+                             message_id=item.message_id, delivery_id=item.id,
+                             detail="payload purged after its retention period")
+        return builder.records
+
+    purged = retention.purge_deliveries(rules_for(state), now=now, log_for=log_for)
+    payloads = retention.purge_message_payloads(
+        {n: c.resource.spec.payload_retention_days for n, c in state.connectors.items()}, now=now)
+    log_records = retention.purge_log(days=state.knooppunt.spec.processing_log.retention_days,
+                                      now=now)
+    result = {"deliveries": len(purged), "payloads": payloads, "logRecords": log_records}
+    if any(result.values()):
+        log.info("retention purge", extra=result)
+    return result
