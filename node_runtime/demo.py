@@ -12,21 +12,30 @@ import json
 import re
 import shutil
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 from lxml import etree
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from node_runtime.config import Settings
-from node_runtime.devpki import ensure_for_resources
+from node_runtime.devpki import ensure_for_resources, node_client_name
 from node_runtime.logging_setup import configure
 from node_runtime.model.loading import ResourceSet, load_paths
 from node_runtime.pipeline.doelbinding import paths_of
 from node_runtime.pki.store import DevPki
 from node_runtime.server import start_in_thread
-from node_runtime.tls.contexts import client_context
+from node_runtime.tls.contexts import client_context, server_context
+from node_runtime.tls.uvicorn_protocol import run_in_thread, tls_config
+
+DEMO_NODE_OIN = "00000001999000000111"
 
 
 def free_port() -> int:
@@ -104,19 +113,69 @@ def _summarise_answer(resp: httpx.Response) -> str:
     return f"{resp.status_code} {outcome}"
 
 
+class _Endpoint:
+    """A gemeente's own push endpoint (mTLS), applying each delivery once per idempotency key."""
+
+    def __init__(self) -> None:
+        self.applied: dict[str, dict[str, Any]] = {}
+        self.received = 0
+
+    async def __call__(self, request: Request) -> Response:
+        self.received += 1
+        self.applied.setdefault(request.headers["idempotency-key"], json.loads(await request.body()))
+        return Response(status_code=204)
+
+
+def _local_resources(resources: list[Path], workdir: Path, endpoint_url: str,
+                     node: str) -> list[Path]:
+    """A copy of the resources in which push subscriptions point at the local endpoint and
+    the node has an OIN (so it gets a client certificate for pushing)."""
+    target = workdir / "resources"
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    for source in resources:
+        files = [source] if source.is_file() else sorted(source.glob("*.y*ml"))
+        for f in files:
+            docs = [d for d in yaml.safe_load_all(f.read_text()) if d]
+            for d in docs:
+                if d.get("kind") == "Knooppunt" and d["metadata"]["name"] == node:
+                    d["spec"].setdefault("oin", DEMO_NODE_OIN)
+                for sub in (d.get("spec") or {}).get("subscriptions", []) or []:
+                    if (sub.get("delivery") or {}).get("mode") == "push":
+                        sub["delivery"]["endpoint"] = endpoint_url
+            (target / f.name).write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    return [target]
+
+
 def run_demo(*, resources: list[Path], workdir: Path, node: str | None = None) -> int:
     configure("WARNING")
-    res: ResourceSet = load_paths(resources)
-    node = node or sorted(res.knooppunten)[0]
+    node = node or sorted(load_paths(resources).knooppunten)[0]
     if workdir.exists():
         shutil.rmtree(workdir / "data", ignore_errors=True)
+    endpoint = _Endpoint()
+    first_pki = ensure_for_resources(workdir / "pki", load_paths(resources), node)
+    async def receive(request: Request) -> Response:
+        return await endpoint(request)
+
+    endpoint_app = Starlette(routes=[Route("/notificaties", receive, methods=["POST"])])
+    endpoint_ctx = server_context(first_pki.server.chain, first_pki.server.key,
+                                  first_pki.ca_bundle)
+    endpoint_server = run_in_thread(tls_config(endpoint_app, ssl_context=endpoint_ctx,
+                                               host="127.0.0.1", port=0, log_config=None))
+    running_endpoint = endpoint_server.__enter__()
+    endpoint_url = f"https://localhost:{running_endpoint.port}/notificaties"
+    local = _local_resources(resources, workdir, endpoint_url, node)
+    res: ResourceSet = load_paths(local)
     pki = ensure_for_resources(workdir / "pki", res, node)
-    settings = Settings(node=node, resources=resources, data_dir=workdir / "data",
+    own = pki.clients[node_client_name(node)]
+    settings = Settings(node=node, resources=local, data_dir=workdir / "data",
                         port=free_port(), tls_cert=pki.server.chain, tls_key=pki.server.key,
-                        tls_trust=pki.ca_bundle, tls_crl=pki.crl)
+                        tls_trust=pki.ca_bundle, tls_crl=pki.crl, delivery_cert=own.chain,
+                        delivery_key=own.key)
     running = start_in_thread(settings)
     base = f"https://localhost:{running.port}"
     print(f"== Knooppunt {node} serving on {base} (mutual TLS, SQLite in {workdir / 'data'})")
+    print(f"   push subscriptions deliver to a local gemeente endpoint: {endpoint_url}")
     connector = sorted(running.node.holder.current.connectors)[0]
     by_identifier: dict[str, str] = {}
     for c in res.connectors.values():
@@ -134,8 +193,8 @@ def run_demo(*, resources: list[Path], workdir: Path, node: str | None = None) -
 
     stats = {"accepted": 0, "rejected": 0, "refused": 0, "delivered": 0, "logged": 0}
     try:
-        messages = sorted(p for r in resources for p in
-                          ([r] if r.is_file() else (r / "messages").glob("*.xml")))
+        messages = sorted(p for r in resources if r.is_dir()
+                          for p in (r / "messages").glob("*.xml"))
         print(f"\n== Sending {len(messages)} valid iWmo messages as their senders")
         wmo305: bytes | None = None
         for path in messages:
@@ -176,6 +235,17 @@ def run_demo(*, resources: list[Path], workdir: Path, node: str | None = None) -
                 stats["refused"] += 1
                 print(f"  {'spoofed Afzender (as ' + other[0] + ')':34} "
                       f"{_summarise_answer(resp)}")
+
+        deadline = time.monotonic() + 10
+        pushes = [d for g in res.gemeenten.values() for d in g.spec.subscriptions
+                  if d.delivery.mode == "push"]
+        while pushes and not endpoint.applied and time.monotonic() < deadline:
+            time.sleep(0.1)
+        print("\n== Push delivery (transactional outbox, mTLS, idempotency key)")
+        for key, env in endpoint.applied.items():
+            print(f"  {env['kenmerken']['ontvanger']} endpoint applied {env['kenmerken']['berichttype']}"
+                  f" for purpose {env['kenmerken']['doel']} (Idempotency-Key {key[:8]}…)")
+        stats["delivered"] += len(endpoint.applied)
 
         print("\n== Each gemeente pulls its mailbox (only its purposes' fields are released)")
         for g in sorted(res.gemeenten.values(), key=lambda g: g.spec.gemeentecode):
@@ -220,9 +290,12 @@ def run_demo(*, resources: list[Path], workdir: Path, node: str | None = None) -
                       f"subject={(r['subjectRef'] or '-')[:16]}… trace={r['traceId'][:8]}…")
         print(f"\n== Summary: accepted {stats['accepted']}, rejected with retourcodes "
               f"{stats['rejected']}, refused with problem details {stats['refused']}, "
-              f"delivered and acknowledged {stats['delivered']}, log records {stats['logged']}")
+              f"delivered {stats['delivered']} (pushed {len(endpoint.applied)}, pulled and "
+              f"acknowledged {stats['delivered'] - len(endpoint.applied)}), "
+              f"log records {stats['logged']}")
     finally:
         for c in clients.values():
             c.close()
         running.stop()
+        endpoint_server.__exit__(None, None, None)
     return 0

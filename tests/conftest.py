@@ -23,7 +23,7 @@ MESSAGES = EXAMPLES / "messages"
 NODE = "knooppunt-zorg"
 CONNECTOR = "iwmo-2-1"
 
-pytest_plugins = ["tests.controlplane.fixtures"]
+pytest_plugins = ["tests.controlplane.fixtures", "tests.postgresql.fixtures"]
 
 
 def free_port() -> int:

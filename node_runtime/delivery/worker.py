@@ -105,7 +105,7 @@ class DeliveryWorker:
         exclude = set(self.breakers.open_endpoints())
         exclude |= {e for e in self.breakers.half_open_endpoints() if self._inflight[e] >= 1}
         exclude |= {e for e, n in self._inflight.items() if n >= spec.concurrency_per_endpoint}
-        lease = timedelta(seconds=spec.timeout_seconds * 2 + 30)
+        lease = timedelta(seconds=spec.timeout_seconds + 10)
         batch = await asyncio.to_thread(self.outbox.claim, owner=self.owner, limit=capacity,
                                         lease=lease, exclude_endpoints=sorted(exclude))
         for delivery in batch:

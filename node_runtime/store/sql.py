@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, insert, select, text, update
+from sqlalchemy import Engine, create_engine, event, func, insert, inspect, select, text, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
@@ -33,7 +33,26 @@ def _v1(conn: Connection) -> None:
     )
 
 
-MIGRATIONS: list[tuple[int, Migration]] = [(1, _v1)]
+def _v2(conn: Connection) -> None:
+    """Push delivery: settlement time and claim leases on deliveries, and their indexes.
+
+    A database created by v1 before these columns existed gets them here; a fresh one already
+    has them from v1's create_all, so every step checks first.
+    """
+    inspector = inspect(conn)
+    present = {c["name"] for c in inspector.get_columns("deliveries")}
+    for column in ("delivered_at", "lease_owner", "lease_until"):
+        if column not in present:
+            col = schema.deliveries.c[column]
+            type_sql = col.type.compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE deliveries ADD COLUMN {column} {type_sql}"))
+    indexes = {i["name"] for i in inspector.get_indexes("deliveries")}
+    for index in schema.deliveries.indexes:
+        if index.name not in indexes:
+            index.create(conn)
+
+
+MIGRATIONS: list[tuple[int, Migration]] = [(1, _v1), (2, _v2)]
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -117,6 +136,11 @@ class SqlStore:
             _lock_for_migration(conn)
             schema.schema_migrations.create(conn, checkfirst=True)
             done = {r[0] for r in conn.execute(select(schema.schema_migrations.c.version))}
+            newest = max(v for v, _ in MIGRATIONS)
+            if done and max(done) > newest:
+                raise RuntimeError(
+                    f"database schema version {max(done)} is newer than this runtime knows "
+                    f"({newest}); refusing to run an older runtime against it")
             for version, step in MIGRATIONS:
                 if version not in done:
                     step(conn)

@@ -34,6 +34,7 @@ def configure(resource_dir: Path, endpoint: str, **delivery: Any) -> None:
     kp = yaml.safe_load((resource_dir / "knooppunt.yaml").read_text())
     kp["spec"]["oin"] = NODE_OIN
     kp["spec"]["delivery"] = {"initialBackoffSeconds": 0.05, "maxBackoffSeconds": 0.2,
+                              "timeoutSeconds": 3,
                               **delivery}
     kp["spec"].setdefault("security", {})["administrators"] = [ADMIN_OIN]
     (resource_dir / "knooppunt.yaml").write_text(yaml.safe_dump(kp))

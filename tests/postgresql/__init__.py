@@ -1,0 +1,1 @@
+"""A private PostgreSQL server for tests (install.sh, server.py, fixtures.py)."""

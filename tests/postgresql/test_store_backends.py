@@ -1,0 +1,496 @@
+"""The storage interface (`SqlStore`) behaves the same on SQLite and on PostgreSQL.
+
+Every test runs twice: on a SQLite file and on a fresh database of a private PostgreSQL
+server (tests/postgresql/server.py). Replicas are modelled as separate `SqlStore`s (own
+engine, own connection pool) on one database, driven from threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from node_runtime.store import schema
+from node_runtime.store.records import (
+    DeliveryRecord,
+    IntakeCommit,
+    LogQuery,
+    LogRecord,
+    MailboxKind,
+    MessageRecord,
+)
+from node_runtime.store.sql import MIGRATIONS, SqlStore, normalise_url, sqlite_url
+
+pytest_plugins = ["tests.postgresql.fixtures"]
+
+LATEST = max(v for v, _ in MIGRATIONS)
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+AMSTERDAM, UTRECHT = "0363", "0344"
+AANBIEDER = "12345678"
+CONNECTOR = "iwmo-2-1"
+
+
+# -- backends --------------------------------------------------------------------------------
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path / "store.db")
+    url: str = request.getfixturevalue("postgresql_url")
+    return url
+
+
+@pytest.fixture
+def open_store(db_url: str) -> Iterator[Callable[[], SqlStore]]:
+    """Factory of stores on the one database (each like a separate runtime replica)."""
+    stores: list[SqlStore] = []
+
+    def make() -> SqlStore:
+        s = SqlStore(db_url)
+        stores.append(s)
+        return s
+
+    yield make
+    for s in stores:
+        s.close()
+
+
+@pytest.fixture
+def store(open_store: Callable[[], SqlStore]) -> SqlStore:
+    s = open_store()
+    assert s.migrate() == LATEST
+    return s
+
+
+# -- records ---------------------------------------------------------------------------------
+
+def _id() -> str:
+    return str(uuid.uuid4())
+
+
+def message(
+    sender_message_id: str | None = None, *, sender: str = AANBIEDER,
+    recipient: str = AMSTERDAM, at: datetime = T0, payload: bytes = b"<WMO305/>",
+) -> MessageRecord:
+    return MessageRecord(
+        id=_id(), connector=CONNECTOR, connector_revision=3, message_type="WMO305",
+        direction="toGemeente", sender=sender, recipient=recipient,
+        sender_message_id=sender_message_id or _id(),
+        payload_sha256=hashlib.sha256(payload).hexdigest(), payload=payload,
+        received_at=at, trace_id=uuid.uuid4().hex, controller=recipient,
+        answer_status=200, answer_body=b"<WMO306/>", answer_content_type="application/xml",
+    )
+
+
+def delivery(
+    msg: MessageRecord, *, kind: MailboxKind = "gemeente", mailbox: str = AMSTERDAM,
+    purpose: str | None = "toewijzing", mode: str = "pull", content: bytes = b"<m/>",
+    order_key: str | None = None, at: datetime = T0,
+) -> DeliveryRecord:
+    return DeliveryRecord(
+        id=_id(), message_id=msg.id, mailbox_kind=kind, mailbox_id=mailbox,
+        connector=msg.connector, message_type=msg.message_type, purpose=purpose,
+        legal_basis="Wmo 2015 art. 2.3.5" if purpose else None, content=content,
+        content_type="application/xml", subject_refs=("ps-1", "ps-2"), order_key=order_key,
+        created_at=at, delivery_mode=mode,
+        endpoint="https://gemeente.example/inbox" if mode == "push" else None,
+    )
+
+
+def log(
+    *, controller: str = AMSTERDAM, activity: str = "ontvangen", purpose: str = "toewijzing",
+    subject_ref: str | None = "ps-1", connector: str | None = CONNECTOR,
+    trace_id: str | None = None, at: datetime = T0, message_id: str | None = None,
+    delivery_id: str | None = None, outcome: str = "ok",
+) -> LogRecord:
+    return LogRecord(
+        id=_id(), timestamp=at, trace_id=trace_id or uuid.uuid4().hex,
+        span_id=uuid.uuid4().hex[:16], parent_span_id=None, activity=activity,
+        purpose=purpose, legal_basis="Wmo 2015", controller=controller,
+        actor="knooppunt-zorg", subject_ref=subject_ref, connector=connector,
+        message_type="WMO305" if connector else None, message_id=message_id,
+        delivery_id=delivery_id, outcome=outcome, detail=None,
+    )
+
+
+def intake(msg: MessageRecord, *deliveries: DeliveryRecord, logs: int = 1) -> IntakeCommit:
+    return IntakeCommit(
+        message=msg, deliveries=list(deliveries),
+        log=[log(message_id=msg.id, at=msg.received_at) for _ in range(logs)],
+    )
+
+
+def run_together(n: int, fn: Callable[[int], Any]) -> list[Any]:
+    """Run fn(0..n-1) in n threads released at the same moment; re-raises the first error."""
+    barrier = threading.Barrier(n)
+
+    def go(i: int) -> Any:
+        barrier.wait(timeout=30)
+        return fn(i)
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return [f.result(timeout=120) for f in [pool.submit(go, i) for i in range(n)]]
+
+
+def migration_rows(s: SqlStore) -> list[int]:
+    with s.engine.connect() as conn:
+        return [r[0] for r in conn.execute(
+            sa.select(schema.schema_migrations.c.version)
+            .order_by(schema.schema_migrations.c.version))]
+
+
+# -- migrations ------------------------------------------------------------------------------
+
+def test_migrate_creates_schema_and_is_idempotent(open_store: Callable[[], SqlStore]) -> None:
+    first = open_store()
+    assert first.migrate() == LATEST
+    assert first.migrate() == LATEST  # again: nothing to do, no error
+    assert open_store().migrate() == LATEST  # another replica, later
+    assert migration_rows(first) == [v for v, _ in MIGRATIONS]
+    assert first.count_rows() == {"messages": 0, "deliveries": 0, "processing_log": 0}
+    names = set(sa.inspect(first.engine).get_table_names())
+    assert {t.name for t in schema.metadata.sorted_tables} <= names
+
+
+def test_concurrent_migrate_from_many_replicas(open_store: Callable[[], SqlStore]) -> None:
+    """Replicas starting at once on an empty database: no error, each version once."""
+    replicas = [open_store() for _ in range(8)]
+    assert run_together(len(replicas), lambda i: replicas[i].migrate()) == [LATEST] * 8
+    assert migration_rows(replicas[0]) == [v for v, _ in MIGRATIONS]
+    # The schema is complete and usable from every replica.
+    msg = message()
+    assert replicas[3].commit_intake(intake(msg, delivery(msg)))[1] is True
+    assert replicas[5].count_pending(gemeente=AMSTERDAM) == 1
+
+
+def test_failed_migration_leaves_nothing_behind(
+    open_store: Callable[[], SqlStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All pending steps share one transaction: a failing step rolls back the earlier ones."""
+    from node_runtime.store import sql as sql_module
+
+    def broken(conn: sa.Connection) -> None:
+        conn.execute(sa.text("CREATE TABLE half_done (x INTEGER)"))
+        raise RuntimeError("step failed")
+
+    monkeypatch.setattr(sql_module, "MIGRATIONS", [*MIGRATIONS, (LATEST + 1, broken)])
+    s = open_store()
+    with pytest.raises(RuntimeError, match="step failed"):
+        s.migrate()
+    assert "messages" not in sa.inspect(s.engine).get_table_names()
+    assert "half_done" not in sa.inspect(s.engine).get_table_names()
+    monkeypatch.setattr(sql_module, "MIGRATIONS", MIGRATIONS)
+    assert s.migrate() == LATEST
+    assert migration_rows(s) == [v for v, _ in MIGRATIONS]
+
+
+# -- intake ----------------------------------------------------------------------------------
+
+def test_commit_intake_round_trip(store: SqlStore) -> None:
+    msg = message(payload=bytes(range(256)))  # arbitrary bytes survive (bytea / blob)
+    d1, d2 = delivery(msg), delivery(msg, kind="participant", mailbox=AANBIEDER, purpose=None)
+    stored, created = store.commit_intake(intake(msg, d1, d2, logs=2))
+    assert created is True
+    assert stored == msg
+    found = store.find_message(CONNECTOR, AANBIEDER, msg.sender_message_id)
+    assert found == msg
+    assert found is not None and found.received_at.tzinfo is not None
+    assert store.count_rows() == {"messages": 1, "deliveries": 2, "processing_log": 2}
+    got = store.get_delivery("participant", AANBIEDER, d2.id)
+    assert got is not None
+    assert replace(got, seq=None) == d2
+    assert store.find_message(CONNECTOR, AANBIEDER, "no-such-id") is None
+
+
+def test_timestamps_come_back_as_the_same_instant_in_utc(store: SqlStore) -> None:
+    cet = timezone(timedelta(hours=1))
+    at = datetime(2026, 1, 15, 10, 30, 15, 123456, tzinfo=cet)
+    msg = message(at=at)
+    store.commit_intake(intake(msg, delivery(msg, at=at)))
+    found = store.find_message(CONNECTOR, AANBIEDER, msg.sender_message_id)
+    assert found is not None
+    assert found.received_at == at
+    assert found.received_at.utcoffset() == timedelta(0)
+    [d] = store.list_mailbox("gemeente", AMSTERDAM)
+    assert d.created_at == at and d.created_at.tzinfo is not None
+    # Filters compare instants, whatever offset the caller's bounds carry.
+    [entry] = store.query_log(LogQuery(controller=AMSTERDAM))
+    assert entry.timestamp == at
+    eastern = timezone(timedelta(hours=-5))
+    just_before = (at - timedelta(microseconds=1)).astimezone(eastern)
+    just_after = (at + timedelta(microseconds=1)).astimezone(eastern)
+    assert store.query_log(LogQuery(controller=AMSTERDAM, since=just_before)) == [entry]
+    assert store.query_log(LogQuery(controller=AMSTERDAM, since=just_after)) == []
+    assert store.query_log(LogQuery(controller=AMSTERDAM, until=just_after)) == [entry]
+    assert store.query_log(LogQuery(controller=AMSTERDAM, until=at.astimezone(eastern))) == []
+    naive_utc = at.astimezone(UTC).replace(tzinfo=None)  # naive bounds are taken as UTC
+    assert store.query_log(LogQuery(controller=AMSTERDAM, since=naive_utc)) == [entry]
+
+
+def test_duplicate_intake_writes_nothing_and_returns_the_first(store: SqlStore) -> None:
+    first = message("bericht-1")
+    assert store.commit_intake(intake(first, delivery(first)))[1] is True
+    again = message("bericht-1", payload=b"<other/>")
+    stored, created = store.commit_intake(intake(again, delivery(again), logs=3))
+    assert created is False
+    assert stored == first
+    assert store.count_rows() == {"messages": 1, "deliveries": 1, "processing_log": 1}
+    # Same sender message id from another sender is another message.
+    other = message("bericht-1", sender="87654321")
+    assert store.commit_intake(intake(other, delivery(other)))[1] is True
+
+
+def test_concurrent_duplicates_create_exactly_one(open_store: Callable[[], SqlStore]) -> None:
+    """Two replicas get the same message at the same moment: one stores it, one replays."""
+    replicas = [open_store(), open_store()]
+    replicas[0].migrate()
+    for round_ in range(10):
+        msgs = [message(f"race-{round_}") for _ in replicas]
+        commits = [intake(m, delivery(m), delivery(m, mailbox=UTRECHT)) for m in msgs]
+        results = run_together(2, lambda i, c=commits: replicas[i].commit_intake(c[i]))
+        assert sorted(created for _, created in results) == [False, True]
+        winner = next(r for r, created in results if created)
+        assert all(r == winner for r, _ in results)
+    assert replicas[0].count_rows() == {"messages": 10, "deliveries": 20, "processing_log": 10}
+
+
+def test_failing_intake_is_not_half_stored(store: SqlStore) -> None:
+    msg = message()
+    d = delivery(msg)
+    clash = replace(delivery(msg, mailbox=UTRECHT), id=d.id)  # violates deliveries.id unique
+    with pytest.raises(IntegrityError):
+        store.commit_intake(intake(msg, d, clash))
+    assert store.count_rows() == {"messages": 0, "deliveries": 0, "processing_log": 0}
+    assert store.find_message(CONNECTOR, AANBIEDER, msg.sender_message_id) is None
+
+
+def test_write_log(store: SqlStore) -> None:
+    store.write_log([])
+    store.write_log([log(), log(activity="geraadpleegd")])
+    assert len(store.query_log(LogQuery(controller=AMSTERDAM))) == 2
+
+
+# -- mailbox ---------------------------------------------------------------------------------
+
+def _fill_mailboxes(store: SqlStore) -> list[DeliveryRecord]:
+    """Five deliveries for Amsterdam (in intake order) and noise for other mailboxes."""
+    mine: list[DeliveryRecord] = []
+    for i in range(5):
+        msg = message(at=T0 + timedelta(minutes=i))
+        d = delivery(msg, content=f"<m n='{i}'/>".encode(), at=msg.received_at)
+        noise = [delivery(msg, mailbox=UTRECHT),
+                 delivery(msg, kind="participant", mailbox=AMSTERDAM, purpose=None)]
+        store.commit_intake(intake(msg, noise[0], d, noise[1]))
+        mine.append(d)
+    return mine
+
+
+def test_mailbox_lists_in_intake_order_and_only_its_own(store: SqlStore) -> None:
+    mine = _fill_mailboxes(store)
+    listed = store.list_mailbox("gemeente", AMSTERDAM)
+    assert [d.id for d in listed] == [d.id for d in mine]
+    seqs = [d.seq for d in listed]
+    assert all(s is not None for s in seqs) and seqs == sorted(seqs)
+    assert [replace(d, seq=None) for d in listed] == mine
+    # paging
+    page1 = store.list_mailbox("gemeente", AMSTERDAM, limit=2)
+    page2 = store.list_mailbox("gemeente", AMSTERDAM, after_seq=page1[-1].seq, limit=2)
+    page3 = store.list_mailbox("gemeente", AMSTERDAM, after_seq=page2[-1].seq, limit=2)
+    assert [d.id for d in page1 + page2 + page3] == [d.id for d in mine]
+    # another kind with the same id is another mailbox
+    assert len(store.list_mailbox("participant", AMSTERDAM)) == 5
+    assert len(store.list_mailbox("gemeente", UTRECHT)) == 5
+    assert store.list_mailbox("gemeente", "0999") == []
+
+
+def test_acknowledge_is_idempotent_and_scoped_to_the_mailbox(store: SqlStore) -> None:
+    mine = _fill_mailboxes(store)
+    target = mine[1]
+    before = store.query_log(LogQuery(controller=AMSTERDAM, activity="afgeleverd"))
+    assert before == []
+    ack_log = [log(activity="afgeleverd", delivery_id=target.id)]
+    assert store.acknowledge("gemeente", UTRECHT, target.id, ack_log) is None  # not theirs
+    assert store.acknowledge("participant", AMSTERDAM, target.id, ack_log) is None
+    assert store.acknowledge("gemeente", AMSTERDAM, "no-such-delivery", ack_log) is None
+    assert store.acknowledge("gemeente", AMSTERDAM, target.id, ack_log) is True
+    again = [log(activity="afgeleverd", delivery_id=target.id)]
+    assert store.acknowledge("gemeente", AMSTERDAM, target.id, again) is False
+    # logged once, for the acknowledgement that took effect
+    logged = store.query_log(LogQuery(controller=AMSTERDAM, activity="afgeleverd"))
+    assert [r.id for r in logged] == [ack_log[0].id]
+
+    pending = store.list_mailbox("gemeente", AMSTERDAM)
+    assert [d.id for d in pending] == [d.id for d in mine if d is not target]
+    everything = store.list_mailbox("gemeente", AMSTERDAM, include_acknowledged=True)
+    assert [d.id for d in everything] == [d.id for d in mine]
+    acked = store.get_delivery("gemeente", AMSTERDAM, target.id)
+    assert acked is not None and acked.acknowledged_at is not None
+    assert acked.acknowledged_at.tzinfo is not None
+    assert store.get_delivery("gemeente", UTRECHT, target.id) is None
+
+
+def test_concurrent_acknowledgements_take_effect_once(
+    open_store: Callable[[], SqlStore],
+) -> None:
+    replicas = [open_store() for _ in range(4)]
+    replicas[0].migrate()
+    target = _fill_mailboxes(replicas[0])[0]
+    logs = [[log(activity="afgeleverd", delivery_id=target.id)] for _ in replicas]
+    results = run_together(
+        4, lambda i: replicas[i].acknowledge("gemeente", AMSTERDAM, target.id, logs[i]))
+    assert sorted(results) == [False, False, False, True]
+    logged = replicas[0].query_log(LogQuery(controller=AMSTERDAM, activity="afgeleverd"))
+    assert len(logged) == 1
+
+
+def test_record_read_counts_and_logs(store: SqlStore) -> None:
+    target = _fill_mailboxes(store)[2]
+    store.record_read(target.id, [log(activity="geraadpleegd", delivery_id=target.id)])
+    store.record_read(target.id, [])
+    got = store.get_delivery("gemeente", AMSTERDAM, target.id)
+    assert got is not None and got.read_count == 2
+    others = [d.read_count for d in store.list_mailbox("gemeente", AMSTERDAM)
+              if d.id != target.id]
+    assert others == [0, 0, 0, 0]
+    logged = store.query_log(LogQuery(controller=AMSTERDAM, activity="geraadpleegd"))
+    assert [r.delivery_id for r in logged] == [target.id]
+
+
+def test_count_pending(store: SqlStore) -> None:
+    assert store.count_pending() == 0
+    mine = _fill_mailboxes(store)
+    other = message()
+    store.commit_intake(IntakeCommit(message=replace(other, connector="ijw-3-2"),
+                                     deliveries=[replace(delivery(other), connector="ijw-3-2")]))
+    assert store.count_pending() == 16
+    assert store.count_pending(gemeente=AMSTERDAM) == 6
+    assert store.count_pending(connector=CONNECTOR) == 15
+    assert store.count_pending(gemeente=AMSTERDAM, connector=CONNECTOR) == 5
+    assert store.count_pending(gemeente=UTRECHT, connector="ijw-3-2") == 0
+    store.acknowledge("gemeente", AMSTERDAM, mine[0].id, [])
+    assert store.count_pending(gemeente=AMSTERDAM, connector=CONNECTOR) == 4
+    assert store.pending_count() == {
+        ("gemeente", AMSTERDAM): 5, ("gemeente", UTRECHT): 5, ("participant", AMSTERDAM): 5,
+    }
+
+
+# -- processing log --------------------------------------------------------------------------
+
+def test_query_log_filters(store: SqlStore) -> None:
+    trace = uuid.uuid4().hex
+    records = [
+        log(at=T0, subject_ref="ps-1", trace_id=trace),
+        log(at=T0 + timedelta(minutes=1), subject_ref="ps-2", activity="doorgegeven"),
+        log(at=T0 + timedelta(minutes=2), subject_ref="ps-1", purpose="declaratie"),
+        log(at=T0 + timedelta(minutes=3), subject_ref=None, connector=None, trace_id=trace),
+        log(at=T0 + timedelta(minutes=4), subject_ref="ps-1", connector="ijw-3-2"),
+        log(at=T0 + timedelta(minutes=5), controller=UTRECHT, subject_ref="ps-1"),
+    ]
+    store.write_log(records)
+
+    def ids(**kw: Any) -> list[str]:
+        return [r.id for r in store.query_log(LogQuery(**{"controller": AMSTERDAM, **kw}))]
+
+    r = [x.id for x in records]
+    assert ids() == r[:5]  # ordered by insertion, only this controller's
+    assert [x.id for x in store.query_log(LogQuery(controller=UTRECHT))] == [r[5]]
+    assert ids(subject_ref="ps-1") == [r[0], r[2], r[4]]
+    assert ids(purpose="declaratie") == [r[2]]
+    assert ids(connector="ijw-3-2") == [r[4]]
+    assert ids(activity="doorgegeven") == [r[1]]
+    assert ids(trace_id=trace) == [r[0], r[3]]
+    assert ids(since=T0 + timedelta(minutes=1), until=T0 + timedelta(minutes=3)) == r[1:3]
+    assert ids(subject_ref="ps-1", since=T0 + timedelta(minutes=1)) == [r[2], r[4]]
+    assert ids(limit=2) == r[:2]
+    assert ids(after_id=r[1], limit=2) == r[2:4]
+    assert ids(after_id=r[4]) == []
+    assert ids(subject_ref="ps-9") == []
+    # round trip of every field
+    assert store.query_log(LogQuery(controller=AMSTERDAM, limit=1)) == [records[0]]
+
+
+# -- the PostgreSQL fixtures themselves ------------------------------------------------------
+
+@pytest.mark.postgresql
+def test_postgresql_url_is_a_fresh_private_database(postgresql_url: str) -> None:
+    engine = sa.create_engine(postgresql_url)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(sa.text(
+                "SELECT current_user, current_database(), inet_server_addr()::text,"
+                " current_setting('fsync'), current_setting('synchronous_commit'),"
+                " (SELECT count(*) FROM pg_tables WHERE schemaname = 'public')"
+            )).one()
+    finally:
+        engine.dispose()
+    user, database, address, fsync, sync_commit, tables = row
+    assert user == "knooppunt"
+    assert database.startswith("t_test_postgresql_url_is_a_fresh")
+    assert address.split("/")[0] == "127.0.0.1"
+    assert (fsync, sync_commit) == ("on", "on")
+    assert tables == 0
+
+
+def test_normalise_url() -> None:
+    assert normalise_url("postgresql://u:p@db:5432/k") == "postgresql+psycopg://u:p@db:5432/k"
+    assert normalise_url("postgres://u@db/k") == "postgresql+psycopg://u@db/k"
+    assert normalise_url("postgresql+psycopg://u@db/k") == "postgresql+psycopg://u@db/k"
+    assert normalise_url("sqlite+pysqlite:///x.db") == "sqlite+pysqlite:///x.db"
+
+
+def test_v2_adds_push_columns_to_a_v1_database(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A database created before push delivery gets its columns and indexes from v2."""
+    from sqlalchemy import create_engine, inspect, text
+
+    from node_runtime.store.sql import MIGRATIONS, SqlStore
+
+    url = f"sqlite+pysqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+                          "applied_at TIMESTAMP NOT NULL)"))
+        conn.execute(text("INSERT INTO schema_migrations VALUES (1, '2026-01-01')"))
+        conn.execute(text("CREATE TABLE messages (id VARCHAR(36) PRIMARY KEY)"))
+        conn.execute(text(
+            "CREATE TABLE deliveries (seq INTEGER PRIMARY KEY, id VARCHAR(36), message_id "
+            "VARCHAR(36), mailbox_kind VARCHAR(16), mailbox_id VARCHAR(64), connector "
+            "VARCHAR(63), message_type VARCHAR(63), purpose VARCHAR(63), legal_basis TEXT, "
+            "content BLOB, content_type VARCHAR(100), subject_refs TEXT, order_key VARCHAR(64), "
+            "delivery_mode VARCHAR(8), endpoint TEXT, created_at TIMESTAMP, acknowledged_at "
+            "TIMESTAMP, read_count INTEGER, status VARCHAR(16), attempts INTEGER, "
+            "next_attempt_at TIMESTAMP, last_error TEXT, purged_at TIMESTAMP)"))
+    engine.dispose()
+    store = SqlStore(url)
+    assert store.migrate() == max(v for v, _ in MIGRATIONS)
+    columns = {c["name"] for c in inspect(store.engine).get_columns("deliveries")}
+    assert {"delivered_at", "lease_owner", "lease_until"} <= columns
+    indexes = {i["name"] for i in inspect(store.engine).get_indexes("deliveries")}
+    assert "ix_deliveries_due" in indexes
+    store.close()
+
+
+def test_refuses_a_newer_database(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pytest as _pytest
+    from sqlalchemy import text
+
+    from node_runtime.store.sql import SqlStore
+
+    store = SqlStore(f"sqlite+pysqlite:///{tmp_path / 'new.db'}")
+    store.migrate()
+    with store.engine.begin() as conn:
+        conn.execute(text("INSERT INTO schema_migrations VALUES (99, '2030-01-01')"))
+    with _pytest.raises(RuntimeError, match="newer"):
+        store.migrate()
+    store.close()
