@@ -19,7 +19,7 @@ from node_runtime.metrics import Metrics
 from node_runtime.model.knooppunt import DeliverySpec
 from node_runtime.processing_log import LogBuilder
 from node_runtime.store.outbox import Outbox
-from node_runtime.store.records import DeliveryRecord
+from node_runtime.store.records import DeliveryRecord, LogRecord
 from node_runtime.store.sql import now
 from node_runtime.tracing import from_header
 
@@ -61,6 +61,8 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._settle: asyncio.Queue[tuple[str, list[LogRecord], asyncio.Future[None]]] = (
+            asyncio.Queue())
         self._client: httpx.AsyncClient | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -74,6 +76,7 @@ class DeliveryWorker:
         self._loop = asyncio.get_running_loop()
         self._client = httpx.AsyncClient(verify=self._ssl, timeout=self.spec().timeout_seconds,
                                          limits=httpx.Limits(max_connections=256))
+        settler = asyncio.create_task(self._settler())
         try:
             while not self._stopping:
                 claimed = await self._fill()
@@ -83,7 +86,30 @@ class DeliveryWorker:
                         await asyncio.wait_for(self._wake.wait(), self.poll_interval)
         finally:
             await self._drain()
+            settler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await settler
             await self._client.aclose()
+
+    async def _settler(self, window: float = 0.005, most: int = 256) -> None:
+        """Group commit: settle the successes that arrive together in one transaction."""
+        while True:
+            first = await self._settle.get()
+            batch = [first]
+            await asyncio.sleep(window)
+            while not self._settle.empty() and len(batch) < most:
+                batch.append(self._settle.get_nowait())
+            try:
+                await asyncio.to_thread(self.outbox.delivered_many,
+                                        [(i, logs) for i, logs, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - each waiter learns of the failure
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for _, _, fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -158,7 +184,9 @@ class DeliveryWorker:
             self.breakers.success(d.endpoint)
             logs.for_subjects(list(d.subject_refs), activity="deliver", outcome="success",
                               **common)
-            await asyncio.to_thread(self.outbox.delivered, d.id, logs.records)
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            await self._settle.put((d.id, logs.records, done))
+            await done
             self.metrics.push_attempts.labels(d.mailbox_id, "delivered").inc()
             return
         if self.breakers.failure(d.endpoint):

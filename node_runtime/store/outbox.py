@@ -72,7 +72,7 @@ class Outbox:
         if self.store.dialect == "postgresql":
             query = query.with_for_update(of=d, skip_locked=True)
         claimed: list[DeliveryRecord] = []
-        with self.engine.begin() as conn:
+        with self.store.transaction() as conn:
             rows = list(conn.execute(query))
             for row in rows:
                 result = conn.execute(
@@ -92,7 +92,7 @@ class Outbox:
         """Settle a successful push. False if it was already settled (harmless)."""
         d = schema.deliveries
         moment = now()
-        with self.engine.begin() as conn:
+        with self.store.transaction() as conn:
             result = conn.execute(
                 update(d)
                 .where(d.c.id == delivery_id, d.c.status == "pending")
@@ -103,6 +103,30 @@ class Outbox:
             if result.rowcount == 1 and log:
                 conn.execute(insert(schema.processing_log), [_log_values(r) for r in log])
             return result.rowcount == 1
+
+    def delivered_many(self, settled: Sequence[tuple[str, Sequence[LogRecord]]]) -> int:
+        """Settle many successful pushes in one transaction (group commit)."""
+        if not settled:
+            return 0
+        d = schema.deliveries
+        moment = now()
+        ids = [i for i, _ in settled]
+        with self.store.transaction() as conn:
+            pending = {r[0] for r in conn.execute(
+                select(d.c.id).where(d.c.id.in_(ids), d.c.status == "pending"))}
+            if not pending:
+                return 0
+            conn.execute(
+                update(d)
+                .where(d.c.id.in_(list(pending)), d.c.status == "pending")
+                .values(status="delivered", delivered_at=moment, acknowledged_at=moment,
+                        attempts=d.c.attempts + 1, lease_owner=None, lease_until=None,
+                        last_error=None)
+            )
+            records = [_log_values(r) for i, log in settled if i in pending for r in log]
+            if records:
+                conn.execute(insert(schema.processing_log), records)
+            return len(pending)
 
     def failed(
         self,
@@ -115,7 +139,7 @@ class Outbox:
         """Record a failed attempt: back to pending with retry_at, or dead when None."""
         d = schema.deliveries
         status = "pending" if retry_at is not None else "dead"
-        with self.engine.begin() as conn:
+        with self.store.transaction() as conn:
             conn.execute(
                 update(d)
                 .where(d.c.id == delivery_id, d.c.status == "pending")
@@ -129,7 +153,7 @@ class Outbox:
     def release(self, delivery_id: str) -> None:
         """Give a claimed delivery back untried (e.g. its circuit opened meanwhile)."""
         d = schema.deliveries
-        with self.engine.begin() as conn:
+        with self.store.transaction() as conn:
             conn.execute(update(d).where(d.c.id == delivery_id, d.c.status == "pending")
                          .values(lease_owner=None, lease_until=None))
 
@@ -161,7 +185,7 @@ class Outbox:
     def replay(self, f: DeadLetterFilter) -> int:
         """Put dead letters back in the outbox (fresh attempt budget). Returns the count."""
         d = schema.deliveries
-        with self.engine.begin() as conn:
+        with self.store.transaction() as conn:
             result = conn.execute(
                 update(d).where(*self._filter(f))
                 .values(status="pending", attempts=0, next_attempt_at=None, lease_owner=None,

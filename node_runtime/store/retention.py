@@ -68,7 +68,7 @@ class Retention:
                 if others:
                     clauses.append(not_(and_(d.c.mailbox_kind == "gemeente",
                                              d.c.mailbox_id.in_(others))))
-            with self.store.engine.begin() as conn:
+            with self.store.transaction() as conn:
                 rows = list(conn.execute(select(d).where(*clauses).order_by(d.c.seq)
                                          .limit(batch)))
                 if not rows:
@@ -93,7 +93,7 @@ class Retention:
         total = 0
         for connector, days in connector_days.items():
             unpurged = select(d.c.id).where(d.c.message_id == m.c.id, d.c.purged_at.is_(None))
-            with self.store.engine.begin() as conn:
+            with self.store.transaction() as conn:
                 result = conn.execute(
                     update(m).where(m.c.connector == connector, m.c.purged_at.is_(None),
                                     m.c.received_at < now - timedelta(days=days),
@@ -105,6 +105,6 @@ class Retention:
 
     def purge_log(self, *, days: int, now: datetime) -> int:
         p = schema.processing_log
-        with self.store.engine.begin() as conn:
+        with self.store.transaction() as conn:
             result = conn.execute(delete(p).where(p.c.timestamp < now - timedelta(days=days)))
             return int(result.rowcount)

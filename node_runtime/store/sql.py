@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -120,6 +122,20 @@ class SqlStore:
                 event.listen(engine, "connect", _sqlite_pragmas)
         self.engine = engine
         self.dialect = engine.dialect.name
+        # SQLite has one writer at a time; serialising writers in-process avoids its busy
+        # handler, which sleeps in growing steps and wrecks latency under contention.
+        self._write_lock: threading.Lock | None = (
+            threading.Lock() if self.dialect == "sqlite" else None)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One write transaction (serialised per process on SQLite)."""
+        if self._write_lock is None:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with self._write_lock, self.engine.begin() as conn:
+            yield conn
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -132,7 +148,7 @@ class SqlStore:
         BEGIN IMMEDIATE takes the write lock up front (pysqlite would otherwise run the DDL
         outside any transaction).
         """
-        with self.engine.begin() as conn:
+        with self.transaction() as conn:
             _lock_for_migration(conn)
             schema.schema_migrations.create(conn, checkfirst=True)
             done = {r[0] for r in conn.execute(select(schema.schema_migrations.c.version))}
@@ -181,7 +197,7 @@ class SqlStore:
         """
         msg = commit.message
         try:
-            with self.engine.begin() as conn:
+            with self.transaction() as conn:
                 conn.execute(insert(schema.messages).values(**_message_values(msg)))
                 if commit.deliveries:
                     conn.execute(
@@ -202,7 +218,7 @@ class SqlStore:
     def write_log(self, records: Sequence[LogRecord]) -> None:
         if not records:
             return
-        with self.engine.begin() as conn:
+        with self.transaction() as conn:
             conn.execute(insert(schema.processing_log), [_log_values(r) for r in records])
 
     # -- mailbox ---------------------------------------------------------------------------
@@ -240,7 +256,7 @@ class SqlStore:
 
     def record_read(self, delivery_id: str, log: Sequence[LogRecord]) -> None:
         d = schema.deliveries
-        with self.engine.begin() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 update(d).where(d.c.id == delivery_id).values(read_count=d.c.read_count + 1)
             )
@@ -252,7 +268,7 @@ class SqlStore:
     ) -> bool | None:
         """Mark delivered. None: no such delivery; True: acknowledged now; False: already was."""
         d = schema.deliveries
-        with self.engine.begin() as conn:
+        with self.transaction() as conn:
             result = conn.execute(
                 update(d)
                 .where(

@@ -122,8 +122,11 @@ def test_push_reaches_the_endpoint_over_mtls_once(push_node: Start, receiver: Re
     assert receiver.client_oins == {NODE_OIN}
     with _client(running, pki, "gemeente-rotterdam") as g:
         # delivered push messages leave the mailbox; the pull subscription's stays
-        items = g.get(f"/api/v1/gemeenten/{ROTTERDAM}/mailbox").json()["items"]
-        assert key not in [i["id"] for i in items]
+        def settled() -> bool:
+            items = g.get(f"/api/v1/gemeenten/{ROTTERDAM}/mailbox").json()["items"]
+            return key not in [i["id"] for i in items] and len(items) == 1
+
+        assert _wait(settled)
         log = g.get(f"/api/v1/gemeenten/{ROTTERDAM}/processing-log",
                     params={"activity": "deliver"}).json()["records"]
         assert log and all(r["deliveryId"] == key for r in log)

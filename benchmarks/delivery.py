@@ -1,0 +1,235 @@
+"""Benchmark: push delivery end to end, SQLite and PostgreSQL, and draining a backlog.
+
+    .venv/bin/python benchmarks/delivery.py [--messages 1000] [--backlog 100000]
+                                             [--backends sqlite,postgresql]
+
+Prints, per backend:
+  * intake-only rate (messages accepted per second, push workers off),
+  * delivered rate end to end (intake → receiver acknowledged, workers on), and their ratio;
+  * the time to drain a backlog of --backlog push deliveries after the receiver comes back,
+    and the drain rate as a ratio of a plain HTTPS POST loop to the same receiver (the floor).
+All figures come from the same run on the same machine; only ratios are meaningful.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import yaml
+from sqlalchemy import func, insert, select
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from node_runtime.config import Settings  # noqa: E402
+from node_runtime.devpki import ensure_for_resources, node_client_name  # noqa: E402
+from node_runtime.model.loading import load_paths  # noqa: E402
+from node_runtime.pipeline.rules import elfproef  # noqa: E402
+from node_runtime.server import start_in_thread  # noqa: E402
+from node_runtime.store import schema  # noqa: E402
+from node_runtime.store.sql import SqlStore, now, sqlite_url  # noqa: E402
+from node_runtime.tls.contexts import client_context  # noqa: E402
+from tests.runtime.receiver import start_receiver  # noqa: E402
+
+EXAMPLES = REPO / "examples" / "iwmo"
+NODE = "knooppunt-zorg"
+CONNECTOR = "iwmo-2-1"
+ROTTERDAM = "0599"
+
+
+def resources(tmp: Path, endpoint: str) -> Path:
+    target = tmp / "resources"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("knooppunt.yaml", "connector.yaml", "gemeenten.yaml"):
+        docs = [d for d in yaml.safe_load_all((EXAMPLES / name).read_text()) if d]
+        for d in docs:
+            if d["kind"] == "Knooppunt":
+                d["spec"]["oin"] = "00000001999000000111"
+                d["spec"]["delivery"] = {"concurrencyPerEndpoint": 16, "timeoutSeconds": 10}
+            for sub in d["spec"].get("subscriptions", []) or []:
+                if (sub.get("delivery") or {}).get("mode") == "push":
+                    sub["delivery"]["endpoint"] = endpoint
+        (target / name).write_text(yaml.safe_dump_all(docs))
+    return target
+
+
+def bodies(count: int, tag: str) -> tuple[str, list[bytes]]:
+    base = next(p.read_bytes() for p in sorted((EXAMPLES / "messages").glob("wmo305*.xml"))
+                if re.search(rb"Ontvanger>" + ROTTERDAM.encode() + rb"<", p.read_bytes()))
+    agb = re.search(rb"Afzender>(\d+)<", base)
+    assert agb
+    bsns = [b for b in (str(n) for n in range(999990000, 999999999)) if elfproef(b)][:200]
+    out = []
+    for i in range(count):  # 200 clients: deliveries of one client keep their order
+        body = re.sub(rb"(<(\w+:)?Identificatie>)[^<]*(</)",
+                      rb"\g<1>" + f"{tag}{i:010d}".encode() + rb"\g<3>", base, count=1)
+        out.append(re.sub(rb"(<(\w+:)?Bsn>)[^<]*(</)",
+                          rb"\g<1>" + bsns[i % len(bsns)].encode() + rb"\g<3>", body, count=1))
+    return agb.group(1).decode(), out
+
+
+def send_all(port: int, pki, provider: str, batch: list[bytes], clients: int = 4) -> float:  # type: ignore[no-untyped-def]
+    paths = pki.clients[provider]
+
+    def worker(part: list[bytes]) -> None:
+        with httpx.Client(base_url=f"https://localhost:{port}", timeout=60,
+                          verify=client_context(paths.chain, paths.key, pki.ca_bundle)) as c:
+            for body in part:
+                r = c.post(f"/api/v1/connectors/{CONNECTOR}/messages", content=body,
+                           headers={"content-type": "application/xml"})
+                assert r.status_code == 202, r.text
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as ex:
+        list(ex.map(worker, [batch[i::clients] for i in range(clients)]))
+    return time.perf_counter() - started
+
+
+def load_backlog(store: SqlStore, count: int, endpoint: str) -> None:
+    """Write a backlog of push deliveries straight into the outbox, in large transactions."""
+    created = now()
+    envelope = json.dumps({"kenmerken": {"ontvanger": ROTTERDAM}, "inhoud": {}}).encode()
+    for start in range(0, count, 2000):
+        msgs, dels = [], []
+        for i in range(start, min(count, start + 2000)):
+            mid = str(uuid.uuid4())
+            msgs.append({"id": mid, "connector": CONNECTOR, "connector_revision": 1,
+                         "message_type": "WMO305", "direction": "toGemeente",
+                         "sender": "98000023", "recipient": ROTTERDAM,
+                         "sender_message_id": f"BL{i:010d}", "payload_sha256": "0" * 64,
+                         "payload": b"", "received_at": created, "trace_id": "0" * 32,
+                         "controller": ROTTERDAM, "answer_status": 202, "answer_body": b"",
+                         "answer_content_type": "application/xml"})
+            dels.append({"id": str(uuid.uuid4()), "message_id": mid, "mailbox_kind": "gemeente",
+                         "mailbox_id": ROTTERDAM, "connector": CONNECTOR,
+                         "message_type": "WMO305", "purpose": "wmo-uitvoering",
+                         "legal_basis": "benchmark", "content": envelope,
+                         "content_type": "application/json", "subject_refs": "[]",
+                         "order_key": f"k{i % 1000}", "delivery_mode": "push",
+                         "endpoint": endpoint, "created_at": created, "read_count": 0,
+                         "status": "pending", "attempts": 0})
+        with store.engine.begin() as conn:
+            conn.execute(insert(schema.messages), msgs)
+            conn.execute(insert(schema.deliveries), dels)
+
+
+def unsettled(store: SqlStore) -> int:
+    d = schema.deliveries
+    with store.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(d).where(
+            d.c.delivery_mode == "push", d.c.status != "delivered")).scalar_one())
+
+
+def floor_post_rate(receiver_url: str, pki, count: int = 2000, clients: int = 16) -> float:  # type: ignore[no-untyped-def]
+    own = pki.clients[node_client_name(NODE)]
+    ctx = client_context(own.chain, own.key, pki.ca_bundle)
+
+    def worker(n: int) -> None:
+        with httpx.Client(verify=ctx, timeout=30) as c:
+            for _ in range(n):
+                key = str(uuid.uuid4())
+                c.post(receiver_url, content=b"{}", headers={"idempotency-key": key})
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as ex:
+        list(ex.map(worker, [count // clients] * clients))
+    return (count // clients * clients) / (time.perf_counter() - started)
+
+
+def run_backend(backend: str, args: argparse.Namespace, pg) -> None:  # type: ignore[no-untyped-def]
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        probe = ensure_for_resources(tmp / "pki", load_paths([EXAMPLES]), NODE)
+        receiver, manager = start_receiver(probe)
+        try:
+            res_dir = resources(tmp, receiver.url)
+            res = load_paths([res_dir])
+            pki = ensure_for_resources(tmp / "pki", res, NODE)
+            own = pki.clients[node_client_name(NODE)]
+            agb, _ = bodies(1, "X")
+            provider = next(p.name for p in res.connectors[CONNECTOR].spec.participants
+                            if agb in p.identifiers)
+
+            def settings(name: str, delivery: bool) -> Settings:
+                if backend == "postgresql":
+                    pg.create_database(name)
+                    url = pg.url.rsplit("/", 1)[0] + "/" + name
+                else:
+                    url = sqlite_url(tmp / f"{name}.db")
+                return Settings(node=NODE, resources=[res_dir], data_dir=tmp / name, port=0,
+                                tls_cert=pki.server.chain, tls_key=pki.server.key,
+                                tls_trust=pki.ca_bundle, tls_crl=pki.crl, database_url=url,
+                                delivery_cert=own.chain, delivery_key=own.key,
+                                delivery_enabled=delivery)
+
+            # 1. intake only
+            _, batch = bodies(args.messages, "I")
+            node = start_in_thread(settings("intake", False))
+            intake_s = send_all(node.port, pki, provider, batch)
+            node.stop()
+            intake_rate = args.messages / intake_s
+            # 2. end to end: from the first send until the receiver acknowledged the last
+            _, batch = bodies(args.messages, "E")
+            before = len(receiver.applied)
+            node = start_in_thread(settings("e2e", True))
+            started = time.perf_counter()
+            send_all(node.port, pki, provider, batch)
+            while len(receiver.applied) - before < args.messages:
+                time.sleep(0.01)
+            e2e_rate = args.messages / (time.perf_counter() - started)
+            node.stop()
+            print(f"[{backend}] intake only: {intake_rate:8.1f} msg/s; delivered end to end: "
+                  f"{e2e_rate:8.1f} msg/s; ratio delivered/intake: {e2e_rate / intake_rate:.3f}")
+            # 3. backlog drain after the receiver comes back
+            cfg = settings("backlog", True)
+            store = SqlStore(cfg.database_url or "")
+            store.migrate()
+            load_backlog(store, args.backlog, receiver.url)
+            floor = floor_post_rate(receiver.url, pki)
+            node = start_in_thread(cfg)
+            started = time.perf_counter()
+            while unsettled(store):
+                time.sleep(0.5)
+            drain = time.perf_counter() - started
+            node.stop()
+            store.close()
+            rate = args.backlog / drain
+            print(f"[{backend}] backlog of {args.backlog}: drained in {drain:.1f} s "
+                  f"({rate:.1f} msg/s); plain HTTPS POST floor {floor:.1f} msg/s; "
+                  f"ratio drain/floor: {rate / floor:.3f}")
+        finally:
+            manager.__exit__(None, None, None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--backlog", type=int, default=100_000)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    args = parser.parse_args()
+    backends = args.backends.split(",")
+    pg = None
+    if "postgresql" in backends:
+        from tests.postgresql.server import PostgresServer, find_bin_dir
+
+        pg = PostgresServer(find_bin_dir())
+        pg.start()
+    try:
+        for backend in backends:
+            run_backend(backend, args, pg)
+    finally:
+        if pg is not None:
+            pg.stop()
+
+
+if __name__ == "__main__":
+    main()
