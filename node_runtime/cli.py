@@ -135,9 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--config-map-root", default="/etc/knooppunt/bundles")
     validate.set_defaults(func=cmd_validate)
 
+    from node_runtime.facade.cli import add_facade_command
     from node_runtime.pki.cli import add_pki_commands
 
     add_pki_commands(sub)
+    add_facade_command(sub)
     return parser
 
 

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from typing import Annotated
+from urllib.parse import unquote
 
+from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import Depends, Request
 
+from node_runtime.facade_assertion import HEADER as ACTING_FOR_HEADER
+from node_runtime.facade_assertion import ReplayCache, verify_assertion
 from node_runtime.node import Node
 from node_runtime.pipeline.errors import Problem
-from node_runtime.principals import Principal, resolve
+from node_runtime.principals import PeerCertificate, Principal, resolve, resolve_acting_for
+from node_runtime.tls.identity import load_certificates
 from node_runtime.tracing import TraceContext, from_header
+
+_replay_lock = threading.Lock()
 
 
 def get_node(request: Request) -> Node:
@@ -20,12 +29,81 @@ def get_node(request: Request) -> Node:
 NodeDep = Annotated[Node, Depends(get_node)]
 
 
+def _replay_cache(request: Request) -> ReplayCache:
+    """One cache of used assertion ids per application (i.e. per node process)."""
+    state = request.app.state
+    cache = getattr(state, "facade_replay_cache", None)
+    if cache is None:
+        with _replay_lock:
+            cache = getattr(state, "facade_replay_cache", None)
+            if cache is None:
+                cache = ReplayCache()
+                state.facade_replay_cache = cache
+    assert isinstance(cache, ReplayCache)
+    return cache
+
+
+def _presenting_der(request: Request, cert: PeerCertificate, node: Node) -> bytes | None:
+    """The DER of the verified certificate ``cert``: the TLS peer's, or (trusted-proxy mode)
+    the forwarded one the identity extractor verified. Matched by fingerprint, never assumed."""
+    candidates: list[bytes] = []
+    der = getattr(request.state, "tls_client_cert_der", None)
+    if isinstance(der, bytes | bytearray):
+        candidates.append(bytes(der))
+    forwarded = request.headers.get(node.settings.trusted_proxy_header)
+    if forwarded:
+        try:
+            candidates.extend(c.public_bytes(Encoding.DER)
+                              for c in load_certificates(unquote(forwarded))[:1])
+        except ValueError:
+            pass
+    for candidate in candidates:
+        if hashlib.sha256(candidate).hexdigest() == cert.fingerprint_sha256:
+            return candidate
+    return None
+
+
+def _acting_for(request: Request, node: Node, cert: PeerCertificate,
+                assertion: str | None) -> Principal | None:
+    """A façade acting for a gemeente; None when the caller is no façade (and sent no
+    assertion)."""
+    state = node.holder.current
+    facades = state.knooppunt.spec.security.facade_oins
+    is_facade = bool(cert.serial_number) and cert.serial_number in facades
+    if not is_facade:
+        if assertion is not None:
+            raise Problem(403, "not-a-facade", "Only a façade may act for a gemeente",
+                          f"The {ACTING_FOR_HEADER} header is accepted only from a certificate "
+                          "listed in spec.security.facadeOins; this one is not.")
+        return None
+    if assertion is None:
+        raise Problem(403, "assertion-required", "Façade call without assertion",
+                      f"A façade certificate acts only for a gemeente named in a signed "
+                      f"{ACTING_FOR_HEADER} assertion.")
+    der = _presenting_der(request, cert, node)
+    if der is None:
+        raise Problem(401, "assertion-invalid", "Acting-for assertion rejected",
+                      "The certificate presented on this connection is not available to verify "
+                      "the assertion against.", extra={"reason": "certificate"})
+    acting = verify_assertion(assertion, der, node_name=state.name, method=request.method,
+                              path=request.url.path, replay=_replay_cache(request))
+    principal = resolve_acting_for(state, gemeente_oin=acting.gemeente_oin,
+                                   gemeentecode=acting.gemeentecode, facade_oin=acting.facade_oin)
+    if principal is None:
+        raise Problem(403, "unknown-organisation", "Organisation not registered on this node",
+                      f"The façade acts for gemeente {acting.gemeentecode} (OIN "
+                      f"{acting.gemeente_oin}), which this node does not serve.")
+    return principal
+
+
 def get_principal(request: Request, node: NodeDep) -> Principal:
     cert = node.identity(request)
     if cert is None:
         raise Problem(401, "no-client-certificate", "Client certificate required",
                       "Authenticate with a client certificate issued by a trusted CA.")
-    principal = resolve(node.holder.current, cert)
+    principal = _acting_for(request, node, cert, request.headers.get(ACTING_FOR_HEADER))
+    if principal is None:
+        principal = resolve(node.holder.current, cert)
     if principal is None:
         raise Problem(
             403,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from node_runtime.model.gemeente import Gemeente
 from node_runtime.state import NodeState
 
 PrincipalKind = Literal["gemeente", "participant", "administrator"]
@@ -30,11 +31,39 @@ class Principal:
     display_name: str
     identifiers: frozenset[str]
     connectors: frozenset[str]
+    via: str | None = None
+    """Set when a municipal cloud façade acts for the organisation (``facade:<OIN>``)."""
 
     @property
     def actor(self) -> str:
         """How the principal appears in the processing log (no personal data)."""
+        if self.via:
+            return f"{self.kind}:{self.id} via {self.via}"
         return f"{self.kind}:{self.id}"
+
+
+def _gemeente_principal(gemeente: Gemeente, *, via: str | None = None) -> Principal:
+    return Principal(
+        kind="gemeente",
+        id=gemeente.spec.gemeentecode,
+        display_name=gemeente.spec.display_name,
+        identifiers=frozenset({gemeente.spec.gemeentecode}),
+        connectors=frozenset(s.connector for s in gemeente.spec.subscriptions),
+        via=via,
+    )
+
+
+def resolve_acting_for(
+    state: NodeState, *, gemeente_oin: str, gemeentecode: str, facade_oin: str
+) -> Principal | None:
+    """The gemeente a verified façade assertion names, if this node serves it.
+
+    OIN and gemeentecode must both belong to the same gemeente of this node.
+    """
+    gemeente = state.gemeenten_by_oin.get(gemeente_oin)
+    if gemeente is None or gemeente.spec.gemeentecode != gemeentecode:
+        return None
+    return _gemeente_principal(gemeente, via=f"facade:{facade_oin}")
 
 
 def resolve(state: NodeState, cert: PeerCertificate) -> Principal | None:
@@ -43,13 +72,7 @@ def resolve(state: NodeState, cert: PeerCertificate) -> Principal | None:
     if serial:
         gemeente = state.gemeenten_by_oin.get(serial)
         if gemeente is not None:
-            return Principal(
-                kind="gemeente",
-                id=gemeente.spec.gemeentecode,
-                display_name=gemeente.spec.display_name,
-                identifiers=frozenset({gemeente.spec.gemeentecode}),
-                connectors=frozenset(s.connector for s in gemeente.spec.subscriptions),
-            )
+            return _gemeente_principal(gemeente)
     entries = list(state.participants_by_fingerprint.get(cert.fingerprint_sha256, []))
     if serial:
         entries += state.participants_by_serial.get(serial, [])

@@ -139,6 +139,11 @@ class KnooppuntSpec(Model):
     oin: str | None = Field(
         default=None, pattern=OIN_PATTERN,
         description="OIN of the organisation operating the node (its delivery certificate).")
+    endpoint: str | None = Field(
+        default=None, pattern=r"^https://[^\s/?#]+(/[^\s?#]*)?$",
+        description="The node's HTTPS base URL as the municipal cloud façade reaches it (e.g. "
+        "https://knooppunt-zorg.knooppunten.svc:8443). Empty: the façade does not use this node; "
+        "on a cluster the operator defaults it to the node's Service.")
     storage: StorageSpec = Field(default_factory=StorageSpec)
     delivery: DeliverySpec = Field(default_factory=DeliverySpec)
     limits: LimitsSpec = Field(default_factory=LimitsSpec)

@@ -1,0 +1,43 @@
+"""Façade settings: one BaseSettings, read from KNOOPPUNT_FACADE_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class FacadeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KNOOPPUNT_FACADE_", env_nested_delimiter="__")
+
+    resources: list[Path] = Field(
+        description="Resource files or directories (YAML): the Knooppunt resources (with "
+        "spec.endpoint), their SectorConnectors and the Gemeenten.")
+    host: str = "127.0.0.1"
+    port: int = 9443
+    health_port: int | None = Field(
+        default=None, description="Optional plain-HTTP port serving only /healthz and /readyz.")
+    tls_cert: Path | None = Field(default=None, description="Server certificate chain (PEM).")
+    tls_key: Path | None = Field(default=None, description="Server private key (PEM).")
+    tls_trust: Path | None = Field(
+        default=None, description="CAs trusted to issue gemeente client certificates (PEM).")
+    tls_crl: Path | None = Field(default=None, description="CRL(s) of those CAs (PEM).")
+    client_cert: Path | None = Field(
+        default=None, description="The façade's own organisation certificate chain (PEM), "
+        "presented to the nodes; its key also signs the acting-for assertions.")
+    client_key: Path | None = Field(default=None, description="Its private key (PEM).")
+    node_trust: Path | None = Field(
+        default=None, description="CAs trusted for the nodes' server certificates; default "
+        "tls_trust.")
+    node_timeout: float = Field(
+        default=3.0, gt=0, le=60,
+        description="Seconds a node gets to answer a mailbox, log or catalogue call; the "
+        "aggregated answer never waits longer.")
+    submit_timeout: float = Field(
+        default=30.0, gt=0, le=300,
+        description="Seconds a node gets to answer a submitted message (outbound path).")
+    assertion_lifetime: int = Field(
+        default=30, ge=5, le=60, description="Lifetime of an acting-for assertion (seconds).")
+    max_connections_per_node: int = Field(default=20, ge=1, le=1000)
+    reload_interval: float = Field(default=2.0, ge=0.1)
