@@ -24,7 +24,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8443
     health_port: int | None = Field(
-        default=None, description="Optional plain-HTTP port serving only /healthz, /readyz, /metrics."
+        default=None,
+        description="Optional plain-HTTP port serving only /healthz, /readyz, /metrics.",
     )
     tls_cert: Path | None = Field(default=None, description="Server certificate chain (PEM).")
     tls_key: Path | None = Field(default=None, description="Server private key (PEM).")
@@ -36,14 +37,17 @@ class Settings(BaseSettings):
     )
     delivery_enabled: bool = Field(default=True, description="Run push-delivery workers.")
     delivery_cert: Path | None = Field(
-        default=None, description="Client certificate chain the node presents when pushing.")
+        default=None, description="Client certificate chain the node presents when pushing."
+    )
     delivery_key: Path | None = None
     delivery_trust: Path | None = Field(
-        default=None, description="CAs trusted for gemeente endpoints; default tls_trust.")
+        default=None, description="CAs trusted for gemeente endpoints; default tls_trust."
+    )
     config_map_root: Path = Path("/etc/knooppunt/bundles")
     reload_interval: float = Field(default=2.0, ge=0.1)
-    retention_interval: float = Field(default=3600.0, ge=1.0,
-                                      description="Seconds between retention purges.")
+    retention_interval: float = Field(
+        default=3600.0, ge=1.0, description="Seconds between retention purges."
+    )
 
     def sqlite_path(self) -> Path:
         return self.data_dir / "knooppunt.db"

@@ -88,11 +88,16 @@ def build_state(
             continue
         code, oin = gemeente.spec.gemeentecode, gemeente.spec.oin
         if code in by_code:
-            raise StateError(f"gemeentecode {code} used by {by_code[code].name} and {gemeente.name}")
+            raise StateError(
+                f"gemeentecode {code} used by {by_code[code].name} and {gemeente.name}"
+            )
         if oin in by_oin:
             raise StateError(f"OIN {oin} used by {by_oin[oin].name} and {gemeente.name}")
         for sub in gemeente.spec.subscriptions:
-            if sub.connector in connectors and sub.purpose not in connectors[sub.connector].purposes:
+            if (
+                sub.connector in connectors
+                and sub.purpose not in connectors[sub.connector].purposes
+            ):
                 raise StateError(
                     f"Gemeente {gemeente.name}: purpose {sub.purpose!r} is not declared by "
                     f"connector {sub.connector}"
@@ -139,7 +144,9 @@ class StateHolder:
         with self._lock:
             try:
                 state = build_state(
-                    self._loader(), node=self._node, cache=self._cache,
+                    self._loader(),
+                    node=self._node,
+                    cache=self._cache,
                     generation=self._generation + 1,
                 )
             except Exception as exc:  # noqa: BLE001 - keep serving the last good state

@@ -203,7 +203,9 @@ class MessageType(Model):
 
     @model_validator(mode="after")
     def _direction(self) -> MessageType:
-        if self.direction == "toGemeente" and (self.conversion is None or self.notification is None):
+        if self.direction == "toGemeente" and (
+            self.conversion is None or self.notification is None
+        ):
             raise ValueError(f"message {self.name}: toGemeente needs conversion and notification")
         return self
 

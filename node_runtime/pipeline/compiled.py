@@ -84,7 +84,9 @@ def _schema(root: Path, relative: str, where: str) -> etree.XMLSchema:
         doc = etree.parse(str(path), safe_file_parser(root))
         return etree.XMLSchema(doc)
     except (BundleError, etree.XMLSchemaParseError, etree.XMLSyntaxError) as exc:
-        raise ConnectorCompileError(f"{where}: schema {relative!r} does not compile: {exc}") from exc
+        raise ConnectorCompileError(
+            f"{where}: schema {relative!r} does not compile: {exc}"
+        ) from exc
 
 
 def _xslt(root: Path, relative: str, where: str) -> etree.XSLT:
@@ -94,8 +96,9 @@ def _xslt(root: Path, relative: str, where: str) -> etree.XSLT:
         access = etree.XSLTAccessControl.DENY_ALL
         return etree.XSLT(doc, access_control=access)
     except (BundleError, etree.XSLTParseError, etree.XMLSyntaxError) as exc:
-        raise ConnectorCompileError(f"{where}: stylesheet {relative!r} does not compile: {exc}") \
-            from exc
+        raise ConnectorCompileError(
+            f"{where}: stylesheet {relative!r} does not compile: {exc}"
+        ) from exc
 
 
 def _message(connector: SectorConnector, mt: MessageType, root: Path) -> CompiledMessageType:
@@ -111,8 +114,9 @@ def _message(connector: SectorConnector, mt: MessageType, root: Path) -> Compile
             try:
                 converter = MappingConverter(mt.conversion.mapping, ns)
             except etree.XPathSyntaxError as exc:
-                raise ConnectorCompileError(f"{where}: mapping has an invalid XPath: {exc}") \
-                    from exc
+                raise ConnectorCompileError(
+                    f"{where}: mapping has an invalid XPath: {exc}"
+                ) from exc
         else:
             assert mt.conversion.xslt is not None
             converter = XsltConverter(_xslt(root, mt.conversion.xslt, where))
@@ -170,9 +174,7 @@ def compile_connector(
                     f"produced by the conversion of {', '.join(purpose.messages)}"
                 )
         purposes[purpose.name] = CompiledPurpose(purpose, FieldFilter(purpose.fields))
-    participants = {
-        ident: p.name for p in connector.spec.participants for ident in p.identifiers
-    }
+    participants = {ident: p.name for p in connector.spec.participants for ident in p.identifiers}
     return CompiledConnector(connector, root, messages, by_root, purposes, participants)
 
 

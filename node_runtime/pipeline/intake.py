@@ -103,18 +103,25 @@ class IntakeService:
                     "Unknown message type",
                     f"Connector {connector.name} accepts no message with root "
                     f"{{{qname.namespace}}}{qname.localname}.",
-                    [Violation("message-type", "root element not declared by the connector",
-                               line=tree.getroot().sourceline)],
+                    [
+                        Violation(
+                            "message-type",
+                            "root element not declared by the connector",
+                            line=tree.getroot().sourceline,
+                        )
+                    ],
                     extra={"accepted": sorted(connector.messages)},
                 )
             mt_name = mt.name
             result = self._process_type(state, connector, mt, tree, body, principal, logs)
         except Problem as problem:
-            result = self._refuse(state, connector, connector_name, mt_name, problem, principal,
-                                  logs)
+            result = self._refuse(
+                state, connector, connector_name, mt_name, problem, principal, logs
+            )
         elapsed = time.perf_counter() - started
-        self.metrics.intake_seconds.labels(connector_name if connector else "unknown", mt_name,
-                                           result.outcome).observe(elapsed)
+        self.metrics.intake_seconds.labels(
+            connector_name if connector else "unknown", mt_name, result.outcome
+        ).observe(elapsed)
         result.headers["traceparent"] = trace.traceparent(logs.span_id)
         return result
 
@@ -123,8 +130,12 @@ class IntakeService:
     @staticmethod
     def _authorise_connector(connector: CompiledConnector, principal: Principal) -> None:
         if principal.kind == "administrator":
-            raise Problem(403, "not-a-sender", "Administrators do not send messages",
-                          "Management identities may not submit sector messages.")
+            raise Problem(
+                403,
+                "not-a-sender",
+                "Administrators do not send messages",
+                "Management identities may not submit sector messages.",
+            )
         if connector.name not in principal.connectors:
             raise Problem(
                 403,
@@ -201,7 +212,8 @@ class IntakeService:
             if mt.spec.direction == "fromGemeente":  # the gemeente uses this connector
                 gemeente = state.gemeenten_by_code.get(code)
                 return gemeente is not None and any(
-                    s.connector == connector.name for s in gemeente.spec.subscriptions)
+                    s.connector == connector.name for s in gemeente.spec.subscriptions
+                )
             return bool(state.subscriptions(code, connector.name, mt.name))
 
         def is_participant(ident: str) -> bool:
@@ -211,8 +223,9 @@ class IntakeService:
         retour_id = secrets.token_hex(6).upper()
         today = now().date().isoformat()
         if failures:
-            return self._reject(connector, mt, tree, header, failures, subjects, controller,
-                                retour_id, today, logs)
+            return self._reject(
+                connector, mt, tree, header, failures, subjects, controller, retour_id, today, logs
+            )
 
         message_id = str(uuid.uuid4())
         base_log: dict[str, Any] = {
@@ -223,18 +236,28 @@ class IntakeService:
         }
         legal = self._intake_legal_basis(state, connector, mt, header)
         for activity in ("receive", "validate"):
-            logs.for_subjects(subjects, activity=activity, purpose=NODE_PURPOSE,
-                              legal_basis=legal, outcome="success", **base_log)
-        deliveries = self._route(state, connector, mt, root, header, message_id, subjects, logs,
-                                 base_log, legal)
+            logs.for_subjects(
+                subjects,
+                activity=activity,
+                purpose=NODE_PURPOSE,
+                legal_basis=legal,
+                outcome="success",
+                **base_log,
+            )
+        deliveries = self._route(
+            state, connector, mt, root, header, message_id, subjects, logs, base_log, legal
+        )
         if mt.retour is not None:
             try:
                 answer = mt.retour.build(tree, [], retour_id=retour_id, retour_date=today)
             except RetourError as exc:
-                log.error("retour generation failed", extra={"connector": connector.name,
-                                                             "message_type": mt.name})
-                raise Problem(500, "retour-failed", "Retour message could not be produced",
-                              str(exc)) from exc
+                log.error(
+                    "retour generation failed",
+                    extra={"connector": connector.name, "message_type": mt.name},
+                )
+                raise Problem(
+                    500, "retour-failed", "Retour message could not be produced", str(exc)
+                ) from exc
             answer_type = XML_TYPE
         else:
             answer = json.dumps({"messageId": message_id, "status": "accepted"}).encode()
@@ -267,15 +290,19 @@ class IntakeService:
             self.metrics.deliveries.labels(connector.name, d.mailbox_id, d.purpose or "").inc()
         log.info(
             "message accepted",
-            extra={"connector": connector.name, "message_type": mt.name,
-                   "message_id": message_id, "deliveries": len(deliveries)},
+            extra={
+                "connector": connector.name,
+                "message_type": mt.name,
+                "message_id": message_id,
+                "deliveries": len(deliveries),
+            },
         )
-        return IntakeResult(202, answer, answer_type, "accepted", message_id,
-                            self._id_headers(message_id))
+        return IntakeResult(
+            202, answer, answer_type, "accepted", message_id, self._id_headers(message_id)
+        )
 
     def _id_headers(self, message_id: str) -> dict[str, str]:
-        return {"Knooppunt-Message-Id": message_id,
-                "Location": f"/api/v1/messages/{message_id}"}
+        return {"Knooppunt-Message-Id": message_id, "Location": f"/api/v1/messages/{message_id}"}
 
     def _subjects(self, mt: CompiledMessageType, root: etree._Element) -> list[str | None]:
         if mt.records is None or mt.subject is None:
@@ -306,8 +333,9 @@ class IntakeService:
         gemeente = state.gemeenten_by_code.get(code)
         if gemeente is None:
             return "unknown"
-        bases = sorted({s.legal_basis for s in gemeente.spec.subscriptions
-                        if s.connector == connector.name})
+        bases = sorted(
+            {s.legal_basis for s in gemeente.spec.subscriptions if s.connector == connector.name}
+        )
         return "; ".join(bases) or "unknown"
 
     def _route(
@@ -329,31 +357,64 @@ class IntakeService:
         if mt.spec.direction == "fromGemeente":
             participant = connector.participants_by_identifier.get(header.recipient)
             if participant is None:  # guarded by a participant rule; never deliver blindly
-                raise Problem(422, "unknown-recipient", "Unknown recipient",
-                              f"No participant with identifier {header.recipient}.")
+                raise Problem(
+                    422,
+                    "unknown-recipient",
+                    "Unknown recipient",
+                    f"No participant with identifier {header.recipient}.",
+                )
             delivery = DeliveryRecord(
-                id=str(uuid.uuid4()), message_id=message_id, mailbox_kind="participant",
-                mailbox_id=participant, connector=connector.name, message_type=mt.name,
-                purpose=None, legal_basis=legal, content=etree.tostring(root,
-                xml_declaration=True, encoding="UTF-8"), content_type=XML_TYPE,
-                subject_refs=refs, order_key=order_key, created_at=created,
+                id=str(uuid.uuid4()),
+                message_id=message_id,
+                mailbox_kind="participant",
+                mailbox_id=participant,
+                connector=connector.name,
+                message_type=mt.name,
+                purpose=None,
+                legal_basis=legal,
+                content=etree.tostring(root, xml_declaration=True, encoding="UTF-8"),
+                content_type=XML_TYPE,
+                subject_refs=refs,
+                order_key=order_key,
+                created_at=created,
             )
-            logs.for_subjects(subjects, activity="route", purpose=NODE_PURPOSE,
-                              legal_basis=legal, outcome="success", delivery_id=delivery.id,
-                              detail=f"to participant {participant}", **base_log)
+            logs.for_subjects(
+                subjects,
+                activity="route",
+                purpose=NODE_PURPOSE,
+                legal_basis=legal,
+                outcome="success",
+                delivery_id=delivery.id,
+                detail=f"to participant {participant}",
+                **base_log,
+            )
             return [delivery]
         assert mt.converter is not None and mt.spec.notification is not None
         try:
             content = mt.converter.convert(root)
         except ConversionError as exc:
-            raise Problem(500, "conversion-failed", "Conversion failed",
-                          f"The connector's conversion of {mt.name} failed: {exc}") from exc
-        logs.for_subjects(subjects, activity="convert", purpose=NODE_PURPOSE, legal_basis=legal,
-                          outcome="success", **base_log)
+            raise Problem(
+                500,
+                "conversion-failed",
+                "Conversion failed",
+                f"The connector's conversion of {mt.name} failed: {exc}",
+            ) from exc
+        logs.for_subjects(
+            subjects,
+            activity="convert",
+            purpose=NODE_PURPOSE,
+            legal_basis=legal,
+            outcome="success",
+            **base_log,
+        )
         subs = state.subscriptions(header.recipient, connector.name, mt.name)
         if not subs:  # guarded by a tenant rule; never accept what cannot be delivered
-            raise Problem(422, "no-subscription", "Recipient has no subscription",
-                          f"Gemeente {header.recipient} takes no {mt.name} from this node.")
+            raise Problem(
+                422,
+                "no-subscription",
+                "Recipient has no subscription",
+                f"Gemeente {header.recipient} takes no {mt.name} from this node.",
+            )
         deliveries = []
         notification = mt.spec.notification
         for sub in subs:
@@ -364,7 +425,8 @@ class IntakeService:
                 "hoofdObject": self._url(f"/api/v1/messages/{message_id}", message_id),
                 "resource": notification.resource,
                 "resourceUrl": self._url(
-                    f"/api/v1/gemeenten/{header.recipient}/mailbox/{delivery_id}", delivery_id),
+                    f"/api/v1/gemeenten/{header.recipient}/mailbox/{delivery_id}", delivery_id
+                ),
                 "actie": notification.actie,
                 "aanmaakdatum": created.isoformat().replace("+00:00", "Z"),
                 "kenmerken": {
@@ -377,18 +439,34 @@ class IntakeService:
                 },
                 "inhoud": released,
             }
-            deliveries.append(DeliveryRecord(
-                id=delivery_id, message_id=message_id, mailbox_kind="gemeente",
-                mailbox_id=header.recipient, connector=connector.name, message_type=mt.name,
-                purpose=sub.purpose, legal_basis=sub.legal_basis,
-                content=json.dumps(envelope, ensure_ascii=False).encode(),
-                content_type=JSON_TYPE, subject_refs=refs, order_key=order_key,
-                created_at=created, delivery_mode=sub.delivery.mode,
-                endpoint=sub.delivery.endpoint,
-            ))
-            logs.for_subjects(subjects, activity="route", purpose=sub.purpose,
-                              legal_basis=sub.legal_basis, outcome="success",
-                              delivery_id=delivery_id, **base_log)
+            deliveries.append(
+                DeliveryRecord(
+                    id=delivery_id,
+                    message_id=message_id,
+                    mailbox_kind="gemeente",
+                    mailbox_id=header.recipient,
+                    connector=connector.name,
+                    message_type=mt.name,
+                    purpose=sub.purpose,
+                    legal_basis=sub.legal_basis,
+                    content=json.dumps(envelope, ensure_ascii=False).encode(),
+                    content_type=JSON_TYPE,
+                    subject_refs=refs,
+                    order_key=order_key,
+                    created_at=created,
+                    delivery_mode=sub.delivery.mode,
+                    endpoint=sub.delivery.endpoint,
+                )
+            )
+            logs.for_subjects(
+                subjects,
+                activity="route",
+                purpose=sub.purpose,
+                legal_basis=sub.legal_basis,
+                outcome="success",
+                delivery_id=delivery_id,
+                **base_log,
+            )
         return deliveries
 
     def _url(self, path: str, ident: str) -> str:
@@ -396,7 +474,9 @@ class IntakeService:
 
     # -- answers other than acceptance ---------------------------------------------------
 
-    def _duplicate(self, existing: MessageRecord, digest: str, mt: CompiledMessageType) -> IntakeResult:
+    def _duplicate(
+        self, existing: MessageRecord, digest: str, mt: CompiledMessageType
+    ) -> IntakeResult:
         if existing.payload_sha256 != digest:
             raise Problem(
                 409,
@@ -408,8 +488,14 @@ class IntakeService:
             )
         headers = self._id_headers(existing.id)
         headers["Knooppunt-Duplicate"] = "true"
-        return IntakeResult(existing.answer_status, existing.answer_body,
-                            existing.answer_content_type, "duplicate", existing.id, headers)
+        return IntakeResult(
+            existing.answer_status,
+            existing.answer_body,
+            existing.answer_content_type,
+            "duplicate",
+            existing.id,
+            headers,
+        )
 
     def _reject(
         self,
@@ -428,14 +514,26 @@ class IntakeService:
         for code in codes:
             self.metrics.retourcodes.labels(connector.name, code).inc()
         self.metrics.messages.labels(connector.name, mt.name, controller, "rejected").inc()
-        logs.for_subjects(subjects, activity="reject", purpose=NODE_PURPOSE,
-                          legal_basis="not applicable: message rejected", outcome="rejected",
-                          controller=controller, connector=connector.name,
-                          message_type=mt.name, detail="retourcodes " + ",".join(codes))
+        logs.for_subjects(
+            subjects,
+            activity="reject",
+            purpose=NODE_PURPOSE,
+            legal_basis="not applicable: message rejected",
+            outcome="rejected",
+            controller=controller,
+            connector=connector.name,
+            message_type=mt.name,
+            detail="retourcodes " + ",".join(codes),
+        )
         self.store.write_log(logs.records)
         details = [
-            {"rule": f.rule, "retourcode": f.retourcode, "message": f.message,
-             "line": f.line, "path": f.path}
+            {
+                "rule": f.rule,
+                "retourcode": f.retourcode,
+                "message": f.message,
+                "line": f.line,
+                "path": f.path,
+            }
             for f in failures
         ]
         headers = {"Knooppunt-Retourcodes": ",".join(codes)}
@@ -443,15 +541,26 @@ class IntakeService:
             try:
                 body = mt.retour.build(tree, failures, retour_id=retour_id, retour_date=today)
             except RetourError as exc:
-                raise Problem(500, "retour-failed", "Retour message could not be produced",
-                              str(exc)) from exc
+                raise Problem(
+                    500, "retour-failed", "Retour message could not be produced", str(exc)
+                ) from exc
             return IntakeResult(422, body, XML_TYPE, "rejected", None, headers)
-        problem = Problem(422, "rules-violated", "Message rejected by business rules",
-                          f"{mt.name} violates {len(failures)} rule(s).",
-                          [Violation(f.rule, f"{f.retourcode} {f.message}", f.line, f.path)
-                           for f in failures], extra={"retourcodes": codes, "rules": details})
-        return IntakeResult(422, json.dumps(problem.body()).encode(),
-                            "application/problem+json", "rejected", None, headers)
+        problem = Problem(
+            422,
+            "rules-violated",
+            "Message rejected by business rules",
+            f"{mt.name} violates {len(failures)} rule(s).",
+            [Violation(f.rule, f"{f.retourcode} {f.message}", f.line, f.path) for f in failures],
+            extra={"retourcodes": codes, "rules": details},
+        )
+        return IntakeResult(
+            422,
+            json.dumps(problem.body()).encode(),
+            "application/problem+json",
+            "rejected",
+            None,
+            headers,
+        )
 
     def _refuse(
         self,
@@ -465,13 +574,31 @@ class IntakeService:
     ) -> IntakeResult:
         self.metrics.refusals.labels(problem.slug).inc()
         controller = f"knooppunt:{state.name}"
-        logs.add(activity="refuse", controller=controller, purpose=NODE_PURPOSE,
-                 legal_basis="not applicable: request refused", outcome=problem.slug,
-                 connector=connector.name if connector else None,
-                 message_type=None if mt_name == "unknown" else mt_name,
-                 detail=f"{problem.status} {problem.title}")
+        logs.add(
+            activity="refuse",
+            controller=controller,
+            purpose=NODE_PURPOSE,
+            legal_basis="not applicable: request refused",
+            outcome=problem.slug,
+            connector=connector.name if connector else None,
+            message_type=None if mt_name == "unknown" else mt_name,
+            detail=f"{problem.status} {problem.title}",
+        )
         self.store.write_log(logs.records)
-        log.info("message refused", extra={"connector": connector_name, "reason": problem.slug,
-                                           "status": problem.status, "actor": principal.actor})
-        return IntakeResult(problem.status, json.dumps(problem.body()).encode(),
-                            "application/problem+json", "refused", None, {})
+        log.info(
+            "message refused",
+            extra={
+                "connector": connector_name,
+                "reason": problem.slug,
+                "status": problem.status,
+                "actor": principal.actor,
+            },
+        )
+        return IntakeResult(
+            problem.status,
+            json.dumps(problem.body()).encode(),
+            "application/problem+json",
+            "refused",
+            None,
+            {},
+        )
