@@ -294,9 +294,10 @@ def run_demo(*, resources: list[Path], workdir: Path, node: str | None = None) -
             time.sleep(0.1)
         print("\n== Push delivery (transactional outbox, mTLS, idempotency key)")
         for key, env in endpoint.applied.items():
+            k = env["kenmerken"]
             print(
-                f"  {env['kenmerken']['ontvanger']} endpoint applied {env['kenmerken']['berichttype']}"
-                f" for purpose {env['kenmerken']['doel']} (Idempotency-Key {key[:8]}…)"
+                f"  {k['ontvanger']} endpoint applied {k['berichttype']}"
+                f" for purpose {k['doel']} (Idempotency-Key {key[:8]}…)"
             )
         stats["delivered"] += len(endpoint.applied)
 
