@@ -62,7 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from node_runtime.server import serve
 
     configure(args.log_level)
-    serve(Settings())  # type: ignore[call-arg]
+    serve(Settings())
     return 0
 
 

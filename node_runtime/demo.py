@@ -304,20 +304,20 @@ def run_demo(*, resources: list[Path], workdir: Path, node: str | None = None) -
         print("\n== Each gemeente pulls its mailbox (only its purposes' fields are released)")
         for g in sorted(res.gemeenten.values(), key=lambda g: g.spec.gemeentecode):
             code = g.spec.gemeentecode
-            c = client(g.name)
-            listing = c.get(f"/api/v1/gemeenten/{code}/mailbox").json()
+            gc = client(g.name)
+            listing = gc.get(f"/api/v1/gemeenten/{code}/mailbox").json()
             print(f"  {g.spec.display_name} ({code}): {len(listing['items'])} message(s)")
             for item in listing["items"]:
-                doc: dict[str, Any] = c.get(f"/api/v1/gemeenten/{code}/mailbox/{item['id']}").json()
+                doc: dict[str, Any] = gc.get(f"/api/v1/gemeenten/{code}/mailbox/{item['id']}").json()
                 fields = sorted(paths_of(doc["inhoud"]))
                 leaves = [f for f in fields if not any(o.startswith(f + ".") for o in fields)]
                 print(
                     f"    {item['messageType']} for purpose {item['purpose']}: "
                     f"{len(leaves)} field(s): {', '.join(leaves)}"
                 )
-                c.post(f"/api/v1/gemeenten/{code}/mailbox/{item['id']}/ack")
+                gc.post(f"/api/v1/gemeenten/{code}/mailbox/{item['id']}/ack")
                 stats["delivered"] += 1
-            foreign = c.get("/api/v1/gemeenten/0000/mailbox")
+            foreign = gc.get("/api/v1/gemeenten/0000/mailbox")
             print(
                 f"    another gemeente's mailbox: {foreign.status_code} "
                 f"{foreign.json().get('title', '')}"
@@ -363,8 +363,8 @@ def run_demo(*, resources: list[Path], workdir: Path, node: str | None = None) -
             f"log records {stats['logged']}"
         )
     finally:
-        for c in clients.values():
-            c.close()
+        for open_client in clients.values():
+            open_client.close()
         running.stop()
         endpoint_server.__exit__(None, None, None)
     return 0

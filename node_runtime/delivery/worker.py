@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import ssl
@@ -29,7 +30,7 @@ log = logging.getLogger("knooppunt.delivery")
 def backoff(attempt: int, spec: DeliverySpec, rand: Callable[[], float] = random.random) -> float:
     """Exponential backoff with full jitter: uniform in [0, min(max, initial * 2^attempt)]."""
     ceiling = min(spec.max_backoff_seconds, spec.initial_backoff_seconds * (2 ** min(attempt, 30)))
-    return max(0.05, ceiling * rand())
+    return float(max(0.05, ceiling * rand()))
 
 
 class DeliveryWorker:
@@ -139,10 +140,10 @@ class DeliveryWorker:
             self._inflight[endpoint] += 1
             task = asyncio.create_task(self._attempt(delivery))
             self._tasks.add(task)
-            task.add_done_callback(lambda t, e=endpoint: self._finished(t, e))
+            task.add_done_callback(functools.partial(self._finished, endpoint=endpoint))
         return len(batch)
 
-    def _finished(self, task: asyncio.Task[None], endpoint: str) -> None:
+    def _finished(self, task: asyncio.Task[None], *, endpoint: str) -> None:
         self._tasks.discard(task)
         self._inflight[endpoint] -= 1
         if self._inflight[endpoint] <= 0:

@@ -39,7 +39,7 @@ class ResourceSet:
     def add(self, item: Sourced) -> None:
         res = item.resource
         target: dict[str, Any]
-        if isinstance(res, Knooppunt):
+        if isinstance(res, Knooppunt):  # one dict per kind, keyed by name
             target = self.knooppunten
         elif isinstance(res, SectorConnector):
             target = self.connectors
@@ -49,7 +49,7 @@ class ResourceSet:
             raise ResourceError(f"unsupported kind {res.kind}")
         if res.name in target:
             raise ResourceError(f"duplicate {res.kind} {res.name!r}")
-        target[res.name] = res
+        target[res.name] = res  # type: ignore[assignment]
         if item.origin is not None:
             self.origins[(res.kind, res.name)] = item.origin
 

@@ -60,4 +60,5 @@ class RetourBuilder:
         if not self.schema.validate(result):
             errors = "; ".join(str(e.message) for e in list(self.schema.error_log)[:3])
             raise RetourError(f"{self.message} produced by the connector is invalid: {errors}")
-        return etree.tostring(result, xml_declaration=True, encoding="UTF-8")
+        out: bytes = etree.tostring(result, xml_declaration=True, encoding="UTF-8")
+        return out
