@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,6 +43,15 @@ class Settings(BaseSettings):
     delivery_key: Path | None = None
     delivery_trust: Path | None = Field(
         default=None, description="CAs trusted for gemeente endpoints; default tls_trust."
+    )
+    gemeenten_source: Literal["files", "kubernetes"] = Field(
+        default="files",
+        description="files: Gemeente resources from `resources`; kubernetes: list and watch "
+        "them in `namespace` through the Kubernetes API.",
+    )
+    namespace: str | None = Field(default=None, description="Namespace of the resources.")
+    kubeconfig: Path | None = Field(
+        default=None, description="Kubeconfig for the API (default: in-cluster account)."
     )
     config_map_root: Path = Path("/etc/knooppunt/bundles")
     reload_interval: float = Field(default=2.0, ge=0.1)

@@ -21,6 +21,7 @@ from node_runtime.pipeline.intake import IntakeService
 from node_runtime.principals import PeerCertificate
 from node_runtime.pseudonyms import Pseudonymizer, load_or_create_key
 from node_runtime.retention import run_retention
+from node_runtime.sources.kubernetes import GemeenteWatch, from_kubeconfig, in_cluster
 from node_runtime.state import StateHolder, files_fingerprint
 from node_runtime.store.outbox import Outbox
 from node_runtime.store.sql import SqlStore, now, sqlite_url
@@ -42,6 +43,7 @@ class Node:
     identity: IdentityExtractor
     loader: Callable[[], ResourceSet]
     on_tick: list[Callable[[], None]] = field(default_factory=list)
+    gemeente_watch: GemeenteWatch | None = None
     outbox: Outbox | None = None
     worker: DeliveryWorker | None = None
     _worker_task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -78,6 +80,8 @@ class Node:
             self._reloader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reloader
+        if self.gemeente_watch is not None:
+            self.gemeente_watch.stop()
         self.store.close()
 
     async def _watch(self) -> None:
@@ -97,6 +101,13 @@ class Node:
                     log.info("configuration reloaded",
                              extra={"generation": self.holder.current.generation})
 
+    def reload_from_watch(self) -> None:
+        """A Gemeente changed in the API: rebuild the state now (called from the watch)."""
+        if self.holder.reload():
+            self.metrics.config_generation.set(self.holder.current.generation)
+            log.info("tenants reloaded from the Kubernetes API",
+                     extra={"generation": self.holder.current.generation})
+
     def ready(self) -> bool:
         try:
             return self.store.ping()
@@ -113,9 +124,19 @@ def build_node(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     metrics = Metrics()
     paths: list[Path] = list(settings.resources)
+    watch: GemeenteWatch | None = None
+    if settings.gemeenten_source == "kubernetes":
+        if not settings.namespace:
+            raise ValueError("gemeenten_source kubernetes needs a namespace")
+        access = from_kubeconfig(settings.kubeconfig) if settings.kubeconfig else in_cluster()
+        watch = GemeenteWatch(access, settings.namespace)
+        watch.start()
 
     def loader() -> ResourceSet:
-        return load_paths(paths)
+        resources = load_paths(paths)
+        if watch is not None:
+            resources.gemeenten = watch.snapshot()
+        return resources
 
     def on_error(exc: Exception) -> None:
         metrics.config_errors.inc()
@@ -137,6 +158,9 @@ def build_node(
         public_url=settings.public_url,
     )
     node = Node(settings, holder, store, intake, metrics, pseudonymizer, identity, loader)
+    if watch is not None:
+        node.gemeente_watch = watch
+        watch.on_change = node.reload_from_watch
     node.outbox = Outbox(store)
     if settings.delivery_enabled:
         node.worker = DeliveryWorker(

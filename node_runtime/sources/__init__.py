@@ -1,0 +1,1 @@
+"""Where tenant (Gemeente) resources come from: files (local mode) or the Kubernetes API."""

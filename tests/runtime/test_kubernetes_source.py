@@ -1,0 +1,84 @@
+"""On a cluster the runtime lists and watches Gemeente resources itself (real API server):
+onboarding, changing and removing a gemeente take effect live, without a restart."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from node_runtime.config import Settings
+from node_runtime.node import build_node
+from node_runtime.pki.store import DevPki
+from tests.conftest import EXAMPLES, NODE, REPO
+from tests.controlplane.cluster import ControlPlane
+
+
+def _wait(predicate: Callable[[], bool], timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def _install_crds(cp: ControlPlane) -> None:
+    for crd in sorted((REPO / "crds").glob("*.yaml")):
+        cp.apply(yaml.safe_load(crd.read_text()))
+    with cp.client() as http:
+        for plural in ("gemeenten", "sectorconnectors", "knooppunten"):
+            assert _wait(lambda p=plural: any(
+                c["type"] == "Established" and c["status"] == "True"
+                for c in http.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
+                                  f"{p}.knooppunt.nl").json().get("status", {})
+                .get("conditions", [])))
+
+
+@pytest.mark.controlplane
+def test_runtime_follows_gemeenten_in_the_api(controlplane: ControlPlane,
+                                              controlplane_namespace: str, tmp_path: Path,
+                                              dev_pki: DevPki) -> None:
+    cp, ns = controlplane, controlplane_namespace
+    _install_crds(cp)
+    docs = [d for d in yaml.safe_load_all((EXAMPLES / "gemeenten.yaml").read_text()) if d]
+    for doc in docs[:2]:
+        doc["metadata"]["namespace"] = ns
+        cp.apply(doc)
+    files = tmp_path / "resources"
+    files.mkdir()
+    for name in ("knooppunt.yaml", "connector.yaml"):
+        shutil.copy(EXAMPLES / name, files / name)
+    settings = Settings(node=NODE, resources=[files], data_dir=tmp_path / "data",
+                        gemeenten_source="kubernetes", namespace=ns,
+                        kubeconfig=cp.kubeconfig, delivery_enabled=False)
+    node = build_node(settings, identity=lambda request: None)
+    try:
+        codes = lambda: set(node.holder.current.gemeenten_by_code)  # noqa: E731
+        assert codes() == {d["spec"]["gemeentecode"] for d in docs[:2]}
+        # onboarding
+        docs[2]["metadata"]["namespace"] = ns
+        cp.apply(docs[2])
+        assert _wait(lambda: docs[2]["spec"]["gemeentecode"] in codes())
+        generation = node.holder.current.generation
+        # changing a subscription
+        docs[2]["spec"]["subscriptions"] = docs[2]["spec"]["subscriptions"][:1]
+        docs[2]["spec"]["subscriptions"][0]["purpose"] = "wmo-uitvoering"
+        cp.apply(docs[2])
+        code = docs[2]["spec"]["gemeentecode"]
+        assert _wait(lambda: [s.purpose for s in node.holder.current.gemeenten_by_code[code]
+                              .spec.subscriptions] == ["wmo-uitvoering"])
+        assert node.holder.current.generation > generation
+        # removal
+        with cp.client() as http:
+            http.delete(f"/apis/knooppunt.nl/v1alpha1/namespaces/{ns}/gemeenten/"
+                        f"{docs[0]['metadata']['name']}").raise_for_status()
+        assert _wait(lambda: docs[0]["spec"]["gemeentecode"] not in codes())
+    finally:
+        if node.gemeente_watch is not None:
+            node.gemeente_watch.stop()
+        node.store.close()
