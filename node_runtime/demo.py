@@ -308,7 +308,8 @@ def run_demo(*, resources: list[Path], workdir: Path, node: str | None = None) -
             listing = gc.get(f"/api/v1/gemeenten/{code}/mailbox").json()
             print(f"  {g.spec.display_name} ({code}): {len(listing['items'])} message(s)")
             for item in listing["items"]:
-                doc: dict[str, Any] = gc.get(f"/api/v1/gemeenten/{code}/mailbox/{item['id']}").json()
+                item_url = f"/api/v1/gemeenten/{code}/mailbox/{item['id']}"
+                doc: dict[str, Any] = gc.get(item_url).json()
                 fields = sorted(paths_of(doc["inhoud"]))
                 leaves = [f for f in fields if not any(o.startswith(f + ".") for o in fields)]
                 print(
