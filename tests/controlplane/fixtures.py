@@ -1,0 +1,123 @@
+"""pytest plugin: a real Kubernetes control plane for `@pytest.mark.controlplane` tests.
+
+Register it once (tests/conftest.py):  ``pytest_plugins = ["tests.controlplane.fixtures"]``
+
+Fixtures:
+    controlplane            session-scoped `ControlPlane` (etcd, kube-apiserver,
+                            kube-controller-manager, kube-scheduler, kwok node)
+    controlplane_namespace  a fresh namespace per test, deleted afterwards
+
+The binaries are never built here.  They are looked up in
+``$KNOOPPUNT_CONTROLPLANE_BIN`` or in the cache dir that
+``tests/controlplane/build.sh --bin-dir`` names.  If they are missing, the
+test fails when ``$CI`` is set (CI must build them first) and is skipped
+otherwise, with a hint to run ``tests/controlplane/build.sh``.
+
+Tests that use the `controlplane` fixture get the `controlplane` marker
+automatically, so ``-m "not controlplane"`` deselects them; mark them
+explicitly anyway for readability.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+from tests.controlplane.cluster import (
+    OPTIONAL_BINARIES,
+    REQUIRED_BINARIES,
+    ControlPlane,
+)
+
+HERE = Path(__file__).resolve().parent
+BUILD_SCRIPT = HERE / "build.sh"
+BIN_ENV = "KNOOPPUNT_CONTROLPLANE_BIN"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def controlplane_bin_dir() -> Path:
+    """Where the binaries are expected (does not check that they exist)."""
+    if os.environ.get(BIN_ENV):
+        return Path(os.environ[BIN_ENV])
+    out = subprocess.run(
+        ["bash", str(BUILD_SCRIPT), "--bin-dir"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return Path(out.stdout.strip())
+
+
+def missing_binaries(bin_dir: Path, *, kwok: bool = True) -> list[str]:
+    wanted = list(REQUIRED_BINARIES) + (list(OPTIONAL_BINARIES) if kwok else [])
+    return [b for b in wanted if not os.access(bin_dir / b, os.X_OK)]
+
+
+def _unavailable(message: str) -> NoReturn:
+    if in_ci():
+        pytest.fail(f"{message} (CI is set: the control plane is required here)", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def controlplane() -> Iterator[ControlPlane]:
+    """A running control plane shared by the whole session; admin access via
+    `.client()` / `.kubeconfig`."""
+    try:
+        bin_dir = controlplane_bin_dir()
+    except (OSError, subprocess.SubprocessError) as exc:
+        _unavailable(f"cannot locate control-plane binaries: {exc}")
+    missing = missing_binaries(bin_dir)
+    if missing:
+        _unavailable(
+            f"control-plane binaries missing in {bin_dir}: {', '.join(missing)}; "
+            f"run {BUILD_SCRIPT.relative_to(HERE.parent.parent)} (or set {BIN_ENV})"
+        )
+    cp = ControlPlane(bin_dir)
+    try:
+        cp.start()
+        yield cp
+    finally:
+        cp.stop()
+
+
+@pytest.fixture
+def controlplane_namespace(
+    controlplane: ControlPlane, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A new namespace named after the test; deleted (without waiting) afterwards."""
+    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{base or 't'}-{uuid.uuid4().hex[:6]}"
+    with controlplane.client() as http:
+        http.post(
+            "/api/v1/namespaces",
+            json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+        ).raise_for_status()
+    try:
+        yield name
+    finally:
+        with controlplane.client() as http:
+            http.delete(f"/api/v1/namespaces/{name}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "controlplane: needs the real Kubernetes control plane (tests/controlplane)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "controlplane" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.controlplane)
