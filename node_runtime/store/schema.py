@@ -113,6 +113,7 @@ deliveries = Table(
     Column("lease_until", UtcDateTime(), nullable=True),
     Index("ix_deliveries_mailbox", "mailbox_kind", "mailbox_id", "status", "seq"),
     Index("ix_deliveries_due", "delivery_mode", "status", "next_attempt_at"),
+    Index("ix_deliveries_status_seq", "status", "seq"),
     Index("ix_deliveries_order", "mailbox_id", "purpose", "order_key", "seq"),
 )
 

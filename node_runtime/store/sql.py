@@ -54,7 +54,15 @@ def _v2(conn: Connection) -> None:
             index.create(conn)
 
 
-MIGRATIONS: list[tuple[int, Migration]] = [(1, _v1), (2, _v2)]
+def _v3(conn: Connection) -> None:
+    """Claims walk pending deliveries in seq order: index (status, seq)."""
+    indexes = {i["name"] for i in inspect(conn).get_indexes("deliveries")}
+    for index in schema.deliveries.indexes:
+        if index.name not in indexes:
+            index.create(conn)
+
+
+MIGRATIONS: list[tuple[int, Migration]] = [(1, _v1), (2, _v2), (3, _v3)]
 
 
 def _utc(value: datetime | None) -> datetime | None:
