@@ -64,7 +64,7 @@ def test_bad_xpath_and_missing_schema_are_named(tmp_path: Path) -> None:
         _compile(tmp_path, doc)
     doc = _connector_doc()
     doc["spec"]["messages"][1]["schema"] = "nope.xsd"
-    with pytest.raises(ConnectorCompileError, match="nope.xsd"):
+    with pytest.raises(ConnectorCompileError, match=r"nope\.xsd"):
         _compile(tmp_path, doc)
 
 
@@ -94,3 +94,15 @@ def test_subscription_to_undeclared_purpose_is_refused(tmp_path: Path) -> None:
     res = load_paths([tmp_path])
     with pytest.raises(StateError, match="alles-weten"):
         build_state(res, node=NODE, cache=ConnectorCache(config_map_root=tmp_path))
+
+
+def test_mounted_configmap_layout_is_read_once(tmp_path: Path) -> None:
+    """Kubernetes mounts a ConfigMap as `..<timestamp>/file` plus visible links to it."""
+    hidden = tmp_path / "..2026_11_29_12_00_00.123"
+    hidden.mkdir()
+    for name in ("knooppunt.yaml", "connector.yaml", "gemeenten.yaml"):
+        (hidden / name).write_text((EXAMPLES / name).read_text())
+        (tmp_path / name).symlink_to(Path("..data") / name)
+    (tmp_path / "..data").symlink_to(hidden.name)
+    res = load_paths([tmp_path])
+    assert set(res.knooppunten) == {NODE} and len(res.gemeenten) == 4

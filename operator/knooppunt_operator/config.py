@@ -1,0 +1,84 @@
+"""Operator settings, from ``KNOOPPUNT_OPERATOR_*`` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorConfig(BaseSettings):
+    """How the operator runs and what it puts into every node's pods."""
+
+    model_config = SettingsConfigDict(env_prefix="KNOOPPUNT_OPERATOR_", frozen=True)
+
+    namespace: str | None = Field(
+        default=None,
+        description="The operator's own namespace (leader-election Lease, NetworkPolicy peer); "
+        "in a pod taken from the service account when unset.",
+    )
+    identity: str | None = Field(
+        default=None, description="Leader-election identity; default: host name."
+    )
+    leader_election: bool = Field(default=True, description="Elect one active replica.")
+    lease_name: str = "knooppunt-operator"
+    lease_seconds: float = Field(default=15.0, gt=0)
+    renew_seconds: float = Field(default=5.0, gt=0)
+
+    rollout_deadline_seconds: int = Field(
+        default=600,
+        ge=1,
+        description="A rollout that is not ready after this long is rolled back to the last "
+        "good connector revisions (also the Deployment's progressDeadlineSeconds).",
+    )
+    observe_interval: float = Field(
+        default=10.0, gt=0, description="How often a node's rollout state is checked."
+    )
+    pending_retry_seconds: float = Field(
+        default=30.0, gt=0, description="Retry delay while deletion waits for undelivered messages."
+    )
+    revision_history: int = Field(
+        default=10, ge=2, description="Connector revisions kept as ControllerRevisions."
+    )
+
+    operator_oin: str = Field(
+        default="00000000000000000001",
+        pattern=r"^[0-9]{20}$",
+        description="Subject serialNumber of the operator's short-lived administrator "
+        "certificate (added to every node's administrators).",
+    )
+    server_cert_days: int = Field(default=90, ge=1)
+    client_cert_days: int = Field(default=365, ge=1)
+    renew_before_days: int = Field(default=30, ge=0)
+
+    cpu_request: str = "100m"
+    memory_request: str = "256Mi"
+    cpu_limit: str = "1"
+    memory_limit: str = "512Mi"
+    sqlite_volume_size: str = "1Gi"
+    termination_grace_seconds: int = Field(default=60, ge=1)
+    run_as_user: int = Field(default=10001, ge=1)
+
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Serve Prometheus metrics on this port."
+    )
+    webhook_port: int = Field(default=9443, ge=1, le=65535)
+    webhook_service: str | None = Field(
+        default=None,
+        description="Service in front of the operator's webhook server; enables the admission "
+        "webhook (the ValidatingWebhookConfiguration is managed by the operator).",
+    )
+    webhook_url_host: str | None = Field(
+        default=None,
+        description="Development: serve the webhook with a throw-away certificate on this host "
+        "(at webhook_port) and register it by URL (the API server must reach the host).",
+    )
+    webhook_local_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Development and tests: serve the admission webhook over plain HTTP on "
+        "127.0.0.1 at this port (not registered with the API server).",
+    )
+    webhook_cert_dir: str | None = Field(
+        default=None, description="tls.crt/tls.key for the webhook server; self-signed if unset."
+    )

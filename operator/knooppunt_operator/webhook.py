@@ -1,0 +1,112 @@
+"""Connector validation: a broken SectorConnector never reaches a node.
+
+The admission webhook and the connector controller both call :func:`validate_connector`:
+the resource must satisfy the typed model, its schemas and stylesheets must compile, its
+conversion must compile and every purpose's fields must exist in the conversion output
+(``node_runtime.pipeline.compiled.compile_connector`` does exactly what the runtime will
+do), and a change of content must come with a new ``spec.revision`` (revisions are
+immutable; nodes pin them). Each problem is reported as one precise sentence.
+"""
+
+from __future__ import annotations
+
+import base64
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from knooppunt_operator.builders.revisions import bundle_key_problem, bundle_path
+from node_runtime.model.connector import SectorConnector
+from node_runtime.pipeline.compiled import ConnectorCompileError, compile_connector
+
+
+def model_problems(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        message = str(err["msg"]).removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if where else message)
+    return problems
+
+
+def bundle_files(config_map: Mapping[str, Any]) -> dict[str, bytes]:
+    """Bundle-relative path → content, from a bundle ConfigMap (``a__b.xsl`` → ``a/b.xsl``)."""
+    files = {bundle_path(k): str(v).encode() for k, v in (config_map.get("data") or {}).items()}
+    for key, value in (config_map.get("binaryData") or {}).items():
+        files[bundle_path(key)] = base64.b64decode(value)
+    return files
+
+
+def _compile(connector: SectorConnector, files: Mapping[str, bytes] | None) -> str | None:
+    with tempfile.TemporaryDirectory(prefix="knooppunt-bundle-") as tmp:
+        root = Path(tmp)
+        if files is not None:
+            bundle = root / connector.name
+            bundle.mkdir()
+            for relative, content in files.items():
+                target = bundle / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content)
+        try:
+            compile_connector(connector, origin=None, config_map_root=root)
+        except ConnectorCompileError as exc:
+            return str(exc)
+    return None
+
+
+def validate_connector(
+    body: Mapping[str, Any],
+    *,
+    old: Mapping[str, Any] | None = None,
+    config_map: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Problems that make the connector unusable on a cluster; empty when it is fine.
+
+    ``config_map`` is the bundle ConfigMap named by ``spec.bundle.configMap`` (``None`` when
+    it does not exist); ``old`` is the stored object on an update.
+    """
+    try:
+        connector = SectorConnector.model_validate(body)
+    except ValidationError as exc:
+        return model_problems(exc)
+    name = connector.name
+    bundle = connector.spec.bundle
+    if bundle.path:
+        return [
+            "spec.bundle.path: a bundle path is for local mode only; on a cluster use builtin "
+            "or configMap"
+        ]
+    files: dict[str, bytes] | None = None
+    if bundle.config_map:
+        if config_map is None:
+            return [f"spec.bundle.configMap: ConfigMap {bundle.config_map!r} not found in the "
+                    f"namespace of connector {name}"]
+        bad = [p for key in _keys(config_map) if (p := bundle_key_problem(key))]
+        if bad:
+            return [f"spec.bundle.configMap: {p}" for p in bad]
+        files = bundle_files(config_map)
+    problems: list[str] = []
+    if old is not None:
+        problems += revision_problems(old, body)
+    compiled = _compile(connector, files)
+    if compiled is not None:
+        problems.append(compiled)
+    return problems
+
+
+def revision_problems(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    old_spec, new_spec = old.get("spec") or {}, new.get("spec") or {}
+    old_rev, new_rev = int(old_spec.get("revision", 1)), int(new_spec.get("revision", 1))
+    if old_spec != new_spec and old_rev == new_rev:
+        return [
+            f"spec.revision: the connector's content changed but spec.revision is still "
+            f"{new_rev}; raise spec.revision for every change (nodes pin revisions)"
+        ]
+    return []
+
+
+def _keys(config_map: Mapping[str, Any]) -> list[str]:
+    return [*(config_map.get("data") or {}), *(config_map.get("binaryData") or {})]

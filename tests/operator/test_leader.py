@@ -1,0 +1,102 @@
+"""Leader election over a coordination.k8s.io Lease: one replica reconciles at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator
+
+import kmock
+import pytest
+import pytest_asyncio
+from knooppunt_operator import kube, leader
+
+from tests.operator.emulator import ApiEmulator
+
+pytestmark = pytest.mark.asyncio
+T0 = dt.datetime(2026, 3, 1, 9, 0, tzinfo=dt.UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+@pytest_asyncio.fixture()
+async def client() -> AsyncIterator[kube.KubeClient]:
+    async with ApiEmulator() as emu, kmock.Server(emu):
+        async with kube.KubeClient(kube.Credentials(server=str(emu.url).rstrip("/"))) as c:
+            yield c
+
+
+def elector(client: kube.KubeClient, identity: str, clock: Clock) -> leader.LeaseElector:
+    return leader.LeaseElector(client, "knooppunt-system", identity=identity, clock=clock,
+                               lease_seconds=15, renew_seconds=0.05)
+
+
+async def test_one_holder_at_a_time(client: kube.KubeClient) -> None:
+    clock = Clock()
+    a, b = elector(client, "pod-a", clock), elector(client, "pod-b", clock)
+    assert await a.try_acquire_or_renew()
+    assert not await b.try_acquire_or_renew()
+    clock.now += dt.timedelta(seconds=10)
+    assert await a.try_acquire_or_renew(), "the holder renews"
+    clock.now += dt.timedelta(seconds=10)
+    assert not await b.try_acquire_or_renew(), "renewed 10 s ago: still held"
+    clock.now += dt.timedelta(seconds=20)
+    assert await b.try_acquire_or_renew(), "expired: taken over"
+    lease = await client.get(kube.LEASE, "knooppunt-system", "knooppunt-operator")
+    assert lease is not None
+    assert lease["spec"]["holderIdentity"] == "pod-b"
+    assert lease["spec"]["leaseTransitions"] == 1
+    assert lease["spec"]["leaseDurationSeconds"] == 15
+
+
+async def test_release_hands_over_at_once(client: kube.KubeClient) -> None:
+    clock = Clock()
+    a, b = elector(client, "pod-a", clock), elector(client, "pod-b", clock)
+    a.start()
+    await asyncio.wait_for(a.wait(), 5)
+    assert a.is_leader
+    await a.stop()
+    assert not a.is_leader
+    assert await b.try_acquire_or_renew()
+
+
+async def test_a_stale_write_loses(client: kube.KubeClient) -> None:
+    clock = Clock()
+    a = elector(client, "pod-a", clock)
+    assert await a.try_acquire_or_renew()
+    lease = await client.get(kube.LEASE, "knooppunt-system", "knooppunt-operator")
+    assert lease is not None
+    await client.merge_patch(kube.LEASE, "knooppunt-system", "knooppunt-operator",
+                             {"spec": {"renewTime": "2026-03-01T09:00:01.000000Z"}})
+    with pytest.raises(kube.Conflict):
+        await client.merge_patch(kube.LEASE, "knooppunt-system", "knooppunt-operator", {
+            "metadata": {"resourceVersion": lease["metadata"]["resourceVersion"]},
+            "spec": {"holderIdentity": "pod-b"},
+        })
+
+
+async def test_losing_the_lease_stops_the_replica(client: kube.KubeClient) -> None:
+    clock = Clock()
+    lost = asyncio.Event()
+    a = elector(client, "pod-a", clock)
+    a.on_lost = lost.set
+    a.start()
+    await asyncio.wait_for(a.wait(), 5)
+    # Someone else holds it now (e.g. after a network partition outlasted the lease).
+    await client.merge_patch(kube.LEASE, "knooppunt-system", "knooppunt-operator",
+                             {"spec": {"holderIdentity": "pod-b"}})
+    await asyncio.wait_for(lost.wait(), 5)
+    assert not a.is_leader
+    await a.stop()
+
+
+async def test_always_leader_gate() -> None:
+    gate = leader.AlwaysLeader()
+    await gate.wait()
+    assert gate.is_leader

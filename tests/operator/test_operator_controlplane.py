@@ -1,0 +1,278 @@
+"""The same operator scenarios against a real control plane (tests/controlplane).
+
+Real etcd, kube-apiserver (the generated CRDs with their CEL rules, server-side apply, RBAC),
+kube-controller-manager (Deployment controller, garbage collector, PV binding),
+kube-scheduler and a kwok node. The operator runs as a service account bound to exactly the
+RBAC that ``knooppunt_operator.rbac`` generates, so a missing permission fails here.
+
+Rollouts: the kwok node starts cordoned, so new pods stay Pending (not ready) until a
+scenario says a rollout may succeed; then the node is opened until the Deployment has rolled
+out, and closed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+import yaml
+from knooppunt_operator import kube, rbac, status
+from knooppunt_operator.handlers.context import Context
+from knooppunt_operator.runtime_client import StaticPending
+
+from tests.controlplane.cluster import ControlPlane
+from tests.operator import scenarios
+from tests.operator.harness import Cluster, fast_config, running_operator
+
+pytestmark = pytest.mark.controlplane
+
+REPO = Path(__file__).resolve().parents[2]
+OPERATOR_NAMESPACE = "knooppunt-system"
+
+
+@pytest.fixture(scope="module")
+def operator_credentials(controlplane: ControlPlane) -> kube.Credentials:
+    """CRDs installed; the operator's service account with the generated RBAC."""
+    with controlplane.client() as http:
+        http.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
+                                               "metadata": {"name": OPERATOR_NAMESPACE}})
+    for path in sorted((REPO / "crds").glob("knooppunt.nl_*.yaml")):
+        controlplane.apply(yaml.safe_load(path.read_text()))
+    for manifest in rbac.manifests(OPERATOR_NAMESPACE):
+        controlplane.apply(manifest)
+    deadline = time.monotonic() + 30
+    with controlplane.client() as http:
+        while time.monotonic() < deadline:
+            if http.get("/apis/knooppunt.nl/v1alpha1/gemeenten").status_code == 200:
+                break
+            time.sleep(0.2)
+    config = controlplane.kubeconfig_for_service_account(OPERATOR_NAMESPACE, "knooppunt-operator")
+    return kube.Credentials.from_kubeconfig(config)
+
+
+@pytest.fixture()
+def cordoned(controlplane: ControlPlane) -> Iterator[None]:
+    set_schedulable(controlplane, False)
+    yield
+    set_schedulable(controlplane, True)
+
+
+def set_schedulable(controlplane: ControlPlane, schedulable: bool) -> None:
+    with controlplane.client() as http:
+        http.patch(
+            f"/api/v1/nodes/{ControlPlane.KWOK_NODE}",
+            json={"spec": {"unschedulable": not schedulable}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        ).raise_for_status()
+
+
+def data_volume(namespace: str) -> dict[str, Any]:
+    """A PersistentVolume for the SQLite node's claim (the cluster has no provisioner)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": f"{namespace}-data"},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "hostPath": {"path": f"/tmp/knooppunt-{namespace}"},
+            "claimRef": {"namespace": namespace, "name": f"{scenarios.NODE}-data"},
+        },
+    }
+
+
+def rollout_driver(controlplane: ControlPlane) -> Any:
+    async def drive(cluster: Cluster, name: str, ready: bool) -> None:
+        if not ready:
+            return  # the node is cordoned: new pods stay Pending
+        await asyncio.to_thread(set_schedulable, controlplane, True)
+        try:
+            async def rolled_out() -> bool:
+                deployment = await cluster.must_get(kube.DEPLOYMENT, name)
+                return status.rollout_state(deployment).complete
+
+            await cluster.eventually(rolled_out, timeout=60, interval=0.2,
+                                     what=f"Deployment {name} rolled out")
+        finally:
+            await asyncio.to_thread(set_schedulable, controlplane, False)
+
+    return drive
+
+
+class Running:
+    def __init__(self, cluster: Cluster, ctx: Context, pending: StaticPending) -> None:
+        self.cluster, self.ctx, self.pending = cluster, ctx, pending
+
+
+@pytest_asyncio.fixture()
+async def running(
+    controlplane: ControlPlane,
+    controlplane_namespace: str,
+    operator_credentials: kube.Credentials,
+    cordoned: None,
+) -> AsyncIterator[Running]:
+    controlplane.apply(data_volume(controlplane_namespace))
+    admin = kube.Credentials.from_kubeconfig(controlplane.kubeconfig)
+    pending = StaticPending()
+    config = fast_config(namespace=OPERATOR_NAMESPACE, rollout_deadline_seconds=3)
+    try:
+        async with running_operator(operator_credentials, config, pending=pending,
+                                    namespaces=[controlplane_namespace]) as ctx, \
+                kube.KubeClient(admin, user_agent="knooppunt-tests") as client:
+            cluster = Cluster(client, controlplane_namespace,
+                              rollout_driver=rollout_driver(controlplane))
+            yield Running(cluster, ctx, pending)
+    finally:
+        with controlplane.client() as http:
+            http.delete(f"/api/v1/persistentvolumes/{controlplane_namespace}-data")
+
+
+@pytest.mark.asyncio
+async def test_create_knooppunt_makes_its_children(running: Running) -> None:
+    await scenarios.create_knooppunt_makes_its_children(running.cluster)
+
+
+@pytest.mark.asyncio
+async def test_a_node_waits_for_its_connector(running: Running) -> None:
+    await scenarios.a_node_waits_for_its_connector(running.cluster)
+
+
+@pytest.mark.asyncio
+async def test_connector_change_rolls_the_pods(running: Running) -> None:
+    await scenarios.connector_change_rolls_the_pods(running.cluster)
+
+
+@pytest.mark.asyncio
+async def test_pinned_node_is_not_restarted_until_promoted(running: Running) -> None:
+    await scenarios.pinned_node_is_not_restarted_until_promoted(running.cluster)
+
+
+@pytest.mark.asyncio
+async def test_gemeenten_never_touch_the_deployment(running: Running) -> None:
+    await scenarios.gemeenten_never_touch_the_deployment(running.cluster)
+
+
+@pytest.mark.asyncio
+async def test_provided_certificate_is_trusted_by_the_node(running: Running) -> None:
+    await scenarios.provided_certificate_is_trusted_by_the_node(running.cluster)
+
+
+@pytest.mark.asyncio
+async def test_failed_rollout_rolls_back(running: Running) -> None:
+    await scenarios.failed_rollout_rolls_back(running.cluster)
+
+
+@pytest.mark.asyncio
+async def test_invalid_connector_is_never_recorded(running: Running) -> None:
+    await scenarios.invalid_connector_is_never_recorded(running.cluster)
+
+
+@pytest.mark.asyncio
+async def test_gemeente_deletion_waits_for_undelivered_messages(running: Running) -> None:
+    await scenarios.gemeente_deletion_waits_for_undelivered_messages(
+        running.cluster, running.pending
+    )
+
+
+@pytest.mark.asyncio
+async def test_connector_deletion_waits_for_undelivered_messages(running: Running) -> None:
+    await scenarios.connector_deletion_waits_for_undelivered_messages(
+        running.cluster, running.pending
+    )
+
+
+@pytest.mark.asyncio
+async def test_deleting_the_knooppunt_removes_its_children(running: Running) -> None:
+    await scenarios.deleting_the_knooppunt_removes_its_children(running.cluster)
+
+
+def test_the_api_server_accepts_the_examples_and_applies_the_cel_rules(
+    controlplane: ControlPlane, controlplane_namespace: str, operator_credentials: kube.Credentials
+) -> None:
+    """The generated CRDs on a real API server: examples pass, cross-field rules refuse."""
+    for name in ("connector.yaml", "knooppunt.yaml", "gemeenten.yaml"):
+        for doc in yaml.safe_load_all((REPO / "examples" / "iwmo" / name).read_text()):
+            if doc:
+                doc["metadata"]["namespace"] = controlplane_namespace
+                controlplane.apply(doc)
+    stored = controlplane.apply({**scenarios.gemeente_resource(7), "metadata": {
+        "name": "gemeente-0007", "namespace": controlplane_namespace}})
+    assert stored["spec"]["subscriptions"][0]["delivery"] == {"mode": "pull"}, "defaults"
+    assert stored["spec"]["certificate"] == {"issue": True}
+
+    def refused(doc: dict[str, Any]) -> str:
+        doc["metadata"]["namespace"] = controlplane_namespace
+        with pytest.raises(httpx.HTTPStatusError) as failure:
+            controlplane.apply(doc)
+        assert failure.value.response.status_code == 422
+        return str(failure.value.response.json()["message"])
+
+    push = scenarios.gemeente_resource(8)
+    push["spec"]["subscriptions"][0]["delivery"] = {"mode": "push"}
+    assert "push delivery needs an endpoint" in refused(push)
+    bad_oin = scenarios.gemeente_resource(9)
+    bad_oin["spec"]["oin"] = "123"
+    assert "spec.oin" in refused(bad_oin)
+    two_bundles = scenarios.connector_resource()
+    two_bundles["spec"]["bundle"] = {"builtin": "iwmo-2.1", "configMap": "x"}
+    assert "bundle needs exactly one of builtin, configMap, path" in refused(two_bundles)
+    bad_agb = scenarios.connector_resource()
+    bad_agb["spec"]["participants"][0]["identifiers"] = ["9800001"]
+    assert "8-digit AGB-code" in refused(bad_agb)
+    long_name = scenarios.knooppunt_resource()
+    long_name["metadata"]["name"] = "k" * 51
+    assert "at most 50 characters" in refused(long_name)
+
+
+@pytest.mark.asyncio
+async def test_the_api_server_calls_the_webhook_and_refuses_a_broken_connector(
+    controlplane: ControlPlane, controlplane_namespace: str,
+    operator_credentials: kube.Credentials,
+) -> None:
+    """kubectl-apply a broken connector: the API server asks the operator and says why not."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    config = fast_config(namespace=OPERATOR_NAMESPACE, webhook_url_host="127.0.0.1",
+                         webhook_port=port)
+    async with running_operator(operator_credentials, config,
+                                namespaces=[controlplane_namespace]):
+        def registered() -> bool:
+            with controlplane.client() as http:
+                r = http.get("/apis/admissionregistration.k8s.io/v1/"
+                             "validatingwebhookconfigurations/knooppunt.nl")
+                return r.status_code == 200 and bool(r.json().get("webhooks"))
+
+        deadline = time.monotonic() + 30
+        while not await asyncio.to_thread(registered):
+            assert time.monotonic() < deadline, "the operator did not register its webhook"
+            await asyncio.sleep(0.2)
+        broken = scenarios.connector_resource()
+        broken["metadata"]["namespace"] = controlplane_namespace
+        broken["spec"]["purposes"][1]["fields"].append("clienten[].postcode")
+        with pytest.raises(httpx.HTTPStatusError) as refused:
+            await asyncio.to_thread(controlplane.apply, broken)
+        message = refused.value.response.json()["message"]
+        assert 'admission webhook "validate-connector.knooppunt.nl" denied the request' in message
+        assert ("connector iwmo-2-1 purpose wmo-toewijzing: field 'clienten[].postcode' is not "
+                "produced by the conversion of WMO315") in message
+        good = scenarios.connector_resource()
+        good["metadata"]["namespace"] = controlplane_namespace
+        await asyncio.to_thread(controlplane.apply, good)
+        changed = scenarios.connector_resource(payloadRetentionDays=30)
+        changed["metadata"]["namespace"] = controlplane_namespace
+        with pytest.raises(httpx.HTTPStatusError) as unbumped:
+            await asyncio.to_thread(controlplane.apply, changed)
+        assert "raise spec.revision" in unbumped.value.response.json()["message"]
+    with controlplane.client() as http:  # kopf takes its (non-persistent) webhook back out
+        config_after = http.get("/apis/admissionregistration.k8s.io/v1/"
+                                "validatingwebhookconfigurations/knooppunt.nl").json()
+    assert not config_after.get("webhooks")
