@@ -26,11 +26,10 @@ from typing import Annotated, Any, Literal
 import httpx
 from cryptography import x509
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from node_runtime import __version__
+from node_runtime import __version__, problems
 from node_runtime.facade.client import NodeClient, NodeOutcome
 from node_runtime.facade.config import FacadeSettings
 from node_runtime.facade.state import FacadeState, FacadeStateHolder, NodeEntry
@@ -38,14 +37,13 @@ from node_runtime.facade_assertion import AssertionSigner, SigningKey
 from node_runtime.identity import CertificateIdentity
 from node_runtime.model.gemeente import Gemeente
 from node_runtime.model.loading import ResourceSet, load_paths
-from node_runtime.pipeline.errors import Problem, Violation
+from node_runtime.pipeline.errors import Problem
 from node_runtime.pipeline.rules import elfproef
 from node_runtime.principals import PeerCertificate
 from node_runtime.state import files_fingerprint
 from node_runtime.tls.contexts import client_context
 
 log = logging.getLogger("knooppunt.facade")
-PROBLEM = "application/problem+json"
 ITEM_ID = re.compile(r"^([a-z0-9](?:[-a-z0-9]*[a-z0-9])?)~([A-Za-z0-9][A-Za-z0-9._-]{0,127})$")
 CONNECTOR_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 #: Answer headers of a node that the outbound path hands back unchanged.
@@ -254,11 +252,6 @@ class SubjectSearch(BaseModel):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _problem_response(problem: Problem, request: Request) -> JSONResponse:
-    return JSONResponse(problem.body(instance=request.url.path), status_code=problem.status,
-                        media_type=PROBLEM, headers={"Knooppunt-Outcome": "refused"})
 
 
 def _decode_cursor(value: str | None) -> dict[str, Any]:
@@ -736,26 +729,8 @@ def create_facade_app(
     )
     app.state.facade = facade
 
-    @app.exception_handler(Problem)
-    async def on_problem(request: Request, problem: Problem) -> JSONResponse:
-        return _problem_response(problem, request)
-
-    @app.exception_handler(RequestValidationError)
-    async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        violations = [
-            Violation("request", str(e.get("msg")), path=".".join(str(p) for p in e["loc"]))
-            for e in exc.errors()
-        ]
-        return _problem_response(
-            Problem(400, "invalid-request", "Invalid request", "The request parameters or body "
-                    "are invalid.", violations), request)
-
-    @app.exception_handler(Exception)
-    async def on_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", extra={"path": request.url.path})
-        return _problem_response(
-            Problem(500, "internal-error", "Internal error",
-                    "The façade could not process the request."), request)
+    problems.install(app, role="façade",
+                     internal_detail="The façade could not process the request.")
 
     app.include_router(router)
     app.include_router(health)
