@@ -22,7 +22,7 @@ from node_runtime.principals import PeerCertificate
 from node_runtime.pseudonyms import Pseudonymizer, load_or_create_key
 from node_runtime.retention import run_retention
 from node_runtime.sources.kubernetes import GemeenteWatch, from_kubeconfig, in_cluster
-from node_runtime.state import StateHolder, files_fingerprint
+from node_runtime.state import NodeState, StateHolder, build_state, watch_files
 from node_runtime.store.outbox import Outbox
 from node_runtime.store.sql import SqlStore, now, sqlite_url
 from node_runtime.tls.contexts import client_context
@@ -35,7 +35,7 @@ IdentityExtractor = Callable[[Request], PeerCertificate | None]
 @dataclass
 class Node:
     settings: Settings
-    holder: StateHolder
+    holder: StateHolder[NodeState]
     store: SqlStore
     intake: IntakeService
     metrics: Metrics
@@ -48,11 +48,9 @@ class Node:
     worker: DeliveryWorker | None = None
     _worker_task: asyncio.Task[None] | None = field(default=None, repr=False)
     _retention: asyncio.Task[None] | None = field(default=None, repr=False)
-    _fingerprint: object = None
     _reloader: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
-        self._fingerprint = files_fingerprint(list(self.settings.resources))
         self._reloader = asyncio.create_task(self._watch())
         self._retention = asyncio.create_task(self._retention_loop())
         if self.worker is not None:
@@ -86,20 +84,13 @@ class Node:
 
     async def _watch(self) -> None:
         """Pick up changed resources (e.g. a new gemeente) live, without a restart."""
-        while True:
-            await asyncio.sleep(self.settings.reload_interval)
-            for tick in list(self.on_tick):
-                await asyncio.to_thread(tick)
-            try:
-                current = files_fingerprint(list(self.settings.resources))
-            except OSError:
-                continue
-            if current != self._fingerprint:
-                self._fingerprint = current
-                if await asyncio.to_thread(self.holder.reload):
-                    self.metrics.config_generation.set(self.holder.current.generation)
-                    log.info("configuration reloaded",
-                             extra={"generation": self.holder.current.generation})
+
+        def reloaded(generation: int) -> None:
+            self.metrics.config_generation.set(generation)
+            log.info("configuration reloaded", extra={"generation": generation})
+
+        await watch_files(list(self.settings.resources), interval=self.settings.reload_interval,
+                          holder=self.holder, ticks=self.on_tick, on_reloaded=reloaded)
 
     def reload_from_watch(self) -> None:
         """A Gemeente changed in the API: rebuild the state now (called from the watch)."""
@@ -143,9 +134,12 @@ def build_node(
         log.error("configuration reload refused; keeping the previous one",
                   extra={"error": str(exc)})
 
-    holder = StateHolder(loader, node=settings.node,
-                         cache=ConnectorCache(config_map_root=settings.config_map_root),
-                         on_error=on_error)
+    cache = ConnectorCache(config_map_root=settings.config_map_root)
+    holder: StateHolder[NodeState] = StateHolder(
+        loader,
+        lambda res, gen: build_state(res, node=settings.node, cache=cache, generation=gen),
+        on_error=on_error,
+    )
     if store is None:
         store = SqlStore(settings.database_url or sqlite_url(settings.sqlite_path()))
     store.migrate()

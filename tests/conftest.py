@@ -16,6 +16,7 @@ from node_runtime.model.loading import ResourceSet, load_paths
 from node_runtime.pki.store import DevPki
 from node_runtime.server import RunningNode, start_in_thread
 from node_runtime.tls.contexts import client_context
+from tests.runtime.receiver import Receiver, start_receiver
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "iwmo"
@@ -67,6 +68,16 @@ def running_node(tmp_path: Path, resource_dir: Path, dev_pki: DevPki) -> Iterato
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture()
+def receiver(dev_pki: DevPki) -> Iterator[Receiver]:
+    """A gemeente's push endpoint (mTLS) on loopback, trusting the dev PKI."""
+    rec, manager = start_receiver(dev_pki)
+    try:
+        yield rec
+    finally:
+        manager.__exit__(None, None, None)
 
 
 PartyFactory = Callable[[str], httpx.Client]

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from node_runtime import __version__, problems
 from node_runtime.facade.client import NodeClient, NodeOutcome
 from node_runtime.facade.config import FacadeSettings
-from node_runtime.facade.state import FacadeState, FacadeStateHolder, NodeEntry
+from node_runtime.facade.state import FacadeState, NodeEntry, build_facade_state
 from node_runtime.facade_assertion import AssertionSigner, SigningKey
 from node_runtime.identity import CertificateIdentity
 from node_runtime.model.gemeente import Gemeente
@@ -40,7 +40,7 @@ from node_runtime.model.loading import ResourceSet, load_paths
 from node_runtime.pipeline.errors import Problem
 from node_runtime.pipeline.rules import elfproef
 from node_runtime.principals import PeerCertificate
-from node_runtime.state import files_fingerprint
+from node_runtime.state import StateHolder, watch_files
 from node_runtime.tls.contexts import client_context
 
 log = logging.getLogger("knooppunt.facade")
@@ -58,14 +58,13 @@ IdentityExtractor = Callable[[Request], PeerCertificate | None]
 @dataclass
 class Facade:
     settings: FacadeSettings
-    holder: FacadeStateHolder
+    holder: StateHolder[FacadeState]
     identity: IdentityExtractor
     signer: AssertionSigner
     client_ssl: ssl.SSLContext
     transport: httpx.AsyncBaseTransport | None = None
     on_tick: list[Callable[[], None]] = field(default_factory=list)
     client: NodeClient | None = None
-    _fingerprint: object = None
     _watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
@@ -75,7 +74,6 @@ class Facade:
             assertion_lifetime=self.settings.assertion_lifetime,
             max_connections_per_node=self.settings.max_connections_per_node,
             transport=self.transport)
-        self._fingerprint = files_fingerprint(list(self.settings.resources))
         self._watcher = asyncio.create_task(self._watch())
 
     async def stop(self) -> None:
@@ -88,19 +86,12 @@ class Facade:
 
     async def _watch(self) -> None:
         """Pick up changed resources (a new gemeente, node or subscription) live."""
-        while True:
-            await asyncio.sleep(self.settings.reload_interval)
-            for tick in list(self.on_tick):
-                await asyncio.to_thread(tick)
-            try:
-                current = files_fingerprint(list(self.settings.resources))
-            except OSError:
-                continue
-            if current != self._fingerprint:
-                self._fingerprint = current
-                if await asyncio.to_thread(self.holder.reload):
-                    log.info("façade configuration reloaded",
-                             extra={"generation": self.holder.current.generation})
+
+        def reloaded(generation: int) -> None:
+            log.info("façade configuration reloaded", extra={"generation": generation})
+
+        await watch_files(list(self.settings.resources), interval=self.settings.reload_interval,
+                          holder=self.holder, ticks=self.on_tick, on_reloaded=reloaded)
 
     @property
     def nodes(self) -> NodeClient:
@@ -144,7 +135,8 @@ def build_facade(
         log.error("façade configuration reload refused; keeping the previous one",
                   extra={"error": str(exc)})
 
-    holder = FacadeStateHolder(loader, on_error=on_error)
+    holder: StateHolder[FacadeState] = StateHolder(
+        loader, lambda res, gen: build_facade_state(res, generation=gen), on_error=on_error)
     if identity is None:
         identity = CertificateIdentity(proxies=list, trust_bundle=settings.tls_trust,
                                        crl=settings.tls_crl)

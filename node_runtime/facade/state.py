@@ -4,8 +4,6 @@ swapped atomically when they change."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from node_runtime.model.connector import SectorConnector
@@ -88,31 +86,3 @@ def build_facade_state(resources: ResourceSet, *, generation: int = 0) -> Facade
                        gemeenten_by_oin=by_oin, gemeenten_by_code=by_code,
                        nodes_by_connector={k: tuple(v) for k, v in by_connector.items()},
                        generation=generation)
-
-
-class FacadeStateHolder:
-    """Holds the current FacadeState; reload() swaps it atomically, keeping the old on error."""
-
-    def __init__(self, loader: Callable[[], ResourceSet],
-                 on_error: Callable[[Exception], None] | None = None) -> None:
-        self._loader = loader
-        self._on_error = on_error
-        self._lock = threading.Lock()
-        self._generation = 0
-        self._state = build_facade_state(loader())
-
-    @property
-    def current(self) -> FacadeState:
-        return self._state
-
-    def reload(self) -> bool:
-        with self._lock:
-            try:
-                state = build_facade_state(self._loader(), generation=self._generation + 1)
-            except Exception as exc:  # noqa: BLE001 - keep serving the last good state
-                if self._on_error is not None:
-                    self._on_error(exc)
-                return False
-            self._generation += 1
-            self._state = state
-            return True

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -28,7 +27,7 @@ from node_runtime.store.sql import SqlStore, sqlite_url
 from node_runtime.tls.contexts import client_context
 from tests.conftest import CONNECTOR, MESSAGES, NODE, free_port
 from tests.runtime.helpers import header, replace_first, with_new_id
-from tests.runtime.receiver import Receiver, start_receiver
+from tests.runtime.receiver import Receiver
 from tests.runtime.test_push_delivery import configure
 
 ROTTERDAM = "0599"
@@ -79,15 +78,6 @@ class Runtime:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-
-
-@pytest.fixture()
-def receiver(dev_pki: DevPki) -> Iterator[Receiver]:
-    rec, manager = start_receiver(dev_pki)
-    try:
-        yield rec
-    finally:
-        manager.__exit__(None, None, None)
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ from node_runtime.store import schema
 from node_runtime.store.sql import SqlStore
 from node_runtime.tls.contexts import client_context
 from tests.conftest import CONNECTOR, MESSAGES, NODE, free_port
-from tests.reliability.test_crash_safety import Runtime, receiver, valid_bsns  # noqa: F401
+from tests.reliability.test_crash_safety import Runtime, valid_bsns
 from tests.runtime.helpers import header, replace_first, with_new_id
 from tests.runtime.receiver import Receiver
 from tests.runtime.test_push_delivery import configure
@@ -32,7 +32,7 @@ MESSAGES_PER_RUN = 600
 @pytest.mark.postgresql
 @pytest.mark.slow
 def test_two_replicas_one_killed(tmp_path: Path, resource_dir: Path, dev_pki: DevPki,
-                                 receiver: Receiver, postgresql_url: str) -> None:  # noqa: F811
+                                 receiver: Receiver, postgresql_url: str) -> None:
     configure(resource_dir, receiver.url, circuitBreakerThreshold=1000)
     resources = load_paths([resource_dir])
     pki = ensure_for_resources(dev_pki.store.directory, resources, NODE)

@@ -21,7 +21,7 @@ from node_runtime.server import RunningNode, start_in_thread
 from node_runtime.tls.contexts import client_context
 from tests.conftest import CONNECTOR, MESSAGES, NODE, node_settings
 from tests.runtime.helpers import header, replace_first, with_new_id
-from tests.runtime.receiver import Receiver, start_receiver
+from tests.runtime.receiver import Receiver
 
 URL = f"/api/v1/connectors/{CONNECTOR}/messages"
 XML = {"content-type": "application/xml"}
@@ -44,15 +44,6 @@ def configure(resource_dir: Path, endpoint: str, **delivery: Any) -> None:
             if sub.get("delivery", {}).get("mode") == "push":
                 sub["delivery"]["endpoint"] = endpoint
     (resource_dir / "gemeenten.yaml").write_text(yaml.safe_dump_all(docs))
-
-
-@pytest.fixture()
-def receiver(dev_pki: DevPki) -> Iterator[Receiver]:
-    rec, manager = start_receiver(dev_pki)
-    try:
-        yield rec
-    finally:
-        manager.__exit__(None, None, None)
 
 
 Start = Callable[..., tuple[RunningNode, DevPki]]
