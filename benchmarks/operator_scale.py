@@ -34,7 +34,6 @@ import copy
 import json
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -308,17 +307,12 @@ async def run(args: argparse.Namespace) -> None:
     if missing:
         sys.exit(f"control-plane binaries missing in {bin_dir}: {', '.join(missing)} "
                  "(run tests/controlplane/build.sh)")
-    work = Path(tempfile.mkdtemp(prefix="knooppunt-scale-"))
-    policy = work / "audit-policy.yaml"
-    policy.write_text(yaml.safe_dump(AUDIT_POLICY))
-    audit = Audit(work / "audit.log")
-    cp = ControlPlane(bin_dir, kwok=True, extra_args={"kube-apiserver": [
-        f"--audit-policy-file={policy}", f"--audit-log-path={audit.path}",
-        "--audit-log-format=json", "--audit-log-mode=blocking", "--audit-log-maxsize=0",
-    ]})
+    cp = ControlPlane(bin_dir, kwok=True, audit_policy=AUDIT_POLICY)
     big, small, floor_ns = "scale", "scale-small", "scale-floor"
     t0 = time.perf_counter()
     cp.start()
+    assert cp.audit_log is not None
+    audit = Audit(cp.audit_log)
     try:
         credentials = setup(cp, [big, small, floor_ns])
         for namespace in (big, small):

@@ -33,6 +33,16 @@ class OperatorConfig(BaseSettings):
     observe_interval: float = Field(
         default=10.0, gt=0, description="How often a node's rollout state is checked."
     )
+    workers: int = Field(
+        default=4, ge=1, le=64,
+        description="Reconciles the leader runs at the same time (a node goes before its "
+        "connectors, those before gemeenten).",
+    )
+    resync_seconds: float = Field(
+        default=1800.0, gt=0,
+        description="Every resource is reconciled again this often, changed or not "
+        "(certificate renewal, drift).",
+    )
     pending_retry_seconds: float = Field(
         default=30.0, gt=0, description="Retry delay while deletion waits for undelivered messages."
     )

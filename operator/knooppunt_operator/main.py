@@ -2,16 +2,17 @@
 
     kopf run -m knooppunt_operator.main --all-namespaces
 
-The handlers live in :mod:`knooppunt_operator.handlers`; :func:`register` puts them into a
-kopf registry (the default one when this module is imported by ``kopf run``; tests pass
-their own registry and configuration).
+kopf watches and serves the admission webhook; the work itself is queued and done by
+:mod:`knooppunt_operator.controller` (on the leader only) with the reconcile functions of
+:mod:`knooppunt_operator.handlers`. :func:`register` puts the kopf side into a registry
+(the default one when this module is imported by ``kopf run``; tests pass their own registry
+and configuration).
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -20,8 +21,9 @@ from knooppunt_operator import FIELD_MANAGER, kube, leader, metrics
 from knooppunt_operator.admission import ServiceWebhookServer, UrlWebhookServer
 from knooppunt_operator.builders import meta
 from knooppunt_operator.config import OperatorConfig
-from knooppunt_operator.handlers import connector, gemeente, knooppunt
-from knooppunt_operator.handlers.context import Context, guarded
+from knooppunt_operator.controller import Controller
+from knooppunt_operator.handlers import connector
+from knooppunt_operator.handlers.context import CONNECTOR, GEMEENTE, KNOOPPUNT, Context
 from knooppunt_operator.runtime_client import RuntimeAdminClient
 from node_runtime.model.meta import GROUP, VERSION
 
@@ -33,12 +35,10 @@ def ns(namespace: str | None) -> str:
 
 
 def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
-    """kopf settings: own finalizer and annotations, no CRD scanning, the admission webhook."""
-    settings.persistence.finalizer = f"{PREFIX}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=PREFIX, key="last-handled-configuration"
-    )
+    """kopf settings: watching only (no state on objects), no CRD scanning, the webhook."""
+    # kopf only watches (event handlers), so it needs no finalizer; it would remove the one
+    # configured here from objects, so this must not be the operator's own finalizer.
+    settings.persistence.finalizer = f"{PREFIX}/kopf"
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API request otherwise
     settings.posting.reporting_component = FIELD_MANAGER
     settings.posting.level = logging.WARNING
@@ -117,14 +117,20 @@ def register(
         configure(settings, config)
         if memo.get("ctx") is None:
             memo["ctx"] = build_context(config, creds())
-        gate = memo["ctx"].gate
-        if isinstance(gate, leader.LeaseElector):
-            gate.start()
+        ctx: Context = memo["ctx"]
+        memo["controller"] = controller = Controller(
+            ctx, workers=config.workers, resync_seconds=config.resync_seconds
+        )
+        if isinstance(ctx.gate, leader.LeaseElector):
+            ctx.gate.start()
+        controller.start()
         if config.metrics_port:
             metrics.serve(config.metrics_port)
 
     @kopf.on.cleanup(id="cleanup", registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        if memo.get("controller") is not None:
+            await memo["controller"].stop()
         ctx: Context | None = memo.get("ctx")
         if ctx is not None and isinstance(ctx.gate, leader.LeaseElector):
             await ctx.gate.stop()
@@ -133,57 +139,29 @@ def register(
     def login(**_: Any) -> Any:
         return kube.kopf_connection(creds())
 
-    # ------------------------------------------------------------------------- Knooppunt
+    # Watch events only name the work; see knooppunt_operator.controller.
 
-    @kopf.on.resume(GROUP, VERSION, "knooppunten", id="knooppunt-resume", registry=registry)
-    @kopf.on.create(GROUP, VERSION, "knooppunten", id="knooppunt-create", registry=registry)
-    @kopf.on.update(GROUP, VERSION, "knooppunten", id="knooppunt-update", registry=registry)
-    async def knooppunt_changed(
-        namespace: str | None, name: str, memo: kopf.Memo, **_: Any
-    ) -> None:
-        await guarded(knooppunt.reconcile(memo["ctx"], ns(namespace), name))
+    @kopf.on.event(GROUP, VERSION, "knooppunten", id="knooppunt-event", registry=registry)
+    def knooppunt_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        memo["controller"].on_event(KNOOPPUNT, type, body)
 
-    @kopf.timer(GROUP, VERSION, "knooppunten", interval=config.observe_interval,
-                id="knooppunt-observe", registry=registry)
-    async def knooppunt_observed(
-        namespace: str | None, name: str, memo: kopf.Memo,
-        gemeente_subscriptions: kopf.Index[str, Any] | None = None, **_: Any,
-    ) -> None:
-        def count(connectors: frozenset[str]) -> int:
-            index: Mapping[str, Any] = gemeente_subscriptions or {}
-            return sum(1 for subs in index.get(namespace or "", []) if subs & connectors)
+    @kopf.on.event(GROUP, VERSION, "sectorconnectors", id="connector-event", registry=registry)
+    def connector_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        memo["controller"].on_event(CONNECTOR, type, body)
 
-        await guarded(knooppunt.observe(memo["ctx"], ns(namespace), name, gemeenten=count))
+    @kopf.on.event(GROUP, VERSION, "gemeenten", id="gemeente-event", registry=registry)
+    def gemeente_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        memo["controller"].on_event(GEMEENTE, type, body)
 
     @kopf.on.event("apps", "v1", "deployments",
                    labels={"app.kubernetes.io/managed-by": meta.MANAGED_BY},
                    id="deployment-event", registry=registry)
-    async def deployment_event(
-        type: str, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any
+    def deployment_event(
+        type: str | None, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any
     ) -> None:
         node = labels.get(meta.NODE_LABEL)
-        if not node:
-            return
-        if type == "DELETED":
-            await guarded(knooppunt.reconcile(memo["ctx"], ns(namespace), node))
-        else:
-            await guarded(knooppunt.observe(memo["ctx"], ns(namespace), node))
-
-    # ------------------------------------------------------------------- SectorConnector
-
-    @kopf.on.resume(GROUP, VERSION, "sectorconnectors", id="connector-resume", registry=registry)
-    @kopf.on.create(GROUP, VERSION, "sectorconnectors", id="connector-create", registry=registry)
-    @kopf.on.update(GROUP, VERSION, "sectorconnectors", id="connector-update", registry=registry)
-    async def connector_changed(
-        namespace: str | None, name: str, memo: kopf.Memo, **_: Any
-    ) -> None:
-        await guarded(connector.reconcile(memo["ctx"], ns(namespace), name))
-
-    @kopf.on.delete(GROUP, VERSION, "sectorconnectors", id="connector-delete", registry=registry)
-    async def connector_deleted(
-        namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
-    ) -> None:
-        await guarded(connector.delete(memo["ctx"], ns(namespace), name, body))
+        if node:
+            memo["controller"].on_deployment(type, ns(namespace), node)
 
     async def connector_admission(
         body: kopf.Body, memo: kopf.Memo, old: kopf.Body | None = None,
@@ -201,28 +179,6 @@ def register(
             GROUP, VERSION, "sectorconnectors", id="validate-connector",
             operations=["CREATE", "UPDATE"], registry=registry,
         )(connector_admission)
-
-    # -------------------------------------------------------------------------- Gemeente
-
-    @kopf.index(GROUP, VERSION, "gemeenten", id="gemeente_subscriptions", registry=registry)
-    def gemeente_subscriptions(
-        namespace: str | None, spec: kopf.Spec, **_: Any
-    ) -> dict[str, Any]:
-        return {ns(namespace): frozenset(s.get("connector") for s in spec.get("subscriptions", []))}
-
-    @kopf.on.resume(GROUP, VERSION, "gemeenten", id="gemeente-resume", registry=registry)
-    @kopf.on.create(GROUP, VERSION, "gemeenten", id="gemeente-create", registry=registry)
-    @kopf.on.update(GROUP, VERSION, "gemeenten", id="gemeente-update", registry=registry)
-    async def gemeente_changed(
-        namespace: str | None, name: str, memo: kopf.Memo, **_: Any
-    ) -> None:
-        await guarded(gemeente.reconcile(memo["ctx"], ns(namespace), name))
-
-    @kopf.on.delete(GROUP, VERSION, "gemeenten", id="gemeente-delete", registry=registry)
-    async def gemeente_deleted(
-        namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
-    ) -> None:
-        await guarded(gemeente.delete(memo["ctx"], ns(namespace), name, body))
 
 
 register(kopf.get_default_registry(), OperatorConfig())  # for `kopf run -m`

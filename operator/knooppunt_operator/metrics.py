@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 APPLIED = Counter(
     "knooppunt_operator_applied_total",
@@ -18,6 +18,20 @@ REJECTED = Counter(
     "knooppunt_operator_connectors_rejected_total",
     "SectorConnector revisions refused by validation (webhook or controller).",
     ["namespace", "connector"],
+)
+RECONCILES = Counter(
+    "knooppunt_operator_reconciles_total",
+    "Work items the leader's workers processed, by kind of work and result "
+    "(success, retry, failed, error).",
+    ["work", "result"],
+)
+RECONCILE_SECONDS = Histogram(
+    "knooppunt_operator_reconcile_seconds",
+    "How long one work item took, by kind of work.",
+    ["work"],
+)
+QUEUE_DEPTH = Gauge(
+    "knooppunt_operator_workqueue_depth", "Work items waiting for a worker (not delayed ones)."
 )
 LEADER = Gauge("knooppunt_operator_leader", "1 while this replica holds the leader Lease.")
 

@@ -330,6 +330,8 @@ class ControlPlane:
         extra_args: extra command-line flags per component name, e.g.
             {"kube-apiserver": ["--feature-gates=Foo=true"]}.
         keep: keep the state dir after stop (also env KNOOPPUNT_CONTROLPLANE_KEEP=1).
+        audit_policy: an audit.k8s.io/v1 Policy; the API server then writes its audit log
+            (JSON lines, blocking mode) to :attr:`audit_log`.
         die_with_parent: children get SIGKILL when the starting thread dies
             (Linux), so a killed test run leaves nothing behind.
     """
@@ -348,8 +350,10 @@ class ControlPlane:
         startup_timeout: float = 120.0,
         keep: bool | None = None,
         die_with_parent: bool = True,
+        audit_policy: Mapping[str, Any] | None = None,
     ) -> None:
         self.bin_dir = Path(bin_dir)
+        self.audit_policy = dict(audit_policy) if audit_policy is not None else None
         self._workdir_parent = workdir
         self.with_kwok = kwok
         self.with_controller_manager = controller_manager
@@ -726,11 +730,27 @@ class ControlPlane:
             ],
         )
 
+    @property
+    def audit_log(self) -> Path | None:
+        """The API server's audit log (JSON lines) when started with an ``audit_policy``."""
+        return self._state / "audit.log" if self.audit_policy is not None else None
+
+    def _audit_args(self) -> list[str]:
+        if self.audit_policy is None:
+            return []
+        policy = self._state / "audit-policy.yaml"
+        policy.write_text(yaml.safe_dump(self.audit_policy))
+        return [
+            f"--audit-policy-file={policy}", f"--audit-log-path={self._state / 'audit.log'}",
+            "--audit-log-format=json", "--audit-log-mode=blocking", "--audit-log-maxsize=0",
+        ]
+
     def _start_apiserver(self) -> None:
         pki = self._pki
         self._spawn(
             "kube-apiserver",
             [
+                *self._audit_args(),
                 f"--etcd-servers={self.etcd_url}",
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",

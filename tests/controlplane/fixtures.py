@@ -4,7 +4,9 @@ Register it once (tests/conftest.py):  ``pytest_plugins = ["tests.controlplane.f
 
 Fixtures:
     controlplane            session-scoped `ControlPlane` (etcd, kube-apiserver,
-                            kube-controller-manager, kube-scheduler, kwok node)
+                            kube-controller-manager, kube-scheduler, kwok node); its
+                            audit log records every write by a service account of the
+                            ``knooppunt-system`` namespace (the operator's)
     controlplane_namespace  a fresh namespace per test, deleted afterwards
 
 The binaries are never built here.  They are looked up in
@@ -39,6 +41,18 @@ from tests.controlplane.cluster import (
 HERE = Path(__file__).resolve().parent
 BUILD_SCRIPT = HERE / "build.sh"
 BIN_ENV = "KNOOPPUNT_CONTROLPLANE_BIN"
+OPERATOR_ACCOUNTS = "system:serviceaccounts:knooppunt-system"
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived", "ResponseStarted"],
+    "rules": [
+        # What the operator's service accounts change: tests tell who wrote what, and when.
+        {"level": "Metadata", "userGroups": [OPERATOR_ACCOUNTS],
+         "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
+        {"level": "None"},
+    ],
+}
 
 
 def in_ci() -> bool:
@@ -84,7 +98,7 @@ def controlplane() -> Iterator[ControlPlane]:
             f"control-plane binaries missing in {bin_dir}: {', '.join(missing)}; "
             f"run {BUILD_SCRIPT.relative_to(HERE.parent.parent)} (or set {BIN_ENV})"
         )
-    cp = ControlPlane(bin_dir)
+    cp = ControlPlane(bin_dir, audit_policy=AUDIT_POLICY)
     try:
         cp.start()
         yield cp

@@ -10,7 +10,10 @@ released) or SIGTERM (kopf shuts down and the Lease is given back).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import datetime as dt
+import json
 import os
 import re
 import signal
@@ -45,7 +48,8 @@ from tests.operator.test_operator_controlplane import (
 
 pytestmark = pytest.mark.controlplane
 
-HANDLER_PROGRESS = re.compile(r"knooppunt\.nl/(knooppunt|connector|gemeente)-")
+KOPF_STATE = re.compile(r"knooppunt\.nl/((knooppunt|connector|gemeente)-|last-handled)")
+FINALIZER = "knooppunt.nl/finalizer"
 MANAGED = {"app.kubernetes.io/managed-by": "knooppunt-operator"}
 GEMEENTEN = 3
 NODE_CHILDREN = [
@@ -114,6 +118,10 @@ class Replica:
         return sum(v for k, v in self.metrics().items()
                    if k.startswith("knooppunt_operator_applied_total{"))
 
+    def reconciled(self) -> float:
+        return sum(v for k, v in self.metrics().items()
+                   if k.startswith("knooppunt_operator_reconciles_total{"))
+
     def leads(self) -> bool | None:
         value = self.metrics().get("knooppunt_operator_leader")
         return None if value is None else value == 1.0
@@ -127,11 +135,11 @@ class Replicas:
     logs: Path
     started: list[Replica] = field(default_factory=list)
 
-    def start(self, identity: str) -> Replica:
+    def start(self, identity: str, kubeconfig: Path | None = None) -> Replica:
         port = free_port()
         env = {
             **os.environ,
-            "KUBECONFIG": str(self.kubeconfig),
+            "KUBECONFIG": str(kubeconfig or self.kubeconfig),
             "KNOOPPUNT_OPERATOR_NAMESPACE": OPERATOR_NAMESPACE,
             "KNOOPPUNT_OPERATOR_IDENTITY": identity,
             "KNOOPPUNT_OPERATOR_LEADER_ELECTION": "true",
@@ -283,8 +291,8 @@ async def converged(cluster: Cluster, gemeenten: int = GEMEENTEN) -> None:
         return status.get("gemeenten") == gemeenten and status.get("availableReplicas") == 1
 
     await cluster.eventually(counted, timeout=15, what=f"{gemeenten} gemeenten counted")
-    await cluster.eventually(lambda: handlers_done(cluster), timeout=30,
-                             what="kopf done with every handler")
+    await cluster.eventually(lambda: no_kopf_state(cluster), timeout=30,
+                             what="no kopf state, the operator's finalizers in place")
     status = (await cluster.must_get(kube.KNOOPPUNT, NODE))["status"]
     assert status["connectorSummary"] == "iwmo-2-1@r1"
     assert status["lastGood"]["revisions"] == {CONNECTOR: 1}
@@ -292,14 +300,16 @@ async def converged(cluster: Cluster, gemeenten: int = GEMEENTEN) -> None:
     assert connector["status"]["revision"] == 1 and connector["status"]["revisions"] == [1]
 
 
-async def handlers_done(cluster: Cluster) -> bool:
-    """No kopf handler progress (a retry pending) left on the operator's resources."""
+async def no_kopf_state(cluster: Cluster) -> bool:
+    """kopf only watches: no progress or diff-base annotations, no kopf finalizer; the
+    operator's own finalizer on exactly the Gemeenten and SectorConnectors."""
     for kind in (kube.KNOOPPUNT, kube.SECTOR_CONNECTOR, kube.GEMEENTE):
         for obj in await cluster.list(kind):
             annotations = obj["metadata"].get("annotations") or {}
-            if any(HANDLER_PROGRESS.match(key) for key in annotations):
+            if any(KOPF_STATE.match(key) for key in annotations):
                 return False
-            if "knooppunt.nl/last-handled-configuration" not in annotations:
+            finalizers = obj["metadata"].get("finalizers") or []
+            if finalizers != ([] if kind is kube.KNOOPPUNT else [FINALIZER]):
                 return False
     return True
 
@@ -384,3 +394,124 @@ async def test_the_operator_killed_mid_reconcile_converges_after_restart(setup: 
 
 async def _is(value: Any, expected: Any) -> bool:
     return bool(await value == expected)
+
+
+# ----------------------------------------------------------------------------- two replicas
+
+
+def replica_kubeconfig(controlplane: ControlPlane, account: str) -> Path:
+    """A service account of its own for one replica, bound to the operator's generated roles,
+    so that the API server's audit log tells the replicas apart."""
+    subjects = [{"kind": "ServiceAccount", "name": account, "namespace": OPERATOR_NAMESPACE}]
+    for kind, namespace in (("ClusterRole", None), ("Role", OPERATOR_NAMESPACE)):
+        metadata: dict[str, Any] = {"name": account}
+        if namespace:
+            metadata["namespace"] = namespace
+        controlplane.apply({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": f"{kind}Binding",
+            "metadata": metadata, "subjects": subjects,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind,
+                        "name": "knooppunt-operator"},
+        })
+    return controlplane.kubeconfig_for_service_account(OPERATOR_NAMESPACE, account)
+
+
+def user_of(account: str) -> str:
+    return f"system:serviceaccount:{OPERATOR_NAMESPACE}:{account}"
+
+
+def audit_offset(controlplane: ControlPlane) -> int:
+    assert controlplane.audit_log is not None
+    return controlplane.audit_log.stat().st_size if controlplane.audit_log.exists() else 0
+
+
+def operator_writes(controlplane: ControlPlane, since: int, namespace: str) -> list[dict[str, Any]]:
+    """Writes by the operator's accounts to the test's namespace or to knooppunt.nl resources
+    anywhere, from the API server's audit log (the Lease in the operator's namespace aside)."""
+    assert controlplane.audit_log is not None
+    with controlplane.audit_log.open("rb") as log:
+        log.seek(since)
+        lines = log.read().splitlines()
+    writes = []
+    for line in lines:
+        event = json.loads(line)
+        ref = event.get("objectRef") or {}
+        if ref.get("resource") == "leases":
+            continue
+        if ref.get("namespace") == namespace or ref.get("apiGroup") == "knooppunt.nl":
+            writes.append(event)
+    return writes
+
+
+def moment(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def by_user(writes: list[dict[str, Any]]) -> collections.Counter[str]:
+    return collections.Counter(e["user"]["username"] for e in writes)
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(180)
+async def test_two_replicas_never_reconcile_at_the_same_time(
+    setup: Setup, controlplane: ControlPlane
+) -> None:
+    """Both replicas watch everything from the start; the API server's own audit log shows
+    that only the Lease holder ever writes, and that after a hand-over the new leader's first
+    write comes after the old leader's last."""
+    cluster, replicas = setup.cluster, setup.replicas
+    accounts = {"replica-a": "knooppunt-operator-a", "replica-b": "knooppunt-operator-b"}
+    kubeconfigs = {name: replica_kubeconfig(controlplane, sa) for name, sa in accounts.items()}
+    mark = audit_offset(controlplane)
+    with logs_on_failure(setup):
+        started = {name: replicas.start(name, kubeconfigs[name]) for name in accounts}
+        for replica in started.values():
+            await replicas.wait_up(replica)
+        holder = await cluster.eventually(setup.holder, timeout=15, what="a leader")
+        (standby_name,) = set(accounts) - {holder}
+        leader, standby = started[holder], started[standby_name]
+
+        await create_resources(cluster)
+        await converged(cluster)
+        await no_strays(cluster)
+        assert leader.leads() is True and standby.leads() is False
+        assert leader.reconciled() > 0 and leader.applied() > 0
+        assert standby.reconciled() == 0 and standby.applied() == 0
+        writers = by_user(operator_writes(controlplane, mark, cluster.namespace))
+        assert writers[user_of(accounts[holder])] > 0, writers
+        assert writers[user_of(accounts[standby_name])] == 0, (
+            f"the standby wrote while {holder} led: {writers}")
+
+        # Hand-over: the leader stops cleanly and gives the Lease back; the standby, which has
+        # watched everything all along, takes over and serves one more gemeente.
+        handover = audit_offset(controlplane)
+        assert leader.terminate() == 0
+        await cluster.eventually(lambda: _is(setup.holder(), standby_name), timeout=20,
+                                 what=f"{standby_name} takes the Lease")
+        await cluster.create(scenarios.gemeente_resource(GEMEENTEN + 1))
+        await cluster.wait_condition(kube.GEMEENTE, f"gemeente-{GEMEENTEN + 1:04d}", "Ready",
+                                     "True", reason="Served", timeout=30)
+
+        async def counted() -> bool:
+            node_status = (await cluster.must_get(kube.KNOOPPUNT, NODE)).get("status") or {}
+            return node_status.get("gemeenten") == GEMEENTEN + 1
+
+        await cluster.eventually(counted, timeout=15, what="the new gemeente counted")
+        await cluster.eventually(lambda: no_kopf_state(cluster), timeout=15,
+                                 what="no kopf state, the operator's finalizers in place")
+        await no_strays(cluster, GEMEENTEN + 1)
+        assert standby.leads() is True and standby.reconciled() > 0
+
+        writes = operator_writes(controlplane, mark, cluster.namespace)
+        old = [e for e in writes if e["user"]["username"] == user_of(accounts[holder])]
+        new = [e for e in writes if e["user"]["username"] == user_of(accounts[standby_name])]
+        assert old and new, by_user(writes)
+        last_old = max(moment(e["stageTimestamp"]) for e in old)
+        first_new = min(moment(e["requestReceivedTimestamp"]) for e in new)
+        assert last_old < first_new, (
+            f"{standby_name} wrote at {first_new} before {holder} had stopped ({last_old})")
+        after = by_user(operator_writes(controlplane, handover, cluster.namespace))
+        assert set(after) == {user_of(accounts[standby_name])}, after
+        lease = await setup.lease()
+        assert lease is not None and lease["spec"]["leaseTransitions"] == 1
+

@@ -68,8 +68,11 @@ def test_cli_prints_yaml() -> None:
 def test_handlers_registered_and_the_webhook_only_with_a_server() -> None:
     registry = kopf.OperatorRegistry()
     main.register(registry, fast_config())
-    ids = {h.id for h in registry._changing.get_all_handlers()}
-    assert {"knooppunt-create", "connector-delete", "gemeente-delete"} <= ids
+    # kopf only watches: event handlers, no change handlers that would keep state on objects.
+    assert registry._changing.get_all_handlers() == []
+    assert registry._spawning.get_all_handlers() == []
+    ids = {h.id for h in registry._watching.get_all_handlers()}
+    assert ids == {"knooppunt-event", "connector-event", "gemeente-event", "deployment-event"}
     assert registry._webhooks.get_all_handlers() == []
     with_webhook = kopf.OperatorRegistry()
     main.register(with_webhook, fast_config(webhook_local_port=9443))

@@ -17,7 +17,7 @@ from knooppunt_operator import kube, metrics, status, webhook
 from knooppunt_operator.apply import ObjectRef
 from knooppunt_operator.builders import meta, revisions
 from knooppunt_operator.handlers import knooppunt, pki
-from knooppunt_operator.handlers.context import Context
+from knooppunt_operator.handlers.context import KNOOPPUNT, Context
 from knooppunt_operator.runtime_client import PendingUnknown
 
 
@@ -65,9 +65,12 @@ def _revisions_in_use(nodes: list[dict[str, Any]], connector: str) -> set[int]:
     return used
 
 
-async def reconcile(ctx: Context, namespace: str, name: str) -> None:
-    await ctx.gate.wait()
-    body = await ctx.client.get(kube.SECTOR_CONNECTOR, namespace, name)
+async def reconcile(
+    ctx: Context, namespace: str, name: str, body: Mapping[str, Any] | None = None
+) -> None:
+    """Validate and record the connector's revision (``body``: as just read, if at hand)."""
+    if body is None:
+        body = await ctx.client.get(kube.SECTOR_CONNECTOR, namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return
     spec = body.get("spec") or {}
@@ -142,12 +145,14 @@ async def reconcile(ctx: Context, namespace: str, name: str) -> None:
         )
     if new_revision:
         for kp in nodes:
-            await knooppunt.reconcile(ctx, namespace, kp["metadata"]["name"])
+            if ctx.wake is not None:
+                ctx.wake(KNOOPPUNT, namespace, kp["metadata"]["name"])
+            else:
+                await knooppunt.reconcile(ctx, namespace, kp["metadata"]["name"])
 
 
 async def delete(ctx: Context, namespace: str, name: str, body: Mapping[str, Any]) -> None:
     """Let the connector go only when no node holds undelivered messages for it (or forced)."""
-    await ctx.gate.wait()
     annotations = (body.get("metadata") or {}).get("annotations") or {}
     if annotations.get(meta.FORCE_DELETE) == "true":
         await ctx.events.record(body, reason="ForceDeleted", type_="Warning",

@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime as dt
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-import httpx
-import kopf
 
 from knooppunt_operator import apply as applying
 from knooppunt_operator import kube, leader, metrics
@@ -18,6 +15,12 @@ from knooppunt_operator.config import OperatorConfig
 from knooppunt_operator.runtime_client import PendingCounter
 
 Key = tuple[str, str]
+
+# What a reconcile can ask for through ``Context.wake`` (the controller's work kinds).
+KNOOPPUNT = "knooppunt"
+OBSERVE = "observe"
+CONNECTOR = "connector"
+GEMEENTE = "gemeente"
 
 
 def utcnow() -> dt.datetime:
@@ -41,6 +44,8 @@ class Context:
         default_factory=lambda: collections.defaultdict(asyncio.Lock)
     )
     problems: dict[Key, list[str]] = field(default_factory=dict)
+    wake: Callable[[str, str, str], None] | None = None
+    """Queue another reconcile (kind of work, namespace, name); set by the controller."""
 
     async def apply_all(
         self,
@@ -64,13 +69,3 @@ class Context:
                     f"{done.ref.kind.kind} {done.ref.name}"
                 )
         return results
-
-
-async def guarded(work: Awaitable[None], *, delay: float = 10.0) -> None:
-    """Run a handler's work; API-server and network errors become retries, not failures."""
-    try:
-        await work
-    except kube.ApiError as exc:
-        raise kopf.TemporaryError(f"API server: {exc}", delay=delay) from exc
-    except httpx.HTTPError as exc:
-        raise kopf.TemporaryError(f"API server not reachable: {exc}", delay=delay) from exc

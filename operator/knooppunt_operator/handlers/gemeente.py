@@ -75,9 +75,12 @@ async def subscription_problems(
     return problems
 
 
-async def reconcile(ctx: Context, namespace: str, name: str) -> None:
-    await ctx.gate.wait()
-    body = await ctx.client.get(kube.GEMEENTE, namespace, name)
+async def reconcile(
+    ctx: Context, namespace: str, name: str, body: Mapping[str, Any] | None = None
+) -> None:
+    """Certificate and status of one gemeente (``body``: as just read, if at hand)."""
+    if body is None:
+        body = await ctx.client.get(kube.GEMEENTE, namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return
     gemeente = Gemeente.model_validate(body)
@@ -241,7 +244,6 @@ async def _provided(
 
 async def delete(ctx: Context, namespace: str, name: str, body: Mapping[str, Any]) -> None:
     """Let the gemeente go only when its messages are delivered (or forced); revoke its cert."""
-    await ctx.gate.wait()
     annotations = (body.get("metadata") or {}).get("annotations") or {}
     try:
         gemeente = Gemeente.model_validate(body)

@@ -23,7 +23,7 @@ from knooppunt_operator.builders import meta, node
 from knooppunt_operator.builders import secrets as secret_builders
 from knooppunt_operator.builders.revisions import ConnectorRevision, parse_controller_revision
 from knooppunt_operator.handlers import pki
-from knooppunt_operator.handlers.context import Context, Key
+from knooppunt_operator.handlers.context import GEMEENTE, Context, Key
 from node_runtime.model.knooppunt import Knooppunt
 
 GemeenteCounter = Callable[[frozenset[str]], int]
@@ -129,7 +129,6 @@ async def resolve_connectors(
 
 async def reconcile(ctx: Context, namespace: str, name: str) -> None:
     """Make the node's children match the Knooppunt (idempotent)."""
-    await ctx.gate.wait()
     async with ctx.node_locks[(namespace, name)]:
         body = await ctx.client.get(kube.KNOOPPUNT, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
@@ -280,7 +279,10 @@ async def certify_waiting_gemeenten(ctx: Context, namespace: str, name: str) -> 
         if (item.get("status") or {}).get("certificate"):
             continue
         if served & {s.get("connector") for s in spec.get("subscriptions") or []}:
-            await gemeente.reconcile(ctx, namespace, item["metadata"]["name"])
+            if ctx.wake is not None:
+                ctx.wake(GEMEENTE, namespace, item["metadata"]["name"])
+            else:
+                await gemeente.reconcile(ctx, namespace, item["metadata"]["name"], item)
 
 
 # -------------------------------------------------------------------------------- observe
@@ -290,7 +292,6 @@ async def observe(
     ctx: Context, namespace: str, name: str, *, gemeenten: GemeenteCounter | None = None
 ) -> None:
     """Refresh the conditions from the Deployment; roll back a rollout that failed."""
-    await ctx.gate.wait()
     async with ctx.node_locks[(namespace, name)]:
         body = await ctx.client.get(kube.KNOOPPUNT, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
