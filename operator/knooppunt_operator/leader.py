@@ -2,8 +2,9 @@
 
 kopf's peering pauses an operator only when a peer of *higher* priority is alive; replicas
 of equal priority keep working side by side. So the operator also elects a leader: every
-replica serves the admission webhook and its health endpoint (both stateless), but handlers
-wait at :meth:`LeaseElector.wait` until their replica holds the Lease. The Lease is taken
+replica watches and serves the admission webhook and its health endpoint (both stateless),
+but the workers of :mod:`knooppunt_operator.controller` wait at :meth:`LeaseElector.wait`
+until their replica holds the Lease. The Lease is taken
 with optimistic concurrency (``resourceVersion``), renewed well before it expires, and when a
 renewal fails for longer than the lease lasts the replica stops itself (another one takes
 over), like controller-runtime does.
