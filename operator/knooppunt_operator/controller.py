@@ -91,6 +91,8 @@ class Controller:
         self.seen: dict[Work, Fingerprint] = {}
         self.subscriptions: dict[tuple[str, str], frozenset[str]] = {}
         self.legacy_finalizer: set[Work] = set()
+        self.refs: dict[Work, dict[str, Any]] = {}
+        self.reported: dict[Work, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
         ctx.wake = self.wake
 
@@ -121,6 +123,9 @@ class Controller:
         work = Work(what, meta.get("namespace") or "default", meta["name"])
         if event_type == "DELETED":
             self.seen.pop(work, None)
+            self.refs.pop(work, None)
+            self.reported.pop(work, None)
+            self.reported.pop(Work(OBSERVE, work.namespace, work.name), None)
             self.legacy_finalizer.discard(work)
             if what == GEMEENTE:
                 self.subscriptions.pop((work.namespace, work.name), None)
@@ -133,6 +138,10 @@ class Controller:
         if what == KNOOPPUNT and FINALIZER in (meta.get("finalizers") or []):
             # Versions before the work queue let kopf put it there for its timer.
             self.legacy_finalizer.add(work)
+        self.refs[work] = {
+            "apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+            "metadata": {"name": work.name, "namespace": work.namespace, "uid": meta.get("uid")},
+        }
         print_ = fingerprint(body)
         if self.seen.get(work) != print_:
             self.seen[work] = print_
@@ -181,32 +190,46 @@ class Controller:
 
     async def _process(self, work: Work) -> None:
         started = time.monotonic()
-        result = "success"
+        result, problem = "success", ""
         try:
             await self.dispatch(work)
         except kopf.TemporaryError as exc:
-            result = "retry"
+            result, problem = "retry", str(exc)
             delay = self.queue.retry(work, exc.delay)
             logger.info("%s: %s (again in %.1f s)", work, exc, delay)
         except kopf.PermanentError as exc:
-            result = "failed"
+            result, problem = "failed", str(exc)
             self.queue.forget(work)
             logger.error("%s: %s (not retried until the resource changes)", work, exc)
         except (kube.ApiError, httpx.HTTPError) as exc:
-            result = "retry"
+            result, problem = "retry", f"API server: {exc}"
             delay = self.queue.retry(work)
             logger.warning("%s: API server: %s (again in %.1f s)", work, exc, delay)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            result = "error"
+        except Exception as exc:
+            result, problem = "error", f"{type(exc).__name__}: {exc}"
             delay = self.queue.retry(work)
             logger.exception("%s failed (again in %.1f s)", work, delay)
         else:
             self.queue.forget(work)
+            self.reported.pop(work, None)
         finally:
             metrics.RECONCILES.labels(work.what, result).inc()
             metrics.RECONCILE_SECONDS.labels(work.what).observe(time.monotonic() - started)
+        if problem:
+            await self._report(work, result, problem)
+
+    async def _report(self, work: Work, result: str, problem: str) -> None:
+        """A Warning Event on the resource when its reconcile fails, once per distinct problem
+        (a retry with the same problem posts nothing new; a success starts afresh)."""
+        owner = Work(KNOOPPUNT if work.what == OBSERVE else work.what, work.namespace, work.name)
+        ref = self.refs.get(owner)
+        if ref is None or self.reported.get(work) == problem:
+            return
+        self.reported[work] = problem
+        reason = "ReconcileRetrying" if result == "retry" else "ReconcileFailed"
+        await self.ctx.events.record(ref, reason=reason, type_="Warning", message=problem)
 
     async def dispatch(self, work: Work) -> None:
         ctx = self.ctx

@@ -145,3 +145,39 @@ async def test_deletion_lets_go_of_the_finalizer_when_nothing_is_undelivered(ctx
         await eventually(gone)
     finally:
         await controller.stop()
+
+
+async def test_a_failing_reconcile_is_retried_and_reported_once_per_problem(ctx: Context) -> None:
+    assert isinstance(ctx.gate, ManualGate)
+    ctx.gate.event.set()
+    controller = Controller(ctx, workers=1)
+    controller.queue.backoff.base = 0.02  # retry quickly
+    controller.start()
+    try:
+        body = scenarios.gemeente_resource(8)
+        body["metadata"]["namespace"] = NS
+        body["spec"]["gemeentecode"] = "12"  # the emulator has no schema: the model refuses it
+        created = await ctx.client.create(kube.GEMEENTE, NS, body)
+        controller.on_event(GEMEENTE, None, created)
+        work = Work(GEMEENTE, NS, "gemeente-0008")
+
+        async def retried() -> bool:
+            return controller.queue.failures(work) >= 3
+
+        await eventually(retried)
+        warnings = [r for r in ctx.events.recorded if r[0] == "gemeente-0008"]
+        assert len(warnings) == 1, warnings
+        name, reason, message = warnings[0]
+        assert reason == "ReconcileFailed" and "gemeentecode" in message
+
+        fixed = await ctx.client.merge_patch(kube.GEMEENTE, NS, "gemeente-0008",
+                                             {"spec": {"gemeentecode": "0008"}})
+        assert fixed is not None
+        controller.on_event(GEMEENTE, "MODIFIED", fixed)
+
+        async def recovered() -> bool:
+            return controller.queue.failures(work) == 0 and work not in controller.reported
+
+        await eventually(recovered)
+    finally:
+        await controller.stop()
