@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
 from node_runtime.store import schema
 from node_runtime.store.records import DeliveryRecord, LogRecord
-from node_runtime.store.sql import SqlStore, _delivery, _log_values, now
+from node_runtime.store.sql import SqlStore, _delivery, _log_values, insert_in_seq_order, now
 
 UNSETTLED = ("pending", "dead")
 
@@ -100,8 +100,8 @@ class Outbox:
                         attempts=d.c.attempts + 1, lease_owner=None, lease_until=None,
                         last_error=None)
             )
-            if result.rowcount == 1 and log:
-                conn.execute(insert(schema.processing_log), [_log_values(r) for r in log])
+            if result.rowcount == 1:
+                insert_in_seq_order(conn, schema.processing_log, [_log_values(r) for r in log])
             return result.rowcount == 1
 
     def delivered_many(self, settled: Sequence[tuple[str, Sequence[LogRecord]]]) -> int:
@@ -124,8 +124,7 @@ class Outbox:
                         last_error=None)
             )
             records = [_log_values(r) for i, log in settled if i in pending for r in log]
-            if records:
-                conn.execute(insert(schema.processing_log), records)
+            insert_in_seq_order(conn, schema.processing_log, records)
             return len(pending)
 
     def failed(
@@ -146,8 +145,7 @@ class Outbox:
                 .values(status=status, attempts=d.c.attempts + 1, last_error=error[:2000],
                         next_attempt_at=retry_at, lease_owner=None, lease_until=None)
             )
-            if log:
-                conn.execute(insert(schema.processing_log), [_log_values(r) for r in log])
+            insert_in_seq_order(conn, schema.processing_log, [_log_values(r) for r in log])
         return status
 
     def release(self, delivery_id: str) -> None:

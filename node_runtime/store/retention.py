@@ -8,11 +8,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, delete, insert, not_, select, update
+from sqlalchemy import and_, delete, not_, select, update
 
 from node_runtime.store import schema
 from node_runtime.store.records import LogRecord
-from node_runtime.store.sql import SqlStore, _log_values
+from node_runtime.store.sql import SqlStore, _log_values, insert_in_seq_order
 
 
 @dataclass(frozen=True)
@@ -82,9 +82,8 @@ class Retention:
                                           tuple(json.loads(r.subject_refs)))
                     purged.append(item)
                     records.extend(log_for(item))
-                if records:
-                    conn.execute(insert(schema.processing_log),
-                                 [_log_values(x) for x in records])
+                insert_in_seq_order(conn, schema.processing_log,
+                                    [_log_values(x) for x in records])
         return purged
 
     def purge_message_payloads(self, connector_days: dict[str, int], *, now: datetime) -> int:

@@ -95,6 +95,29 @@ def normalise_url(url: str) -> str:
 MIGRATION_LOCK_KEY = 0x4DBA_9318_C5E6_CBB2
 
 
+# pg_advisory_xact_lock key that orders the commits of rows readers page through by ``seq``
+# (deliveries, processing-log records): sha256("knooppunt.seq_order")[:8], signed.
+SEQ_ORDER_LOCK_KEY = 0x2F0C_5A41_7D93_1E66
+
+
+def insert_in_seq_order(conn: Connection, table: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert rows that readers page through with a ``seq`` cursor (``?after=``).
+
+    On PostgreSQL a sequence hands out numbers in insert order, but transactions commit in any
+    order: a reader at cursor 11 would never see row 10 if row 10's transaction committed
+    after row 11's. So every such insert takes one transaction-scoped advisory lock first and
+    holds it to the commit: numbers are then handed out in commit order. Call it last in a
+    transaction, after every statement that may wait for another transaction's row locks (the
+    lock holder must only insert and commit, so it can never be part of a deadlock). SQLite
+    has one writer at a time already.
+    """
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SEQ_ORDER_LOCK_KEY})
+    conn.execute(insert(table), list(rows))
+
+
 def _lock_for_migration(conn: Connection) -> None:
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
@@ -207,15 +230,12 @@ class SqlStore:
         try:
             with self.transaction() as conn:
                 conn.execute(insert(schema.messages).values(**_message_values(msg)))
-                if commit.deliveries:
-                    conn.execute(
-                        insert(schema.deliveries),
-                        [_delivery_values(d) for d in commit.deliveries],
-                    )
-                if commit.log:
-                    conn.execute(
-                        insert(schema.processing_log), [_log_values(r) for r in commit.log]
-                    )
+                insert_in_seq_order(
+                    conn, schema.deliveries, [_delivery_values(d) for d in commit.deliveries]
+                )
+                insert_in_seq_order(
+                    conn, schema.processing_log, [_log_values(r) for r in commit.log]
+                )
         except IntegrityError:
             existing = self.find_message(msg.connector, msg.sender, msg.sender_message_id)
             if existing is None:
@@ -227,7 +247,7 @@ class SqlStore:
         if not records:
             return
         with self.transaction() as conn:
-            conn.execute(insert(schema.processing_log), [_log_values(r) for r in records])
+            insert_in_seq_order(conn, schema.processing_log, [_log_values(r) for r in records])
 
     # -- mailbox ---------------------------------------------------------------------------
 
@@ -268,8 +288,7 @@ class SqlStore:
             conn.execute(
                 update(d).where(d.c.id == delivery_id).values(read_count=d.c.read_count + 1)
             )
-            if log:
-                conn.execute(insert(schema.processing_log), [_log_values(r) for r in log])
+            insert_in_seq_order(conn, schema.processing_log, [_log_values(r) for r in log])
 
     def acknowledge(
         self, kind: MailboxKind, mailbox_id: str, delivery_id: str, log: Sequence[LogRecord]
@@ -288,8 +307,7 @@ class SqlStore:
                 .values(acknowledged_at=now(), status="acknowledged")
             )
             if result.rowcount == 1:
-                if log:
-                    conn.execute(insert(schema.processing_log), [_log_values(r) for r in log])
+                insert_in_seq_order(conn, schema.processing_log, [_log_values(r) for r in log])
                 return True
             exists = conn.execute(
                 select(func.count())
