@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
 from node_runtime.store import schema
+from node_runtime.store.group import GroupCommit
 from node_runtime.store.records import (
     DeliveryRecord,
     IntakeCommit,
@@ -23,6 +25,8 @@ from node_runtime.store.records import (
     MailboxKind,
     MessageRecord,
 )
+
+logger = logging.getLogger(__name__)
 
 Migration = Callable[[Connection], None]
 
@@ -157,6 +161,8 @@ class SqlStore:
         # handler, which sleeps in growing steps and wrecks latency under contention.
         self._write_lock: threading.Lock | None = (
             threading.Lock() if self.dialect == "sqlite" else None)
+        self._intake_group: GroupCommit[IntakeCommit, tuple[MessageRecord, bool]] = (
+            GroupCommit(self._commit_intake_batch))
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -223,9 +229,38 @@ class SqlStore:
     def commit_intake(self, commit: IntakeCommit) -> tuple[MessageRecord, bool]:
         """Store an accepted message with its deliveries and log records atomically.
 
-        Returns (record, created). A concurrent duplicate (same connector, sender and sender
-        message id) writes nothing and returns the first record with created False.
+        Returns (record, created) once it is durable. A concurrent duplicate (same connector,
+        sender and sender message id) writes nothing and returns the first record with created
+        False. Concurrent calls share one transaction (group commit, one fsync), each still
+        all-or-nothing: a batch that fails is retried item by item.
         """
+        return self._intake_group.submit(commit)
+
+    def _commit_intake_batch(
+        self, commits: Sequence[IntakeCommit]
+    ) -> list[tuple[MessageRecord, bool] | BaseException]:
+        if len(commits) > 1:
+            try:
+                with self.transaction() as conn:
+                    conn.execute(insert(schema.messages),
+                                 [_message_values(c.message) for c in commits])
+                    deliveries = [_delivery_values(d) for c in commits for d in c.deliveries]
+                    insert_in_seq_order(conn, schema.deliveries, deliveries)
+                    insert_in_seq_order(conn, schema.processing_log,
+                                        [_log_values(r) for c in commits for r in c.log])
+                return [(c.message, True) for c in commits]
+            except Exception as exc:  # noqa: BLE001 - a duplicate or a bad item
+                logger.debug("group commit of %d intakes fell back to one by one: %s",
+                             len(commits), type(exc).__name__)
+        outcomes: list[tuple[MessageRecord, bool] | BaseException] = []
+        for commit in commits:
+            try:
+                outcomes.append(self._commit_intake_one(commit))
+            except Exception as exc:  # noqa: BLE001 - that caller gets its own error
+                outcomes.append(exc)
+        return outcomes
+
+    def _commit_intake_one(self, commit: IntakeCommit) -> tuple[MessageRecord, bool]:
         msg = commit.message
         try:
             with self.transaction() as conn:

@@ -285,6 +285,48 @@ def test_failing_intake_is_not_half_stored(store: SqlStore) -> None:
     assert store.find_message(CONNECTOR, AANBIEDER, msg.sender_message_id) is None
 
 
+def test_concurrent_intakes_on_one_store_share_commits_and_stay_separate(
+    store: SqlStore,
+) -> None:
+    """Group commit: 24 concurrent intakes on one replica (some the same message twice, one
+    broken) commit together, yet each caller gets exactly what a transaction of its own
+    would have given it."""
+    msgs = [message(f"group-{i}") for i in range(20)]
+    commits = [intake(m, delivery(m), delivery(m, mailbox=UTRECHT), logs=2) for m in msgs]
+    for i in range(3):  # the same sender message id again, other content: a duplicate
+        again = message(f"group-{i}")
+        commits.append(intake(again, delivery(again)))
+    broken = message("group-broken")
+    good = delivery(broken)
+    commits.append(intake(broken, good, replace(delivery(broken, mailbox=UTRECHT), id=good.id)))
+
+    def submit(i: int) -> tuple[MessageRecord, bool] | Exception:
+        try:
+            return store.commit_intake(commits[i])
+        except Exception as exc:  # the broken one is expected to fail
+            return exc
+
+    results = run_together(len(commits), submit)
+    assert isinstance(results[-1], IntegrityError)
+    outcomes = results[:-1]
+    assert all(not isinstance(r, Exception) for r in outcomes)
+    created = {r[0].sender_message_id: r[0] for r in outcomes
+               if not isinstance(r, Exception) and r[1]}
+    replays = [r[0] for r in outcomes if not isinstance(r, Exception) and not r[1]]
+    assert sorted(created) == sorted(m.sender_message_id for m in msgs)
+    assert len(replays) == 3
+    for record in replays:  # whichever came first, the other gets its record
+        assert record == created[record.sender_message_id]
+    winners = [c for c in commits if c.message.id in {r.id for r in created.values()}]
+    assert store.count_rows() == {
+        "messages": 20,
+        "deliveries": sum(len(c.deliveries) for c in winners),
+        "processing_log": sum(len(c.log) for c in winners),
+    }
+    assert store.find_message(CONNECTOR, AANBIEDER, "group-broken") is None
+    assert store._intake_group.largest > 1, "no intake shared a commit"
+
+
 def test_write_log(store: SqlStore) -> None:
     store.write_log([])
     store.write_log([log(), log(activity="geraadpleegd")])
