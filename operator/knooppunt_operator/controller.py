@@ -142,9 +142,9 @@ class Controller:
             "apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
             "metadata": {"name": work.name, "namespace": work.namespace, "uid": meta.get("uid")},
         }
-        print_ = fingerprint(body)
-        if self.seen.get(work) != print_:
-            self.seen[work] = print_
+        current = fingerprint(body)
+        if self.seen.get(work) != current:
+            self.seen[work] = current
             self.queue.add(work)
             if what == KNOOPPUNT:
                 self.queue.add(Work(OBSERVE, work.namespace, work.name))
