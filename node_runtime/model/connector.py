@@ -10,9 +10,9 @@ Adding a sector means writing one of these, never code.
 from __future__ import annotations
 
 import re
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from node_runtime.model.meta import (
     DNS_LABEL,
@@ -25,6 +25,8 @@ from node_runtime.model.meta import (
 FIELD_PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\[\])?(\.[A-Za-z_][A-Za-z0-9_]*(\[\])?)*$"
 FIELD_PATH_RE = re.compile(FIELD_PATH_PATTERN)
 
+
+ParticipantId = Annotated[str, StringConstraints(pattern=PARTICIPANT_ID_PATTERN, max_length=64)]
 
 class BundleSource(Model):
     """Where the connector's files (XSDs, stylesheets) come from. Exactly one is set."""
@@ -173,7 +175,7 @@ class RetourSpec(Model):
 
 
 class MessageType(Model):
-    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$", description="e.g. WMO305.")
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$", max_length=64, description="e.g. WMO305.")
     description: str = ""
     namespace: str = Field(min_length=1, description="Namespace of the root element.")
     root: str = Field(default="Bericht", description="Local name of the root element.")
@@ -194,7 +196,7 @@ class MessageType(Model):
         alias="orderKey",
         description="XPath relative to a record; deliveries sharing a key keep intake order.",
     )
-    rules: list[Rule] = Field(default_factory=list)
+    rules: list[Rule] = Field(default_factory=list, max_length=256)
     conversion: Conversion | None = Field(
         default=None, description="Required for toGemeente messages."
     )
@@ -257,10 +259,10 @@ class Participant(Model):
 
     name: str = Field(pattern=DNS_LABEL)
     display_name: str = Field(alias="displayName", min_length=1)
-    identifiers: list[str] = Field(
+    identifiers: list[ParticipantId] = Field(
         min_length=1,
+        max_length=8,
         description="Identifiers this party may use as sender (iWmo: 8-digit AGB-codes).",
-        json_schema_extra={"items": {"type": "string", "pattern": PARTICIPANT_ID_PATTERN}},
     )
     certificate: CertificateMatch
 
@@ -280,9 +282,10 @@ class SectorConnectorSpec(Model):
         alias="participantIdentifier",
         description="Kind of identifier participants use (e.g. agb).",
     )
-    messages: list[MessageType] = Field(min_length=1)
-    purposes: list[Purpose] = Field(default_factory=list)
-    participants: list[Participant] = Field(default_factory=list)
+    # Upper bounds keep the CRD's CEL rules inside the API server's cost budget; far above use.
+    messages: list[MessageType] = Field(min_length=1, max_length=64)
+    purposes: list[Purpose] = Field(default_factory=list, max_length=64)
+    participants: list[Participant] = Field(default_factory=list, max_length=5000)
     payload_retention_days: int = Field(
         default=90,
         alias="payloadRetentionDays",

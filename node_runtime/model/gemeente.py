@@ -30,8 +30,10 @@ class Delivery(Model):
 class Subscription(Model):
     """A gemeente's use of a connector for one legal purpose."""
 
-    connector: str = Field(pattern=DNS_LABEL, description="SectorConnector name.")
-    purpose: str = Field(pattern=DNS_LABEL, description="Purpose declared by the connector.")
+    connector: str = Field(pattern=DNS_LABEL, max_length=63, description="SectorConnector name.")
+    purpose: str = Field(
+        pattern=DNS_LABEL, max_length=63, description="Purpose declared by the connector."
+    )
     legal_basis: str = Field(
         alias="legalBasis", min_length=1, description="Legal basis, e.g. 'Wmo 2015 art. 2.3.5'."
     )
@@ -59,7 +61,7 @@ class GemeenteSpec(Model):
     gemeentecode: str = Field(pattern=GEMEENTECODE_PATTERN, description="CBS gemeentecode.")
     oin: str = Field(pattern=OIN_PATTERN, description="Organisatie-identificatienummer.")
     display_name: str = Field(alias="displayName", min_length=1, max_length=200)
-    subscriptions: list[Subscription] = Field(default_factory=list)
+    subscriptions: list[Subscription] = Field(default_factory=list, max_length=64)
     certificate: CertificateSpec = Field(default_factory=CertificateSpec)
     payload_retention_days: int | None = Field(
         default=None,

@@ -130,7 +130,7 @@ class DeliverySpec(Model):
 class KnooppuntSpec(Model):
     display_name: str = Field(alias="displayName", min_length=1, max_length=200)
     connectors: list[ConnectorPin] = Field(
-        default_factory=list, description="Sector connectors served by this node."
+        default_factory=list, max_length=32, description="Sector connectors served by this node."
     )
     replicas: int = Field(default=2, ge=1, le=50, description="Runtime replicas.")
     image: str = Field(

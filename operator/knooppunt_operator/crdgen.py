@@ -14,8 +14,8 @@ come from the very pydantic models the runtime and the operator use:
   names and a category from :data:`KINDS`.
 
 The API server estimates the worst-case cost of each CEL rule, multiplying by the size of the
-lists around it; :data:`LIST_LIMITS` bounds those lists (generously) so the CRDs stay within
-the budget.
+lists around it; the models bound those lists and strings (``max_length``, generously), so the
+CRDs stay within the budget and the runtime refuses the same oversized resources from files.
 """
 
 from __future__ import annotations
@@ -123,26 +123,6 @@ WEBHOOK_ONLY: dict[type[BaseModel], str] = {
     connector.SectorConnectorSpec: "unique (namespace, root), purposes naming known messages, "
     "identifiers belonging to one participant",
 }
-
-#: maxItems for lists around CEL rules (API-server cost budget); far above real use.
-LIST_LIMITS: dict[tuple[type[BaseModel], str], int] = {
-    (connector.SectorConnectorSpec, "messages"): 64,
-    (connector.SectorConnectorSpec, "purposes"): 64,
-    (connector.SectorConnectorSpec, "participants"): 5000,
-    (connector.Participant, "identifiers"): 8,
-    (connector.MessageType, "rules"): 256,
-    (gemeente.GemeenteSpec, "subscriptions"): 64,
-    (knooppunt.KnooppuntSpec, "connectors"): 32,
-}
-
-#: maxLength for strings that CEL rules inspect.
-STRING_LIMITS: dict[tuple[type[BaseModel], str], int] = {
-    (connector.Participant, "identifiers"): 64,
-    (connector.MessageType, "name"): 64,
-    (gemeente.Subscription, "connector"): 63,
-    (gemeente.Subscription, "purpose"): 63,
-}
-
 
 def _ready_column() -> dict[str, Any]:
     return {
@@ -321,13 +301,6 @@ class _Converter:
         converted = self._node(schema, sub_cls)
         if info.default_factory is not None and sub_cls is not None:
             converted["default"] = {}
-        limit = LIST_LIMITS.get((cls, name))
-        if limit is not None:
-            converted["maxItems"] = limit
-        length = STRING_LIMITS.get((cls, name))
-        if length is not None:
-            target = converted["items"] if converted.get("type") == "array" else converted
-            target["maxLength"] = length
         return converted
 
 

@@ -176,3 +176,31 @@ def test_lists_under_cel_rules_are_bounded_and_the_examples_fit() -> None:
     assert len(example["spec"]["messages"]) <= 64
     assert all(len(m.get("rules", [])) <= 256 for m in example["spec"]["messages"])
     assert len(example["spec"]["participants"]) <= 5000
+
+
+def test_the_model_refuses_what_the_crd_bounds_refuse() -> None:
+    """The bounds come from the model: a resource read from a file is held to the same limits
+    as one the API server admits (and their numbers are the CRD's)."""
+    from pydantic import ValidationError
+
+    spec = schema("gemeenten")["properties"]["spec"]["properties"]
+    limit = spec["subscriptions"]["maxItems"]
+    sub = {"connector": "iwmo-2-1", "purpose": "toewijzing", "legalBasis": "Wmo 2015"}
+    base = {"gemeentecode": "0363", "oin": "0" * 20, "displayName": "Amsterdam"}
+    subs = [{**sub, "connector": f"c{i}"} for i in range(limit + 1)]
+    gemeente.GemeenteSpec.model_validate({**base, "subscriptions": subs[:limit]})
+    with pytest.raises(ValidationError, match="at most 64 items"):
+        gemeente.GemeenteSpec.model_validate({**base, "subscriptions": subs})
+    with pytest.raises(ValidationError, match="at most 63 characters"):
+        gemeente.Subscription.model_validate({**sub, "connector": "c" * 64})
+
+    nodes = schema("knooppunten")["properties"]["spec"]["properties"]
+    pins = [{"name": f"c{i}"} for i in range(nodes["connectors"]["maxItems"] + 1)]
+    with pytest.raises(ValidationError, match="at most 32 items"):
+        knooppunt.KnooppuntSpec.model_validate({"displayName": "Zorg", "connectors": pins})
+
+    participant = {"name": "p", "displayName": "P", "certificate": {"subject": {"o": "P"}}}
+    with pytest.raises(ValidationError, match="at most 8 items"):
+        connector.Participant.model_validate({**participant, "identifiers": ["12345678"] * 9})
+    with pytest.raises(ValidationError, match="should match pattern"):
+        connector.Participant.model_validate({**participant, "identifiers": ["not an id!"]})
