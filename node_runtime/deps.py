@@ -11,7 +11,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import Depends, Request
 
 from node_runtime.facade_assertion import HEADER as ACTING_FOR_HEADER
-from node_runtime.facade_assertion import ReplayCache, verify_assertion
+from node_runtime.facade_assertion import (
+    ReplayCache,
+    ReplayGuard,
+    SharedReplayGuard,
+    verify_assertion,
+)
 from node_runtime.node import Node
 from node_runtime.pipeline.errors import Problem
 from node_runtime.principals import PeerCertificate, Principal, resolve, resolve_acting_for
@@ -29,18 +34,19 @@ def get_node(request: Request) -> Node:
 NodeDep = Annotated[Node, Depends(get_node)]
 
 
-def _replay_cache(request: Request) -> ReplayCache:
-    """One cache of used assertion ids per application (i.e. per node process)."""
+def _replay_guard(request: Request, node: Node) -> ReplayGuard:
+    """Used assertion ids: in the shared database when replicas share one (PostgreSQL), in
+    the process otherwise (SQLite runs one replica). One guard per application."""
     state = request.app.state
-    cache = getattr(state, "facade_replay_cache", None)
-    if cache is None:
+    guard: ReplayGuard | None = getattr(state, "facade_replay_guard", None)
+    if guard is None:
         with _replay_lock:
-            cache = getattr(state, "facade_replay_cache", None)
-            if cache is None:
-                cache = ReplayCache()
-                state.facade_replay_cache = cache
-    assert isinstance(cache, ReplayCache)
-    return cache
+            guard = getattr(state, "facade_replay_guard", None)
+            if guard is None:
+                guard = (SharedReplayGuard(node.store) if node.store.dialect == "postgresql"
+                         else ReplayCache())
+                state.facade_replay_guard = guard
+    return guard
 
 
 def _presenting_der(request: Request, cert: PeerCertificate, node: Node) -> bytes | None:
@@ -86,7 +92,7 @@ def _acting_for(request: Request, node: Node, cert: PeerCertificate,
                       "The certificate presented on this connection is not available to verify "
                       "the assertion against.", extra={"reason": "certificate"})
     acting = verify_assertion(assertion, der, node_name=state.name, method=request.method,
-                              path=request.url.path, replay=_replay_cache(request))
+                              path=request.url.path, replay=_replay_guard(request, node))
     principal = resolve_acting_for(state, gemeente_oin=acting.gemeente_oin,
                                    gemeentecode=acting.gemeentecode, facade_oin=acting.facade_oin)
     if principal is None:

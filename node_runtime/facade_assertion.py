@@ -30,7 +30,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -202,11 +202,16 @@ def _json(value: dict[str, Any]) -> bytes:
 # --------------------------------------------------------------------------- replay protection
 
 
-class ReplayCache:
-    """Remembers (issuer, jti) until the assertion expires; a second use is refused.
+class ReplayGuard(Protocol):
+    def first_use(self, issuer: str, jti: str, expires_at: int, now: float) -> bool:
+        """Record (issuer, jti); False when it was used before (within its lifetime)."""
+        ...
 
-    Per process: with several replicas an assertion could be replayed once per replica within
-    its lifetime, and only over a TLS connection authenticated with the façade's own key.
+
+class ReplayCache:
+    """Remembers (issuer, jti) in this process until the assertion expires; a second use is
+    refused. Enough for a single replica (SQLite); replicas sharing a database use
+    :class:`SharedReplayGuard`, so that an assertion is accepted once per node.
     """
 
     def __init__(self, max_entries: int = 200_000) -> None:
@@ -229,6 +234,31 @@ class ReplayCache:
 
     def __len__(self) -> int:
         return len(self._seen)
+
+
+class AssertionLedger(Protocol):
+    def first_assertion_use(self, issuer: str, jti: str, expires_at: int, *,
+                            purge_before: int | None = None) -> bool: ...
+
+
+class SharedReplayGuard:
+    """Used assertion ids in the node's database, shared by all its replicas; ids whose
+    assertion can no longer be accepted anyway are purged now and then."""
+
+    def __init__(self, ledger: AssertionLedger, *, purge_every: float = 60.0) -> None:
+        self._ledger = ledger
+        self._purge_every = purge_every
+        self._last_purge = 0.0
+        self._lock = threading.Lock()
+
+    def first_use(self, issuer: str, jti: str, expires_at: int, now: float) -> bool:
+        purge_before = None
+        with self._lock:
+            if now - self._last_purge >= self._purge_every:
+                self._last_purge = now
+                purge_before = int(now) - CLOCK_LEEWAY - 1  # expired beyond any leeway
+        return self._ledger.first_assertion_use(issuer, jti, expires_at,
+                                                purge_before=purge_before)
 
 
 # --------------------------------------------------------------------------- verification (node)
@@ -278,7 +308,7 @@ def verify_assertion(
     method: str,
     path: str,
     now: float | None = None,
-    replay: ReplayCache | None = None,
+    replay: ReplayGuard | None = None,
 ) -> ActingFor:
     """Verify an assertion against the certificate presented on this connection.
 

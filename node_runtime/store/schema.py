@@ -141,3 +141,15 @@ processing_log = Table(
     Index("ix_log_controller_seq", "controller", "seq"),
     Index("ix_log_controller_subject", "controller", "subject_ref"),
 )
+
+used_assertions = Table(
+    "used_assertions",
+    metadata,
+    # Acting-for assertions a replica has accepted, until they expire: shared by every replica
+    # on one database, so an assertion is accepted once per node, not once per replica.
+    Column("issuer", String(128), primary_key=True),
+    Column("jti", String(128), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False),  # seconds since the epoch
+    Index("ix_used_assertions_expiry", "expires_at"),
+)
+

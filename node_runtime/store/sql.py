@@ -11,7 +11,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, insert, inspect, select, text, update
+from sqlalchemy import (
+    Engine,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
@@ -66,7 +79,12 @@ def _v3(conn: Connection) -> None:
             index.create(conn)
 
 
-MIGRATIONS: list[tuple[int, Migration]] = [(1, _v1), (2, _v2), (3, _v3)]
+def _v4(conn: Connection) -> None:
+    """Used acting-for assertion ids, shared by the replicas (façade replay protection)."""
+    schema.metadata.create_all(conn, tables=[schema.used_assertions], checkfirst=True)
+
+
+MIGRATIONS: list[tuple[int, Migration]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4)]
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -277,6 +295,19 @@ class SqlStore:
                 raise
             return existing, False
         return msg, True
+
+    def first_assertion_use(self, issuer: str, jti: str, expires_at: int, *,
+                            purge_before: int | None = None) -> bool:
+        """Record an acting-for assertion id; False when any replica recorded it before.
+        ``purge_before``: also drop ids that expired before that moment (epoch seconds)."""
+        t = schema.used_assertions
+        statement = (pg_insert(t) if self.dialect == "postgresql" else sqlite_insert(t)).values(
+            issuer=issuer, jti=jti, expires_at=expires_at
+        ).on_conflict_do_nothing(index_elements=["issuer", "jti"]).returning(t.c.jti)
+        with self.transaction() as conn:
+            if purge_before is not None:
+                conn.execute(delete(t).where(t.c.expires_at < purge_before))
+            return conn.execute(statement).first() is not None
 
     def write_log(self, records: Sequence[LogRecord]) -> None:
         if not records:

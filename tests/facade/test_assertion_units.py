@@ -13,9 +13,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 from node_runtime.facade_assertion import (
+    CLOCK_LEEWAY,
     MAX_LIFETIME,
     AssertionSigner,
     ReplayCache,
+    SharedReplayGuard,
     SigningKey,
     _unb64,
     verify_assertion,
@@ -134,3 +136,34 @@ def test_replay_cache() -> None:
     assert small.first_use("i", "b", int(now) + 60, now)
     assert small.first_use("i", "c", int(now) + 60, now)  # the expired entry made room
     assert not small.first_use("i", "d", int(now) + 60, now)  # full of live entries: closed
+
+
+def test_the_shared_guard_records_every_use_and_purges_now_and_then() -> None:
+    calls: list[tuple[str, str, int, int | None]] = []
+
+    class Ledger:
+        def first_assertion_use(self, issuer: str, jti: str, expires_at: int, *,
+                                purge_before: int | None = None) -> bool:
+            calls.append((issuer, jti, expires_at, purge_before))
+            return jti != "used"
+
+    guard = SharedReplayGuard(Ledger(), purge_every=60)
+    assert guard.first_use("i", "a", 1060, 1000.0)
+    assert not guard.first_use("i", "used", 1060, 1010.0)
+    assert guard.first_use("i", "b", 1130, 1070.0)
+    purges = [c[3] for c in calls]
+    # The first call and the first one 60 s later purge ids expired beyond the leeway.
+    assert purges == [1000 - CLOCK_LEEWAY - 1, None, 1070 - CLOCK_LEEWAY - 1]
+
+
+def test_nodes_on_a_shared_database_keep_used_ids_there() -> None:
+    from types import SimpleNamespace
+
+    from node_runtime import deps
+
+    for dialect, kind in (("postgresql", SharedReplayGuard), ("sqlite", ReplayCache)):
+        request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace()))
+        node = SimpleNamespace(store=SimpleNamespace(dialect=dialect))
+        guard = deps._replay_guard(request, node)  # type: ignore[arg-type]
+        assert isinstance(guard, kind)
+        assert deps._replay_guard(request, node) is guard  # type: ignore[arg-type]

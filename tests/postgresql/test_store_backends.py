@@ -625,3 +625,27 @@ def test_paging_readers_see_every_row_under_concurrent_writers(
         following.result(timeout=60)
     assert len(followed) == len(set(followed)) == 100
     assert set(followed) == set(written)
+
+
+def test_an_assertion_id_is_accepted_once_by_all_replicas_together(
+    open_store: Callable[[], SqlStore],
+) -> None:
+    """The façade's acting-for assertions: whichever replica sees an id first accepts it; a
+    replay to any replica of the same node is refused; expired ids are purged."""
+    a, b = open_store(), open_store()
+    a.migrate()
+    now = 1_800_000_000
+    assert a.first_assertion_use("00000001234567890000", "jti-1", now + 60)
+    assert not b.first_assertion_use("00000001234567890000", "jti-1", now + 60)
+    assert not a.first_assertion_use("00000001234567890000", "jti-1", now + 60)
+    assert b.first_assertion_use("00000001234567890000", "jti-2", now + 60)
+    assert b.first_assertion_use("00000009999999999999", "jti-1", now + 60)  # other issuer
+    # Simultaneous replays: exactly one replica accepts.
+    outcomes = run_together(2, lambda i: (a, b)[i].first_assertion_use("iss", "race", now + 60))
+    assert sorted(outcomes) == [False, True]
+    # Purging drops only ids that expired before the cut-off.
+    assert a.first_assertion_use("iss", "old", now - 100)
+    assert a.first_assertion_use("iss", "new", now + 5, purge_before=now - 10)
+    with a.engine.connect() as conn:
+        left = {r.jti for r in conn.execute(sa.select(schema.used_assertions.c.jti))}
+    assert "old" not in left and {"jti-1", "jti-2", "race", "new"} <= left
