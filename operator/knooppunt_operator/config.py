@@ -21,8 +21,15 @@ class OperatorConfig(BaseSettings):
     )
     leader_election: bool = Field(default=True, description="Elect one active replica.")
     lease_name: str = "knooppunt-operator"
-    lease_seconds: float = Field(default=15.0, gt=0)
-    renew_seconds: float = Field(default=5.0, gt=0)
+    lease_seconds: float = Field(default=15.0, gt=0, description="Lease duration.")
+    renew_seconds: float = Field(
+        default=2.0, gt=0, description="How often the leader renews and a standby retries."
+    )
+    renew_deadline_seconds: float | None = Field(
+        default=None, gt=0,
+        description="The leader stops when it could not renew for this long (before the lease "
+        "runs out for the others); default two thirds of the lease.",
+    )
 
     rollout_deadline_seconds: int = Field(
         default=600,

@@ -4,10 +4,18 @@ kopf's peering pauses an operator only when a peer of *higher* priority is alive
 of equal priority keep working side by side. So the operator also elects a leader: every
 replica watches and serves the admission webhook and its health endpoint (both stateless),
 but the workers of :mod:`knooppunt_operator.controller` wait at :meth:`LeaseElector.wait`
-until their replica holds the Lease. The Lease is taken
-with optimistic concurrency (``resourceVersion``), renewed well before it expires, and when a
-renewal fails for longer than the lease lasts the replica stops itself (another one takes
-over), like controller-runtime does.
+until their replica holds the Lease.
+
+The timing follows client-go's leader election, so that two replicas never act at once:
+
+* the holder renews every ``renew_seconds``; if it has not renewed for ``renew_deadline``
+  (less than the lease), it stops leading at once (its workers take no more work) and stops
+  its process, *before* anyone else may take over;
+* a standby judges expiry by its own monotonic clock: the Lease is free only when its record
+  has not changed for ``leaseDurationSeconds`` since this replica last saw it change, so
+  clocks that disagree between machines do not shorten the lease;
+* every write carries the ``resourceVersion`` it read (optimistic concurrency): of two
+  replicas racing for a free Lease, one gets a 409 and stays standby.
 """
 
 from __future__ import annotations
@@ -19,9 +27,12 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import httpx
 
 from knooppunt_operator import kube, metrics
 
@@ -67,11 +78,23 @@ class LeaseElector:
     name: str = "knooppunt-operator"
     identity: str = field(default_factory=socket.gethostname)
     lease_seconds: float = 15.0
-    renew_seconds: float = 5.0
+    renew_seconds: float = 2.0
+    renew_deadline: float | None = None
+    """Stop leading when not renewed for this long; default two thirds of the lease."""
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
+    monotonic: Callable[[], float] = time.monotonic
     on_lost: Callable[[], None] = _stop_process
     _leader: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False)
+    _observed: tuple[Any, ...] | None = field(default=None, init=False)
+    _observed_at: float = field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.renew_deadline is None:
+            self.renew_deadline = self.lease_seconds * 2 / 3
+        if not 0 < self.renew_seconds < self.renew_deadline < self.lease_seconds:
+            raise ValueError("leader election needs renew_seconds < renew_deadline < "
+                             "lease_seconds")
 
     @property
     def is_leader(self) -> bool:
@@ -93,31 +116,44 @@ class LeaseElector:
         if self.is_leader:
             await self.release()
 
+    def _lose(self, why: str) -> None:
+        logger.error("leader election: %s; stopping this replica", why)
+        self._leader.clear()  # the workers take no more work from here on
+        metrics.LEADER.set(0)
+        self.on_lost()
+
     async def _run(self) -> None:
-        last_renewal = self.clock()
-        while True:
-            held: bool | None
-            try:
-                held = await self.try_acquire_or_renew()
-            except (kube.ApiError, OSError) as exc:
-                logger.warning("leader election: %s", exc)
-                held = False if not self.is_leader else None
-            now = self.clock()
-            if held:
-                last_renewal = now
-                if not self.is_leader:
-                    logger.info("leader election: %s now leads", self.identity)
-                    self._leader.set()
-                    metrics.LEADER.set(1)
-            elif self.is_leader and (
-                held is False or (now - last_renewal).total_seconds() > self.lease_seconds
-            ):
-                logger.error("leader election: lost the lease; stopping this replica")
-                self._leader.clear()
-                metrics.LEADER.set(0)
-                self.on_lost()
-                return
-            await asyncio.sleep(self.renew_seconds if self.is_leader else self.renew_seconds / 2)
+        deadline = float(self.renew_deadline or 0)
+        last_renewal = self.monotonic()
+        try:
+            while True:
+                held: bool | None
+                try:
+                    held = await self.try_acquire_or_renew()
+                except (kube.ApiError, httpx.HTTPError, OSError) as exc:
+                    logger.warning("leader election: %s", exc)
+                    held = None  # unknown: keep leading until the deadline
+                now = self.monotonic()
+                if held:
+                    last_renewal = now
+                    if not self.is_leader:
+                        logger.info("leader election: %s now leads", self.identity)
+                        self._leader.set()
+                        metrics.LEADER.set(1)
+                elif self.is_leader and held is False:
+                    self._lose("another replica holds the lease")
+                    return
+                elif self.is_leader and now - last_renewal > deadline:
+                    self._lose(f"not renewed for {now - last_renewal:.1f} s")
+                    return
+                await asyncio.sleep(self.renew_seconds)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("leader election failed")
+            if self.is_leader:
+                self._lose("leader election failed")
+            raise
 
     def _spec(self, previous: Mapping[str, Any] | None, now: dt.datetime) -> dict[str, Any]:
         spec = dict((previous or {}).get("spec") or {})
@@ -133,6 +169,16 @@ class LeaseElector:
         )
         return spec
 
+    def _observe(self, lease: Mapping[str, Any]) -> float:
+        """Seconds (own monotonic clock) since this replica saw the Lease record change."""
+        now = self.monotonic()
+        record = ((lease.get("metadata") or {}).get("resourceVersion"),
+                  (lease.get("spec") or {}).get("holderIdentity"),
+                  (lease.get("spec") or {}).get("renewTime"))
+        if record != self._observed:
+            self._observed, self._observed_at = record, now
+        return now - self._observed_at
+
     async def try_acquire_or_renew(self) -> bool:
         """Take or keep the Lease; False when another live holder has it."""
         now = self.clock()
@@ -145,16 +191,16 @@ class LeaseElector:
                 "spec": self._spec(None, now),
             }
             try:
-                await self.client.create(kube.LEASE, self.namespace, body)
+                created = await self.client.create(kube.LEASE, self.namespace, body)
             except kube.Conflict:
                 return False
+            self._observe(created)
             return True
+        unchanged_for = self._observe(lease)
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity")
-        renewed = _parse_time(spec.get("renewTime"))
         duration = float(spec.get("leaseDurationSeconds") or self.lease_seconds)
-        expired = renewed is None or (now - renewed).total_seconds() > duration
-        if holder not in (None, "", self.identity) and not expired:
+        if holder not in (None, "", self.identity) and unchanged_for <= duration:
             return False
         patch = {
             "metadata": {"resourceVersion": lease["metadata"].get("resourceVersion")},
@@ -164,7 +210,10 @@ class LeaseElector:
             result = await self.client.merge_patch(kube.LEASE, self.namespace, self.name, patch)
         except kube.Conflict:
             return False
-        return result is not None
+        if result is None:
+            return False
+        self._observe(result)
+        return True
 
     async def release(self) -> None:
         """Give the Lease up on a clean shutdown so a standby takes over at once."""

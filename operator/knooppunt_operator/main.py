@@ -93,6 +93,7 @@ def build_context(config: OperatorConfig, credentials: kube.Credentials) -> Cont
             identity=config.identity or socket.gethostname(),
             lease_seconds=config.lease_seconds,
             renew_seconds=config.renew_seconds,
+            renew_deadline=config.renew_deadline_seconds,
         )
     return ctx
 

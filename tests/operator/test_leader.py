@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 
+import httpx
 import kmock
 import pytest
 import pytest_asyncio
@@ -32,9 +33,16 @@ async def client() -> AsyncIterator[kube.KubeClient]:
             yield c
 
 
-def elector(client: kube.KubeClient, identity: str, clock: Clock) -> leader.LeaseElector:
-    return leader.LeaseElector(client, "knooppunt-system", identity=identity, clock=clock,
-                               lease_seconds=15, renew_seconds=0.05)
+def elector(client: kube.KubeClient, identity: str, clock: Clock, *,
+            skew: float = 0.0) -> leader.LeaseElector:
+    """An elector whose wall clock is ``skew`` seconds off; its monotonic clock follows the
+    test's clock (time passes equally everywhere)."""
+    return leader.LeaseElector(
+        client, "knooppunt-system", identity=identity,
+        clock=lambda: clock() + dt.timedelta(seconds=skew),
+        monotonic=lambda: clock().timestamp(),
+        lease_seconds=15, renew_seconds=0.05,
+    )
 
 
 async def test_one_holder_at_a_time(client: kube.KubeClient) -> None:
@@ -94,6 +102,52 @@ async def test_losing_the_lease_stops_the_replica(client: kube.KubeClient) -> No
     await asyncio.wait_for(lost.wait(), 5)
     assert not a.is_leader
     await a.stop()
+
+
+async def test_a_standby_with_a_fast_clock_still_waits_a_whole_lease(
+    client: kube.KubeClient,
+) -> None:
+    """Expiry is judged by how long the standby itself has seen the record unchanged, not by
+    comparing the holder's renewTime with the standby's wall clock."""
+    clock = Clock()
+    a = elector(client, "pod-a", clock)
+    b = elector(client, "pod-b", clock, skew=3600)  # an hour ahead: renewTime looks stale
+    assert await a.try_acquire_or_renew()
+    assert not await b.try_acquire_or_renew()
+    clock.now += dt.timedelta(seconds=14)
+    assert not await b.try_acquire_or_renew(), "unchanged for 14 s of a 15 s lease"
+    clock.now += dt.timedelta(seconds=2)
+    assert await b.try_acquire_or_renew(), "unchanged for 16 s: free"
+
+
+async def test_a_leader_that_cannot_renew_steps_down_before_the_lease_runs_out(
+    client: kube.KubeClient,
+) -> None:
+    clock = Clock()
+    lost = asyncio.Event()
+    a = elector(client, "pod-a", clock)
+    a.on_lost = lost.set
+    a.start()
+    await asyncio.wait_for(a.wait(), 5)
+    assert a.renew_deadline == 10
+
+    async def unreachable() -> bool:
+        raise httpx.ConnectError("API server unreachable")
+
+    a.try_acquire_or_renew = unreachable  # type: ignore[method-assign]
+    clock.now += dt.timedelta(seconds=9)
+    await asyncio.sleep(0.2)
+    assert a.is_leader and not lost.is_set(), "within the renew deadline: still leading"
+    clock.now += dt.timedelta(seconds=2)  # 11 s without renewal: past the deadline (10 s)
+    await asyncio.wait_for(lost.wait(), 5)
+    assert not a.is_leader  # stepped down while the lease (15 s) still protects the others
+    await a.stop()
+
+
+async def test_timings_must_leave_room_for_the_others() -> None:
+    with pytest.raises(ValueError, match="renew_deadline"):
+        leader.LeaseElector(None, "ns", lease_seconds=15, renew_seconds=2,  # type: ignore[arg-type]
+                            renew_deadline=15)
 
 
 async def test_always_leader_gate() -> None:
