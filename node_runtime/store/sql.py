@@ -259,9 +259,13 @@ class SqlStore:
     ) -> list[tuple[MessageRecord, bool] | BaseException]:
         if len(commits) > 1:
             try:
+                # One key order for every replica: two batches racing for the same messages
+                # wait for each other instead of deadlocking on the unique index.
+                ordered = sorted(commits, key=lambda c: (
+                    c.message.connector, c.message.sender, c.message.sender_message_id))
                 with self.transaction() as conn:
                     conn.execute(insert(schema.messages),
-                                 [_message_values(c.message) for c in commits])
+                                 [_message_values(c.message) for c in ordered])
                     deliveries = [_delivery_values(d) for c in commits for d in c.deliveries]
                     insert_in_seq_order(conn, schema.deliveries, deliveries)
                     insert_in_seq_order(conn, schema.processing_log,
