@@ -167,7 +167,7 @@ async def test_a_failing_reconcile_is_retried_and_reported_once_per_problem(ctx:
         await eventually(retried)
         warnings = [r for r in ctx.events.recorded if r[0] == "gemeente-0008"]
         assert len(warnings) == 1, warnings
-        name, reason, message = warnings[0]
+        _name, reason, message = warnings[0]
         assert reason == "ReconcileFailed" and "gemeentecode" in message
 
         fixed = await ctx.client.merge_patch(kube.GEMEENTE, NS, "gemeente-0008",

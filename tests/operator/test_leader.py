@@ -45,6 +45,17 @@ def elector(client: kube.KubeClient, identity: str, clock: Clock, *,
     )
 
 
+async def leading(client: kube.KubeClient, clock: Clock) -> tuple[leader.LeaseElector,
+                                                                  asyncio.Event]:
+    """pod-a, started and leading; the event is set when it gives up leadership."""
+    lost = asyncio.Event()
+    a = elector(client, "pod-a", clock)
+    a.on_lost = lost.set
+    a.start()
+    await asyncio.wait_for(a.wait(), 5)
+    return a, lost
+
+
 async def test_one_holder_at_a_time(client: kube.KubeClient) -> None:
     clock = Clock()
     a, b = elector(client, "pod-a", clock), elector(client, "pod-b", clock)
@@ -91,11 +102,7 @@ async def test_a_stale_write_loses(client: kube.KubeClient) -> None:
 
 async def test_losing_the_lease_stops_the_replica(client: kube.KubeClient) -> None:
     clock = Clock()
-    lost = asyncio.Event()
-    a = elector(client, "pod-a", clock)
-    a.on_lost = lost.set
-    a.start()
-    await asyncio.wait_for(a.wait(), 5)
+    a, lost = await leading(client, clock)
     # Someone else holds it now (e.g. after a network partition outlasted the lease).
     await client.merge_patch(kube.LEASE, "knooppunt-system", "knooppunt-operator",
                              {"spec": {"holderIdentity": "pod-b"}})
@@ -124,11 +131,7 @@ async def test_a_leader_that_cannot_renew_steps_down_before_the_lease_runs_out(
     client: kube.KubeClient,
 ) -> None:
     clock = Clock()
-    lost = asyncio.Event()
-    a = elector(client, "pod-a", clock)
-    a.on_lost = lost.set
-    a.start()
-    await asyncio.wait_for(a.wait(), 5)
+    a, lost = await leading(client, clock)
     assert a.renew_deadline == 10
 
     async def unreachable() -> bool:
