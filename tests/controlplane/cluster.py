@@ -45,6 +45,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from knooppunt_operator import kube
 
 T = TypeVar("T")
 
@@ -246,14 +247,19 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
 def write_kubeconfig(
     path: Path,
     server: str,
-    ca_cert: Path,
+    ca_cert: Path | None,
     *,
     user: str,
     client: CertPair | None = None,
     token: str | None = None,
     namespace: str | None = None,
+    insecure: bool = False,
 ) -> Path:
-    """Write a self-contained kubeconfig (certificates embedded as data)."""
+    """Write a self-contained kubeconfig (certificates embedded as data).
+
+    Without `ca_cert` the server is trusted through the system's CAs (or, with
+    `insecure`, not verified at all: kubeconfig ``insecure-skip-tls-verify``).
+    """
 
     def b64(p: Path) -> str:
         return base64.b64encode(p.read_bytes()).decode()
@@ -267,15 +273,15 @@ def write_kubeconfig(
     context: dict[str, str] = {"cluster": "knooppunt-test", "user": user}
     if namespace:
         context["namespace"] = namespace
+    cluster: dict[str, Any] = {"server": server}
+    if ca_cert is not None:
+        cluster["certificate-authority-data"] = b64(ca_cert)
+    if insecure:
+        cluster["insecure-skip-tls-verify"] = True
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [
-            {
-                "name": "knooppunt-test",
-                "cluster": {"server": server, "certificate-authority-data": b64(ca_cert)},
-            }
-        ],
+        "clusters": [{"name": "knooppunt-test", "cluster": cluster}],
         "users": [{"name": user, "user": creds}],
         "contexts": [{"name": user, "context": context}],
         "current-context": user,
@@ -285,28 +291,23 @@ def write_kubeconfig(
     return path
 
 
-def client_from_kubeconfig(path: str | os.PathLike[str], **kwargs: Any) -> httpx.Client:
-    """An httpx.Client for the current context of a kubeconfig written by
-    `write_kubeconfig` (embedded CA and client cert data, or a token)."""
-    config = yaml.safe_load(Path(path).read_text())
-    ctx_name = config["current-context"]
-    ctx = next(c["context"] for c in config["contexts"] if c["name"] == ctx_name)
-    cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == ctx["cluster"])
-    user = next(u["user"] for u in config["users"] if u["name"] == ctx["user"])
-    ssl_ctx = ssl.create_default_context(
-        cadata=base64.b64decode(cluster["certificate-authority-data"]).decode()
-    )
-    if "client-certificate-data" in user:
-        with tempfile.TemporaryDirectory() as tmp:
-            crt, key = Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
-            crt.write_bytes(base64.b64decode(user["client-certificate-data"]))
-            key.write_bytes(base64.b64decode(user["client-key-data"]))
-            ssl_ctx.load_cert_chain(str(crt), str(key))
+def client_from_kubeconfig(
+    path: str | os.PathLike[str], *, context: str | None = None, **kwargs: Any
+) -> httpx.Client:
+    """An httpx.Client for a kubeconfig context (default: the current one).
+
+    CA, client certificate and key as data or as files, a token or token file,
+    ``insecure-skip-tls-verify``: what the operator itself understands
+    (`knooppunt_operator.kube.Credentials.from_kubeconfig`).
+    """
+    creds = kube.Credentials.from_kubeconfig(Path(path), context)
     headers = dict(kwargs.pop("headers", {}))
-    if "token" in user:
-        headers["Authorization"] = f"Bearer {user['token']}"
+    token = creds.current_token()
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     kwargs.setdefault("timeout", 30.0)
-    return httpx.Client(base_url=cluster["server"], verify=ssl_ctx, headers=headers, **kwargs)
+    return httpx.Client(base_url=creds.server, verify=creds.ssl_context(), headers=headers,
+                        **kwargs)
 
 
 @dataclass
@@ -316,10 +317,139 @@ class _Proc:
     log: Path
 
 
+# ------------------------------------------------------------- the API, shared
+
+
+class KubeCluster:
+    """The Kubernetes API the tests talk to: a throw-away `ControlPlane`, or an existing
+    cluster reached through a kubeconfig (`tests.controlplane.existing.ExistingCluster`).
+
+    Subclasses give :meth:`client` (admin identity), :attr:`server`, :attr:`kubeconfig` and the
+    kubeconfig factories; discovery, server-side apply and service-account tokens are shared.
+    """
+
+    KWOK_NODE: str | None = None
+    """The fake node pods run on (local control plane only)."""
+
+    _discovery_cache: dict[str, list[dict[str, Any]]]
+
+    @property
+    def server(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def kubeconfig(self) -> Path:
+        """Admin kubeconfig, self-contained (certificates and tokens embedded)."""
+        raise NotImplementedError
+
+    @property
+    def audit_log(self) -> Path | None:
+        """The API server's audit log (JSON lines), when the tests can read it."""
+        return None
+
+    def client(
+        self, client_cert: CertPair | None = None, *, token: str | None = None, **kwargs: Any
+    ) -> httpx.Client:
+        raise NotImplementedError
+
+    def kubeconfig_for_user(
+        self, user: str, groups: Iterable[str] = (), namespace: str | None = None
+    ) -> Path:
+        raise NotImplementedError
+
+    def kubeconfig_for_service_account(
+        self, namespace: str, name: str, *, create: bool = True
+    ) -> Path:
+        raise NotImplementedError
+
+    def env(self, kubeconfig: Path | None = None) -> dict[str, str]:
+        """Environment for a subprocess (e.g. the operator) talking to this cluster."""
+        return {**os.environ, "KUBECONFIG": str(kubeconfig or self.kubeconfig)}
+
+    def service_account_token(
+        self, namespace: str, name: str, *, create: bool = True, expiration_seconds: int = 86400
+    ) -> str:
+        """A bound token (TokenRequest API) for a service account."""
+        with self.client() as http:
+            if create:
+                r = http.post(
+                    f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                    json={"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}},
+                )
+                if r.status_code != 409:
+                    r.raise_for_status()
+            r = http.post(
+                f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+                json={
+                    "apiVersion": "authentication.k8s.io/v1",
+                    "kind": "TokenRequest",
+                    "spec": {"expirationSeconds": expiration_seconds},
+                },
+            )
+            r.raise_for_status()
+            return str(r.json()["status"]["token"])
+
+    def resource_path(
+        self, api_version: str, kind: str, namespace: str | None = None, name: str | None = None
+    ) -> str:
+        """REST path for a kind, found through API discovery (cached)."""
+        resources = self._discovery(api_version)
+        for res in resources:
+            if res["kind"] == kind and "/" not in res["name"]:
+                break
+        else:
+            raise KeyError(f"{kind} not served in {api_version}")
+        base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+        if res["namespaced"]:
+            if not namespace:
+                raise ValueError(f"{kind} is namespaced: give a namespace")
+            base += f"/namespaces/{namespace}"
+        base += f"/{res['name']}"
+        return f"{base}/{name}" if name else base
+
+    def apply(
+        self,
+        obj: Mapping[str, Any],
+        *,
+        field_manager: str = "knooppunt-tests",
+        force: bool = True,
+        client: httpx.Client | None = None,
+    ) -> dict[str, Any]:
+        """Server-side apply of one object (dict); returns the applied object."""
+        meta = obj["metadata"]
+        path = self.resource_path(
+            obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"]
+        )
+        params = {"fieldManager": field_manager, "force": "true" if force else "false"}
+        headers = {"Content-Type": "application/apply-patch+yaml"}
+        body = json.dumps(obj)  # JSON is valid YAML
+        if client is None:
+            with self.client() as http:
+                r = http.patch(path, params=params, headers=headers, content=body)
+        else:
+            r = client.patch(path, params=params, headers=headers, content=body)
+        r.raise_for_status()
+        return dict(r.json())
+
+    def _discovery(self, api_version: str) -> list[dict[str, Any]]:
+        cache = self._discovery_cache
+        if api_version not in cache:
+            path = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+            with self.client() as http:
+                r = http.get(path)
+                r.raise_for_status()
+                cache[api_version] = list(r.json()["resources"])
+        return cache[api_version]
+
+    def forget_discovery(self) -> None:
+        """Drop cached discovery (after installing CRDs with new kinds)."""
+        self._discovery_cache.clear()
+
+
 # ------------------------------------------------------------------ ControlPlane
 
 
-class ControlPlane:
+class ControlPlane(KubeCluster):
     """etcd + kube-apiserver + kube-controller-manager + kube-scheduler (+ kwok).
 
     Parameters:
@@ -396,10 +526,6 @@ class ControlPlane:
         """Admin kubeconfig path (user kubernetes-admin, group system:masters)."""
         return self._state / "admin.kubeconfig"
 
-    def env(self, kubeconfig: Path | None = None) -> dict[str, str]:
-        """Environment for a subprocess (e.g. the operator) talking to this cluster."""
-        return {**os.environ, "KUBECONFIG": str(kubeconfig or self.kubeconfig)}
-
     def ssl_context(self, client: CertPair | None = None) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.ca_cert))
         pair = client or self.admin_cert
@@ -439,29 +565,6 @@ class ControlPlane:
             path, self.server, self.ca_cert, user=user, client=pair, namespace=namespace
         )
 
-    def service_account_token(
-        self, namespace: str, name: str, *, create: bool = True, expiration_seconds: int = 86400
-    ) -> str:
-        """A bound token (TokenRequest API) for a service account."""
-        with self.client() as http:
-            if create:
-                r = http.post(
-                    f"/api/v1/namespaces/{namespace}/serviceaccounts",
-                    json={"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}},
-                )
-                if r.status_code != 409:
-                    r.raise_for_status()
-            r = http.post(
-                f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
-                json={
-                    "apiVersion": "authentication.k8s.io/v1",
-                    "kind": "TokenRequest",
-                    "spec": {"expirationSeconds": expiration_seconds},
-                },
-            )
-            r.raise_for_status()
-            return str(r.json()["status"]["token"])
-
     def kubeconfig_for_service_account(
         self, namespace: str, name: str, *, create: bool = True
     ) -> Path:
@@ -488,48 +591,6 @@ class ControlPlane:
             state = "running" if rc is None else f"exited rc={rc}"
             out.append(f"----- {p.name} ({state}) {p.log} -----\n{_tail(p.log, lines)}")
         return "\n".join(out)
-
-    def resource_path(
-        self, api_version: str, kind: str, namespace: str | None = None, name: str | None = None
-    ) -> str:
-        """REST path for a kind, found through API discovery (cached)."""
-        resources = self._discovery(api_version)
-        for res in resources:
-            if res["kind"] == kind and "/" not in res["name"]:
-                break
-        else:
-            raise KeyError(f"{kind} not served in {api_version}")
-        base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
-        if res["namespaced"]:
-            if not namespace:
-                raise ValueError(f"{kind} is namespaced: give a namespace")
-            base += f"/namespaces/{namespace}"
-        base += f"/{res['name']}"
-        return f"{base}/{name}" if name else base
-
-    def apply(
-        self,
-        obj: Mapping[str, Any],
-        *,
-        field_manager: str = "knooppunt-tests",
-        force: bool = True,
-        client: httpx.Client | None = None,
-    ) -> dict[str, Any]:
-        """Server-side apply of one object (dict); returns the applied object."""
-        meta = obj["metadata"]
-        path = self.resource_path(
-            obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"]
-        )
-        params = {"fieldManager": field_manager, "force": "true" if force else "false"}
-        headers = {"Content-Type": "application/apply-patch+yaml"}
-        body = json.dumps(obj)  # JSON is valid YAML
-        if client is None:
-            with self.client() as http:
-                r = http.patch(path, params=params, headers=headers, content=body)
-        else:
-            r = client.patch(path, params=params, headers=headers, content=body)
-        r.raise_for_status()
-        return dict(r.json())
 
     # -------------------------------------------------------------- lifecycle
 
@@ -906,19 +967,6 @@ class ControlPlane:
             taints = node.get("spec", {}).get("taints", [])
             return ready and not any(t.get("effect") == "NoSchedule" for t in taints)
 
-    def _discovery(self, api_version: str) -> list[dict[str, Any]]:
-        cache = self._discovery_cache
-        if api_version not in cache:
-            path = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
-            with self.client() as http:
-                r = http.get(path)
-                r.raise_for_status()
-                cache[api_version] = list(r.json()["resources"])
-        return cache[api_version]
-
-    def forget_discovery(self) -> None:
-        """Drop cached discovery (after installing CRDs with new kinds)."""
-        self._discovery_cache.clear()
 
 
 def _remove_stale_state_dirs(parent: str | os.PathLike[str] | None) -> None:

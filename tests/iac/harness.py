@@ -10,6 +10,7 @@ the outputs given to it, everything else echoes its inputs.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import runpy
@@ -185,6 +186,15 @@ def load_config(project_dir: Path, stack: str) -> tuple[str, dict[str, str]]:
     return project, config
 
 
+def _ensure_event_loop() -> None:
+    """Pulumi's mocks use the thread's current event loop; an async test that ran before
+    (pytest-asyncio) leaves none set in the main thread."""
+    try:
+        asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def run_stack(
     project: str,
     stack: str,
@@ -199,6 +209,7 @@ def run_stack(
         config[key] = value if isinstance(value, str) else json.dumps(value)
     run = Run(project=name, stack=stack)
     outputs: dict[str, Any] = {}
+    _ensure_event_loop()
     pulumi.runtime.set_mocks(CapturingMocks(run, stack_outputs or {}), project=name,
                              stack=stack, preview=False)
     pulumi.runtime.set_all_config(config)

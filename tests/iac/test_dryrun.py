@@ -25,7 +25,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.controlplane.cluster import ControlPlane, wait_for
+from tests.controlplane.cluster import KubeCluster, wait_for
 from tests.iac.conftest import platform_config, platform_outputs
 from tests.iac.harness import REPO, STACKS, Run, load_config, run_stack
 from tests.iac.manifests import manifest, plain
@@ -38,7 +38,7 @@ COVERED: Counter[str] = Counter()
 
 
 class Applier:
-    def __init__(self, cp: ControlPlane, http: httpx.Client) -> None:
+    def __init__(self, cp: KubeCluster, http: httpx.Client) -> None:
         self.cp = cp
         self.http = http
 
@@ -84,7 +84,7 @@ def platform_overrides(stack: str, bundle: tuple[Path, str]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def applier(controlplane: ControlPlane) -> Iterator[Applier]:
+def applier(controlplane: KubeCluster) -> Iterator[Applier]:
     with controlplane.client() as http:
         yield Applier(controlplane, http)
     print("\ndry-run coverage:", dict(COVERED))

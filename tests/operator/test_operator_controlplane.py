@@ -8,14 +8,21 @@ RBAC that ``knooppunt_operator.rbac`` generates, so a missing permission fails h
 Rollouts: the kwok node starts cordoned, so new pods stay Pending (not ready) until a
 scenario says a rollout may succeed; then the node is opened until the Deployment has rolled
 out, and closed again.
+
+On an existing cluster (``$KNOOPPUNT_TEST_KUBECONFIG``) nothing is cordoned: a rollout is the
+Deployment's real one, which the driver waits for (``runtime-pods``: the runtime image must
+run there), and a rollout cannot be made to fail on purpose (``fake-node``). A
+PersistentVolume for the node's claim is only made when the cluster has no default
+StorageClass.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +34,8 @@ from knooppunt_operator import kube, rbac, status
 from knooppunt_operator.handlers.context import Context
 from knooppunt_operator.runtime_client import StaticPending
 
-from tests.controlplane.cluster import ControlPlane
+from tests.controlplane.capabilities import FAKE_NODE, RUNTIME_PODS, WEBHOOK_CALLBACK, Capabilities
+from tests.controlplane.cluster import ControlPlane, KubeCluster
 from tests.operator import scenarios
 from tests.operator.harness import Cluster, fast_config, running_operator
 
@@ -37,12 +45,11 @@ REPO = Path(__file__).resolve().parents[2]
 OPERATOR_NAMESPACE = "knooppunt-system"
 
 
-@pytest.fixture(scope="module")
-def operator_credentials(controlplane: ControlPlane) -> kube.Credentials:
-    """CRDs installed; the operator's service account with the generated RBAC."""
-    with controlplane.client() as http:
-        http.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
-                                               "metadata": {"name": OPERATOR_NAMESPACE}})
+def install_operator(controlplane: KubeCluster) -> Path:
+    """CRDs installed; the operator's namespace and service account with the generated RBAC;
+    returns that account's kubeconfig."""
+    controlplane.apply({"apiVersion": "v1", "kind": "Namespace",
+                        "metadata": {"name": OPERATOR_NAMESPACE}})
     for path in sorted((REPO / "crds").glob("knooppunt.nl_*.yaml")):
         controlplane.apply(yaml.safe_load(path.read_text()))
     for manifest in rbac.manifests(OPERATOR_NAMESPACE):
@@ -53,18 +60,36 @@ def operator_credentials(controlplane: ControlPlane) -> kube.Credentials:
             if http.get("/apis/knooppunt.nl/v1alpha1/gemeenten").status_code == 200:
                 break
             time.sleep(0.2)
-    config = controlplane.kubeconfig_for_service_account(OPERATOR_NAMESPACE, "knooppunt-operator")
-    return kube.Credentials.from_kubeconfig(config)
+    return controlplane.kubeconfig_for_service_account(OPERATOR_NAMESPACE, "knooppunt-operator")
+
+
+@pytest.fixture(scope="module")
+def operator_credentials(controlplane: KubeCluster) -> kube.Credentials:
+    """CRDs installed; the operator's service account with the generated RBAC."""
+    return kube.Credentials.from_kubeconfig(install_operator(controlplane))
 
 
 @pytest.fixture()
-def cordoned(controlplane: ControlPlane) -> Iterator[None]:
+def cordoned(controlplane: KubeCluster, cluster_capabilities: Capabilities) -> Iterator[None]:
+    with rollouts_held(controlplane, cluster_capabilities):
+        yield
+
+
+@contextlib.contextmanager
+def rollouts_held(controlplane: KubeCluster, capabilities: Capabilities) -> Iterator[None]:
+    """The kwok node cordoned: new pods stay Pending until the rollout driver lets them run.
+    (An existing cluster's nodes are left alone: its rollouts run by themselves.)"""
+    if not capabilities.has(FAKE_NODE):
+        yield
+        return
     set_schedulable(controlplane, False)
-    yield
-    set_schedulable(controlplane, True)
+    try:
+        yield
+    finally:
+        set_schedulable(controlplane, True)
 
 
-def set_schedulable(controlplane: ControlPlane, schedulable: bool) -> None:
+def set_schedulable(controlplane: KubeCluster, schedulable: bool) -> None:
     with controlplane.client() as http:
         http.patch(
             f"/api/v1/nodes/{ControlPlane.KWOK_NODE}",
@@ -89,20 +114,56 @@ def data_volume(namespace: str) -> dict[str, Any]:
     }
 
 
-def rollout_driver(controlplane: ControlPlane) -> Any:
+def has_default_storage_class(controlplane: KubeCluster) -> bool:
+    with controlplane.client() as http:
+        r = http.get("/apis/storage.k8s.io/v1/storageclasses")
+        r.raise_for_status()
+    return any(
+        (sc["metadata"].get("annotations") or {}).get(
+            "storageclass.kubernetes.io/is-default-class") == "true"
+        for sc in r.json()["items"]
+    )
+
+
+@contextlib.contextmanager
+def node_data_volume(controlplane: KubeCluster, namespace: str) -> Iterator[None]:
+    """`data_volume` for the test's namespace, unless a default StorageClass provisions one
+    (the local control plane has none); deleted afterwards."""
+    if has_default_storage_class(controlplane):
+        yield
+        return
+    controlplane.apply(data_volume(namespace))
+    try:
+        yield
+    finally:
+        with controlplane.client() as http:
+            http.delete(f"/api/v1/persistentvolumes/{namespace}-data")
+
+
+RolloutDriver = Callable[[Cluster, str, bool], Awaitable[None]]
+
+
+def rollout_driver(controlplane: KubeCluster, capabilities: Capabilities) -> RolloutDriver:
+    """How `Cluster.set_rollout` makes a rollout succeed (or not) on a real API server."""
+    fake_node = capabilities.has(FAKE_NODE)
+
     async def drive(cluster: Cluster, name: str, ready: bool) -> None:
         if not ready:
-            return  # the node is cordoned: new pods stay Pending
-        await asyncio.to_thread(set_schedulable, controlplane, True)
+            # The node is cordoned: new pods stay Pending. A real cluster cannot be made to.
+            assert fake_node, "a rollout can only be held back on the local control plane"
+            return
+        if fake_node:
+            await asyncio.to_thread(set_schedulable, controlplane, True)
         try:
             async def rolled_out() -> bool:
                 deployment = await cluster.must_get(kube.DEPLOYMENT, name)
                 return status.rollout_state(deployment).complete
 
-            await cluster.eventually(rolled_out, timeout=60, interval=0.2,
-                                     what=f"Deployment {name} rolled out")
+            await cluster.eventually(rolled_out, timeout=60 if fake_node else 300,
+                                     interval=0.2, what=f"Deployment {name} rolled out")
         finally:
-            await asyncio.to_thread(set_schedulable, controlplane, False)
+            if fake_node:
+                await asyncio.to_thread(set_schedulable, controlplane, False)
 
     return drive
 
@@ -114,58 +175,66 @@ class Running:
 
 @pytest_asyncio.fixture()
 async def running(
-    controlplane: ControlPlane,
+    controlplane: KubeCluster,
     controlplane_namespace: str,
     operator_credentials: kube.Credentials,
+    cluster_capabilities: Capabilities,
     cordoned: None,
 ) -> AsyncIterator[Running]:
-    controlplane.apply(data_volume(controlplane_namespace))
     admin = kube.Credentials.from_kubeconfig(controlplane.kubeconfig)
     pending = StaticPending()
-    config = fast_config(namespace=OPERATOR_NAMESPACE, rollout_deadline_seconds=3)
-    try:
+    # Held rollouts fail fast; real ones (existing cluster) get the time their pods need.
+    deadline = 3 if cluster_capabilities.has(FAKE_NODE) else 300
+    config = fast_config(namespace=OPERATOR_NAMESPACE, rollout_deadline_seconds=deadline)
+    with node_data_volume(controlplane, controlplane_namespace):
         async with running_operator(operator_credentials, config, pending=pending,
                                     namespaces=[controlplane_namespace]) as ctx, \
                 kube.KubeClient(admin, user_agent="knooppunt-tests") as client:
             cluster = Cluster(client, controlplane_namespace,
-                              rollout_driver=rollout_driver(controlplane))
+                              rollout_driver=rollout_driver(controlplane, cluster_capabilities))
             yield Running(cluster, ctx, pending)
-    finally:
-        with controlplane.client() as http:
-            http.delete(f"/api/v1/persistentvolumes/{controlplane_namespace}-data")
 
 
 @pytest.mark.asyncio
+# It checks the state before the first rollout (Ready=False): only a held one stays there.
+@pytest.mark.cluster_needs(RUNTIME_PODS, FAKE_NODE)
 async def test_create_knooppunt_makes_its_children(running: Running) -> None:
     await scenarios.create_knooppunt_makes_its_children(running.cluster)
 
 
 @pytest.mark.asyncio
+@pytest.mark.cluster_needs(RUNTIME_PODS)
 async def test_a_node_waits_for_its_connector(running: Running) -> None:
     await scenarios.a_node_waits_for_its_connector(running.cluster)
 
 
 @pytest.mark.asyncio
+# It checks the state in the middle of the rollout (RollingOut): only a held one stays there.
+@pytest.mark.cluster_needs(RUNTIME_PODS, FAKE_NODE)
 async def test_connector_change_rolls_the_pods(running: Running) -> None:
     await scenarios.connector_change_rolls_the_pods(running.cluster)
 
 
 @pytest.mark.asyncio
+@pytest.mark.cluster_needs(RUNTIME_PODS)
 async def test_pinned_node_is_not_restarted_until_promoted(running: Running) -> None:
     await scenarios.pinned_node_is_not_restarted_until_promoted(running.cluster)
 
 
 @pytest.mark.asyncio
+@pytest.mark.cluster_needs(RUNTIME_PODS)
 async def test_gemeenten_never_touch_the_deployment(running: Running) -> None:
     await scenarios.gemeenten_never_touch_the_deployment(running.cluster)
 
 
 @pytest.mark.asyncio
+@pytest.mark.cluster_needs(RUNTIME_PODS)
 async def test_provided_certificate_is_trusted_by_the_node(running: Running) -> None:
     await scenarios.provided_certificate_is_trusted_by_the_node(running.cluster)
 
 
 @pytest.mark.asyncio
+@pytest.mark.cluster_needs(RUNTIME_PODS, FAKE_NODE)
 async def test_failed_rollout_rolls_back(running: Running) -> None:
     await scenarios.failed_rollout_rolls_back(running.cluster)
 
@@ -176,6 +245,7 @@ async def test_invalid_connector_is_never_recorded(running: Running) -> None:
 
 
 @pytest.mark.asyncio
+@pytest.mark.cluster_needs(RUNTIME_PODS)
 async def test_gemeente_deletion_waits_for_undelivered_messages(running: Running) -> None:
     await scenarios.gemeente_deletion_waits_for_undelivered_messages(
         running.cluster, running.pending
@@ -183,6 +253,7 @@ async def test_gemeente_deletion_waits_for_undelivered_messages(running: Running
 
 
 @pytest.mark.asyncio
+@pytest.mark.cluster_needs(RUNTIME_PODS)
 async def test_connector_deletion_waits_for_undelivered_messages(running: Running) -> None:
     await scenarios.connector_deletion_waits_for_undelivered_messages(
         running.cluster, running.pending
@@ -190,12 +261,13 @@ async def test_connector_deletion_waits_for_undelivered_messages(running: Runnin
 
 
 @pytest.mark.asyncio
+@pytest.mark.cluster_needs(RUNTIME_PODS)
 async def test_deleting_the_knooppunt_removes_its_children(running: Running) -> None:
     await scenarios.deleting_the_knooppunt_removes_its_children(running.cluster)
 
 
 def test_the_api_server_accepts_the_examples_and_applies_the_cel_rules(
-    controlplane: ControlPlane, controlplane_namespace: str, operator_credentials: kube.Credentials
+    controlplane: KubeCluster, controlplane_namespace: str, operator_credentials: kube.Credentials
 ) -> None:
     """The generated CRDs on a real API server: examples pass, cross-field rules refuse."""
     for name in ("connector.yaml", "knooppunt.yaml", "gemeenten.yaml"):
@@ -232,23 +304,43 @@ def test_the_api_server_accepts_the_examples_and_applies_the_cel_rules(
     assert "at most 50 characters" in refused(long_name)
 
 
+WEBHOOK_CONFIGURATION = (
+    "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/knooppunt.nl")
+WEBHOOK_CONFIGURATIONS = [WEBHOOK_CONFIGURATION, WEBHOOK_CONFIGURATION.replace(
+    "/validatingwebhookconfigurations/", "/mutatingwebhookconfigurations/")]
+
+
+@pytest.fixture()
+def webhook_configurations_removed(controlplane: KubeCluster) -> Iterator[None]:
+    """kopf leaves its Validating- and MutatingWebhookConfiguration behind (without
+    webhooks): remove those the test made."""
+    with controlplane.client() as http:
+        new = [path for path in WEBHOOK_CONFIGURATIONS if http.get(path).status_code == 404]
+    yield
+    with controlplane.client() as http:
+        for path in new:
+            http.delete(path)
+
+
 @pytest.mark.asyncio
+@pytest.mark.cluster_needs(WEBHOOK_CALLBACK)
 async def test_the_api_server_calls_the_webhook_and_refuses_a_broken_connector(
-    controlplane: ControlPlane, controlplane_namespace: str,
-    operator_credentials: kube.Credentials,
+    controlplane: KubeCluster, controlplane_namespace: str,
+    operator_credentials: kube.Credentials, cluster_capabilities: Capabilities,
+    webhook_configurations_removed: None,
 ) -> None:
     """kubectl-apply a broken connector: the API server asks the operator and says why not."""
+    host = cluster_capabilities.webhook_host
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         port = int(sock.getsockname()[1])
-    config = fast_config(namespace=OPERATOR_NAMESPACE, webhook_url_host="127.0.0.1",
+    config = fast_config(namespace=OPERATOR_NAMESPACE, webhook_url_host=host,
                          webhook_port=port)
     async with running_operator(operator_credentials, config,
                                 namespaces=[controlplane_namespace]):
         def registered() -> bool:
             with controlplane.client() as http:
-                r = http.get("/apis/admissionregistration.k8s.io/v1/"
-                             "validatingwebhookconfigurations/knooppunt.nl")
+                r = http.get(WEBHOOK_CONFIGURATION)
                 return r.status_code == 200 and bool(r.json().get("webhooks"))
 
         deadline = time.monotonic() + 30
@@ -273,6 +365,5 @@ async def test_the_api_server_calls_the_webhook_and_refuses_a_broken_connector(
             await asyncio.to_thread(controlplane.apply, changed)
         assert "raise spec.revision" in unbumped.value.response.json()["message"]
     with controlplane.client() as http:  # kopf takes its (non-persistent) webhook back out
-        config_after = http.get("/apis/admissionregistration.k8s.io/v1/"
-                                "validatingwebhookconfigurations/knooppunt.nl").json()
+        config_after = http.get(WEBHOOK_CONFIGURATION).json()
     assert not config_after.get("webhooks")

@@ -5,6 +5,10 @@ service account (the generated RBAC), leader election on a Lease of its own per 
 Prometheus metrics on a free port (so a test can ask a replica whether it leads and how many
 objects it applied). A replica is stopped with SIGKILL (no clean-up, the Lease is not
 released) or SIGTERM (kopf shuts down and the Lease is given back).
+
+On an existing cluster (``$KNOOPPUNT_TEST_KUBECONFIG``) the restart test needs the runtime's
+pods to run there (``runtime-pods``); the two-replica test reads the API server's audit log,
+which only the local control plane offers (``audit-log``).
 """
 
 from __future__ import annotations
@@ -30,20 +34,21 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-import yaml
-from knooppunt_operator import kube, rbac
+from knooppunt_operator import kube
 from knooppunt_operator.builders.secrets import unb64
 
-from tests.controlplane.cluster import ControlPlane
+from tests.controlplane.capabilities import AUDIT_LOG, RUNTIME_PODS, Capabilities
+from tests.controlplane.cluster import KubeCluster
 from tests.operator import scenarios
 from tests.operator.harness import Cluster
 from tests.operator.scenarios import CONNECTOR, NODE
 from tests.operator.test_operator_controlplane import (
     OPERATOR_NAMESPACE,
     REPO,
-    data_volume,
+    install_operator,
+    node_data_volume,
     rollout_driver,
-    set_schedulable,
+    rollouts_held,
 )
 
 pytestmark = pytest.mark.controlplane
@@ -187,22 +192,9 @@ class Replicas:
 
 
 @pytest.fixture(scope="module")
-def operator_kubeconfig(controlplane: ControlPlane) -> Path:
+def operator_kubeconfig(controlplane: KubeCluster) -> Path:
     """CRDs installed; a kubeconfig of the operator's service account with the generated RBAC."""
-    with controlplane.client() as http:
-        http.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
-                                               "metadata": {"name": OPERATOR_NAMESPACE}})
-    for path in sorted((REPO / "crds").glob("knooppunt.nl_*.yaml")):
-        controlplane.apply(yaml.safe_load(path.read_text()))
-    for manifest in rbac.manifests(OPERATOR_NAMESPACE):
-        controlplane.apply(manifest)
-    deadline = time.monotonic() + 30
-    with controlplane.client() as http:
-        while time.monotonic() < deadline:
-            if http.get("/apis/knooppunt.nl/v1alpha1/gemeenten").status_code == 200:
-                break
-            time.sleep(0.2)
-    return controlplane.kubeconfig_for_service_account(OPERATOR_NAMESPACE, "knooppunt-operator")
+    return install_operator(controlplane)
 
 
 @dataclass
@@ -224,26 +216,26 @@ class Setup:
 
 @pytest_asyncio.fixture()
 async def setup(
-    controlplane: ControlPlane, controlplane_namespace: str, operator_kubeconfig: Path,
-    tmp_path: Path,
+    controlplane: KubeCluster, controlplane_namespace: str, operator_kubeconfig: Path,
+    cluster_capabilities: Capabilities, tmp_path: Path,
 ) -> AsyncIterator[Setup]:
-    set_schedulable(controlplane, False)  # new pods stay Pending until a rollout may succeed
-    controlplane.apply(data_volume(controlplane_namespace))
     admin_credentials = kube.Credentials.from_kubeconfig(controlplane.kubeconfig)
     replicas = Replicas(operator_kubeconfig, controlplane_namespace,
                         f"knooppunt-operator-{uuid.uuid4().hex[:8]}", tmp_path)
-    try:
-        async with kube.KubeClient(admin_credentials, user_agent="knooppunt-tests") as admin:
-            cluster = Cluster(admin, controlplane_namespace,
-                              rollout_driver=rollout_driver(controlplane))
-            yield Setup(cluster, replicas, admin)
-    finally:
-        replicas.stop_all()
-        set_schedulable(controlplane, True)
-        with controlplane.client() as http:
-            http.delete(f"/api/v1/persistentvolumes/{controlplane_namespace}-data")
-            http.delete(f"/apis/coordination.k8s.io/v1/namespaces/{OPERATOR_NAMESPACE}"
-                        f"/leases/{replicas.lease}")
+    # New pods stay Pending until a rollout may succeed (local control plane).
+    with rollouts_held(controlplane, cluster_capabilities), \
+            node_data_volume(controlplane, controlplane_namespace):
+        try:
+            async with kube.KubeClient(admin_credentials, user_agent="knooppunt-tests") as admin:
+                cluster = Cluster(admin, controlplane_namespace,
+                                  rollout_driver=rollout_driver(controlplane,
+                                                                cluster_capabilities))
+                yield Setup(cluster, replicas, admin)
+        finally:
+            replicas.stop_all()
+            with controlplane.client() as http:
+                http.delete(f"/apis/coordination.k8s.io/v1/namespaces/{OPERATOR_NAMESPACE}"
+                            f"/leases/{replicas.lease}")
 
 
 @contextlib.contextmanager
@@ -355,6 +347,7 @@ async def no_strays(cluster: Cluster, gemeenten: int = GEMEENTEN) -> None:
 
 @pytest.mark.asyncio
 @pytest.mark.timeout(120)
+@pytest.mark.cluster_needs(RUNTIME_PODS)
 async def test_the_operator_killed_mid_reconcile_converges_after_restart(setup: Setup) -> None:
     cluster, replicas = setup.cluster, setup.replicas
     with logs_on_failure(setup):
@@ -399,7 +392,7 @@ async def _is(value: Any, expected: Any) -> bool:
 # ----------------------------------------------------------------------------- two replicas
 
 
-def replica_kubeconfig(controlplane: ControlPlane, account: str) -> Path:
+def replica_kubeconfig(controlplane: KubeCluster, account: str) -> Path:
     """A service account of its own for one replica, bound to the operator's generated roles,
     so that the API server's audit log tells the replicas apart."""
     subjects = [{"kind": "ServiceAccount", "name": account, "namespace": OPERATOR_NAMESPACE}]
@@ -420,12 +413,12 @@ def user_of(account: str) -> str:
     return f"system:serviceaccount:{OPERATOR_NAMESPACE}:{account}"
 
 
-def audit_offset(controlplane: ControlPlane) -> int:
+def audit_offset(controlplane: KubeCluster) -> int:
     assert controlplane.audit_log is not None
     return controlplane.audit_log.stat().st_size if controlplane.audit_log.exists() else 0
 
 
-def operator_writes(controlplane: ControlPlane, since: int, namespace: str) -> list[dict[str, Any]]:
+def operator_writes(controlplane: KubeCluster, since: int, namespace: str) -> list[dict[str, Any]]:
     """Writes by the operator's accounts to the test's namespace or to knooppunt.nl resources
     anywhere, from the API server's audit log (the Lease in the operator's namespace aside)."""
     assert controlplane.audit_log is not None
@@ -453,8 +446,9 @@ def by_user(writes: list[dict[str, Any]]) -> collections.Counter[str]:
 
 @pytest.mark.asyncio
 @pytest.mark.timeout(180)
+@pytest.mark.cluster_needs(AUDIT_LOG, RUNTIME_PODS)
 async def test_two_replicas_never_reconcile_at_the_same_time(
-    setup: Setup, controlplane: ControlPlane
+    setup: Setup, controlplane: KubeCluster
 ) -> None:
     """Both replicas watch everything from the start; the API server's own audit log shows
     that only the Lease holder ever writes, and that after a hand-over the new leader's first

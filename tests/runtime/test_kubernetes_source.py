@@ -15,7 +15,7 @@ from node_runtime.config import Settings
 from node_runtime.node import build_node
 from node_runtime.pki.store import DevPki
 from tests.conftest import EXAMPLES, NODE, REPO
-from tests.controlplane.cluster import ControlPlane
+from tests.controlplane.cluster import KubeCluster
 
 
 def _wait(predicate: Callable[[], bool], timeout: float = 20) -> bool:
@@ -27,7 +27,7 @@ def _wait(predicate: Callable[[], bool], timeout: float = 20) -> bool:
     return predicate()
 
 
-def _install_crds(cp: ControlPlane) -> None:
+def _install_crds(cp: KubeCluster) -> None:
     for crd in sorted((REPO / "crds").glob("*.yaml")):
         cp.apply(yaml.safe_load(crd.read_text()))
     with cp.client() as http:
@@ -40,7 +40,7 @@ def _install_crds(cp: ControlPlane) -> None:
 
 
 @pytest.mark.controlplane
-def test_runtime_follows_gemeenten_in_the_api(controlplane: ControlPlane,
+def test_runtime_follows_gemeenten_in_the_api(controlplane: KubeCluster,
                                               controlplane_namespace: str, tmp_path: Path,
                                               dev_pki: DevPki) -> None:
     cp, ns = controlplane, controlplane_namespace
