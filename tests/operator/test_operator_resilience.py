@@ -447,8 +447,9 @@ def by_user(writes: list[dict[str, Any]]) -> collections.Counter[str]:
 @pytest.mark.asyncio
 @pytest.mark.timeout(180)
 @pytest.mark.cluster_needs(AUDIT_LOG, RUNTIME_PODS)
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGKILL"])
 async def test_two_replicas_never_reconcile_at_the_same_time(
-    setup: Setup, controlplane: KubeCluster
+    stop: str, setup: Setup, controlplane: KubeCluster
 ) -> None:
     """Both replicas watch everything from the start; the API server's own audit log shows
     that only the Lease holder ever writes, and that after a hand-over the new leader's first
@@ -476,10 +477,15 @@ async def test_two_replicas_never_reconcile_at_the_same_time(
         assert writers[user_of(accounts[standby_name])] == 0, (
             f"the standby wrote while {holder} led: {writers}")
 
-        # Hand-over: the leader stops cleanly and gives the Lease back; the standby, which has
-        # watched everything all along, takes over and serves one more gemeente.
+        # Hand-over: the leader stops cleanly and gives the Lease back (SIGTERM), or dies
+        # without a word (SIGKILL: the standby waits until the Lease record has stood still
+        # for a whole lease); the standby, which has watched everything all along, takes over
+        # and serves one more gemeente.
         handover = audit_offset(controlplane)
-        assert leader.terminate() == 0
+        if stop == "SIGTERM":
+            assert leader.terminate() == 0
+        else:
+            leader.kill()
         await cluster.eventually(lambda: _is(setup.holder(), standby_name), timeout=20,
                                  what=f"{standby_name} takes the Lease")
         await cluster.create(scenarios.gemeente_resource(GEMEENTEN + 1))
