@@ -246,11 +246,11 @@ SUBSET = [
     "tests/operator/test_operator_resilience.py::"
     "test_the_operator_killed_mid_reconcile_converges_after_restart",
     "tests/operator/test_operator_resilience.py::"
-    "test_two_replicas_never_reconcile_at_the_same_time",
+    "test_two_replicas_never_reconcile_at_the_same_time[SIGTERM]",
 ]
 EXPECTED_SKIPS = {
     "test_failed_rollout_rolls_back": capabilities.WHY_NOT[capabilities.FAKE_NODE],
-    "test_two_replicas_never_reconcile_at_the_same_time":
+    "test_two_replicas_never_reconcile_at_the_same_time[SIGTERM]":
         capabilities.WHY_NOT[capabilities.AUDIT_LOG],
 }
 # What the session may create, and must have removed again.
