@@ -128,13 +128,15 @@ class Controller:
             self.reported.pop(Work(OBSERVE, work.namespace, work.name), None)
             self.legacy_finalizer.discard(work)
             if what == GEMEENTE:
-                self.subscriptions.pop((work.namespace, work.name), None)
+                if self.subscriptions.pop((work.namespace, work.name), None) is not None:
+                    self._recount(work.namespace)
             return
         if what == GEMEENTE:
             subs = (body.get("spec") or {}).get("subscriptions") or []
-            self.subscriptions[(work.namespace, work.name)] = frozenset(
-                s.get("connector") for s in subs
-            )
+            connectors = frozenset(s.get("connector") for s in subs)
+            if self.subscriptions.get((work.namespace, work.name)) != connectors:
+                self.subscriptions[(work.namespace, work.name)] = connectors
+                self._recount(work.namespace)
         if what == KNOOPPUNT and FINALIZER in (meta.get("finalizers") or []):
             # Versions before the work queue let kopf put it there for its timer.
             self.legacy_finalizer.add(work)
@@ -148,6 +150,13 @@ class Controller:
             self.queue.add(work)
             if what == KNOOPPUNT:
                 self.queue.add(Work(OBSERVE, work.namespace, work.name))
+
+    def _recount(self, namespace: str) -> None:
+        """The gemeenten a node serves changed: its status counts them (one observe per node
+        however many gemeenten arrive together)."""
+        for known in list(self.seen):
+            if known.what == KNOOPPUNT and known.namespace == namespace:
+                self.queue.add(Work(OBSERVE, namespace, known.name))
 
     def on_deployment(self, event_type: str | None, namespace: str, node: str) -> None:
         """A node's Deployment changed: observe the rollout (re-create it when deleted)."""

@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 from knooppunt_operator import kube
 from knooppunt_operator.controller import FINALIZER, Controller, Work, fingerprint
-from knooppunt_operator.handlers.context import GEMEENTE, Context
+from knooppunt_operator.handlers.context import GEMEENTE, KNOOPPUNT, OBSERVE, Context
 from knooppunt_operator.runtime_client import StaticPending
 
 from tests.operator import scenarios
@@ -181,3 +181,30 @@ async def test_a_failing_reconcile_is_retried_and_reported_once_per_problem(ctx:
         await eventually(recovered)
     finally:
         await controller.stop()
+
+
+async def drained(controller: Controller) -> set[Work]:
+    """Take everything waiting from the queue (as workers would) and name it."""
+    keys = set()
+    while len(controller.queue):
+        key = await controller.queue.get()
+        controller.queue.done(key)
+        keys.add(key)
+    return keys
+
+
+async def test_a_gemeente_joining_or_leaving_has_its_nodes_counted_again(ctx: Context) -> None:
+    controller = Controller(ctx, workers=1)
+    node = scenarios.knooppunt_resource()
+    node["metadata"].update(namespace=NS, uid="n1", generation=1)
+    controller.on_event(KNOOPPUNT, None, node)
+    observe = Work(OBSERVE, NS, node["metadata"]["name"])
+    assert await drained(controller) == {Work(KNOOPPUNT, NS, observe.name), observe}
+    body = scenarios.gemeente_resource(1)
+    body["metadata"].update(namespace=NS, uid="g1", generation=1)
+    controller.on_event(GEMEENTE, None, body)
+    assert await drained(controller) == {Work(GEMEENTE, NS, "gemeente-0001"), observe}
+    controller.on_event(GEMEENTE, "MODIFIED", {**body, "status": {"x": 1}})  # same connectors
+    assert await drained(controller) == set()
+    controller.on_event(GEMEENTE, "DELETED", body)
+    assert await drained(controller) == {observe}
