@@ -50,6 +50,7 @@ from tests.controlplane.cluster import ControlPlane  # noqa: E402
 from tests.controlplane.fixtures import controlplane_bin_dir, missing_binaries  # noqa: E402
 from tests.operator import scenarios  # noqa: E402
 from tests.operator.harness import fast_config, running_operator  # noqa: E402
+from tests.operator.test_operator_controlplane import data_volume  # noqa: E402
 
 OPERATOR_NAMESPACE = "knooppunt-system"
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:knooppunt-operator"
@@ -108,22 +109,6 @@ def config_map(index: int) -> dict[str, Any]:
         "kind": "ConfigMap",
         "metadata": {"name": f"plain-{index:05d}"},
         "data": {"index": str(index)},
-    }
-
-
-def data_volume(namespace: str) -> dict[str, Any]:
-    """A PersistentVolume for the SQLite node's claim (the cluster has no provisioner)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": f"{namespace}-data"},
-        "spec": {
-            "capacity": {"storage": "1Gi"},
-            "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "hostPath": {"path": f"/tmp/knooppunt-{namespace}"},
-            "claimRef": {"namespace": namespace, "name": f"{NODE}-data"},
-        },
     }
 
 

@@ -140,6 +140,19 @@ def insert_in_seq_order(conn: Connection, table: Any, rows: Sequence[dict[str, A
     conn.execute(insert(table), list(rows))
 
 
+def _insert_intakes(conn: Connection, commits: Sequence[IntakeCommit]) -> None:
+    """The rows of accepted messages: messages first, in one key order for every replica (two
+    batches racing for the same messages wait for each other instead of deadlocking on the
+    unique index), then their deliveries and log records in commit order."""
+    ordered = sorted(commits, key=lambda c: (
+        c.message.connector, c.message.sender, c.message.sender_message_id))
+    conn.execute(insert(schema.messages), [_message_values(c.message) for c in ordered])
+    insert_in_seq_order(conn, schema.deliveries,
+                        [_delivery_values(d) for c in commits for d in c.deliveries])
+    insert_in_seq_order(conn, schema.processing_log,
+                        [_log_values(r) for c in commits for r in c.log])
+
+
 def _lock_for_migration(conn: Connection) -> None:
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
@@ -259,17 +272,8 @@ class SqlStore:
     ) -> list[tuple[MessageRecord, bool] | BaseException]:
         if len(commits) > 1:
             try:
-                # One key order for every replica: two batches racing for the same messages
-                # wait for each other instead of deadlocking on the unique index.
-                ordered = sorted(commits, key=lambda c: (
-                    c.message.connector, c.message.sender, c.message.sender_message_id))
                 with self.transaction() as conn:
-                    conn.execute(insert(schema.messages),
-                                 [_message_values(c.message) for c in ordered])
-                    deliveries = [_delivery_values(d) for c in commits for d in c.deliveries]
-                    insert_in_seq_order(conn, schema.deliveries, deliveries)
-                    insert_in_seq_order(conn, schema.processing_log,
-                                        [_log_values(r) for c in commits for r in c.log])
+                    _insert_intakes(conn, commits)
                 return [(c.message, True) for c in commits]
             except Exception as exc:  # noqa: BLE001 - a duplicate or a bad item
                 logger.debug("group commit of %d intakes fell back to one by one: %s",
@@ -286,13 +290,7 @@ class SqlStore:
         msg = commit.message
         try:
             with self.transaction() as conn:
-                conn.execute(insert(schema.messages).values(**_message_values(msg)))
-                insert_in_seq_order(
-                    conn, schema.deliveries, [_delivery_values(d) for d in commit.deliveries]
-                )
-                insert_in_seq_order(
-                    conn, schema.processing_log, [_log_values(r) for r in commit.log]
-                )
+                _insert_intakes(conn, [commit])
         except IntegrityError:
             existing = self.find_message(msg.connector, msg.sender, msg.sender_message_id)
             if existing is None:

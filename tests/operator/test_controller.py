@@ -44,6 +44,18 @@ async def ctx() -> AsyncIterator[Context]:
             yield context
 
 
+@pytest_asyncio.fixture()
+async def leading(ctx: Context) -> AsyncIterator[Controller]:
+    """A controller whose replica holds the Lease, one worker, retrying quickly."""
+    assert isinstance(ctx.gate, ManualGate)
+    ctx.gate.event.set()
+    controller = Controller(ctx, workers=1)
+    controller.queue.backoff.base = 0.02
+    controller.start()
+    yield controller
+    await controller.stop()
+
+
 async def create_gemeente(ctx: Context, index: int) -> dict[str, Any]:
     body = scenarios.gemeente_resource(index)
     body["metadata"]["namespace"] = NS
@@ -120,67 +132,56 @@ async def test_a_standby_writes_nothing_and_reconciles_everything_it_saw_once_it
         await controller.stop()
 
 
-async def test_deletion_lets_go_of_the_finalizer_when_nothing_is_undelivered(ctx: Context) -> None:
-    assert isinstance(ctx.gate, ManualGate)
-    ctx.gate.event.set()
-    controller = Controller(ctx, workers=1)
-    controller.start()
-    try:
-        body = await create_gemeente(ctx, 7)
-        controller.on_event(GEMEENTE, None, body)
+async def test_deletion_lets_go_of_the_finalizer_when_nothing_is_undelivered(
+    ctx: Context, leading: Controller,
+) -> None:
+    body = await create_gemeente(ctx, 7)
+    leading.on_event(GEMEENTE, None, body)
 
-        async def finalized() -> dict[str, Any] | None:
-            now = await ctx.client.get(kube.GEMEENTE, NS, "gemeente-0007")
-            return now if now and FINALIZER in now["metadata"].get("finalizers", []) else None
+    async def finalized() -> dict[str, Any] | None:
+        now = await ctx.client.get(kube.GEMEENTE, NS, "gemeente-0007")
+        return now if now and FINALIZER in now["metadata"].get("finalizers", []) else None
 
-        await eventually(finalized)
-        assert await ctx.client.delete(kube.GEMEENTE, NS, "gemeente-0007")
-        deleting = await ctx.client.get(kube.GEMEENTE, NS, "gemeente-0007")
-        assert deleting is not None and deleting["metadata"].get("deletionTimestamp")
-        controller.on_event(GEMEENTE, "MODIFIED", deleting)
+    await eventually(finalized)
+    assert await ctx.client.delete(kube.GEMEENTE, NS, "gemeente-0007")
+    deleting = await ctx.client.get(kube.GEMEENTE, NS, "gemeente-0007")
+    assert deleting is not None and deleting["metadata"].get("deletionTimestamp")
+    leading.on_event(GEMEENTE, "MODIFIED", deleting)
 
-        async def gone() -> bool:
-            return await ctx.client.get(kube.GEMEENTE, NS, "gemeente-0007") is None
+    async def gone() -> bool:
+        return await ctx.client.get(kube.GEMEENTE, NS, "gemeente-0007") is None
 
-        await eventually(gone)
-    finally:
-        await controller.stop()
+    await eventually(gone)
 
 
-async def test_a_failing_reconcile_is_retried_and_reported_once_per_problem(ctx: Context) -> None:
-    assert isinstance(ctx.gate, ManualGate)
-    ctx.gate.event.set()
-    controller = Controller(ctx, workers=1)
-    controller.queue.backoff.base = 0.02  # retry quickly
-    controller.start()
-    try:
-        body = scenarios.gemeente_resource(8)
-        body["metadata"]["namespace"] = NS
-        body["spec"]["gemeentecode"] = "12"  # the emulator has no schema: the model refuses it
-        created = await ctx.client.create(kube.GEMEENTE, NS, body)
-        controller.on_event(GEMEENTE, None, created)
-        work = Work(GEMEENTE, NS, "gemeente-0008")
+async def test_a_failing_reconcile_is_retried_and_reported_once_per_problem(
+    ctx: Context, leading: Controller,
+) -> None:
+    body = scenarios.gemeente_resource(8)
+    body["metadata"]["namespace"] = NS
+    body["spec"]["gemeentecode"] = "12"  # the emulator has no schema: the model refuses it
+    created = await ctx.client.create(kube.GEMEENTE, NS, body)
+    leading.on_event(GEMEENTE, None, created)
+    work = Work(GEMEENTE, NS, "gemeente-0008")
 
-        async def retried() -> bool:
-            return controller.queue.failures(work) >= 3
+    async def retried() -> bool:
+        return leading.queue.failures(work) >= 3
 
-        await eventually(retried)
-        warnings = [r for r in ctx.events.recorded if r[0] == "gemeente-0008"]
-        assert len(warnings) == 1, warnings
-        _name, reason, message = warnings[0]
-        assert reason == "ReconcileFailed" and "gemeentecode" in message
+    await eventually(retried)
+    warnings = [r for r in ctx.events.recorded if r[0] == "gemeente-0008"]
+    assert len(warnings) == 1, warnings
+    _name, reason, message = warnings[0]
+    assert reason == "ReconcileFailed" and "gemeentecode" in message
 
-        fixed = await ctx.client.merge_patch(kube.GEMEENTE, NS, "gemeente-0008",
-                                             {"spec": {"gemeentecode": "0008"}})
-        assert fixed is not None
-        controller.on_event(GEMEENTE, "MODIFIED", fixed)
+    fixed = await ctx.client.merge_patch(kube.GEMEENTE, NS, "gemeente-0008",
+                                         {"spec": {"gemeentecode": "0008"}})
+    assert fixed is not None
+    leading.on_event(GEMEENTE, "MODIFIED", fixed)
 
-        async def recovered() -> bool:
-            return controller.queue.failures(work) == 0 and work not in controller.reported
+    async def recovered() -> bool:
+        return leading.queue.failures(work) == 0 and work not in leading.reported
 
-        await eventually(recovered)
-    finally:
-        await controller.stop()
+    await eventually(recovered)
 
 
 async def drained(controller: Controller) -> set[Work]:
