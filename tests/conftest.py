@@ -24,7 +24,11 @@ MESSAGES = EXAMPLES / "messages"
 NODE = "knooppunt-zorg"
 CONNECTOR = "iwmo-2-1"
 
-pytest_plugins = ["tests.controlplane.fixtures", "tests.postgresql.fixtures"]
+pytest_plugins = [
+    "tests.controlplane.fixtures",
+    "tests.postgresql.fixtures",
+    "tests.images.fixtures",
+]
 
 
 def free_port() -> int:
