@@ -13,7 +13,15 @@ from node_runtime.config import Settings
 from node_runtime.node import IdentityExtractor, Node, build_node
 from node_runtime.pipeline.errors import Problem
 from node_runtime.processing_log import NODE_PURPOSE, LogBuilder
-from node_runtime.routes import admin, catalogue, health, mailbox, messages, processing_log
+from node_runtime.routes import (
+    admin,
+    catalogue,
+    health,
+    ledger,
+    mailbox,
+    messages,
+    processing_log,
+)
 from node_runtime.store.sql import SqlStore
 from node_runtime.tracing import from_header
 
@@ -65,4 +73,6 @@ def create_app(
 
     for module in (messages, mailbox, processing_log, catalogue, admin, health):
         app.include_router(module.router)
+    app.include_router(ledger.router)
+    app.include_router(ledger.admin_router)
     return app

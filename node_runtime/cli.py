@@ -136,10 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=cmd_validate)
 
     from node_runtime.facade.cli import add_facade_command
+    from node_runtime.ledger.cli import add_log_commands
     from node_runtime.pki.cli import add_pki_commands
 
     add_pki_commands(sub)
     add_facade_command(sub)
+    add_log_commands(sub)
     return parser
 
 

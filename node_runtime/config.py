@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     )
     config_map_root: Path = Path("/etc/knooppunt/bundles")
     reload_interval: float = Field(default=2.0, ge=0.1)
+    log_signing_key: Path | None = Field(
+        default=None, description="Key that signs processing-log checkpoints (PEM); default "
+        "tls_key: the node's key from its PKI.")
+    log_signing_cert: Path | None = Field(
+        default=None, description="Certificate chain of log_signing_key; default tls_cert.")
     retention_interval: float = Field(
         default=3600.0, ge=1.0, description="Seconds between retention purges."
     )

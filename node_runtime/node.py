@@ -14,6 +14,9 @@ from starlette.requests import Request
 
 from node_runtime.config import Settings
 from node_runtime.delivery.worker import DeliveryWorker
+from node_runtime.ledger.checkpoints import origin_for
+from node_runtime.ledger.service import LedgerService, load_signer
+from node_runtime.ledger.tree import LogTree
 from node_runtime.metrics import Metrics
 from node_runtime.model.loading import ResourceSet, load_paths
 from node_runtime.pipeline.compiled import ConnectorCache
@@ -42,6 +45,7 @@ class Node:
     pseudonymizer: Pseudonymizer
     identity: IdentityExtractor
     loader: Callable[[], ResourceSet]
+    ledger: LedgerService
     on_tick: list[Callable[[], None]] = field(default_factory=list)
     gemeente_watch: GemeenteWatch | None = None
     outbox: Outbox | None = None
@@ -49,9 +53,11 @@ class Node:
     _worker_task: asyncio.Task[None] | None = field(default=None, repr=False)
     _retention: asyncio.Task[None] | None = field(default=None, repr=False)
     _reloader: asyncio.Task[None] | None = field(default=None, repr=False)
+    _checkpoints: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
         self._reloader = asyncio.create_task(self._watch())
+        self._checkpoints = asyncio.create_task(self.ledger.run())
         self._retention = asyncio.create_task(self._retention_loop())
         if self.worker is not None:
             self._worker_task = asyncio.create_task(self.worker.run())
@@ -66,6 +72,10 @@ class Node:
             await asyncio.sleep(self.settings.retention_interval)
 
     async def stop(self) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpoints
         if self._retention is not None:
             self._retention.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -151,7 +161,15 @@ def build_node(
         max_depth=holder.current.knooppunt.spec.limits.max_xml_depth,
         public_url=settings.public_url,
     )
-    node = Node(settings, holder, store, intake, metrics, pseudonymizer, identity, loader)
+    ledger = LedgerService(
+        LogTree(store.engine, origin=origin_for(settings.node)),
+        signer=load_signer(settings.log_signing_key or settings.tls_key,
+                           settings.log_signing_cert or settings.tls_cert),
+        interval=lambda: holder.current.knooppunt.spec.processing_log.checkpoint_interval_seconds,
+        registry=metrics.registry,
+    )
+    node = Node(settings, holder, store, intake, metrics, pseudonymizer, identity, loader,
+                ledger)
     if watch is not None:
         node.gemeente_watch = watch
         watch.on_change = node.reload_from_watch

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from node_runtime.processing_log import LogBuilder
+from node_runtime.ledger.purges import LOG_PURGE, purge_detail
+from node_runtime.processing_log import NODE_PURPOSE, LogBuilder
 from node_runtime.state import NodeState
 from node_runtime.store.records import LogRecord
 from node_runtime.store.retention import PurgedDelivery, PurgeRule, Retention
@@ -45,8 +46,15 @@ def run_retention(state: NodeState, store: SqlStore, *, now: datetime) -> dict[s
     purged = retention.purge_deliveries(rules_for(state), now=now, log_for=log_for)
     payloads = retention.purge_message_payloads(
         {n: c.resource.spec.payload_retention_days for n, c in state.connectors.items()}, now=now)
+    def log_purge(count: int, through_leaf: int) -> list[LogRecord]:
+        builder = LogBuilder(from_header(None), actor)
+        builder.add(activity=LOG_PURGE, controller=actor, purpose=NODE_PURPOSE,
+                    legal_basis="retention period of the processing log", outcome="success",
+                    detail=purge_detail(count, through_leaf))
+        return builder.records
+
     log_records = retention.purge_log(days=state.knooppunt.spec.processing_log.retention_days,
-                                      now=now)
+                                      now=now, log_for=log_purge)
     result = {"deliveries": len(purged), "payloads": payloads, "logRecords": log_records}
     if any(result.values()):
         log.info("retention purge", extra=result)

@@ -724,6 +724,9 @@ def create_facade_app(
     problems.install(app, role="façade",
                      internal_detail="The façade could not process the request.")
 
+    from node_runtime.facade import ledger  # its routes use this module's dependencies
+
     app.include_router(router)
+    app.include_router(ledger.router)
     app.include_router(health)
     return app

@@ -96,6 +96,14 @@ class ProcessingLogSpec(Model):
         ge=1,
         description="How long processing-log records are kept.",
     )
+    checkpoint_interval_seconds: int = Field(
+        default=300,
+        alias="checkpointIntervalSeconds",
+        ge=5,
+        le=86400,
+        description="How often the node signs a checkpoint (tree head) of its tamper-evident "
+        "processing log when it grew; a checkpoint can also be requested at any time.",
+    )
 
 
 class DeliverySpec(Model):

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, delete, not_, select, update
+from sqlalchemy import and_, delete, func, not_, select, update
 
 from node_runtime.store import schema
 from node_runtime.store.records import LogRecord
@@ -102,8 +102,30 @@ class Retention:
                 total += int(result.rowcount)
         return total
 
-    def purge_log(self, *, days: int, now: datetime) -> int:
-        p = schema.processing_log
+    def purge_log(self, *, days: int, now: datetime,
+                  log_for: Callable[[int, int], list[LogRecord]]) -> int:
+        """Delete the processing-log records older than `days`, as one prefix in commit order
+        (up to the oldest record that stays), and log the purge itself in the same
+        transaction: ``log_for(count, through_leaf)`` builds that record. The records' Merkle
+        leaves stay, so the tree, its checkpoints and its proofs remain verifiable."""
+        p, lv = schema.processing_log, schema.log_leaves
+        cutoff = now - timedelta(days=days)
         with self.store.transaction() as conn:
-            result = conn.execute(delete(p).where(p.c.timestamp < now - timedelta(days=days)))
-            return int(result.rowcount)
+            oldest_kept = conn.execute(
+                select(func.min(p.c.seq)).where(p.c.timestamp >= cutoff)).scalar_one()
+            prefix = [p.c.timestamp < cutoff]
+            if oldest_kept is not None:
+                prefix.append(p.c.seq < oldest_kept)
+            through_seq = conn.execute(select(func.max(p.c.seq)).where(*prefix)).scalar_one()
+            if through_seq is None:
+                return 0
+            through_leaf = conn.execute(
+                select(func.max(lv.c.leaf_index)).where(lv.c.seq <= through_seq)).scalar_one()
+            count = int(conn.execute(
+                select(func.count()).select_from(p).where(p.c.seq <= through_seq)).scalar_one())
+            # The purge's own record first: it takes the next number while the purged rows
+            # still exist (SQLite would otherwise hand out a purged row's number again).
+            insert_in_seq_order(conn, schema.processing_log, [
+                _log_values(r) for r in log_for(count, int(through_leaf or 0))])
+            conn.execute(delete(p).where(p.c.seq <= through_seq))
+            return count

@@ -140,6 +140,9 @@ processing_log = Table(
     Column("detail", Text, nullable=True),
     Index("ix_log_controller_seq", "controller", "seq"),
     Index("ix_log_controller_subject", "controller", "subject_ref"),
+    # Never reuse a number, not even after the newest records were purged: a leaf names its
+    # record by seq.
+    sqlite_autoincrement=True,
 )
 
 used_assertions = Table(
@@ -153,3 +156,28 @@ used_assertions = Table(
     Index("ix_used_assertions_expiry", "expires_at"),
 )
 
+
+log_leaves = Table(
+    "log_leaves",
+    metadata,
+    # The Merkle tree of the processing log: one leaf per record, in commit order. A leaf
+    # outlives its record (retention purges records, never leaves), so the tree stays
+    # verifiable for ever. leaf_index is dense: 0, 1, 2, … with no gaps.
+    Column("leaf_index", BigInteger, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False, unique=True),
+    Column("record_id", String(36), nullable=False, unique=True),
+    Column("leaf_hash", LargeBinary, nullable=False),
+)
+
+log_checkpoints = Table(
+    "log_checkpoints",
+    metadata,
+    # Signed tree heads: the root of the first tree_size leaves, signed with the node's key.
+    Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root_hash", LargeBinary, nullable=False),
+    Column("issued_at", UtcDateTime(), nullable=False),
+    Column("origin", String(255), nullable=False),
+    Column("algorithm", String(32), nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    Column("certificate", Text, nullable=False),  # the signer's PEM chain, leaf first
+)

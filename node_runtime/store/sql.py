@@ -28,7 +28,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
-from node_runtime.store import schema
+from node_runtime.store import log_tree, schema
 from node_runtime.store.group import GroupCommit
 from node_runtime.store.records import (
     DeliveryRecord,
@@ -84,7 +84,16 @@ def _v4(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.used_assertions], checkfirst=True)
 
 
-MIGRATIONS: list[tuple[int, Migration]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4)]
+def _v5(conn: Connection) -> None:
+    """The processing log's Merkle tree: leaves (backfilled for existing records, in commit
+    order) and signed checkpoints."""
+    schema.metadata.create_all(conn, tables=[schema.log_leaves, schema.log_checkpoints],
+                               checkfirst=True)
+    if inspect(conn).has_table("processing_log"):
+        log_tree.backfill(conn)
+
+
+MIGRATIONS: list[tuple[int, Migration]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5)]
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -131,13 +140,16 @@ def insert_in_seq_order(conn: Connection, table: Any, rows: Sequence[dict[str, A
     holds it to the commit: numbers are then handed out in commit order. Call it last in a
     transaction, after every statement that may wait for another transaction's row locks (the
     lock holder must only insert and commit, so it can never be part of a deadlock). SQLite
-    has one writer at a time already.
+    has one writer at a time already. Processing-log records get their Merkle leaves here,
+    under the same lock, so the tree follows commit order too.
     """
     if not rows:
         return
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SEQ_ORDER_LOCK_KEY})
     conn.execute(insert(table), list(rows))
+    if table is schema.processing_log:
+        log_tree.append_leaves(conn, rows)
 
 
 def _insert_intakes(conn: Connection, commits: Sequence[IntakeCommit]) -> None:
