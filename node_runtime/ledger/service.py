@@ -61,10 +61,12 @@ class LedgerService:
         return cp
 
     async def run(self) -> None:
-        """Sign at start (so a checkpoint is ready to serve), then every interval."""
+        """Sign at start (so a checkpoint is ready to serve), then every interval; an empty
+        log gets its first checkpoint on request."""
         while True:
             try:
-                await asyncio.to_thread(self.checkpoint)
+                if await asyncio.to_thread(self.tree.sync) > 0:
+                    await asyncio.to_thread(self.checkpoint)
             except TreeError as exc:
                 log.error("processing-log checkpoint refused", extra={"error": str(exc)})
             except LedgerUnavailable:
