@@ -8,11 +8,17 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from node_runtime.pipeline.errors import Problem, Violation
 
 log = logging.getLogger("knooppunt.problems")
 PROBLEM = "application/problem+json"
+#: Routing-level answers as problem types (RFC 9457).
+HTTP_PROBLEMS: dict[int, tuple[str, str]] = {
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+}
 
 
 def problem_response(problem: Problem, request: Request) -> JSONResponse:
@@ -27,7 +33,8 @@ def install(
     internal_detail: str,
     on_problem: Callable[[Request, Problem], Awaitable[None]] | None = None,
 ) -> None:
-    """Problems as raised; invalid parameters as 400; anything unexpected as a bare 500."""
+    """Problems as raised; invalid parameters as 400; unknown routes and methods (and any other
+    HTTP exception) as problem details too; anything unexpected as a bare 500."""
 
     @app.exception_handler(Problem)
     async def handle_problem(request: Request, problem: Problem) -> JSONResponse:
@@ -44,6 +51,19 @@ def install(
         return problem_response(
             Problem(400, "invalid-request", "Invalid request",
                     "The request parameters or body are invalid.", violations), request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def handle_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        slug, title = HTTP_PROBLEMS.get(exc.status_code, ("http-error", "HTTP error"))
+        detail = exc.detail if isinstance(exc.detail, str) else title
+        if exc.status_code == 404:
+            detail = f"There is no resource at {request.url.path}."
+        elif exc.status_code == 405:
+            detail = f"{request.method} is not allowed on {request.url.path}."
+        response = problem_response(Problem(exc.status_code, slug, title, detail), request)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(Exception)
     async def handle_error(request: Request, exc: Exception) -> JSONResponse:

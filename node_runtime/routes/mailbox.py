@@ -113,12 +113,15 @@ def _ack(node: Node, kind: MailboxKind, owner: str, delivery_id: str, principal:
 
 
 Limit = Annotated[int, Query(ge=1, le=500)]
+#: A delivery seq is a signed 64-bit column: a larger cursor is a bad request, not an overflow.
+MAX_SEQ = 2**63 - 1
+After = Annotated[int | None, Query(ge=0, le=MAX_SEQ, description="Continue after this seq")]
 
 
 @router.get("/gemeenten/{gemeentecode}/mailbox", summary="List unacknowledged messages")
 async def list_gemeente_mailbox(
     gemeentecode: str, node: NodeDep, principal: PrincipalDep,
-    after: Annotated[int | None, Query(ge=0, description="Continue after this seq")] = None,
+    after: After = None,
     limit: Limit = 100,
     include_acknowledged: Annotated[bool, Query(alias="includeAcknowledged")] = False,
 ) -> dict[str, Any]:
@@ -148,7 +151,7 @@ async def ack_gemeente_message(gemeentecode: str, delivery_id: str, node: NodeDe
 @router.get("/participants/{participant}/mailbox", summary="List a participant's messages")
 async def list_participant_mailbox(
     participant: str, node: NodeDep, principal: PrincipalDep,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    after: After = None,
     limit: Limit = 100,
     include_acknowledged: Annotated[bool, Query(alias="includeAcknowledged")] = False,
 ) -> dict[str, Any]:
