@@ -71,8 +71,9 @@ def create_app(
                      internal_detail="The node could not process the request; nothing was "
                      "stored.")
 
-    for module in (messages, mailbox, processing_log, catalogue, admin, health):
+    for module in (messages, mailbox, processing_log, catalogue, admin):
         app.include_router(module.router)
     app.include_router(ledger.router)
     app.include_router(ledger.admin_router)
+    app.include_router(health.tls_router)
     return app

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from node_runtime.config import Settings
 from node_runtime.devpki import ensure_for_resources
@@ -23,6 +24,9 @@ EXAMPLES = REPO / "examples" / "iwmo"
 MESSAGES = EXAMPLES / "messages"
 NODE = "knooppunt-zorg"
 CONNECTOR = "iwmo-2-1"
+#: The administrator every test node registers (certificate ``admin-test`` of the dev PKI).
+ADMIN_OIN = "00000001999000000999"
+ADMIN_CERT = "admin-test"
 
 pytest_plugins = [
     "tests.controlplane.fixtures",
@@ -44,7 +48,9 @@ def example_resources() -> ResourceSet:
 
 @pytest.fixture(scope="session")
 def dev_pki(tmp_path_factory: pytest.TempPathFactory, example_resources: ResourceSet) -> DevPki:
-    return ensure_for_resources(tmp_path_factory.mktemp("pki"), example_resources, NODE)
+    pki = ensure_for_resources(tmp_path_factory.mktemp("pki"), example_resources, NODE)
+    pki.store.issue_client(ADMIN_CERT, organisation="Knooppunt beheer", oin=ADMIN_OIN)
+    return pki
 
 
 @pytest.fixture()
@@ -54,6 +60,9 @@ def resource_dir(tmp_path: Path) -> Path:
     target.mkdir()
     for name in ("knooppunt.yaml", "connector.yaml", "gemeenten.yaml"):
         shutil.copy(EXAMPLES / name, target / name)
+    knooppunt = yaml.safe_load((target / "knooppunt.yaml").read_text())
+    knooppunt["spec"].setdefault("security", {})["administrators"] = [ADMIN_OIN]
+    (target / "knooppunt.yaml").write_text(yaml.safe_dump(knooppunt))
     return target
 
 
@@ -93,7 +102,7 @@ def party(running_node: RunningNode, dev_pki: DevPki) -> Iterator[PartyFactory]:
     clients: list[httpx.Client] = []
 
     def make(name: str) -> httpx.Client:
-        paths = dev_pki.clients[name]
+        paths = dev_pki.store.paths(name)
         ctx = client_context(paths.chain, paths.key, dev_pki.ca_bundle)
         client = httpx.Client(base_url=f"https://localhost:{running_node.port}", verify=ctx,
                               timeout=30)

@@ -9,7 +9,7 @@ import yaml
 
 from node_runtime.model.loading import ResourceSet
 from node_runtime.server import RunningNode
-from tests.conftest import CONNECTOR, MESSAGES, PartyFactory
+from tests.conftest import ADMIN_CERT, CONNECTOR, MESSAGES, PartyFactory
 from tests.runtime.helpers import bsns, header
 
 URL = f"/api/v1/connectors/{CONNECTOR}/messages"
@@ -145,7 +145,7 @@ def test_new_gemeente_is_picked_up_live(running_node: RunningNode, party: PartyF
     time.sleep(1.0)
     assert running_node.node.holder.current.generation == generation
     assert "0014" in running_node.node.holder.current.gemeenten_by_code
-    metrics = party("gemeente-amsterdam").get("/metrics").text
+    metrics = party(ADMIN_CERT).get("/metrics").text
     assert "knooppunt_config_reload_errors_total 1.0" in metrics
 
 
@@ -156,7 +156,8 @@ def test_operability_endpoints(running_node: RunningNode, party: PartyFactory,
     ready = client.get("/readyz").json()
     assert ready["status"] == "ready" and ready["connectors"] == {CONNECTOR: 1}
     _send(party, example_resources, sorted(MESSAGES.glob("wmo305*.xml"))[0])
-    metrics = client.get("/metrics").text
+    assert client.get("/metrics").status_code == 403  # per-gemeente figures: administrators only
+    metrics = party(ADMIN_CERT).get("/metrics").text
     assert 'knooppunt_messages_total{connector="iwmo-2-1",gemeente=' in metrics
     assert "knooppunt_intake_duration_seconds_bucket" in metrics
     assert "knooppunt_mailbox_pending" in metrics
