@@ -32,6 +32,22 @@ class Settings(BaseSettings):
     tls_key: Path | None = Field(default=None, description="Server private key (PEM).")
     tls_trust: Path | None = Field(default=None, description="Trusted client CAs (PEM bundle).")
     tls_crl: Path | None = Field(default=None, description="CRL(s) of the trusted CAs (PEM).")
+    tls_issuers: Path | None = Field(
+        default=None, description="Issuer policy (YAML/JSON): which trusted CA may speak for "
+        "which organisation. Default: only the CA of the server certificate speaks for anyone.")
+    idle_timeout: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="Seconds a connection may wait for a request (after the handshake or a "
+        "response) before it is closed.")
+    header_timeout: float = Field(
+        default=10.0, gt=0, le=600,
+        description="Seconds from a request's first byte to its complete headers (else 408).")
+    body_timeout: float = Field(
+        default=60.0, gt=0, le=3600,
+        description="Seconds from complete headers to the complete body (else 408).")
+    max_connections_per_client: int = Field(
+        default=64, ge=1, le=100000,
+        description="Connections one client certificate (or address) may hold open at once.")
     trusted_proxy_header: str = Field(
         default="x-ssl-client-cert",
         description="Header carrying the URL-encoded PEM client certificate from a trusted proxy.",

@@ -19,7 +19,14 @@ from node_runtime.facade_assertion import (
 )
 from node_runtime.node import Node
 from node_runtime.pipeline.errors import Problem
-from node_runtime.principals import PeerCertificate, Principal, resolve, resolve_acting_for
+from node_runtime.principals import (
+    PeerCertificate,
+    Principal,
+    claimed_serial,
+    issuer_refusal,
+    resolve,
+    resolve_acting_for,
+)
 from node_runtime.tls.identity import load_certificates
 from node_runtime.tracing import TraceContext, from_header
 
@@ -75,7 +82,8 @@ def _acting_for(request: Request, node: Node, cert: PeerCertificate,
     assertion)."""
     state = node.holder.current
     facades = state.knooppunt.spec.security.facade_oins
-    is_facade = bool(cert.serial_number) and cert.serial_number in facades
+    serial = claimed_serial(cert)
+    is_facade = bool(serial) and serial in facades
     if not is_facade:
         if assertion is not None:
             raise Problem(403, "not-a-facade", "Only a façade may act for a gemeente",
@@ -111,6 +119,10 @@ def get_principal(request: Request, node: NodeDep) -> Principal:
     if principal is None:
         principal = resolve(node.holder.current, cert)
     if principal is None:
+        refusal = issuer_refusal(node.holder.current, cert)
+        if refusal is not None:
+            raise Problem(403, "issuer-not-allowed",
+                          "Issuing CA may not speak for this organisation", refusal)
         raise Problem(
             403,
             "unknown-organisation",

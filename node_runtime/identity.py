@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -19,11 +20,21 @@ from node_runtime.model.knooppunt import TrustedProxy
 from node_runtime.pipeline.errors import Problem
 from node_runtime.principals import PeerCertificate
 from node_runtime.tls.identity import ChainVerifier, identity_from_der
+from node_runtime.tls.peers import IssuerPolicy
 
 DEFAULT_FORWARDED_HEADER = "x-ssl-client-cert"
 
 
 def peer_from_tls(request: Request) -> PeerCertificate | None:
+    """The handshake's client certificate, with the issuing CA's scope of the current trust
+    generation (attached by the TLS protocol)."""
+    identity = getattr(request.state, "tls_client_identity", None)
+    connection = getattr(request.state, "tls_connection", None)
+    current = getattr(connection, "identity", None)
+    if current is not None:
+        return current  # type: ignore[no-any-return]
+    if identity is not None:
+        return identity  # type: ignore[no-any-return]
     der = getattr(request.state, "tls_client_cert_der", None)
     return identity_from_der(der) if der else None
 
@@ -52,7 +63,11 @@ class CertificateIdentity:
         trust_bundle: Path | None,
         crl: Path | None,
         header: str = DEFAULT_FORWARDED_HEADER,
+        issuer_policy: Callable[[], IssuerPolicy | None] | None = None,
     ) -> None:
+        #: The issuer policy in force (from the TLS trust material); binds forwarded
+        #: certificates to their issuing CA as the handshake path is bound.
+        self.issuer_policy = issuer_policy
         self._proxies = proxies
         self._trust = trust_bundle
         self._crl = crl
@@ -89,4 +104,7 @@ class CertificateIdentity:
             raise Problem(401, "forwarded-certificate-rejected", "Forwarded certificate rejected",
                           f"The forwarded client certificate is not acceptable: {result.detail}.",
                           extra={"reason": result.reason})
+        policy = self.issuer_policy() if self.issuer_policy is not None else None
+        if policy is not None and len(result.chain) > 1:
+            return replace(result.identity, issuer_scope=policy.scope(result.chain[1]))
         return result.identity

@@ -66,9 +66,54 @@ def resolve_acting_for(
     return _gemeente_principal(gemeente, via=f"facade:{facade_oin}")
 
 
-def resolve(state: NodeState, cert: PeerCertificate) -> Principal | None:
-    """Map a verified certificate to a gemeente, a participant or an administrator."""
+def claimed_serial(cert: PeerCertificate) -> str | None:
+    """The certificate's subject serialNumber, if its issuing CA may speak for it.
+
+    The TLS layer attaches the issuing CA's :class:`~node_runtime.tls.peers.IssuerScope`
+    (``issuer_scope``); without one (no issuer policy in force) the claim stands as is.
+    """
     serial = cert.serial_number
+    scope = getattr(cert, "issuer_scope", None)
+    if serial and scope is not None and not scope.may_claim(serial):
+        return None
+    return serial
+
+
+def may_administer(cert: PeerCertificate) -> bool:
+    scope = getattr(cert, "issuer_scope", None)
+    return scope is None or bool(scope.administers)
+
+
+def issuer_refusal(state: NodeState, cert: PeerCertificate) -> str | None:
+    """Why an otherwise known organisation is not recognised: its issuing CA may not speak
+    for it (``None`` when that is not the reason)."""
+    serial = cert.serial_number
+    scope = getattr(cert, "issuer_scope", None)
+    if not serial or scope is None:
+        return None
+    known = (serial in state.gemeenten_by_oin or serial in state.participants_by_serial
+             or serial in state.knooppunt.spec.security.administrators
+             or serial in state.knooppunt.spec.security.facade_oins)
+    if not known:
+        return None
+    if not scope.may_claim(serial):
+        return (f"The certificate carries serialNumber {serial}, but its issuing CA "
+                f"({scope.subject}) is not allowed to speak for that organisation on this node.")
+    if serial in state.knooppunt.spec.security.administrators and not scope.administers:
+        return (f"Administrator certificates are accepted only from the node's own CA; this one "
+                f"was issued by {scope.subject}.")
+    return None
+
+
+def resolve(state: NodeState, cert: PeerCertificate) -> Principal | None:
+    """Map a verified certificate to a gemeente, a participant or an administrator.
+
+    Identity is bound to the issuing CA: the subject serialNumber counts only when the CA that
+    issued the certificate may speak for it (:func:`claimed_serial`); administrators only from
+    the node's own CA. A participant registered by certificate fingerprint is that exact
+    certificate, whoever issued it.
+    """
+    serial = claimed_serial(cert)
     if serial:
         gemeente = state.gemeenten_by_oin.get(serial)
         if gemeente is not None:
@@ -86,7 +131,7 @@ def resolve(state: NodeState, cert: PeerCertificate) -> Principal | None:
             identifiers=frozenset(i for e in same for i in e.participant.identifiers),
             connectors=frozenset(e.connector for e in same),
         )
-    if serial and serial in state.knooppunt.spec.security.administrators:
+    if serial and serial in state.knooppunt.spec.security.administrators and may_administer(cert):
         return Principal(
             kind="administrator",
             id=serial,

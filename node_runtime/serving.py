@@ -13,7 +13,7 @@ from typing import Any
 import uvicorn
 
 from node_runtime.tls.contexts import ReloadableServerContext, reloadable_server_context
-from node_runtime.tls.uvicorn_protocol import tls_config
+from node_runtime.tls.uvicorn_protocol import ConnectionLimits, tls_config
 
 log = logging.getLogger("knooppunt.serving")
 
@@ -26,17 +26,27 @@ def server_tls(
     crl: Path | None,
     *,
     require_client_cert: bool = True,
+    issuers: Path | None = None,
 ) -> ReloadableServerContext:
     if cert is None or key is None or trust is None:
         missing = [n for n, v in (("tls_cert", cert), ("tls_key", key), ("tls_trust", trust))
                    if v is None]
         raise SystemExit(f"HTTPS needs {', '.join(missing)}: the {role} never serves plain HTTP")
     return reloadable_server_context(cert, key, trust, crl,
-                                     require_client_cert=require_client_cert)
+                                     require_client_cert=require_client_cert, issuers=issuers)
+
+
+def connection_limits(settings: Any) -> ConnectionLimits:
+    """The connection deadlines and per-client cap of a node's or façade's settings."""
+    return ConnectionLimits(idle_timeout=settings.idle_timeout,
+                            header_timeout=settings.header_timeout,
+                            body_timeout=settings.body_timeout,
+                            max_per_client=settings.max_connections_per_client)
 
 
 def tls_watcher(files: list[Path | None], tls: ReloadableServerContext) -> Callable[[], None]:
-    """A tick that reloads the TLS context when the CRL, trust bundle or certificate change."""
+    """A tick that reloads the TLS context when the CRL, trust bundle, certificate or issuer
+    policy change (each reload starts a new trust generation: open connections re-check)."""
     watched = [p for p in files if p is not None]
 
     def stamp() -> tuple[float, ...]:
@@ -66,11 +76,13 @@ def uvicorn_servers(
     port: int,
     health: Any | None = None,
     health_port: int | None = None,
+    limits: ConnectionLimits | None = None,
 ) -> list[uvicorn.Server]:
     """The mutual-TLS listener, plus a plain-HTTP health listener when a port is given."""
     config = tls_config(app, ssl_context=tls, host=host, port=port, log_config=None,
                         access_log=False, timeout_graceful_shutdown=10,
-                        h11_max_incomplete_event_size=64 * 1024)
+                        h11_max_incomplete_event_size=64 * 1024,
+                        limits=limits or ConnectionLimits())
     servers = [uvicorn.Server(config)]
     if health is not None and health_port:
         servers.append(uvicorn.Server(uvicorn.Config(

@@ -39,7 +39,7 @@ from node_runtime.model.gemeente import Gemeente
 from node_runtime.model.loading import ResourceSet, load_paths
 from node_runtime.pipeline.errors import Problem
 from node_runtime.pipeline.rules import elfproef
-from node_runtime.principals import PeerCertificate
+from node_runtime.principals import PeerCertificate, claimed_serial
 from node_runtime.state import StateHolder, watch_files
 from node_runtime.tls.contexts import client_context
 
@@ -165,7 +165,13 @@ async def get_gemeente(request: Request, facade: FacadeDep) -> Gemeente:
     if cert is None:
         raise Problem(401, "no-client-certificate", "Client certificate required",
                       "Authenticate with your gemeente's client certificate.")
-    gemeente = facade.holder.current.gemeenten_by_oin.get(cert.serial_number or "")
+    serial = claimed_serial(cert)
+    if cert.serial_number and serial is None:
+        raise Problem(403, "issuer-not-allowed",
+                      "Issuing CA may not speak for this organisation",
+                      f"The certificate carries serialNumber {cert.serial_number}, but its "
+                      "issuing CA is not allowed to speak for that organisation.")
+    gemeente = facade.holder.current.gemeenten_by_oin.get(serial or "")
     if gemeente is None:
         raise Problem(403, "not-a-gemeente", "Not a gemeente known to the façade",
                       f"The certificate (serialNumber {cert.serial_number or '-'}) is valid but "
@@ -255,7 +261,9 @@ def _decode_cursor(value: str | None) -> dict[str, Any]:
         raise Problem(400, "invalid-cursor", "Invalid cursor",
                       "Pass nextAfter from the previous page unchanged.") from exc
     if not isinstance(data, dict) or not all(
-            isinstance(k, str) and isinstance(v, int | str) for k, v in data.items()):
+            isinstance(k, str) and (isinstance(v, str) or (
+                isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63))
+            for k, v in data.items()):
         raise Problem(400, "invalid-cursor", "Invalid cursor",
                       "Pass nextAfter from the previous page unchanged.")
     return data

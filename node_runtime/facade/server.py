@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from node_runtime.facade.app import Facade, build_facade, create_facade_app, health
 from node_runtime.facade.config import FacadeSettings
 from node_runtime.serving import (
+    connection_limits,
     run_forever,
     server_tls,
     start_background,
@@ -55,12 +56,13 @@ def build_facade_servers(
 ) -> tuple[Facade, list[uvicorn.Server], ReloadableServerContext]:
     facade = build_facade(settings, transport=transport)
     tls = server_tls("façade", settings.tls_cert, settings.tls_key, settings.tls_trust,
-                     settings.tls_crl)
-    facade.on_tick.append(tls_watcher([settings.tls_crl, settings.tls_trust, settings.tls_cert],
-                                      tls))
+                     settings.tls_crl, issuers=settings.tls_issuers)
+    facade.on_tick.append(tls_watcher([settings.tls_crl, settings.tls_trust, settings.tls_cert,
+                                       settings.tls_issuers], tls))
     app = create_facade_app(settings, facade=facade)
     servers = uvicorn_servers(app, tls=tls, host=settings.host, port=settings.port,
-                              health=health_app(facade), health_port=settings.health_port)
+                              health=health_app(facade), health_port=settings.health_port,
+                              limits=connection_limits(settings))
     return facade, servers, tls
 
 

@@ -23,6 +23,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
+from node_runtime.tls.peers import TrustMaterial
+
 StrPath: TypeAlias = str | os.PathLike[str]
 
 #: NCSC "good" TLS 1.2 suites, strongest first (ECDSA certificates first: the dev PKI's choice).
@@ -130,16 +132,29 @@ class ReloadableServerContext:
     Give :attr:`context` to the server (uvicorn, ``asyncio.start_server``, …). Every new
     connection is switched, in the SNI callback, to the most recently built context, so
     :meth:`reload` (e.g. after a revocation, or periodically to pick up a fresh CRL before the
-    old one's nextUpdate) takes effect for the next handshake without a restart. Existing
-    connections keep the context they were established with.
+    old one's nextUpdate) takes effect for the next handshake without a restart.
+
+    Every successful :meth:`reload` starts a new *trust generation* (:attr:`generation`) and,
+    when a ``material`` factory is given, builds that generation's
+    :class:`~node_runtime.tls.peers.TrustMaterial` from the same files. Connections that are
+    already open re-check their client certificate against the current generation before their
+    next request (:mod:`node_runtime.tls.uvicorn_protocol`), so a revocation also ends
+    keep-alive connections.
 
     OpenSSL runs the servername callback for every ClientHello, with or without SNI.
     """
 
-    def __init__(self, factory: Callable[[], ssl.SSLContext]) -> None:
+    def __init__(
+        self,
+        factory: Callable[[], ssl.SSLContext],
+        material: Callable[[int], TrustMaterial] | None = None,
+    ) -> None:
         self._factory = factory
+        self._material_factory = material
         self._lock = threading.Lock()
         self._current = factory()
+        self._generation = 1
+        self._material = material(1) if material is not None else None
         self.context = factory()
         self.context.sni_callback = self._select
 
@@ -147,11 +162,25 @@ class ReloadableServerContext:
     def current(self) -> ssl.SSLContext:
         return self._current
 
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    @property
+    def material(self) -> TrustMaterial | None:
+        """The current generation's trust material (``None`` without a material factory)."""
+        return self._material
+
     def reload(self) -> None:
         """Rebuild the context from the factory; raises (and keeps the old one) on error."""
         fresh = self._factory()
+        generation = self._generation + 1
+        material = (self._material_factory(generation)
+                    if self._material_factory is not None else None)
         with self._lock:
             self._current = fresh
+            self._material = material
+            self._generation = generation
 
     def _select(
         self, connection: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext
@@ -169,9 +198,12 @@ def reloadable_server_context(
     *,
     require_client_cert: bool = True,
     strict: bool = True,
+    issuers: StrPath | None = None,
 ) -> ReloadableServerContext:
     """:func:`server_context` wrapped in a :class:`ReloadableServerContext` (files re-read on
-    every :meth:`~ReloadableServerContext.reload`)."""
+    every :meth:`~ReloadableServerContext.reload`), with the trust material of each generation
+    (``issuers``: the optional issuer-policy file, see :class:`~node_runtime.tls.peers.
+    IssuerPolicy`)."""
 
     def build() -> ssl.SSLContext:
         return server_context(
@@ -183,7 +215,18 @@ def reloadable_server_context(
             strict=strict,
         )
 
-    return ReloadableServerContext(build)
+    crl_file = crl if crl is None or isinstance(crl, str | os.PathLike) else None
+    if crl is not None and crl_file is None:
+        files = list(crl)  # type: ignore[arg-type]
+        crl_file = files[0] if len(files) == 1 else None
+
+    def material(generation: int) -> TrustMaterial:
+        return TrustMaterial(generation=generation, trust_bundle=trust_bundle, crl=crl_file,
+                             server_chain=cert_chain, issuers=issuers)
+
+    # Several CRL files: the handshake checks them; open connections are checked against the
+    # handshake's verdict only (the node and façade always pass one file).
+    return ReloadableServerContext(build, material if crl is None or crl_file else None)
 
 
 def describe(context: ssl.SSLContext) -> dict[str, object]:

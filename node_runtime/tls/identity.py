@@ -19,7 +19,7 @@ import re
 import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -32,6 +32,9 @@ from cryptography.x509.verification import (
     Store,
     VerificationError,
 )
+
+if TYPE_CHECKING:
+    from node_runtime.tls.peers import IssuerScope
 
 StrPath: TypeAlias = str | os.PathLike[str]
 CertificateInput: TypeAlias = bytes | str | x509.Certificate | Sequence[x509.Certificate]
@@ -73,6 +76,9 @@ class CertificateIdentity:
     certificate_serial: str
     organization_identifier: str | None = None
     country: str | None = None
+    issuer_scope: IssuerScope | None = None
+    """Whom the issuing CA may speak for (set by the server from its issuer policy; ``None``
+    where no policy applies)."""
 
     @property
     def oin(self) -> str | None:
