@@ -13,12 +13,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from node_runtime.pki.authority import CertificateAuthority, as_private_key, create_root_ca
@@ -329,3 +330,68 @@ def crl_number(crl_pem: bytes | None) -> int:
         return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
     except (ValueError, x509.ExtensionNotFound):
         return 0
+
+
+# ------------------------------------------------------------------- several trusted CAs
+
+
+def crls_signed_by(crl_pems: bytes | None, ca_pem: bytes) -> list[bytes]:
+    """The CRLs in ``crl_pems`` (PEM, one or more) that ``ca_pem``'s CA signed."""
+    if not crl_pems:
+        return []
+    cas = x509.load_pem_x509_certificates(ca_pem)
+    out = []
+    for block in re.findall(rb"-----BEGIN X509 CRL-----.*?-----END X509 CRL-----", crl_pems,
+                            flags=re.DOTALL):
+        try:
+            crl = x509.load_pem_x509_crl(block)
+        except ValueError:
+            continue
+        for ca in cas:
+            try:
+                if crl.issuer == ca.subject and crl.is_signature_valid(
+                    ca.public_key()  # type: ignore[arg-type]
+                ):
+                    out.append(crl.public_bytes(serialization.Encoding.PEM))
+                    break
+            except (ValueError, TypeError):
+                continue
+    return out
+
+
+def crl_bundle(blobs: Iterable[bytes]) -> bytes:
+    """CRLs from several PEM blobs, each once, in first-seen order (the node's ``crl.pem``:
+    one CRL per trusted CA that issues client certificates)."""
+    seen: set[bytes] = set()
+    out = b""
+    for blob in blobs:
+        for block in re.findall(rb"-----BEGIN X509 CRL-----.*?-----END X509 CRL-----",
+                                blob or b"", flags=re.DOTALL):
+            if block not in seen:
+                seen.add(block)
+                out += block + b"\n"
+    return out
+
+
+def ca_fingerprint(ca_pem: bytes) -> str:
+    """SHA-256 of the first certificate in ``ca_pem`` (the issuer policy's key)."""
+    return first_certificate(ca_pem).fingerprint(hashes.SHA256()).hex()
+
+
+def issuer_policy_json(
+    *, own: bytes, nodes: Iterable[bytes], organisations: Mapping[bytes, Iterable[str]]
+) -> bytes:
+    """The node's ``issuers.json`` (see ``node_runtime.tls.peers.IssuerPolicy``): its own CA
+    speaks for everyone, the other nodes' CAs for everyone but the administrator, a provided
+    ``ca.crt`` only for the OINs of the gemeenten that provided it."""
+    own_fp = ca_fingerprint(own)
+    node_fps = sorted({ca_fingerprint(n) for n in nodes} - {own_fp})
+    bound: dict[str, set[str]] = {}
+    for ca_pem, oins in organisations.items():
+        for cert in x509.load_pem_x509_certificates(ca_pem):
+            fp = cert.fingerprint(hashes.SHA256()).hex()
+            if fp != own_fp and fp not in node_fps:
+                bound.setdefault(fp, set()).update(oins)
+    document = {"node": [own_fp], "nodes": node_fps,
+                "organisations": {fp: sorted(o) for fp, o in sorted(bound.items())}}
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()

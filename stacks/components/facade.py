@@ -29,6 +29,7 @@ SERVICE_PORT = 443
 RUN_AS_USER = 10001
 TLS_DIR = "/etc/knooppunt/tls"
 TRUST_DIR = "/etc/knooppunt/trust"
+CRL_DIR = "/etc/knooppunt/crl"
 RESOURCES_DIR = "/etc/knooppunt/resources"
 
 PASSTHROUGH_ANNOTATIONS = {
@@ -84,6 +85,9 @@ class FacadeArgs:
     entry: Entry = field(default_factory=Entry)
     resource_documents: Mapping[str, str] = field(default_factory=dict)
     resources_config_map: str = "knooppunt-facade-resources"
+    # The CRLs of the trusted CAs (key crl.pem), kept current by the platform: the façade
+    # checks revocation and fails closed (does not start) without them.
+    crl_config_map: str = "knooppunt-crl"
     env: Mapping[str, str] = field(default_factory=dict)
     name: str = labels.FACADE_APP
 
@@ -115,6 +119,7 @@ def container_env(args: FacadeArgs) -> list[dict[str, str]]:
         "KNOOPPUNT_FACADE_TLS_CERT": f"{TLS_DIR}/tls.crt",
         "KNOOPPUNT_FACADE_TLS_KEY": f"{TLS_DIR}/tls.key",
         "KNOOPPUNT_FACADE_TLS_TRUST": f"{TRUST_DIR}/ca.crt",
+        "KNOOPPUNT_FACADE_TLS_CRL": f"{CRL_DIR}/crl.pem",
         "KNOOPPUNT_FACADE_CLIENT_CERT": f"{TLS_DIR}/tls.crt",
         "KNOOPPUNT_FACADE_CLIENT_KEY": f"{TLS_DIR}/tls.key",
         "KNOOPPUNT_FACADE_NODE_TRUST": f"{TRUST_DIR}/ca.crt",
@@ -163,6 +168,7 @@ def pod_spec(args: FacadeArgs) -> dict[str, Any]:
             "volumeMounts": [
                 {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
                 {"name": "trust", "mountPath": TRUST_DIR, "readOnly": True},
+                {"name": "crl", "mountPath": CRL_DIR, "readOnly": True},
                 {"name": "resources", "mountPath": RESOURCES_DIR, "readOnly": True},
                 {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir
             ],
@@ -170,6 +176,7 @@ def pod_spec(args: FacadeArgs) -> dict[str, Any]:
         "volumes": [
             {"name": "tls", "secret": {"secretName": args.tls_secret, "defaultMode": 0o440}},
             {"name": "trust", "configMap": {"name": args.trust_config_map}},
+            {"name": "crl", "configMap": {"name": args.crl_config_map}},
             {"name": "resources", "configMap": {"name": args.resources_config_map}},
             {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
         ],

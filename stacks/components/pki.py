@@ -29,11 +29,13 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_tls as tls
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 
 from stacks.components import labels
 
 TRUST_BUNDLE_KEY = "ca.crt"
+CRL_KEY = "crl.pem"
+CRL_CONFIG_MAP = "knooppunt-crl"
 DEV_CA_ALGORITHM = "ECDSA"
 DEV_CA_CURVE = "P384"
 LEAF_CURVE = "P256"
@@ -159,6 +161,19 @@ def check_bundle(pem: str, pinned: Sequence[str]) -> list[str]:
     return prints
 
 
+def development_crl(ca_key_pem: str, ca_cert_pem: str) -> str:
+    """An empty CRL of the development CA, valid for the CA's whole lifetime."""
+    key = serialization.load_pem_private_key(ca_key_pem.encode(), password=None)
+    ca = x509.load_pem_x509_certificate(ca_cert_pem.encode())
+    builder = (x509.CertificateRevocationListBuilder()
+               .issuer_name(ca.subject)
+               .last_update(ca.not_valid_before_utc)
+               .next_update(ca.not_valid_after_utc)
+               .add_extension(x509.CRLNumber(1), critical=False))
+    crl = builder.sign(key, hashes.SHA384())  # type: ignore[arg-type]
+    return crl.public_bytes(serialization.Encoding.PEM).decode()
+
+
 def read_bundle(path: Path) -> str:
     if not path.is_file():
         raise ValueError(
@@ -203,6 +218,21 @@ class PlatformPki(pulumi.ComponentResource):
                 opts=child,
             )
             self.ca_cert_pem = ca.cert_pem
+            # The development CA revokes nothing: one empty CRL for the CA's lifetime, so the
+            # façade and nodes check revocation (fail-closed) in development as in production,
+            # where the platform publishes the TSP's current CRLs in the same ConfigMap.
+            dev_crl = pulumi.Output.all(ca_key.private_key_pem, ca.cert_pem).apply(
+                lambda pems: development_crl(pems[0], pems[1]))
+            for ns, ns_input in args.namespaces.items():
+                k8s.core.v1.ConfigMap(
+                    f"{name}-crl-{ns}",
+                    metadata=k8s.meta.v1.ObjectMetaArgs(
+                        name=CRL_CONFIG_MAP, namespace=ns_input, labels=meta_labels),
+                    data={CRL_KEY: dev_crl},
+                    # ECDSA signatures differ per run: keep the first one, it is valid as long
+                    # as the CA.
+                    opts=pulumi.ResourceOptions(parent=self, ignore_changes=["data"]),
+                )
             for leaf in args.leaves:
                 self.secrets[leaf.name] = self._issue(
                     name, leaf, ca_key.private_key_pem, ca.cert_pem, args, meta_labels, child

@@ -76,6 +76,9 @@ def test_tls_material_comes_from_the_platform(pod: dict[str, Any], facade: Run) 
     [container] = pod["spec"]["containers"]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["KNOOPPUNT_FACADE_TLS_TRUST"] == "/etc/knooppunt/trust/ca.crt"
+    # revocation is checked, fail-closed (issue 19, defect 2): the CRLs of the trusted CAs
+    assert env["KNOOPPUNT_FACADE_TLS_CRL"] == "/etc/knooppunt/crl/crl.pem"
+    assert volumes["crl"]["configMap"]["name"] == "knooppunt-crl"
     assert env["KNOOPPUNT_FACADE_TLS_CERT"].startswith("/etc/knooppunt/tls/")
     assert env["KNOOPPUNT_FACADE_PORT"] == "8443"
     mounts = {m["name"]: m for m in container["volumeMounts"]}

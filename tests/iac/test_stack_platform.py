@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from stacks.components import labels, network, pki
 from tests.iac.harness import Run, fake_cert, run_stack
@@ -117,12 +118,27 @@ def test_labels_agree_with_the_operator() -> None:
 
 
 def test_trust_bundle_in_every_namespace(platform: Run) -> None:
-    maps = k8s(platform, "ConfigMap")
+    maps = [m for m in k8s(platform, "ConfigMap")
+            if m["metadata"]["name"] == "knooppunt-trust-bundle"]
     assert {m["metadata"]["namespace"] for m in maps} == {
         "knooppunt-system", "knooppunt-facade", "knooppunten"}
     for m in maps:
-        assert m["metadata"]["name"] == "knooppunt-trust-bundle"
         assert pki.certificates(m["data"]["ca.crt"])
+
+
+def test_development_crl_in_every_namespace(runs: dict[Any, Run]) -> None:
+    """The façade checks revocation fail-closed: the development CA publishes its CRL."""
+    run = runs[("platform", "dev")]
+    maps = [m for m in k8s(run, "ConfigMap") if m["metadata"]["name"] == pki.CRL_CONFIG_MAP]
+    assert {m["metadata"]["namespace"] for m in maps} == {
+        "knooppunt-system", "knooppunt-facade", "knooppunten"}
+    [bundle] = [m for m in k8s(run, "ConfigMap")
+                if m["metadata"]["name"] == "knooppunt-trust-bundle"][:1]
+    [ca] = pki.certificates(bundle["data"]["ca.crt"])
+    for m in maps:
+        crl = x509.load_pem_x509_crl(m["data"]["crl.pem"].encode())
+        assert crl.issuer == ca.subject
+        assert crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------- TLS (dev)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from knooppunt_operator.builders.secrets import b64, unb64
 from knooppunt_operator.runtime_client import StaticPending
 from knooppunt_operator.status import merge_diff
 
+from tests.operator import handshake
 from tests.operator.harness import Cluster
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "iwmo"
@@ -125,7 +127,7 @@ async def create_knooppunt_makes_its_children(cluster: Cluster) -> None:
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
     tls = (await cluster.must_get(kube.SECRET, f"{NODE}-tls"))["data"]
-    assert sorted(tls) == ["ca.crt", "crl.pem", "tls.crt", "tls.key"]
+    assert sorted(tls) == ["ca.crt", "crl.pem", "issuers.json", "tls.crt", "tls.key"]
     info = certificates.leaf_info(unb64(tls, "tls.crt") or b"")
     assert f"{NODE}.{cluster.namespace}.svc" in info.dns_names
     pseudonym = unb64((await cluster.must_get(kube.SECRET, f"{NODE}-pseudonym"))["data"], "key")
@@ -425,11 +427,13 @@ async def provided_certificate_is_trusted_by_the_node(cluster: Cluster) -> None:
         external, oin=oin, organisation="Gemeente Utrecht", common_name="gemeente-utrecht",
         days=365, now=datetime.datetime.now(datetime.UTC))
     ca_pem = certificates.pem_cert(external.certificate)
+    crl_pem = certificates.build_crl_pem(external, [], number=1,
+                                         now=datetime.datetime.now(datetime.UTC))
     await cluster.create({
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pkio-utrecht"},
         "type": "kubernetes.io/tls",
         "data": {"tls.crt": b64(leaf.chain_pem), "tls.key": b64(leaf.key_pem),
-                 "ca.crt": b64(ca_pem)},
+                 "ca.crt": b64(ca_pem), "crl.pem": b64(crl_pem)},
     })
     gemeente = gemeente_resource(344)
     gemeente["spec"]["oin"] = oin
@@ -446,9 +450,68 @@ async def provided_certificate_is_trusted_by_the_node(cluster: Cluster) -> None:
         return ca_pem in (unb64(tls, "ca.crt") or b"")
 
     await cluster.eventually(trusted, what="the external CA in the node's trust bundle")
+    tls = {k: unb64(data, k) or b"" for data in [(await cluster.must_get(
+        kube.SECRET, f"{NODE}-tls"))["data"]] for k in data}
+    assert crl_pem in tls["crl.pem"]  # its CRL too: the node checks revocation per issuing CA
+    # the provided CA speaks for Utrecht's OIN only (issue 19, defect 5)
+    policy = json.loads(tls["issuers.json"])
+    assert policy["organisations"] == {certificates.ca_fingerprint(ca_pem): [oin]}
+    assert await asyncio.to_thread(
+        handshake.mutual_tls, tls, server_name=f"{NODE}.{cluster.namespace}.svc",
+        client_chain=leaf.chain_pem, client_key=leaf.key_pem) is None
 
     wrong = gemeente_resource(345)
     wrong["spec"]["certificate"] = {"secret": "pkio-utrecht"}  # someone else's certificate
     await cluster.create(wrong)
     refused = await cluster.wait_condition(kube.GEMEENTE, "gemeente-0345", "Ready", "False")
     assert f"is not the gemeente's OIN {wrong['spec']['oin']}" in refused["message"]
+
+
+async def two_nodes_carry_each_others_crl(cluster: Cluster) -> None:
+    """Issue 19, defect 1: a gemeente served by two nodes gets one certificate, from the first
+    node's CA; the second node trusts that CA *and carries its CRL*, so the certificate passes
+    a real handshake against the second node's TLS material (leaf CRL checking is on)."""
+    await ready_node(cluster)
+    second = "knooppunt-zorg-2"
+    body = knooppunt_resource()
+    body["metadata"]["name"] = second
+    await cluster.create(body)
+    await cluster.eventually(lambda: cluster.get(kube.SECRET, f"{second}-tls"),
+                             what="second node's TLS Secret")
+    await cluster.create(gemeente_resource(363))
+    client = await cluster.eventually(
+        lambda: cluster.get(kube.SECRET, "gemeente-0363-client-tls"), what="client certificate")
+    chain, key = unb64(client["data"], "tls.crt") or b"", unb64(client["data"], "tls.key") or b""
+    issuer_ca = unb64(client["data"], "ca.crt") or b""
+    issuer = client["metadata"]["labels"][meta.NODE_LABEL]
+    other = second if issuer == NODE else NODE
+
+    async def material() -> dict[str, bytes] | None:
+        data = (await cluster.must_get(kube.SECRET, f"{other}-tls"))["data"]
+        tls = {k: unb64(data, k) or b"" for k in data}
+        if issuer_ca not in tls["ca.crt"] or not certificates.crls_signed_by(tls["crl.pem"],
+                                                                             issuer_ca):
+            return None
+        return tls
+
+    tls = await cluster.eventually(material, what=f"{issuer}'s CA and CRL in {other}'s Secret")
+    assert await asyncio.to_thread(
+        handshake.mutual_tls, tls, server_name=f"{other}.{cluster.namespace}.svc",
+        client_chain=chain, client_key=key) is None
+    policy = json.loads(tls["issuers.json"])
+    assert certificates.ca_fingerprint(issuer_ca) in policy["nodes"]  # never the administrator
+
+    # a revocation by the issuing node reaches the other node's CRL as well
+    pki_name = f"{issuer}-ca"
+    before = tls["crl.pem"]
+    await cluster.client.delete(kube.GEMEENTE, cluster.namespace, "gemeente-0363")
+
+    async def revoked() -> bool:
+        data = (await cluster.must_get(kube.SECRET, f"{other}-tls"))["data"]
+        crl = unb64(data, "crl.pem") or b""
+        return crl != before and await asyncio.to_thread(
+            handshake.mutual_tls, {k: unb64(data, k) or b"" for k in data},
+            server_name=f"{other}.{cluster.namespace}.svc", client_chain=chain,
+            client_key=key) == "certificate revoked"
+
+    await cluster.eventually(revoked, what=f"the revocation in {other}'s CRL ({pki_name})")

@@ -173,6 +173,8 @@ def test_pod_template_and_deployment_postgresql(config: OperatorConfig) -> None:
                     {"name": "KNOOPPUNT_TLS_KEY", "value": "/etc/knooppunt/tls/tls.key"},
                     {"name": "KNOOPPUNT_TLS_TRUST", "value": "/etc/knooppunt/tls/ca.crt"},
                     {"name": "KNOOPPUNT_TLS_CRL", "value": "/etc/knooppunt/tls/crl.pem"},
+                    {"name": "KNOOPPUNT_TLS_ISSUERS",
+                     "value": "/etc/knooppunt/tls/issuers.json"},
                     {"name": "KNOOPPUNT_PSEUDONYM_KEY_FILE",
                      "value": "/etc/knooppunt/pseudonym/key"},
                     {"name": "KNOOPPUNT_CONFIG_MAP_ROOT", "value": "/etc/knooppunt/bundles"},
@@ -257,12 +259,12 @@ def test_sqlite_node_runs_one_replica_on_its_volume(config: OperatorConfig) -> N
         size="2Gi") is None
 
 
-def test_provided_tls_secret_is_mounted_without_crl(config: OperatorConfig) -> None:
+def test_provided_tls_secret_is_mounted_with_crl_and_issuer_policy(config: OperatorConfig) -> None:
     kp = make_kp(security={"tlsSecret": "pkioverheid"})
     template = node.pod_template(kp, config_hash="h", connectors=[], tls_secret="pkioverheid",
                                  tls_managed=False, config=config)
     env = {e["name"] for e in template["spec"]["containers"][0]["env"]}
-    assert "KNOOPPUNT_TLS_CRL" not in env
+    assert {"KNOOPPUNT_TLS_CRL", "KNOOPPUNT_TLS_ISSUERS"} <= env  # fail-closed: always a CRL
     assert template["spec"]["volumes"][1]["secret"]["secretName"] == "pkioverheid"
 
 

@@ -88,6 +88,10 @@ async def test_provided_certificate_is_trusted_by_the_node(running: Running) -> 
     await scenarios.provided_certificate_is_trusted_by_the_node(running.cluster)
 
 
+async def test_two_nodes_carry_each_others_crl(running: Running) -> None:
+    await scenarios.two_nodes_carry_each_others_crl(running.cluster)
+
+
 async def test_failed_rollout_rolls_back(running: Running) -> None:
     await scenarios.failed_rollout_rolls_back(running.cluster)
 

@@ -25,6 +25,7 @@ HTTPS_PORT = 8443
 HEALTH_PORT = 8080
 RESOURCES_DIR = "/etc/knooppunt/resources"
 TLS_DIR = "/etc/knooppunt/tls"
+ISSUERS_KEY = "issuers.json"
 PSEUDONYM_DIR = "/etc/knooppunt/pseudonym"
 BUNDLES_DIR = "/etc/knooppunt/bundles"
 DATA_DIR = "/var/lib/knooppunt"
@@ -197,8 +198,11 @@ def _env(kp: Knooppunt, *, tls_managed: bool) -> list[dict[str, Any]]:
         {"name": "KNOOPPUNT_TLS_KEY", "value": f"{TLS_DIR}/tls.key"},
         {"name": "KNOOPPUNT_TLS_TRUST", "value": f"{TLS_DIR}/ca.crt"},
     ]
-    if tls_managed:
-        env.append({"name": "KNOOPPUNT_TLS_CRL", "value": f"{TLS_DIR}/crl.pem"})
+    # Always a CRL (fail-closed: a provided TLS Secret must carry crl.pem too) and the issuer
+    # policy (issuers.json; without it only the server certificate's CA speaks for anyone).
+    del tls_managed
+    env.append({"name": "KNOOPPUNT_TLS_CRL", "value": f"{TLS_DIR}/crl.pem"})
+    env.append({"name": "KNOOPPUNT_TLS_ISSUERS", "value": f"{TLS_DIR}/{ISSUERS_KEY}"})
     env += [
         {"name": "KNOOPPUNT_PSEUDONYM_KEY_FILE", "value": f"{PSEUDONYM_DIR}/key"},
         {"name": "KNOOPPUNT_CONFIG_MAP_ROOT", "value": BUNDLES_DIR},

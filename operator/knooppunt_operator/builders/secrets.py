@@ -55,14 +55,19 @@ def ca_secret(
 
 
 def tls_secret(
-    kp: Knooppunt, *, chain_pem: bytes, key_pem: bytes, trust_pem: bytes, crl_pem: bytes
+    kp: Knooppunt, *, chain_pem: bytes, key_pem: bytes, trust_pem: bytes, crl_pem: bytes,
+    issuers_json: bytes | None = None,
 ) -> dict[str, Any]:
-    """``<node>-tls``: server chain and key, trusted client CAs, the CRL of the node's CA."""
+    """``<node>-tls``: server chain and key, trusted client CAs, the CRL of every trusted CA,
+    and the issuer policy (which CA may speak for which organisation)."""
+    data = {"tls.crt": chain_pem, "tls.key": key_pem, "ca.crt": trust_pem, "crl.pem": crl_pem}
+    if issuers_json is not None:
+        data["issuers.json"] = issuers_json
     return _secret(
         meta.NodeNames(kp.name).tls,
         kp,
         meta.node_labels(kp.name, "tls"),
-        {"tls.crt": chain_pem, "tls.key": key_pem, "ca.crt": trust_pem, "crl.pem": crl_pem},
+        data,
         type_="kubernetes.io/tls",
     )
 

@@ -231,8 +231,13 @@ async def _provided(
             f"{info.subject_serial_number!r} is not the gemeente's OIN {gemeente.spec.oin}"
         )
     ca_pem = secret_builders.unb64((secret or {}).get("data"), "ca.crt")
-    for kp in nodes:  # the nodes must trust its issuer (ca.crt of the provided Secret)
-        if ca_pem and not await pki.trusts(ctx, namespace, kp.name, ca_pem):
+    crl_pem = secret_builders.unb64((secret or {}).get("data"), "crl.pem")
+    if ca_pem and not certificates.crls_signed_by(crl_pem, ca_pem):
+        problems.append(
+            f"certificate Secret {secret_name} has no crl.pem signed by its ca.crt: the nodes "
+            "refuse certificates of that CA until its CRL is added (fail-closed)")
+    for kp in nodes:  # the nodes trust its issuer (ca.crt), with its CRL, for this OIN only
+        if ca_pem:
             await pki.refresh_tls(ctx, namespace, kp.name)
     return {
         "secret": secret_name,

@@ -176,8 +176,14 @@ async def _reconcile(ctx: Context, body: dict[str, Any]) -> bool:
 
     if kp.spec.security.tls_secret:
         tls_name, tls_managed = kp.spec.security.tls_secret, False
-        if await ctx.client.get(kube.SECRET, namespace, tls_name) is None:
+        provided = await ctx.client.get(kube.SECRET, namespace, tls_name)
+        if provided is None:
             problems.append(f"TLS Secret {tls_name} (spec.security.tlsSecret) not found")
+            blocking = True
+        elif not secret_builders.unb64(provided.get("data"), "crl.pem"):
+            problems.append(f"TLS Secret {tls_name} (spec.security.tlsSecret) has no crl.pem: "
+                            "a node never runs without the CRLs of the CAs it trusts "
+                            "(fail-closed)")
             blocking = True
     else:
         tls_name, tls_managed = names.tls, True

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -58,21 +59,41 @@ async def ensure_ca(
         return material, True
 
 
-async def namespace_trust(ctx: Context, kp: Knooppunt) -> list[bytes]:
-    """CAs a node trusts for client certificates besides its own.
+@dataclass
+class NamespaceTrust:
+    """What a node trusts besides its own CA, with every trusted CA's CRL and whom it may
+    speak for."""
+
+    cas: list[bytes] = field(default_factory=list)
+    crls: list[bytes] = field(default_factory=list)
+    nodes: list[bytes] = field(default_factory=list)
+    organisations: dict[bytes, set[str]] = field(default_factory=dict)
+
+
+async def namespace_trust(ctx: Context, kp: Knooppunt) -> NamespaceTrust:
+    """CAs a node trusts for client certificates besides its own, and their CRLs.
 
     The CAs of the other nodes in the namespace (a gemeente's certificate comes from one of
-    them) and the ``ca.crt`` of provided (e.g. PKIoverheid) gemeente certificates.
+    them; their CRL is the one they publish in their own TLS Secret) and the ``ca.crt`` of
+    provided (e.g. PKIoverheid) gemeente certificates, with the ``crl.pem`` of the same Secret;
+    such a CA speaks only for the OINs of the gemeenten that provided it. A CA without a CRL
+    stays trusted but the node refuses its certificates (fail-closed) and says so.
     """
     namespace = kp.metadata.namespace
-    trusted: list[bytes] = []
+    trust = NamespaceTrust()
     for other in await ctx.client.list(kube.KNOOPPUNT, namespace):
         other_name = other["metadata"]["name"]
         if other_name == kp.name:
             continue
         material = await read_ca(ctx, namespace or "default", other_name)
-        if material is not None:
-            trusted.append(material.cert_pem)
+        if material is None:
+            continue
+        trust.cas.append(material.cert_pem)
+        trust.nodes.append(material.cert_pem)
+        other_tls = await ctx.client.get(kube.SECRET, namespace,
+                                         meta.NodeNames(other_name).tls)
+        published = secret_builders.unb64((other_tls or {}).get("data"), "crl.pem")
+        trust.crls += certificates.crls_signed_by(published, material.cert_pem)
     served = {c.name for c in kp.spec.connectors}
     for body in await ctx.client.list(kube.GEMEENTE, namespace):
         secret_name = ((body.get("spec") or {}).get("certificate") or {}).get("secret")
@@ -85,10 +106,14 @@ async def namespace_trust(ctx: Context, kp: Knooppunt) -> list[bytes]:
         if not served & {s.connector for s in gemeente.spec.subscriptions}:
             continue
         secret = await ctx.client.get(kube.SECRET, namespace, secret_name)
-        ca_pem = secret_builders.unb64((secret or {}).get("data"), "ca.crt")
+        data = (secret or {}).get("data")
+        ca_pem = secret_builders.unb64(data, "ca.crt")
         if ca_pem:
-            trusted.append(ca_pem)
-    return trusted
+            trust.cas.append(ca_pem)
+            trust.organisations.setdefault(ca_pem, set()).add(gemeente.spec.oin)
+            trust.crls += certificates.crls_signed_by(
+                secret_builders.unb64(data, "crl.pem"), ca_pem)
+    return trust
 
 
 async def refresh_tls(ctx: Context, namespace: str, node: str) -> None:
@@ -138,14 +163,21 @@ async def refresh_tls_locked(ctx: Context, body: Mapping[str, Any], kp: Knooppun
         await ctx.events.record(body, reason="CertificateIssued",
                                 message=f"server certificate for node {kp.name} ({reason})")
     assert chain is not None and key is not None
-    trust = certificates.trust_bundle([material.cert_pem, *await namespace_trust(ctx, kp)])
-    crl = secret_builders.unb64(data, "crl.pem")
+    others = await namespace_trust(ctx, kp)
+    trust = certificates.trust_bundle([material.cert_pem, *others.cas])
+    own = certificates.crls_signed_by(secret_builders.unb64(data, "crl.pem"), material.cert_pem)
+    crl = own[0] if own else None
     if crl is None or not certificates.crl_is_current(crl, ca, pruned, now=now):
         crl = certificates.build_crl_pem(
             ca, pruned, number=certificates.crl_number(crl) + 1, now=now
         )
+    # Every trusted CA's CRL (fail-closed per issuing CA), the node's own first.
+    crls = certificates.crl_bundle([crl, *others.crls])
+    issuers = certificates.issuer_policy_json(own=material.cert_pem, nodes=others.nodes,
+                                              organisations=others.organisations)
     objects: list[dict[str, Any]] = [
-        secret_builders.tls_secret(kp, chain_pem=chain, key_pem=key, trust_pem=trust, crl_pem=crl)
+        secret_builders.tls_secret(kp, chain_pem=chain, key_pem=key, trust_pem=trust,
+                                   crl_pem=crls, issuers_json=issuers)
     ]
     if pruned != revoked:
         objects.append(secret_builders.ca_secret(
@@ -191,13 +223,10 @@ async def revoke(ctx: Context, namespace: str, node: str, chain_pem: bytes, *, w
             )
         if not kp.spec.security.tls_secret:
             await refresh_tls_locked(ctx, body, kp)
-
-
-async def trusts(ctx: Context, namespace: str, node: str, ca_pem: bytes) -> bool:
-    """Whether the node's trust bundle already holds every certificate in ``ca_pem``."""
-    secret = await ctx.client.get(kube.SECRET, namespace, meta.NodeNames(node).tls)
-    trust = secret_builders.unb64((secret or {}).get("data"), "ca.crt") or b""
-    return certificates.trust_bundle([trust, ca_pem]) == certificates.trust_bundle([trust])
+    # The other nodes of the namespace trust this CA: give them its new CRL now.
+    for other in await ctx.client.list(kube.KNOOPPUNT, namespace):
+        if other["metadata"]["name"] != node:
+            await refresh_tls(ctx, namespace, other["metadata"]["name"])
 
 
 async def node_endpoint(ctx: Context, namespace: str, node: str) -> NodeEndpoint | None:
