@@ -23,8 +23,9 @@ GIVE_UP = 30.0
 
 @pytest.fixture()
 def strict_node(tmp_path: Path, resource_dir: Path, dev_pki: DevPki) -> Iterator[RunningNode]:
-    settings = node_settings(resource_dir, tmp_path / "data", dev_pki, idle_timeout=0.5,
-                             header_timeout=0.5, body_timeout=0.5, max_connections_per_client=3)
+    settings = node_settings(resource_dir, tmp_path / "data", dev_pki).model_copy(update={
+        "idle_timeout": 0.5, "header_timeout": 0.5, "body_timeout": 0.5,
+        "max_connections_per_client": 3})
     running = start_in_thread(settings)
     try:
         yield running
