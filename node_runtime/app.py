@@ -16,6 +16,7 @@ from node_runtime.processing_log import NODE_PURPOSE, LogBuilder
 from node_runtime.routes import (
     admin,
     catalogue,
+    conversations,
     health,
     ledger,
     mailbox,
@@ -74,6 +75,7 @@ def create_app(
     for module in (messages, mailbox, processing_log, catalogue, admin):
         app.include_router(module.router)
     app.include_router(ledger.router)
+    app.include_router(conversations.router)
     app.include_router(ledger.admin_router)
     app.include_router(health.tls_router)
     return app

@@ -76,6 +76,8 @@ class Settings(BaseSettings):
         "tls_key: the node's key from its PKI.")
     log_signing_cert: Path | None = Field(
         default=None, description="Certificate chain of log_signing_key; default tls_cert.")
+    conversation_interval: float = Field(
+        default=15.0, ge=0.1, description="Seconds between refreshes of conversation metrics.")
     retention_interval: float = Field(
         default=3600.0, ge=1.0, description="Seconds between retention purges."
     )

@@ -13,6 +13,9 @@ from pathlib import Path
 from starlette.requests import Request
 
 from node_runtime.config import Settings
+from node_runtime.conversations.events import EventSink
+from node_runtime.conversations.matching import Matcher
+from node_runtime.conversations.monitor import ConversationMonitor
 from node_runtime.delivery.worker import DeliveryWorker
 from node_runtime.ledger.checkpoints import origin_for
 from node_runtime.ledger.service import LedgerService, load_signer
@@ -46,6 +49,7 @@ class Node:
     identity: IdentityExtractor
     loader: Callable[[], ResourceSet]
     ledger: LedgerService
+    conversations: ConversationMonitor
     on_tick: list[Callable[[], None]] = field(default_factory=list)
     gemeente_watch: GemeenteWatch | None = None
     outbox: Outbox | None = None
@@ -54,10 +58,12 @@ class Node:
     _retention: asyncio.Task[None] | None = field(default=None, repr=False)
     _reloader: asyncio.Task[None] | None = field(default=None, repr=False)
     _checkpoints: asyncio.Task[None] | None = field(default=None, repr=False)
+    _conversations: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
         self._reloader = asyncio.create_task(self._watch())
         self._checkpoints = asyncio.create_task(self.ledger.run())
+        self._conversations = asyncio.create_task(self.conversations.run())
         self._retention = asyncio.create_task(self._retention_loop())
         if self.worker is not None:
             self._worker_task = asyncio.create_task(self.worker.run())
@@ -72,10 +78,11 @@ class Node:
             await asyncio.sleep(self.settings.retention_interval)
 
     async def stop(self) -> None:
-        if self._checkpoints is not None:
-            self._checkpoints.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checkpoints
+        for task in (self._checkpoints, self._conversations):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._retention is not None:
             self._retention.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -168,8 +175,13 @@ def build_node(
         interval=lambda: holder.current.knooppunt.spec.processing_log.checkpoint_interval_seconds,
         registry=metrics.registry,
     )
+    intake.conversations = Matcher(load_or_create_key(settings.key_path()))
+    monitor = ConversationMonitor(store.engine, registry=metrics.registry,
+                                  interval=settings.conversation_interval)
+    if watch is not None and settings.namespace:  # on a cluster: Events on the Knooppunt
+        monitor.on_overdue.append(EventSink(watch.access, settings.namespace, settings.node))
     node = Node(settings, holder, store, intake, metrics, pseudonymizer, identity, loader,
-                ledger)
+                ledger, monitor)
     if watch is not None:
         node.gemeente_watch = watch
         watch.on_change = node.reload_from_watch

@@ -732,9 +732,10 @@ def create_facade_app(
     problems.install(app, role="façade",
                      internal_detail="The façade could not process the request.")
 
-    from node_runtime.facade import ledger  # its routes use this module's dependencies
+    from node_runtime.facade import conversations, ledger  # routes on this module's deps
 
     app.include_router(router)
     app.include_router(ledger.router)
+    app.include_router(conversations.router)
     app.include_router(health)
     return app

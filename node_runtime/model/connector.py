@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, ClassVar, Literal
 
+from lxml import etree
 from pydantic import Field, StringConstraints, model_validator
 
 from node_runtime.model.meta import (
@@ -267,6 +268,49 @@ class Participant(Model):
     certificate: CertificateMatch
 
 
+class ConversationStep(Model):
+    """Where a conversation's message is found and how it is correlated."""
+
+    message: str = Field(pattern=r"^[A-Za-z0-9_\-]+$", max_length=64,
+                         description="Message type (e.g. WMO315).")
+    items: str | None = Field(
+        default=None,
+        description="XPath from the root selecting the items that each open (or close) one "
+        "conversation, e.g. the requested products; empty: the message as a whole.")
+    key: list[Annotated[str, StringConstraints(min_length=1, max_length=1024)]] = Field(
+        min_length=1, max_length=8,
+        description="XPath expressions relative to an item; their string values, with the "
+        "gemeente and the participant, correlate an opener with its closer. Only a keyed hash "
+        "of them is stored.")
+
+
+class Deadline(Model):
+    """The term within which a closing message must follow. Exactly one is set."""
+
+    working_days: int | None = Field(
+        default=None, alias="workingDays", ge=1, le=365,
+        description="Working days on the Dutch calendar (Monday-Friday except national public "
+        "holidays); due at the end of the last one, Europe/Amsterdam.")
+    hours: float | None = Field(default=None, gt=0, le=8760, description="Hours.")
+
+    @model_validator(mode="after")
+    def _one(self) -> Deadline:
+        if (self.working_days is None) == (self.hours is None):
+            raise ValueError("deadline needs exactly one of workingDays, hours")
+        return self
+
+
+class Conversation(Model):
+    """A message that must be answered by another within a term (e.g. a WMO315 request for an
+    assignment by a WMO301 assignment within 5 working days)."""
+
+    name: str = Field(pattern=DNS_LABEL)
+    description: str = ""
+    opener: ConversationStep
+    closers: list[ConversationStep] = Field(min_length=1, max_length=8)
+    deadline: Deadline
+
+
 class SectorConnectorSpec(Model):
     standard: str = Field(min_length=1, description="Standard name, e.g. iWmo.")
     standard_version: str = Field(alias="standardVersion", min_length=1, description="e.g. 2.1.")
@@ -292,6 +336,10 @@ class SectorConnectorSpec(Model):
         ge=1,
         description="Delivered payloads are purged after this many days.",
     )
+    conversations: list[Conversation] = Field(
+        default_factory=list, max_length=32,
+        description="Conversations whose answer terms the node tracks: an opener must be "
+        "followed by one of its closers before the deadline.")
 
     @model_validator(mode="after")
     def _consistent(self) -> SectorConnectorSpec:
@@ -309,6 +357,25 @@ class SectorConnectorSpec(Model):
                     raise ValueError(f"purpose {purpose.name}: unknown message {message}")
                 if mt.conversion is None:
                     raise ValueError(f"purpose {purpose.name}: {message} has no conversion")
+        conversation_names = [c.name for c in self.conversations]
+        if len(set(conversation_names)) != len(conversation_names):
+            raise ValueError("conversation names must be unique")
+        for conversation in self.conversations:
+            steps = [conversation.opener, *conversation.closers]
+            for step in steps:
+                if step.message not in by_name:
+                    raise ValueError(f"conversation {conversation.name}: unknown message "
+                                     f"{step.message}")
+            for step in steps:
+                for expr in [step.items or ".", *step.key]:
+                    try:  # evaluated once on an empty element: finds unknown prefixes
+                        etree.XPath(expr, namespaces=self.namespaces)(etree.Element("probe"))
+                    except etree.XPathError as exc:
+                        raise ValueError(f"conversation {conversation.name}: invalid XPath "
+                                         f"{expr!r}: {exc}") from exc
+            if conversation.opener.message in {c.message for c in conversation.closers}:
+                raise ValueError(f"conversation {conversation.name}: a message cannot both "
+                                 "open and close it")
         seen: set[str] = set()
         for p in self.participants:
             for ident in p.identifiers:

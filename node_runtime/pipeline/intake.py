@@ -14,6 +14,7 @@ from typing import Any
 
 from lxml import etree
 
+from node_runtime.conversations.matching import Matcher, Parties
 from node_runtime.metrics import Metrics
 from node_runtime.pipeline.compiled import CompiledConnector, CompiledMessageType
 from node_runtime.pipeline.conversion import ConversionError
@@ -25,7 +26,12 @@ from node_runtime.principals import Principal
 from node_runtime.processing_log import NODE_PURPOSE, LogBuilder
 from node_runtime.pseudonyms import Pseudonymizer
 from node_runtime.state import NodeState
-from node_runtime.store.records import DeliveryRecord, IntakeCommit, MessageRecord
+from node_runtime.store.records import (
+    ConversationEvent,
+    DeliveryRecord,
+    IntakeCommit,
+    MessageRecord,
+)
 from node_runtime.store.sql import SqlStore, now
 from node_runtime.tracing import TraceContext
 
@@ -68,6 +74,7 @@ class IntakeService:
         self.max_depth = max_depth
         self.public_url = public_url.rstrip("/") if public_url else None
         self.on_commit: Callable[[], None] | None = None
+        self.conversations: Matcher | None = None
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -280,7 +287,9 @@ class IntakeService:
             answer_body=answer,
             answer_content_type=answer_type,
         )
-        stored, created = self.store.commit_intake(IntakeCommit(record, deliveries, logs.records))
+        events = self._conversation_events(connector, mt, root, header, controller, message_id)
+        stored, created = self.store.commit_intake(
+            IntakeCommit(record, deliveries, logs.records, events))
         if not created:
             return self._duplicate(stored, digest, mt)
         if self.on_commit is not None and any(d.delivery_mode == "push" for d in deliveries):
@@ -300,6 +309,23 @@ class IntakeService:
         return IntakeResult(
             202, answer, answer_type, "accepted", message_id, self._id_headers(message_id)
         )
+
+    def _conversation_events(
+        self,
+        connector: CompiledConnector,
+        mt: CompiledMessageType,
+        root: etree._Element,
+        header: _Header,
+        gemeente: str,
+        message_id: str,
+    ) -> list[ConversationEvent]:
+        if self.conversations is None:
+            return []
+        participant = header.sender if mt.spec.direction == "toGemeente" else header.recipient
+        parties = Parties(header.sender, header.recipient, gemeente, participant)
+        return self.conversations.events(connector.resource, mt.name, root, parties,
+                                         message_id=message_id,
+                                         sender_message_id=header.message_id)
 
     def _id_headers(self, message_id: str) -> dict[str, str]:
         return {"Knooppunt-Message-Id": message_id, "Location": f"/api/v1/messages/{message_id}"}

@@ -92,6 +92,27 @@ class LogQuery:
     after_id: str | None = None
 
 
+@dataclass(frozen=True)
+class ConversationEvent:
+    """One item of an accepted message opening or closing a conversation (no values: the
+    correlation key is a keyed hash)."""
+
+    kind: Literal["open", "close"]
+    connector: str
+    conversation: str
+    key_hash: str
+    gemeente: str
+    participant: str
+    sender: str
+    recipient: str
+    message_id: str
+    message_type: str
+    sender_message_id: str
+    item: int
+    at: datetime
+    due_at: datetime | None = None
+
+
 @dataclass
 class IntakeCommit:
     """Everything one accepted message writes, in one transaction."""
@@ -99,3 +120,4 @@ class IntakeCommit:
     message: MessageRecord
     deliveries: list[DeliveryRecord] = field(default_factory=list)
     log: list[LogRecord] = field(default_factory=list)
+    conversations: list[ConversationEvent] = field(default_factory=list)

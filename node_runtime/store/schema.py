@@ -181,3 +181,35 @@ log_checkpoints = Table(
     Column("signature", LargeBinary, nullable=False),
     Column("certificate", Text, nullable=False),  # the signer's PEM chain, leaf first
 )
+
+conversations = Table(
+    "conversations",
+    metadata,
+    # One conversation item: opened by one item of a message (e.g. a requested product of a
+    # WMO315), closed by a matching item of another (the WMO301 assigning it). A closer that
+    # arrives first is kept as "unmatched" until its opener comes. No personal data: the
+    # correlation values are only present as a keyed hash.
+    Column("id", String(36), primary_key=True),
+    Column("connector", String(63), nullable=False),
+    Column("conversation", String(63), nullable=False),
+    Column("key_hash", String(64), nullable=False),
+    Column("gemeente", String(64), nullable=False),
+    Column("participant", String(64), nullable=False),
+    Column("sender", String(64), nullable=False),  # the opener's sender
+    Column("recipient", String(64), nullable=False),  # who must answer
+    Column("status", String(16), nullable=False),  # open, closed, late, unmatched
+    Column("opener_message_id", String(36), nullable=True),
+    Column("opener_type", String(63), nullable=True),
+    Column("opener_reference", String(128), nullable=True),
+    Column("opener_item", Integer, nullable=True),
+    Column("opened_at", UtcDateTime(), nullable=True),
+    Column("due_at", UtcDateTime(), nullable=True),
+    Column("closer_message_id", String(36), nullable=True),
+    Column("closer_type", String(63), nullable=True),
+    Column("closer_reference", String(128), nullable=True),
+    Column("closed_at", UtcDateTime(), nullable=True),
+    Index("ix_conversations_key", "connector", "conversation", "key_hash", "status"),
+    Index("ix_conversations_due", "status", "due_at"),
+    Index("ix_conversations_gemeente", "gemeente", "status"),
+    Index("ix_conversations_participant", "participant", "status"),
+)

@@ -28,7 +28,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
-from node_runtime.store import log_tree, schema
+from node_runtime.store import conversations, log_tree, schema
 from node_runtime.store.group import GroupCommit
 from node_runtime.store.records import (
     DeliveryRecord,
@@ -93,7 +93,13 @@ def _v5(conn: Connection) -> None:
         log_tree.backfill(conn)
 
 
-MIGRATIONS: list[tuple[int, Migration]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5)]
+def _v6(conn: Connection) -> None:
+    """Conversation deadlines: open and closed conversation items."""
+    schema.metadata.create_all(conn, tables=[schema.conversations], checkfirst=True)
+
+
+MIGRATIONS: list[tuple[int, Migration]] = [
+    (1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5), (6, _v6)]
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -163,6 +169,7 @@ def _insert_intakes(conn: Connection, commits: Sequence[IntakeCommit]) -> None:
                         [_delivery_values(d) for c in commits for d in c.deliveries])
     insert_in_seq_order(conn, schema.processing_log,
                         [_log_values(r) for c in commits for r in c.log])
+    conversations.apply(conn, [e for c in commits for e in c.conversations])
 
 
 def _lock_for_migration(conn: Connection) -> None:

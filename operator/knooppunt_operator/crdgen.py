@@ -76,6 +76,12 @@ VALIDATIONS: dict[type[BaseModel], list[Rule]] = {
             "message": "a toGemeente message needs conversion and notification",
         }
     ],
+    connector.Deadline: [
+        {
+            "rule": "[has(self.workingDays), has(self.hours)].filter(x, x).size() == 1",
+            "message": "deadline needs exactly one of workingDays, hours",
+        }
+    ],
     connector.CertificateMatch: [
         {
             "rule": "has(self.serialNumber) || has(self.fingerprintSha256)",
@@ -121,7 +127,8 @@ WEBHOOK_ONLY: dict[type[BaseModel], str] = {
     connector.Mapping: "field paths and declared collections (map keys; string splitting)",
     connector.Purpose: "field paths: covered by the items pattern of fields",
     connector.SectorConnectorSpec: "unique (namespace, root), purposes naming known messages, "
-    "identifiers belonging to one participant",
+    "identifiers belonging to one participant, conversations naming known messages with "
+    "valid XPaths",
 }
 
 def _ready_column() -> dict[str, Any]:

@@ -77,7 +77,8 @@ def test_service_account_role_and_binding() -> None:
         "kind": "Role",
         "metadata": metadata("kp-runtime"),
         "rules": [{"apiGroups": ["knooppunt.nl"], "resources": ["gemeenten"],
-                   "verbs": ["get", "list", "watch"]}],
+                   "verbs": ["get", "list", "watch"]},
+                  {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}],
     }
     assert node.role_binding(kp) == {
         "apiVersion": "rbac.authorization.k8s.io/v1",

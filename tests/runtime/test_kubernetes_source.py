@@ -82,3 +82,27 @@ def test_runtime_follows_gemeenten_in_the_api(controlplane: KubeCluster,
         if node.gemeente_watch is not None:
             node.gemeente_watch.stop()
         node.store.close()
+
+
+@pytest.mark.controlplane
+def test_overdue_conversations_become_events_on_the_knooppunt(
+        controlplane: KubeCluster, controlplane_namespace: str) -> None:
+    """The node records a ConversationOverdue Warning Event when an overdue count grows."""
+    from node_runtime.conversations.events import EventSink
+    from node_runtime.sources.kubernetes import from_kubeconfig
+
+    cp, ns = controlplane, controlplane_namespace
+    sink = EventSink(from_kubeconfig(cp.kubeconfig), ns, NODE)
+    labels = ("iwmo-2-1", "verzoek-om-toewijzing", "0363", "98000023", "overdue")
+    sink({}, {labels: 2})
+    sink({labels: 2}, {labels: 2})  # unchanged: no new event
+    with cp.client() as http:
+        events = [e for e in http.get(f"/api/v1/namespaces/{ns}/events").json()["items"]
+                  if e["reason"] == "ConversationOverdue"]
+    assert len(events) == 1
+    event = events[0]
+    assert event["type"] == "Warning"
+    assert event["involvedObject"]["kind"] == "Knooppunt"
+    assert event["involvedObject"]["name"] == NODE
+    assert "2 item(s) of conversation verzoek-om-toewijzing" in event["message"]
+    assert "0363" in event["message"]

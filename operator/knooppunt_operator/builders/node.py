@@ -72,7 +72,8 @@ def service_account(kp: Knooppunt) -> dict[str, Any]:
 
 
 def role(kp: Knooppunt) -> dict[str, Any]:
-    """What the runtime may do: read the gemeenten of its namespace (it picks them up live)."""
+    """What the runtime may do: read the gemeenten of its namespace (it picks them up live)
+    and record Events (overdue conversations) there."""
     names = meta.NodeNames(kp.name)
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -81,7 +82,8 @@ def role(kp: Knooppunt) -> dict[str, Any]:
             names.role, _ns(kp), owner=kp, labels=meta.node_labels(kp.name)
         ),
         "rules": [
-            {"apiGroups": [GROUP], "resources": ["gemeenten"], "verbs": ["get", "list", "watch"]}
+            {"apiGroups": [GROUP], "resources": ["gemeenten"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
         ],
     }
 
