@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -66,7 +67,8 @@ def create_app(
                  purpose=NODE_PURPOSE, legal_basis="not applicable: request refused",
                  outcome=problem.slug, detail=f"{problem.status} {request.method} "
                  f"{request.url.path}")
-        node.store.write_log(logs.records)
+        # Durable before the answer, but never blocking the event loop while it commits.
+        await asyncio.to_thread(node.store.write_log, logs.records)
 
     problems.install(app, role="node", on_problem=log_refusal,
                      internal_detail="The node could not process the request; nothing was "

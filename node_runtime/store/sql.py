@@ -7,6 +7,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -158,18 +159,33 @@ def insert_in_seq_order(conn: Connection, table: Any, rows: Sequence[dict[str, A
         log_tree.append_leaves(conn, rows)
 
 
-def _insert_intakes(conn: Connection, commits: Sequence[IntakeCommit]) -> None:
+@dataclass(frozen=True)
+class LogWrite:
+    """Processing-log records written on their own (refusals, rejections): they join the
+    intake group commit, so they share its transaction and fsync."""
+
+    records: tuple[LogRecord, ...]
+
+
+Write = IntakeCommit | LogWrite
+
+
+def _insert_intakes(conn: Connection, commits: Sequence[Write]) -> None:
     """The rows of accepted messages: messages first, in one key order for every replica (two
     batches racing for the same messages wait for each other instead of deadlocking on the
-    unique index), then their deliveries and log records in commit order."""
-    ordered = sorted(commits, key=lambda c: (
+    unique index), then their deliveries and all log records (also those of log-only writes)
+    in commit order."""
+    intakes = [c for c in commits if isinstance(c, IntakeCommit)]
+    ordered = sorted(intakes, key=lambda c: (
         c.message.connector, c.message.sender, c.message.sender_message_id))
-    conn.execute(insert(schema.messages), [_message_values(c.message) for c in ordered])
+    if ordered:
+        conn.execute(insert(schema.messages), [_message_values(c.message) for c in ordered])
     insert_in_seq_order(conn, schema.deliveries,
-                        [_delivery_values(d) for c in commits for d in c.deliveries])
-    insert_in_seq_order(conn, schema.processing_log,
-                        [_log_values(r) for c in commits for r in c.log])
-    conversations.apply(conn, [e for c in commits for e in c.conversations])
+                        [_delivery_values(d) for c in intakes for d in c.deliveries])
+    insert_in_seq_order(conn, schema.processing_log, [
+        _log_values(r) for c in commits
+        for r in (c.log if isinstance(c, IntakeCommit) else c.records)])
+    conversations.apply(conn, [e for c in intakes for e in c.conversations])
 
 
 def _lock_for_migration(conn: Connection) -> None:
@@ -211,7 +227,7 @@ class SqlStore:
         # handler, which sleeps in growing steps and wrecks latency under contention.
         self._write_lock: threading.Lock | None = (
             threading.Lock() if self.dialect == "sqlite" else None)
-        self._intake_group: GroupCommit[IntakeCommit, tuple[MessageRecord, bool]] = (
+        self._intake_group: GroupCommit[Write, tuple[MessageRecord, bool] | None] = (
             GroupCommit(self._commit_intake_batch))
 
     @contextlib.contextmanager
@@ -284,20 +300,23 @@ class SqlStore:
         False. Concurrent calls share one transaction (group commit, one fsync), each still
         all-or-nothing: a batch that fails is retried item by item.
         """
-        return self._intake_group.submit(commit)
+        outcome = self._intake_group.submit(commit)
+        assert outcome is not None
+        return outcome
 
     def _commit_intake_batch(
-        self, commits: Sequence[IntakeCommit]
-    ) -> list[tuple[MessageRecord, bool] | BaseException]:
+        self, commits: Sequence[Write]
+    ) -> list[tuple[MessageRecord, bool] | BaseException | None]:
         if len(commits) > 1:
             try:
                 with self.transaction() as conn:
                     _insert_intakes(conn, commits)
-                return [(c.message, True) for c in commits]
+                return [(c.message, True) if isinstance(c, IntakeCommit) else None
+                        for c in commits]
             except Exception as exc:  # noqa: BLE001 - a duplicate or a bad item
-                logger.debug("group commit of %d intakes fell back to one by one: %s",
+                logger.debug("group commit of %d writes fell back to one by one: %s",
                              len(commits), type(exc).__name__)
-        outcomes: list[tuple[MessageRecord, bool] | BaseException] = []
+        outcomes: list[tuple[MessageRecord, bool] | BaseException | None] = []
         for commit in commits:
             try:
                 outcomes.append(self._commit_intake_one(commit))
@@ -305,7 +324,11 @@ class SqlStore:
                 outcomes.append(exc)
         return outcomes
 
-    def _commit_intake_one(self, commit: IntakeCommit) -> tuple[MessageRecord, bool]:
+    def _commit_intake_one(self, commit: Write) -> tuple[MessageRecord, bool] | None:
+        if isinstance(commit, LogWrite):
+            with self.transaction() as conn:
+                _insert_intakes(conn, [commit])
+            return None
         msg = commit.message
         try:
             with self.transaction() as conn:
@@ -331,10 +354,11 @@ class SqlStore:
             return conn.execute(statement).first() is not None
 
     def write_log(self, records: Sequence[LogRecord]) -> None:
+        """Store processing-log records; returns once they are durable. Concurrent writers
+        (intakes included) share one transaction (group commit)."""
         if not records:
             return
-        with self.transaction() as conn:
-            insert_in_seq_order(conn, schema.processing_log, [_log_values(r) for r in records])
+        self._intake_group.submit(LogWrite(tuple(records)))
 
     # -- mailbox ---------------------------------------------------------------------------
 

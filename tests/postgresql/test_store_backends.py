@@ -327,6 +327,43 @@ def test_concurrent_intakes_on_one_store_share_commits_and_stay_separate(
     assert store._intake_group.largest > 1, "no intake shared a commit"
 
 
+def test_log_writes_join_the_intake_group_commit_and_survive_a_broken_batch(
+    store: SqlStore,
+) -> None:
+    """Processing-log records written on their own (refusals, rejections) share the intakes'
+    group commit; each is durable when write_log returns, even when it shared a batch with an
+    intake that failed (the batch is then retried item by item)."""
+    msgs = [message(f"mixed-{i}") for i in range(8)]
+    commits = [intake(m, delivery(m)) for m in msgs]
+    broken = message("mixed-broken")
+    good = delivery(broken)
+    commits.append(intake(broken, good, replace(delivery(broken, mailbox=UTRECHT), id=good.id)))
+    refusals = [[log(activity="refuse", outcome="unknown-connector", subject_ref=None)]
+                for _ in range(12)]
+
+    def submit(i: int) -> object:
+        try:
+            if i < len(commits):
+                return store.commit_intake(commits[i])
+            store.write_log(refusals[i - len(commits)])
+            return None
+        except Exception as exc:  # the broken intake is expected to fail
+            return exc
+
+    results = run_together(len(commits) + len(refusals), submit)
+    assert isinstance(results[len(commits) - 1], IntegrityError)
+    assert all(not isinstance(r, Exception) for i, r in enumerate(results)
+               if i != len(commits) - 1)
+    assert store.count_rows() == {
+        "messages": 8,
+        "deliveries": 8,
+        "processing_log": 8 + 12,
+    }
+    refused = store.query_log(LogQuery(controller=AMSTERDAM, activity="refuse"))
+    assert sorted(r.id for r in refused) == sorted(r[0].id for r in refusals)
+    assert store._intake_group.largest > 1, "no write shared a commit"
+
+
 def test_write_log(store: SqlStore) -> None:
     store.write_log([])
     store.write_log([log(), log(activity="geraadpleegd")])
