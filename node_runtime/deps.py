@@ -9,6 +9,7 @@ from urllib.parse import unquote
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from node_runtime.facade_assertion import HEADER as ACTING_FOR_HEADER
 from node_runtime.facade_assertion import (
@@ -17,14 +18,15 @@ from node_runtime.facade_assertion import (
     SharedReplayGuard,
     verify_assertion,
 )
+from node_runtime.identity import CertificateIdentity
 from node_runtime.node import Node
 from node_runtime.pipeline.errors import Problem
 from node_runtime.principals import (
     PeerCertificate,
     Principal,
+    PrincipalCache,
     claimed_serial,
     issuer_refusal,
-    resolve,
     resolve_acting_for,
 )
 from node_runtime.tls.identity import load_certificates
@@ -33,7 +35,7 @@ from node_runtime.tracing import TraceContext, from_header
 _replay_lock = threading.Lock()
 
 
-def get_node(request: Request) -> Node:
+async def get_node(request: Request) -> Node:
     node: Node = request.app.state.node
     return node
 
@@ -110,14 +112,17 @@ def _acting_for(request: Request, node: Node, cert: PeerCertificate,
     return principal
 
 
-def get_principal(request: Request, node: NodeDep) -> Principal:
+_principals = PrincipalCache()
+
+
+def _principal(request: Request, node: Node) -> Principal:
     cert = node.identity(request)
     if cert is None:
         raise Problem(401, "no-client-certificate", "Client certificate required",
                       "Authenticate with a client certificate issued by a trusted CA.")
     principal = _acting_for(request, node, cert, request.headers.get(ACTING_FOR_HEADER))
     if principal is None:
-        principal = resolve(node.holder.current, cert)
+        principal = _principals.resolve(node.holder.current, cert)
     if principal is None:
         refusal = issuer_refusal(node.holder.current, cert)
         if refusal is not None:
@@ -134,10 +139,22 @@ def get_principal(request: Request, node: NodeDep) -> Principal:
     return principal
 
 
+async def get_principal(request: Request, node: NodeDep) -> Principal:
+    """The caller. The common case (the certificate of this TLS connection, parsed once per
+    connection; no façade assertion, no forwarded certificate) is resolved on the event loop
+    from a cache; verifying an assertion or a forwarded certificate may block (database,
+    chain verification) and runs in a worker thread."""
+    identity = node.identity
+    if (isinstance(identity, CertificateIdentity) and identity.header not in request.headers
+            and ACTING_FOR_HEADER not in request.headers):
+        return _principal(request, node)
+    return await run_in_threadpool(_principal, request, node)
+
+
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def get_trace(request: Request) -> TraceContext:
+async def get_trace(request: Request) -> TraceContext:
     return from_header(request.headers.get("traceparent"))
 
 

@@ -76,6 +76,11 @@ class CertificateIdentity:
         self._verifier: ChainVerifier | None = None
         self._stamp: tuple[float, float] | None = None
 
+    @property
+    def header(self) -> str:
+        """The (lower-case) header a trusted proxy forwards client certificates in."""
+        return self._header
+
     def _current_verifier(self) -> ChainVerifier:
         assert self._trust is not None
         stamp = (self._trust.stat().st_mtime,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -140,3 +141,37 @@ def resolve(state: NodeState, cert: PeerCertificate) -> Principal | None:
             connectors=frozenset(),
         )
     return None
+
+
+class PrincipalCache:
+    """:func:`resolve` remembered per certificate fingerprint, for one :class:`NodeState`.
+
+    Who a certificate speaks for depends only on the certificate, the scope of its issuing CA
+    in the current trust generation and the configuration, so an entry is keyed by fingerprint
+    and issuer scope and is valid while the state it was resolved under is the current one; a
+    new state (a reloaded configuration, a gemeente added or removed) starts an empty cache.
+    Whether the certificate may still be used at all (revoked, expired, issuer no longer
+    trusted) is not decided here: the TLS listener checks that on every request, against the
+    current trust generation, before the application sees it.
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._state: NodeState | None = None
+        self._entries: dict[tuple[str, object], Principal | None] = {}
+
+    def resolve(self, state: NodeState, cert: PeerCertificate) -> Principal | None:
+        key = (cert.fingerprint_sha256, getattr(cert, "issuer_scope", None))
+        with self._lock:
+            if self._state is state and key in self._entries:
+                return self._entries[key]
+        principal = resolve(state, cert)
+        with self._lock:
+            if self._state is not state:
+                self._state = state
+                self._entries = {}
+            if len(self._entries) >= self._limit:
+                self._entries.clear()
+            self._entries[key] = principal
+        return principal
