@@ -34,7 +34,9 @@ class RetourBuilder:
         retour_date: str,
     ) -> bytes:
         failures = list(failures)
-        doc = copy.deepcopy(original)
+        # The codes are added to a copy; without codes the stylesheet (which never changes
+        # its input) reads the original.
+        doc = copy.deepcopy(original) if failures else original
         for failure in failures:
             target = doc.getroot()
             for step in failure.index_path:

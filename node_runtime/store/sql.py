@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     Engine,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -138,6 +139,17 @@ MIGRATION_LOCK_KEY = 0x4DBA_9318_C5E6_CBB2
 SEQ_ORDER_LOCK_KEY = 0x2F0C_5A41_7D93_1E66
 
 
+# Statements of the hot paths, built once: building them per call (coercing every column and
+# comparison) cost more than executing them.
+_SEQ_ORDER_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+_INSERTS = {t.name: insert(t) for t in (schema.messages, schema.deliveries, schema.processing_log)}
+_FIND_MESSAGE = select(schema.messages).where(
+    schema.messages.c.connector == bindparam("connector"),
+    schema.messages.c.sender == bindparam("sender"),
+    schema.messages.c.sender_message_id == bindparam("sender_message_id"),
+)
+
+
 def insert_in_seq_order(conn: Connection, table: Any, rows: Sequence[dict[str, Any]]) -> None:
     """Insert rows that readers page through with a ``seq`` cursor (``?after=``).
 
@@ -153,8 +165,9 @@ def insert_in_seq_order(conn: Connection, table: Any, rows: Sequence[dict[str, A
     if not rows:
         return
     if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SEQ_ORDER_LOCK_KEY})
-    conn.execute(insert(table), list(rows))
+        conn.execute(_SEQ_ORDER_LOCK, {"key": SEQ_ORDER_LOCK_KEY})
+    statement = _INSERTS.get(table.name)
+    conn.execute(insert(table) if statement is None else statement, list(rows))
     if table is schema.processing_log:
         log_tree.append_leaves(conn, rows)
 
@@ -179,7 +192,7 @@ def _insert_intakes(conn: Connection, commits: Sequence[Write]) -> None:
     ordered = sorted(intakes, key=lambda c: (
         c.message.connector, c.message.sender, c.message.sender_message_id))
     if ordered:
-        conn.execute(insert(schema.messages), [_message_values(c.message) for c in ordered])
+        conn.execute(_INSERTS["messages"], [_message_values(c.message) for c in ordered])
     insert_in_seq_order(conn, schema.deliveries,
                         [_delivery_values(d) for c in intakes for d in c.deliveries])
     insert_in_seq_order(conn, schema.processing_log, [
@@ -281,15 +294,10 @@ class SqlStore:
     def find_message(
         self, connector: str, sender: str, sender_message_id: str
     ) -> MessageRecord | None:
-        m = schema.messages
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(m).where(
-                    m.c.connector == connector,
-                    m.c.sender == sender,
-                    m.c.sender_message_id == sender_message_id,
-                )
-            ).first()
+            row = conn.execute(_FIND_MESSAGE, {
+                "connector": connector, "sender": sender, "sender_message_id": sender_message_id,
+            }).first()
         return None if row is None else _message(row)
 
     def commit_intake(self, commit: IntakeCommit) -> tuple[MessageRecord, bool]:
