@@ -1,12 +1,14 @@
 """Benchmark: intake throughput against what the HTTPS stack itself carries, in one run.
 
-    .venv/bin/python benchmarks/intake.py [--requests 2000] [--clients 4] [--rounds 2]
+    .venv/bin/python benchmarks/intake.py [--clients 4] [--rounds 6] [--slice 4]
         [--open-loop | --no-open-loop] [--connections 64] [--duration 10]
         [--profile docs/benchmarks/intake-profile.txt] [--plots docs/benchmarks]
 
+    (matplotlib and py-spy: ``pip install -e '.[bench]'``; vegeta: tools/vegeta/build.sh)
+
 One node, served in a process of its own, on one mutual-TLS listener. The same client
 processes (``--clients``, each with one keep-alive mTLS connection per sender certificate, as
-real senders hold them) send, per round and in this order:
+real senders hold them) send, in every round (the order rotating from round to round):
 
   * ``GET /healthz``                      TLS + HTTP, nothing else: the transport ceiling;
   * ``POST /benchmark/read``               the same bodies to a handler that only reads them
@@ -16,9 +18,11 @@ real senders hold them) send, per round and in this order:
   * ``POST`` to the iWmo connector         the whole intake, committed (202);
 
 and, in this process while the node idles, the in-process floor (parse + XSD + rules +
-conversion). It prints every rate, the best of ``--rounds`` rounds, and its ratio to
-``GET /healthz`` measured in the same run, plus intake/floor. Absolute figures depend on the
-machine and its load; only ratios within one run mean something.
+conversion). After a calibration round every phase runs about ``--slice`` seconds per round,
+so load from elsewhere on a shared machine falls on all phases alike; a phase's rate is all
+its requests over all its time. It prints each rate and its ratio to ``GET /healthz`` from the
+same run, plus intake/floor. Absolute figures depend on the machine and its load; only ratios
+within one run mean something.
 
 Open loop (``--open-loop``, on by default when the Go toolchain or a cached vegeta is there):
 vegeta (``tools/vegeta/build.sh``, built from its Go module) with one client certificate and
@@ -26,8 +30,8 @@ vegeta (``tools/vegeta/build.sh``, built from its Go module) with one client cer
 holds 50 % and 90 % of it for ``--duration`` seconds each and reports p50/p99 latency.
 
 ``--plots DIR`` writes PNGs (matplotlib, the ``bench`` extra); ``--profile FILE`` samples the
-node process with py-spy (the ``bench`` extra) during one extra intake round and writes where
-its time goes.
+node process with py-spy (the ``bench`` extra) during one extra refused round and one extra
+intake round and writes where its time goes.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ CONNECTOR = "iwmo-2-1"
 INTAKE_PATH = f"/api/v1/connectors/{CONNECTOR}/messages"
 REFUSED_PATH = "/api/v1/connectors/no-such-connector/messages"
 READ_PATH = "/benchmark/read"
+PATHS = ["/healthz", READ_PATH, REFUSED_PATH, INTAKE_PATH]
 XML = {"content-type": "application/xml"}
 
 
@@ -183,10 +188,13 @@ class Phase:
     expected: int
     rates: list[float] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
+    requests: int = 0
+    seconds: float = 0.0
 
     @property
-    def best(self) -> float:
-        return max(self.rates)
+    def rate(self) -> float:
+        """All counted requests over all their time."""
+        return self.requests / self.seconds if self.seconds else 0.0
 
 
 class Clients:
@@ -204,7 +212,7 @@ class Clients:
         for pipe in self.pipes:
             assert pipe.recv() == "ready"
 
-    def run(self, phase: Phase, requests: list[Request]) -> float:
+    def run(self, phase: Phase, requests: list[Request], *, counted: bool = True) -> float:
         parts = [requests[i::len(self.pipes)] for i in range(len(self.pipes))]
         started = time.perf_counter()
         for pipe, part in zip(self.pipes, parts, strict=True):
@@ -220,8 +228,11 @@ class Clients:
             raise SystemExit(f"{phase.name}: expected {len(requests)} x {phase.expected}, "
                              f"got {dict(statuses)}")
         rate = len(requests) / elapsed
-        phase.rates.append(rate)
-        phase.latencies = latencies
+        if counted:
+            phase.rates.append(rate)
+            phase.latencies += latencies
+            phase.requests += len(requests)
+            phase.seconds += elapsed
         return rate
 
     def close(self) -> None:
@@ -395,15 +406,15 @@ def plot(directory: Path, phases: list[Phase], floor: float, loops: list[OpenLoo
 
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    ceiling = phases[0].best
+    ceiling = phases[0].rate
     fig, ax = plt.subplots(figsize=(8, 4))
     labels = [p.name for p in phases]
-    rates = [p.best for p in phases]
+    rates = [p.rate for p in phases]
     bars = ax.barh(labels[::-1], rates[::-1], color="#4477aa")
     for bar, rate in zip(bars, rates[::-1], strict=True):
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
                 f" {rate:.0f}/s  ({rate / ceiling:.2f}x)", va="center", fontsize=9)
-    ax.set_xlabel("requests per second (best round)")
+    ax.set_xlabel("requests per second (all rounds)")
     ax.set_xlim(0, ceiling * 1.35)
     ax.set_title(f"{title}\nsame clients, same run; in-process floor {floor:.0f}/s")
     fig.tight_layout()
@@ -441,9 +452,13 @@ def plot(directory: Path, phases: list[Phase], floor: float, loops: list[OpenLoo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=2000, help="per phase and round")
     parser.add_argument("--clients", type=int, default=4, help="client processes")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--slice", type=float, default=4.0,
+                        help="seconds per phase and round (after calibration)")
+    parser.add_argument("--calibrate", type=int, default=200,
+                        help="requests per phase in the calibration round")
+    parser.add_argument("--profile-requests", type=int, default=600)
     parser.add_argument("--open-loop", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--duration", type=int, default=10, help="seconds per open-loop run")
@@ -455,7 +470,7 @@ def main() -> None:
 
     from node_runtime.devpki import ensure_for_resources
 
-    floor = floor_rate(messages(args.requests, "F"))
+    floor = floor_rate(messages(1000, "F"))
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         res = load_paths([EXAMPLES])
@@ -479,18 +494,27 @@ def main() -> None:
                   Phase("POST refused (unknown connector)", 404),
                   Phase("POST full intake (committed)", 202)]
         try:
-            for round_no in range(args.rounds):
-                batch = messages(args.requests, f"R{round_no}")
+            # Calibration round (also warm-up, not counted), then rounds in which every phase
+            # runs for about --slice seconds: on a shared machine the noise then falls on
+            # every phase alike. A phase's rate is all its requests over all its time.
+            counts = [args.calibrate] * len(phases)
+            for round_no in range(args.rounds + 1):
+                batch = messages(max(counts), f"R{round_no}")
                 names = [by_agb[agb] for agb, _ in batch]
-                plans: list[list[Request]] = [
-                    [(n, "GET", "/healthz", None) for n in names],
-                    [(n, "POST", READ_PATH, b) for n, (_, b) in zip(names, batch, strict=True)],
-                    [(n, "POST", REFUSED_PATH, b) for n, (_, b) in zip(names, batch, strict=True)],
-                    [(n, "POST", INTAKE_PATH, b) for n, (_, b) in zip(names, batch, strict=True)],
-                ]
-                for phase, plan in zip(phases, plans, strict=True):
-                    rate = clients.run(phase, plan)
-                    print(f"  round {round_no + 1}: {phase.name:<34} {rate:8.1f}/s", flush=True)
+                # The phase order rotates per round: whatever follows a phase (a checkpoint,
+                # a garbage collection after the intake) then falls on every phase alike.
+                order = [(i + round_no) % len(phases) for i in range(len(phases))]
+                for index in order:
+                    phase, path = phases[index], PATHS[index]
+                    n = counts[index]
+                    plan: list[Request] = [
+                        (name, "GET" if path == "/healthz" else "POST", path,
+                         None if path == "/healthz" else body)
+                        for name, (_, body) in zip(names[:n], batch[:n], strict=True)]
+                    rate = clients.run(phase, plan, counted=round_no > 0)
+                    counts[index] = max(4 * args.clients, int(rate * args.slice))
+                    label = f"round {round_no}" if round_no else "calibration"
+                    print(f"  {label}: {phase.name:<34} {rate:8.1f}/s", flush=True)
             profile_lines: list[str] = []
             if args.profile is not None:
                 profile_lines = profile_round(node.pid, clients, by_agb, args, tmp)
@@ -505,20 +529,22 @@ def main() -> None:
             parent.send("stop")
             node.join(20)
 
-    ceiling = phases[0].best
+    ceiling = phases[0].rate
     print()
     print(f"{args.clients} client processes, one keep-alive mTLS connection per sender "
-          f"certificate; {args.requests} requests per phase, best of {args.rounds} rounds.")
+          f"certificate; {args.rounds} rounds of about {args.slice:.0f} s per phase, "
+          "phases interleaved; rate = all requests / all time of the phase.")
     print("Every figure from this run on this machine; only the ratios are meaningful.")
     for phase in phases:
         lat = sorted(phase.latencies)
+        spread = f"rounds {min(phase.rates):.0f}-{max(phase.rates):.0f}/s"
         p50 = lat[len(lat) // 2] * 1000
         p99 = lat[int(len(lat) * 0.99)] * 1000
-        print(f"{phase.name:<34} {phase.best:8.1f}/s  {phase.best / ceiling:5.2f}x GET /healthz"
-              f"   (last round p50 {p50:.1f} ms, p99 {p99:.1f} ms)")
-    full = phases[-1].best
+        print(f"{phase.name:<34} {phase.rate:8.1f}/s  {phase.rate / ceiling:5.2f}x GET /healthz"
+              f"  ({spread}; p50 {p50:.1f} ms, p99 {p99:.1f} ms)")
+    full = phases[-1].rate
     print(f"{'in-process floor (parse+XSD+rules+convert)':<34} {floor:8.1f}/s")
-    print(f"ratio refused POST / GET /healthz: {phases[2].best / ceiling:.3f}  (target ≥ 0.8)")
+    print(f"ratio refused POST / GET /healthz: {phases[2].rate / ceiling:.3f}  (target ≥ 0.8)")
     print(f"ratio full intake / GET /healthz:  {full / ceiling:.3f}  (target ≥ 0.35)")
     print(f"ratio full intake / in-process floor: {full / floor:.3f}")
     if loops:
@@ -548,7 +574,7 @@ def profile_round(pid: int, clients: Clients, by_agb: dict[str, str],
     for label, path, expected in (("refused POST (unknown connector)", REFUSED_PATH, 404),
                                   ("full intake", INTAKE_PATH, 202)):
         raw_file = tmp / f"profile-{expected}.txt"
-        batch = messages(args.requests, f"P{label[0]}")
+        batch = messages(args.profile_requests, f"P{label[0]}")
         plan: list[Request] = [(by_agb[agb], "POST", path, b) for agb, b in batch]
         spy = subprocess.Popen([py_spy, "record", "--pid", str(pid), "--rate", "250",
                                 "--format", "raw", "--output", str(raw_file), "--nonblocking"],
