@@ -30,14 +30,14 @@ from sqlalchemy import func, insert, select
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from node_runtime.config import Settings  # noqa: E402
-from node_runtime.devpki import ensure_for_resources, node_client_name  # noqa: E402
+from node_runtime.api.server import start_in_thread  # noqa: E402
 from node_runtime.model.loading import load_paths  # noqa: E402
+from node_runtime.node.config import Settings  # noqa: E402
 from node_runtime.pipeline.rules import elfproef  # noqa: E402
-from node_runtime.server import start_in_thread  # noqa: E402
+from node_runtime.security.pki.development import ensure_for_resources, node_client_name  # noqa: E402
+from node_runtime.security.tls.contexts import client_context  # noqa: E402
 from node_runtime.store import schema  # noqa: E402
 from node_runtime.store.sql import SqlStore, now, sqlite_url  # noqa: E402
-from node_runtime.tls.contexts import client_context  # noqa: E402
 from tests.runtime.receiver import start_receiver  # noqa: E402
 
 EXAMPLES = REPO / "examples" / "iwmo"

@@ -34,10 +34,10 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 
-from node_runtime.config import Settings  # noqa: E402
 from node_runtime.facade.config import FacadeSettings  # noqa: E402
 from node_runtime.model.loading import load_paths  # noqa: E402
-from node_runtime.pki.store import ensure_dev_pki  # noqa: E402
+from node_runtime.node.config import Settings  # noqa: E402
+from node_runtime.security.pki.store import ensure_dev_pki  # noqa: E402
 from tests.facade.conftest import (  # noqa: E402
     EXAMPLES,
     FACADE_OIN,
@@ -70,8 +70,8 @@ def _pki(directory: Path):  # type: ignore[no-untyped-def]
 
 
 def _serve_node(settings: Settings) -> None:
-    from node_runtime.logging_setup import configure
-    from node_runtime.server import serve
+    from node_runtime.api.server import serve
+    from node_runtime.observability.logs import configure
 
     configure("WARNING")
     serve(settings)
@@ -79,7 +79,7 @@ def _serve_node(settings: Settings) -> None:
 
 def _serve_facade(settings: FacadeSettings) -> None:
     from node_runtime.facade.server import serve_facade
-    from node_runtime.logging_setup import configure
+    from node_runtime.observability.logs import configure
 
     configure("WARNING")
     serve_facade(settings)

@@ -55,13 +55,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node_runtime.model.loading import load_paths
+from node_runtime.node.config import Settings
+from node_runtime.node.state import build_state
+from node_runtime.pipeline.compiled import ConnectorCache
+from node_runtime.pipeline.parsing import parse_message
+from node_runtime.pipeline.rules import evaluate
+from node_runtime.security.pki.development import ensure_for_resources
+from node_runtime.security.tls.contexts import client_context
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from starlette.requests import Request as StarletteRequest  # noqa: E402
 from starlette.responses import Response  # noqa: E402
-
-from node_runtime.model.loading import load_paths  # noqa: E402
 
 EXAMPLES = REPO / "examples" / "iwmo"
 NODE = "knooppunt-zorg"
@@ -92,10 +99,6 @@ def messages(count: int, tag: str) -> list[tuple[str, bytes]]:
 
 
 def floor_rate(batch: list[tuple[str, bytes]]) -> float:
-    from node_runtime.pipeline.compiled import ConnectorCache
-    from node_runtime.pipeline.parsing import parse_message
-    from node_runtime.pipeline.rules import evaluate
-    from node_runtime.state import build_state
 
     res = load_paths([EXAMPLES])
     state = build_state(res, node=NODE, cache=ConnectorCache(config_map_root=Path("/x")))
@@ -117,9 +120,8 @@ def floor_rate(batch: list[tuple[str, bytes]]) -> float:
 
 def _serve(settings: dict[str, Any], conn: multiprocessing.connection.Connection) -> None:
     """The node in a process of its own, plus a benchmark-only route that only reads bodies."""
-    from node_runtime.config import Settings
-    from node_runtime.server import build_servers
-    from node_runtime.serving import start_background, stop_servers
+    from node_runtime.api.server import build_servers
+    from node_runtime.web.servers import start_background, stop_servers
 
     _node, servers, _tls = build_servers(Settings(**settings))
 
@@ -147,7 +149,6 @@ def _client(conn: multiprocessing.connection.Connection, port: int, ca_bundle: s
             certs: dict[str, tuple[str, str]]) -> None:
     """One sender process: one keep-alive mTLS connection per sender certificate, reused by
     every phase. Answers each phase with (status counts, latencies in seconds)."""
-    from node_runtime.tls.contexts import client_context
 
     contexts = {name: client_context(Path(chain), Path(key), Path(ca_bundle))
                 for name, (chain, key) in certs.items()}
@@ -468,7 +469,6 @@ def main() -> None:
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
     args = parser.parse_args()
 
-    from node_runtime.devpki import ensure_for_resources
 
     floor = floor_rate(messages(1000, "F"))
     with tempfile.TemporaryDirectory() as tmpdir:

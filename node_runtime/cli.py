@@ -7,8 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from node_runtime.config import Settings
-from node_runtime.logging_setup import configure
+from node_runtime.node.config import Settings
+from node_runtime.observability.logs import configure
 
 
 def _resources(args: argparse.Namespace) -> list[Path]:
@@ -26,9 +26,9 @@ def _guess_node(paths: list[Path]) -> str:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from node_runtime.devpki import ensure_for_resources
+    from node_runtime.api.server import serve
     from node_runtime.model.loading import load_paths
-    from node_runtime.server import serve
+    from node_runtime.security.pki.development import ensure_for_resources
 
     configure(args.log_level)
     paths = _resources(args)
@@ -45,7 +45,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.delivery_cert:
         tls.update(delivery_cert=args.delivery_cert, delivery_key=args.delivery_key)
     elif not args.tls_cert:
-        from node_runtime.devpki import node_client_name
+        from node_runtime.security.pki.development import node_client_name
 
         if node_client_name(node) in pki.clients:
             own = pki.clients[node_client_name(node)]
@@ -59,23 +59,33 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Production entry point: every setting from KNOOPPUNT_* environment variables."""
-    from node_runtime.server import serve
+    from node_runtime.api.server import serve
 
     configure(args.log_level)
     serve(Settings())
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from node_runtime.demo import run_demo
+DEMO_SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "demo.py"
 
-    return run_demo(resources=_resources(args), workdir=Path(args.dir), node=args.node)
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The demo is a script of the source tree (examples/demo.py), not part of the package."""
+    import runpy
+
+    if not DEMO_SCRIPT.is_file():
+        raise SystemExit(f"the demo needs a source checkout ({DEMO_SCRIPT} not found): "
+                         "run ./dev demo from a clone of the repository")
+    demo = runpy.run_path(str(DEMO_SCRIPT), run_name="knooppunt_demo")
+    result: int = demo["run_demo"](resources=_resources(args), workdir=Path(args.dir),
+                                   node=args.node)
+    return result
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from node_runtime.model.loading import ResourceError, load_paths
+    from node_runtime.node.state import StateError, build_state
     from node_runtime.pipeline.compiled import ConnectorCache, ConnectorCompileError
-    from node_runtime.state import StateError, build_state
 
     try:
         resources = load_paths(_resources(args))
@@ -137,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from node_runtime.facade.cli import add_facade_command
     from node_runtime.ledger.cli import add_log_commands
-    from node_runtime.pki.cli import add_pki_commands
+    from node_runtime.security.pki.cli import add_pki_commands
 
     add_pki_commands(sub)
     add_facade_command(sub)

@@ -11,12 +11,12 @@ import httpx
 import pytest
 import yaml
 
-from node_runtime.config import Settings
-from node_runtime.devpki import ensure_for_resources
+from node_runtime.api.server import RunningNode, start_in_thread
 from node_runtime.model.loading import ResourceSet, load_paths
-from node_runtime.pki.store import DevPki
-from node_runtime.server import RunningNode, start_in_thread
-from node_runtime.tls.contexts import client_context
+from node_runtime.node.config import Settings
+from node_runtime.security.pki.development import ensure_for_resources
+from node_runtime.security.pki.store import DevPki
+from node_runtime.security.tls.contexts import client_context
 from tests.runtime.receiver import Receiver, start_receiver
 
 REPO = Path(__file__).resolve().parent.parent

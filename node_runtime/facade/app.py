@@ -29,19 +29,20 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from node_runtime import __version__, problems
+from node_runtime import __version__
 from node_runtime.facade.client import NodeClient, NodeOutcome
 from node_runtime.facade.config import FacadeSettings
 from node_runtime.facade.state import FacadeState, NodeEntry, build_facade_state
-from node_runtime.facade_assertion import AssertionSigner, SigningKey
-from node_runtime.identity import CertificateIdentity
 from node_runtime.model.gemeente import Gemeente
 from node_runtime.model.loading import ResourceSet, load_paths
-from node_runtime.pipeline.errors import Problem
+from node_runtime.node.principals import PeerCertificate, claimed_serial
+from node_runtime.node.state import StateHolder, watch_files
 from node_runtime.pipeline.rules import elfproef
-from node_runtime.principals import PeerCertificate, claimed_serial
-from node_runtime.state import StateHolder, watch_files
-from node_runtime.tls.contexts import client_context
+from node_runtime.security.acting_for import AssertionSigner, SigningKey
+from node_runtime.security.peers import CertificateIdentity
+from node_runtime.security.tls.contexts import client_context
+from node_runtime.web import problem_handlers as problems
+from node_runtime.web.problems import Problem
 
 log = logging.getLogger("knooppunt.facade")
 ITEM_ID = re.compile(r"^([a-z0-9](?:[-a-z0-9]*[a-z0-9])?)~([A-Za-z0-9][A-Za-z0-9._-]{0,127})$")

@@ -21,7 +21,7 @@ DEV_FACADE_CERT = "facade"
 def cmd_facade(args: argparse.Namespace) -> int:
     from node_runtime.facade.config import FacadeSettings
     from node_runtime.facade.server import serve_facade
-    from node_runtime.logging_setup import configure
+    from node_runtime.observability.logs import configure
 
     configure(args.log_level)
     if args.env or not args.file:
@@ -34,9 +34,9 @@ def cmd_facade(args: argparse.Namespace) -> int:
         "client_key": args.client_key, "node_trust": args.node_trust,
     }
     if not args.tls_cert or not args.client_cert:
-        from node_runtime.devpki import organisations
         from node_runtime.model.loading import load_paths
-        from node_runtime.pki.store import ensure_dev_pki
+        from node_runtime.security.pki.development import organisations
+        from node_runtime.security.pki.store import ensure_dev_pki
 
         resources = load_paths(paths)
         clients = [(DEV_FACADE_CERT, "Gemeentelijke cloud façade", args.facade_oin)]

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from node_runtime.facade.state import NodeEntry
-from node_runtime.facade_assertion import HEADER, AssertionSigner
 from node_runtime.model.gemeente import Gemeente
+from node_runtime.security.acting_for import HEADER, AssertionSigner
 
 log = logging.getLogger("knooppunt.facade.client")
 

@@ -25,7 +25,7 @@ from node_runtime.facade.app import (
 from node_runtime.facade.client import NodeOutcome
 from node_runtime.facade.state import NodeEntry
 from node_runtime.model.gemeente import Gemeente
-from node_runtime.pipeline.errors import Problem
+from node_runtime.web.problems import Problem
 
 router = APIRouter(prefix="/api/v1", tags=["processing log"])
 

@@ -12,7 +12,8 @@ from fastapi import FastAPI
 
 from node_runtime.facade.app import Facade, build_facade, create_facade_app, health
 from node_runtime.facade.config import FacadeSettings
-from node_runtime.serving import (
+from node_runtime.security.tls.contexts import ReloadableServerContext
+from node_runtime.web.servers import (
     connection_limits,
     run_forever,
     server_tls,
@@ -21,7 +22,6 @@ from node_runtime.serving import (
     tls_watcher,
     uvicorn_servers,
 )
-from node_runtime.tls.contexts import ReloadableServerContext
 
 log = logging.getLogger("knooppunt.facade.server")
 

@@ -49,7 +49,7 @@ def _local(args: argparse.Namespace) -> dict[str, Any]:
 def _remote(args: argparse.Namespace) -> dict[str, Any]:
     import httpx
 
-    from node_runtime.tls.contexts import client_context
+    from node_runtime.security.tls.contexts import client_context
 
     if not (args.cert and args.key and args.trust):
         raise SystemExit("--url needs --cert and --key (an administrator certificate) and "

@@ -14,18 +14,18 @@ from typing import Any
 
 from lxml import etree
 
+from node_runtime.audit.processing_log import NODE_PURPOSE, LogBuilder
 from node_runtime.conversations.matching import Matcher, Parties
-from node_runtime.metrics import Metrics
+from node_runtime.node.principals import Principal
+from node_runtime.node.state import NodeState
+from node_runtime.observability.metrics import Metrics
+from node_runtime.observability.tracing import TraceContext
 from node_runtime.pipeline.compiled import CompiledConnector, CompiledMessageType
 from node_runtime.pipeline.conversion import ConversionError
-from node_runtime.pipeline.errors import Problem, Violation
 from node_runtime.pipeline.parsing import parse_message
 from node_runtime.pipeline.retour import RetourError
 from node_runtime.pipeline.rules import RuleFailure, evaluate, xpath_text
-from node_runtime.principals import Principal
-from node_runtime.processing_log import NODE_PURPOSE, LogBuilder
-from node_runtime.pseudonyms import Pseudonymizer
-from node_runtime.state import NodeState
+from node_runtime.security.pseudonyms import Pseudonymizer
 from node_runtime.store.records import (
     ConversationEvent,
     DeliveryRecord,
@@ -33,7 +33,7 @@ from node_runtime.store.records import (
     MessageRecord,
 )
 from node_runtime.store.sql import SqlStore, now
-from node_runtime.tracing import TraceContext
+from node_runtime.web.problems import Problem, Violation
 
 log = logging.getLogger("knooppunt.intake")
 

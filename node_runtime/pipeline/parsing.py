@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from node_runtime.pipeline.errors import Problem, Violation
+from node_runtime.web.problems import Problem, Violation
 
 
 def _parser() -> etree.XMLParser:

@@ -17,8 +17,8 @@ from pathlib import Path
 import kopf
 
 from knooppunt_operator.certificates import pem_cert, pem_key
-from node_runtime.pki.authority import create_root_ca
-from node_runtime.pki.issuing import issue_server_certificate
+from node_runtime.security.pki.authority import create_root_ca
+from node_runtime.security.pki.issuing import issue_server_certificate
 
 SERVICE_PORT = 443
 

@@ -22,8 +22,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
-from node_runtime.pki.authority import CertificateAuthority, as_private_key, create_root_ca
-from node_runtime.pki.issuing import (
+from node_runtime.security.pki.authority import CertificateAuthority, as_private_key, create_root_ca
+from node_runtime.security.pki.issuing import (
     RevokedEntry,
     build_crl,
     issue_client_certificate,

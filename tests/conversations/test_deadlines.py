@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
+from node_runtime.api.server import RunningNode
 from node_runtime.model.connector import SectorConnectorSpec
-from node_runtime.server import RunningNode
 from tests.conftest import CONNECTOR, MESSAGES, PartyFactory
 
 AMS = ZoneInfo("Europe/Amsterdam")

@@ -25,12 +25,12 @@ import httpx
 import pytest
 import yaml
 
-from node_runtime.config import Settings
+from node_runtime.api.server import RunningNode, start_in_thread
 from node_runtime.facade import FacadeSettings, RunningFacade, start_facade_in_thread
 from node_runtime.model.loading import load_paths
-from node_runtime.pki.store import DevPki, ensure_dev_pki
-from node_runtime.server import RunningNode, start_in_thread
-from node_runtime.tls.contexts import client_context
+from node_runtime.node.config import Settings
+from node_runtime.security.pki.store import DevPki, ensure_dev_pki
+from node_runtime.security.tls.contexts import client_context
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "iwmo"

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from node_runtime.facade_assertion import (
+from node_runtime.security.acting_for import (
     CLOCK_LEEWAY,
     MAX_LIFETIME,
     AssertionSigner,
@@ -22,7 +22,7 @@ from node_runtime.facade_assertion import (
     _unb64,
     verify_assertion,
 )
-from node_runtime.pipeline.errors import Problem
+from node_runtime.web.problems import Problem
 
 FACADE_OIN = "00000001999000000777"
 AMSTERDAM = ("00000001999000363000", "0363")
@@ -159,7 +159,7 @@ def test_the_shared_guard_records_every_use_and_purges_now_and_then() -> None:
 def test_nodes_on_a_shared_database_keep_used_ids_there() -> None:
     from types import SimpleNamespace
 
-    from node_runtime import deps
+    from node_runtime.api import deps
 
     for dialect, kind in (("postgresql", SharedReplayGuard), ("sqlite", ReplayCache)):
         request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace()))

@@ -15,8 +15,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from node_runtime.facade_assertion import HEADER, AssertionSigner
-from node_runtime.pki.store import DevPki
+from node_runtime.security.acting_for import HEADER, AssertionSigner
+from node_runtime.security.pki.store import DevPki
 from tests.facade.conftest import (
     BY_CODE,
     IWMO,

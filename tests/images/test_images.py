@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from node_runtime.model.loading import ResourceSet
-from node_runtime.pki.store import DevPki
-from node_runtime.tls.contexts import client_context
+from node_runtime.security.pki.store import DevPki
+from node_runtime.security.tls.contexts import client_context
 from tests.conftest import CONNECTOR, EXAMPLES, MESSAGES, NODE, free_port
 from tests.controlplane.cluster import wait_for
 from tests.images import podman
@@ -45,7 +45,8 @@ def test_image_runs_read_only_as_non_root_without_build_tools(
     images: podman.Images, which: str
 ) -> None:
     script = (
-        "import importlib.metadata as m, os, shutil, knooppunt_operator.main, node_runtime.server\n"
+        "import importlib.metadata as m, os, shutil, knooppunt_operator.main\n"
+        "import node_runtime.api.server\n"
         "print(os.getuid(), os.getgid(), m.version('knooppunt'))\n"
         "print(*[t for t in ('gcc', 'cc', 'make', 'pip', 'pip3', 'apt-get') if shutil.which(t)])\n"
         "caches = ('/root/.cache', '/var/lib/apt/lists/partial', '/var/cache/apt/archives')\n"

@@ -15,16 +15,16 @@ import yaml
 from cryptography import x509
 from sqlalchemy import create_engine, text
 
+from node_runtime.api.server import RunningNode, start_in_thread
 from node_runtime.cli import main
 from node_runtime.ledger import merkle
 from node_runtime.ledger.checkpoints import Checkpoint
 from node_runtime.ledger.checkpoints import verify as verify_checkpoint
 from node_runtime.ledger.leaves import leaf_data_from_api
 from node_runtime.model.loading import ResourceSet
-from node_runtime.pki.store import DevPki
-from node_runtime.server import RunningNode, start_in_thread
+from node_runtime.security.pki.store import DevPki
+from node_runtime.security.tls.contexts import client_context
 from node_runtime.store.sql import sqlite_url
-from node_runtime.tls.contexts import client_context
 from tests.conftest import CONNECTOR, MESSAGES, node_settings
 from tests.runtime.helpers import header, with_new_id
 

@@ -12,18 +12,18 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from node_runtime.audit.processing_log import LogBuilder
 from node_runtime.ledger import merkle
 from node_runtime.ledger.checkpoints import Signer
 from node_runtime.ledger.checkpoints import verify as verify_checkpoint
 from node_runtime.ledger.purges import LOG_PURGE, purge_detail
 from node_runtime.ledger.tree import LogTree
 from node_runtime.ledger.verification import verify
-from node_runtime.pki.store import DevPki
-from node_runtime.processing_log import LogBuilder
+from node_runtime.observability.tracing import from_header
+from node_runtime.security.pki.store import DevPki
 from node_runtime.store.records import LogRecord
 from node_runtime.store.retention import Retention
 from node_runtime.store.sql import SqlStore, sqlite_url
-from node_runtime.tracing import from_header
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 NOW = datetime.now(UTC)

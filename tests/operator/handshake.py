@@ -10,7 +10,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from node_runtime.tls.contexts import client_context, server_context
+from node_runtime.security.tls.contexts import client_context, server_context
 
 
 def mutual_tls(secret: Mapping[str, bytes], *, server_name: str, client_chain: bytes,

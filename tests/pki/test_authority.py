@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from node_runtime.pki.authority import (
+from node_runtime.security.pki.authority import (
     INTERMEDIATE_CA_NAME,
     ROOT_CA_NAME,
     CertificateAuthority,
@@ -24,14 +24,14 @@ from node_runtime.pki.authority import (
     create_root_ca,
     utcnow,
 )
-from node_runtime.pki.issuing import (
+from node_runtime.security.pki.issuing import (
     RevokedEntry,
     build_crl,
     issue_client_certificate,
     issue_server_certificate,
     renew_certificate,
 )
-from node_runtime.pki.store import PkiStore, ensure_dev_pki
+from node_runtime.security.pki.store import PkiStore, ensure_dev_pki
 
 OIN_AMSTERDAM = "00000001002564440000"
 OIN_UTRECHT = "00000001002220647000"

@@ -17,9 +17,9 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from node_runtime.pki.cli import add_pki_commands, main
-from node_runtime.tls.contexts import server_context
-from node_runtime.tls.uvicorn_protocol import run_in_thread, tls_config
+from node_runtime.security.pki.cli import add_pki_commands, main
+from node_runtime.security.tls.contexts import server_context
+from node_runtime.security.tls.uvicorn_protocol import run_in_thread, tls_config
 
 OIN = "00000001002564440000"
 REPO = Path(__file__).resolve().parents[2]
@@ -196,7 +196,8 @@ def test_add_pki_commands_wires_into_a_parent_cli(pki_dir: Path) -> None:
 
 def test_module_entry_point(pki_dir: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "node_runtime.pki.cli", "pki", "list", "--dir", str(pki_dir)],
+        [sys.executable, "-m", "node_runtime.security.pki.cli", "pki", "list",
+         "--dir", str(pki_dir)],
         capture_output=True,
         text=True,
         cwd=REPO,

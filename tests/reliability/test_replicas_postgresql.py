@@ -14,12 +14,12 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from node_runtime.devpki import ensure_for_resources, node_client_name
 from node_runtime.model.loading import load_paths
-from node_runtime.pki.store import DevPki
+from node_runtime.security.pki.development import ensure_for_resources, node_client_name
+from node_runtime.security.pki.store import DevPki
+from node_runtime.security.tls.contexts import client_context
 from node_runtime.store import schema
 from node_runtime.store.sql import SqlStore
-from node_runtime.tls.contexts import client_context
 from tests.conftest import CONNECTOR, MESSAGES, NODE, free_port
 from tests.reliability.test_crash_safety import Runtime, valid_bsns
 from tests.runtime.helpers import header, replace_first, with_new_id

@@ -14,9 +14,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from node_runtime.pki.store import DevPki
-from node_runtime.tls.contexts import server_context
-from node_runtime.tls.uvicorn_protocol import RunningServer, run_in_thread, tls_config
+from node_runtime.security.pki.store import DevPki
+from node_runtime.security.tls.contexts import server_context
+from node_runtime.security.tls.uvicorn_protocol import RunningServer, run_in_thread, tls_config
 
 
 @dataclass

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from node_runtime.pki.store import DevPki
-from node_runtime.tls.contexts import client_context
+from node_runtime.security.pki.store import DevPki
+from node_runtime.security.tls.contexts import client_context
 from tests.conftest import EXAMPLES, NODE, REPO, free_port
 
 KNOOPPUNT = [sys.executable, "-m", "node_runtime.cli"]

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from node_runtime.api.server import RunningNode
 from node_runtime.model.loading import ResourceSet
 from node_runtime.pipeline.doelbinding import paths_of
-from node_runtime.server import RunningNode
 from tests.conftest import CONNECTOR, MESSAGES, PartyFactory
 from tests.runtime.helpers import (
     bsns,

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from node_runtime.config import Settings
-from node_runtime.node import build_node
-from node_runtime.pki.store import DevPki
+from node_runtime.node.assembly import build_node
+from node_runtime.node.config import Settings
+from node_runtime.security.pki.store import DevPki
 from tests.conftest import EXAMPLES, NODE, REPO
 from tests.controlplane.cluster import KubeCluster
 
@@ -89,7 +89,7 @@ def test_overdue_conversations_become_events_on_the_knooppunt(
         controlplane: KubeCluster, controlplane_namespace: str) -> None:
     """The node records a ConversationOverdue Warning Event when an overdue count grows."""
     from node_runtime.conversations.events import EventSink
-    from node_runtime.sources.kubernetes import from_kubeconfig
+    from node_runtime.node.kubernetes_source import from_kubeconfig
 
     cp, ns = controlplane, controlplane_namespace
     sink = EventSink(from_kubeconfig(cp.kubeconfig), ns, NODE)

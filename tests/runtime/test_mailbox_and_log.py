@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from node_runtime.api.server import RunningNode
 from node_runtime.model.loading import ResourceSet
-from node_runtime.server import RunningNode
 from tests.conftest import ADMIN_CERT, CONNECTOR, MESSAGES, PartyFactory
 from tests.runtime.helpers import bsns, header
 

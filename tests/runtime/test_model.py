@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from node_runtime.model.loading import ResourceError, load_paths
+from node_runtime.node.state import StateError, build_state
 from node_runtime.pipeline.compiled import ConnectorCache, ConnectorCompileError
-from node_runtime.state import StateError, build_state
 from tests.conftest import EXAMPLES, NODE
 
 

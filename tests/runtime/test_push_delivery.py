@@ -11,14 +11,14 @@ import httpx
 import pytest
 import yaml
 
-from node_runtime.delivery.breaker import CircuitBreakers
-from node_runtime.delivery.worker import backoff
-from node_runtime.devpki import ensure_for_resources, node_client_name
+from node_runtime.api.server import RunningNode, start_in_thread
+from node_runtime.jobs.breakers import CircuitBreakers
+from node_runtime.jobs.delivery import backoff
 from node_runtime.model.knooppunt import DeliverySpec
 from node_runtime.model.loading import load_paths
-from node_runtime.pki.store import DevPki
-from node_runtime.server import RunningNode, start_in_thread
-from node_runtime.tls.contexts import client_context
+from node_runtime.security.pki.development import ensure_for_resources, node_client_name
+from node_runtime.security.pki.store import DevPki
+from node_runtime.security.tls.contexts import client_context
 from tests.conftest import CONNECTOR, MESSAGES, NODE, node_settings
 from tests.runtime.helpers import header, replace_first, with_new_id
 from tests.runtime.receiver import Receiver

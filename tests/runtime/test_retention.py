@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from node_runtime.api.server import RunningNode
+from node_runtime.jobs.retention import run_retention
 from node_runtime.model.loading import ResourceSet
-from node_runtime.retention import run_retention
-from node_runtime.server import RunningNode
 from node_runtime.store.sql import now
 from tests.conftest import CONNECTOR, MESSAGES, PartyFactory
 from tests.runtime.helpers import header

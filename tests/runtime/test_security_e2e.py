@@ -13,9 +13,9 @@ import httpx
 import pytest
 import yaml
 
-from node_runtime.pki.store import DevPki, ensure_dev_pki
-from node_runtime.server import RunningNode, start_in_thread
-from node_runtime.tls.contexts import client_context
+from node_runtime.api.server import RunningNode, start_in_thread
+from node_runtime.security.pki.store import DevPki, ensure_dev_pki
+from node_runtime.security.tls.contexts import client_context
 from tests.conftest import CONNECTOR, MESSAGES, node_settings
 
 URL = f"/api/v1/connectors/{CONNECTOR}/messages"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from node_runtime.pki.store import DevPki
-from node_runtime.server import RunningNode, start_in_thread
-from node_runtime.tls.contexts import client_context
+from node_runtime.api.server import RunningNode, start_in_thread
+from node_runtime.security.pki.store import DevPki
+from node_runtime.security.tls.contexts import client_context
 from tests.conftest import CONNECTOR, node_settings
 
 #: Far longer than the configured deadlines: a server that never closes fails the test.

@@ -22,9 +22,9 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import hashes
 
-from node_runtime.pki.store import DevPki, ensure_dev_pki
-from node_runtime.server import RunningNode, start_in_thread
-from node_runtime.tls.contexts import client_context
+from node_runtime.api.server import RunningNode, start_in_thread
+from node_runtime.security.pki.store import DevPki, ensure_dev_pki
+from node_runtime.security.tls.contexts import client_context
 from tests.conftest import ADMIN_CERT, ADMIN_OIN, node_settings
 
 AMSTERDAM_OIN = "00000001999000363000"
@@ -107,7 +107,7 @@ def test_a_trusted_ca_without_its_crl_is_refused_with_a_clear_message(
     tmp_path: Path, resource_dir: Path, dev_pki: DevPki, foreign: DevPki,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="node_runtime.tls")
+    caplog.set_level(logging.INFO, logger="node_runtime.security.tls")
     running = _start(tmp_path, resource_dir, dev_pki, foreign, crls=[dev_pki.crl],
                      issuers={"organisations": {_foreign_ca_fingerprint(foreign): [UTRECHT_OIN]}})
     try:

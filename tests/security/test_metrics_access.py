@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from node_runtime.pki.store import DevPki
-from node_runtime.server import RunningNode, start_in_thread
+from node_runtime.api.server import RunningNode, start_in_thread
+from node_runtime.security.pki.store import DevPki
 from tests.conftest import ADMIN_CERT, PartyFactory, free_port, node_settings
 
 

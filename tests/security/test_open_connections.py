@@ -9,9 +9,9 @@ import json
 import time
 from pathlib import Path
 
-from node_runtime.pki.store import DevPki, ensure_dev_pki
-from node_runtime.server import RunningNode, start_in_thread
-from node_runtime.tls.contexts import ReloadableServerContext, client_context
+from node_runtime.api.server import RunningNode, start_in_thread
+from node_runtime.security.pki.store import DevPki, ensure_dev_pki
+from node_runtime.security.tls.contexts import ReloadableServerContext, client_context
 from tests.conftest import node_settings
 from tests.facade.conftest import World
 

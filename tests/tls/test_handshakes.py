@@ -30,23 +30,23 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from fastapi import FastAPI, Request
 
-from node_runtime.pki.authority import create_intermediate_ca, create_root_ca, utcnow
-from node_runtime.pki.issuing import RevokedEntry, build_crl, issue_client_certificate
-from node_runtime.pki.store import IssuedPaths, PkiStore, atomic_write, write_private_key
-from node_runtime.tls.contexts import (
+from node_runtime.security.pki.authority import create_intermediate_ca, create_root_ca, utcnow
+from node_runtime.security.pki.issuing import RevokedEntry, build_crl, issue_client_certificate
+from node_runtime.security.pki.store import IssuedPaths, PkiStore, atomic_write, write_private_key
+from node_runtime.security.tls.certificates import (
+    ChainVerifier,
+    identity_from_der,
+    load_certificates,
+    verify_chain,
+)
+from node_runtime.security.tls.contexts import (
     TLS12_CIPHERS,
     ReloadableServerContext,
     client_context,
     describe,
     server_context,
 )
-from node_runtime.tls.identity import (
-    ChainVerifier,
-    identity_from_der,
-    load_certificates,
-    verify_chain,
-)
-from node_runtime.tls.uvicorn_protocol import (
+from node_runtime.security.tls.uvicorn_protocol import (
     RejectedHandshake,
     RunningServer,
     TLSH11Protocol,

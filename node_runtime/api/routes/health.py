@@ -1,0 +1,63 @@
+"""Liveness, readiness and Prometheus metrics.
+
+On the optional plain health port (reachable only inside the cluster, by the NetworkPolicy) all
+three answer anyone. On the mutual-TLS port ``/metrics`` carries per-gemeente figures, so it
+answers an administrator certificate only (:data:`tls_router`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from node_runtime.api.deps import NodeDep
+from node_runtime.api.routes.admin import require_admin
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="Liveness")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: configuration loaded and database reachable")
+async def readyz(node: NodeDep) -> Response:
+    ok = await asyncio.to_thread(node.ready)
+    state = node.holder.current
+    body = {
+        "status": "ready" if ok else "not ready",
+        "node": state.name,
+        "generation": state.generation,
+        "connectors": {n: c.revision for n, c in state.connectors.items()},
+        "gemeenten": len(state.gemeenten_by_code),
+    }
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+async def metrics(node: NodeDep) -> Response:
+    """Prometheus metrics (per gemeente: messages, deliveries, pending counts)."""
+    pending = await asyncio.to_thread(node.store.pending_count)
+    node.metrics.pending.clear()
+    for (_kind, owner), count in pending.items():
+        node.metrics.pending.labels(owner).set(count)
+    if node.outbox is not None:
+        counts = await asyncio.to_thread(node.outbox.counts)
+        for status in ("pending", "delivered", "dead"):
+            node.metrics.outbox.labels(status).set(counts.get(status, 0))
+    return Response(generate_latest(node.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+router.add_api_route("/metrics", metrics, methods=["GET"], summary="Prometheus metrics")
+
+#: The mutual-TLS port's operations routes: /metrics for administrators only.
+tls_router = APIRouter(tags=["operations"])
+tls_router.add_api_route("/healthz", healthz, methods=["GET"], summary="Liveness")
+tls_router.add_api_route("/readyz", readyz, methods=["GET"],
+                         summary="Readiness: configuration loaded and database reachable")
+tls_router.add_api_route("/metrics", metrics, methods=["GET"],
+                         summary="Prometheus metrics (administrator certificate only)",
+                         dependencies=[Depends(require_admin)])

@@ -1,0 +1,79 @@
+"""Intake: sector parties and gemeenten submit standard messages here."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from node_runtime.api.deps import NodeDep, PrincipalDep, TraceDep
+from node_runtime.web.problems import Problem
+
+router = APIRouter(prefix="/api/v1", tags=["messages"])
+
+XML_MEDIA_TYPES = {"application/xml", "text/xml"}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read the body, refusing it as soon as it passes the limit (never buffered whole)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise _too_large(limit)
+        except ValueError as exc:
+            raise Problem(400, "bad-content-length", "Invalid Content-Length",
+                          "Content-Length is not a number.") from exc
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> Problem:
+    return Problem(413, "body-too-large", "Message too large",
+                   f"The body exceeds the node's limit of {limit} bytes.",
+                   extra={"maxBytes": limit})
+
+
+@router.post(
+    "/connectors/{connector}/messages",
+    summary="Submit a sector message (e.g. iWmo WMO305)",
+    responses={
+        202: {"description": "Accepted: the retour message (0200 per record) or a message id.",
+              "content": {"application/xml": {}, "application/json": {}}},
+        400: {"description": "Not XML, DTD/entities, unknown message type (problem details)."},
+        401: {"description": "No client certificate."},
+        403: {"description": "Sender not authorised (problem details)."},
+        404: {"description": "Unknown connector."},
+        409: {"description": "Identification reused for a different message."},
+        413: {"description": "Body over the size limit."},
+        415: {"description": "Content type is not XML."},
+        422: {"description": "Schema-invalid (problem) or rejected by rules (retour message "
+                             "carrying the retourcodes)."},
+    },
+)
+async def submit_message(
+    connector: str,
+    request: Request,
+    node: NodeDep,
+    principal: PrincipalDep,
+    trace: TraceDep,
+) -> Response:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in XML_MEDIA_TYPES:
+        raise Problem(415, "unsupported-media-type", "Unsupported content type",
+                      f"Send messages as application/xml, not {media_type or 'nothing'}.")
+    state = node.holder.current
+    body = await read_body(request, state.knooppunt.spec.limits.max_message_bytes)
+    result = await asyncio.to_thread(node.intake.process, state, connector, body, principal,
+                                     trace)
+    headers = dict(result.headers)
+    headers["Knooppunt-Outcome"] = result.outcome
+    return Response(result.body, status_code=result.status, media_type=result.content_type,
+                    headers=headers)

@@ -1,0 +1,98 @@
+"""The processing log (verwerkingenlog): each gemeente queries its own records only."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from node_runtime.api.deps import NodeDep, PrincipalDep
+from node_runtime.node.principals import Principal
+from node_runtime.pipeline.rules import elfproef
+from node_runtime.store.records import LogQuery, LogRecord
+from node_runtime.web.problems import Problem
+
+router = APIRouter(prefix="/api/v1", tags=["processing log"])
+
+
+def record_json(r: LogRecord) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "timestamp": r.timestamp.isoformat(),
+        "traceId": r.trace_id,
+        "spanId": r.span_id,
+        "parentSpanId": r.parent_span_id,
+        "activity": r.activity,
+        "purpose": r.purpose,
+        "legalBasis": r.legal_basis,
+        "controller": r.controller,
+        "actor": r.actor,
+        "subjectRef": r.subject_ref,
+        "connector": r.connector,
+        "messageType": r.message_type,
+        "messageId": r.message_id,
+        "deliveryId": r.delivery_id,
+        "outcome": r.outcome,
+        "detail": r.detail,
+    }
+
+
+def _check(principal: Principal, gemeentecode: str) -> None:
+    if principal.kind != "gemeente" or principal.id != gemeentecode:
+        raise Problem(403, "not-your-log", "Not your processing log",
+                      f"{principal.display_name} may query only its own processing log.")
+
+
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+@router.get("/gemeenten/{gemeentecode}/processing-log",
+            summary="Query the gemeente's processing-log records")
+async def query_log(
+    gemeentecode: str,
+    node: NodeDep,
+    principal: PrincipalDep,
+    subject_ref: Annotated[str | None, Query(alias="subjectRef")] = None,
+    purpose: str | None = None,
+    connector: str | None = None,
+    activity: str | None = None,
+    trace_id: Annotated[str | None, Query(alias="traceId")] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    after: Annotated[str | None, Query(description="Continue after this record id")] = None,
+    limit: Limit = 100,
+) -> dict[str, Any]:
+    _check(principal, gemeentecode)
+    q = LogQuery(controller=gemeentecode, subject_ref=subject_ref, purpose=purpose,
+                 connector=connector, activity=activity, trace_id=trace_id, since=since,
+                 until=until, after_id=after, limit=limit)
+    records = await asyncio.to_thread(node.store.query_log, q)
+    return {"records": [record_json(r) for r in records],
+            "nextAfter": records[-1].id if len(records) == limit else None}
+
+
+class SubjectSearch(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    bsn: str = Field(pattern=r"^[0-9]{9}$", description="The citizen's BSN (sent in the body, "
+                     "never in a URL, so it stays out of access logs).")
+    purpose: str | None = None
+    connector: str | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+@router.post("/gemeenten/{gemeentecode}/processing-log/search",
+             summary="All processings concerning one citizen (by BSN, pseudonymised by the node)")
+async def search_log(gemeentecode: str, search: SubjectSearch, node: NodeDep,
+                     principal: PrincipalDep) -> dict[str, Any]:
+    _check(principal, gemeentecode)
+    if not elfproef(search.bsn):
+        raise Problem(422, "bsn-invalid", "Invalid BSN", "The BSN does not pass the 11-proof.")
+    ref = node.pseudonymizer.subject_ref(search.bsn)
+    q = LogQuery(controller=gemeentecode, subject_ref=ref, purpose=search.purpose,
+                 connector=search.connector, limit=search.limit)
+    records = await asyncio.to_thread(node.store.query_log, q)
+    return {"subjectRef": ref, "records": [record_json(r) for r in records]}

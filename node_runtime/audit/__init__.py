@@ -1,0 +1,1 @@
+"""The processing log (verwerkingenregister): what was done with whose data, and why."""

@@ -1,1 +1,0 @@
-"""Push delivery: outbox workers with retries, per-endpoint limits and circuit breakers."""

@@ -1,0 +1,1 @@
+"""Background jobs of the node: push delivery (with circuit breakers) and retention."""

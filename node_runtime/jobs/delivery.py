@@ -1,0 +1,210 @@
+"""The delivery worker: claims due push deliveries and hands them to gemeente endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+import ssl
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+
+import httpx
+
+from node_runtime.audit.processing_log import LogBuilder
+from node_runtime.jobs.breakers import CircuitBreakers
+from node_runtime.model.knooppunt import DeliverySpec
+from node_runtime.observability.metrics import Metrics
+from node_runtime.observability.tracing import from_header
+from node_runtime.store.outbox import Outbox
+from node_runtime.store.records import DeliveryRecord, LogRecord
+from node_runtime.store.sql import now
+
+log = logging.getLogger("knooppunt.delivery")
+
+
+def backoff(attempt: int, spec: DeliverySpec, rand: Callable[[], float] = random.random) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(max, initial * 2^attempt)]."""
+    ceiling = min(spec.max_backoff_seconds, spec.initial_backoff_seconds * (2 ** min(attempt, 30)))
+    return float(max(0.05, ceiling * rand()))
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        *,
+        outbox: Outbox,
+        spec: Callable[[], DeliverySpec],
+        client_ssl: ssl.SSLContext,
+        metrics: Metrics,
+        node_name: Callable[[], str],
+        poll_interval: float = 0.5,
+        max_inflight: int = 64,
+    ) -> None:
+        self.outbox = outbox
+        self.spec = spec
+        self.metrics = metrics
+        self.node_name = node_name
+        self.owner = f"worker-{uuid.uuid4().hex[:12]}"
+        self.poll_interval = poll_interval
+        self.max_inflight = max_inflight
+        self.breakers = CircuitBreakers(
+            threshold=lambda: self.spec().circuit_breaker_threshold,
+            cooldown=lambda: self.spec().circuit_breaker_cooldown_seconds,
+        )
+        self._ssl = client_ssl
+        self._inflight: Counter[str] = Counter()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._settle: asyncio.Queue[tuple[str, list[LogRecord], asyncio.Future[None]]] = (
+            asyncio.Queue())
+        self._client: httpx.AsyncClient | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Thread-safe: new deliveries were committed."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._client = httpx.AsyncClient(verify=self._ssl, timeout=self.spec().timeout_seconds,
+                                         limits=httpx.Limits(max_connections=256))
+        settler = asyncio.create_task(self._settler())
+        try:
+            while not self._stopping:
+                claimed = await self._fill()
+                if not claimed:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+        finally:
+            await self._drain()
+            settler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await settler
+            await self._client.aclose()
+
+    async def _settler(self, window: float = 0.005, most: int = 256) -> None:
+        """Group commit: settle the successes that arrive together in one transaction."""
+        while True:
+            first = await self._settle.get()
+            batch = [first]
+            await asyncio.sleep(window)
+            while not self._settle.empty() and len(batch) < most:
+                batch.append(self._settle.get_nowait())
+            try:
+                await asyncio.to_thread(self.outbox.delivered_many,
+                                        [(i, logs) for i, logs, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - each waiter learns of the failure
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for _, _, fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def _drain(self, grace: float = 5.0) -> None:
+        if self._tasks:
+            _done, pending = await asyncio.wait(self._tasks, timeout=grace)
+            for task in pending:
+                task.cancel()  # its lease runs out; another attempt will follow
+
+    # -- claiming --------------------------------------------------------------------------
+
+    async def _fill(self) -> int:
+        capacity = self.max_inflight - len(self._tasks)
+        if capacity <= 0:
+            return 0
+        spec = self.spec()
+        exclude = set(self.breakers.open_endpoints())
+        exclude |= {e for e in self.breakers.half_open_endpoints() if self._inflight[e] >= 1}
+        exclude |= {e for e, n in self._inflight.items() if n >= spec.concurrency_per_endpoint}
+        lease = timedelta(seconds=spec.timeout_seconds + 10)
+        batch = await asyncio.to_thread(self.outbox.claim, owner=self.owner, limit=capacity,
+                                        lease=lease, exclude_endpoints=sorted(exclude))
+        for delivery in batch:
+            endpoint = delivery.endpoint or ""
+            self._inflight[endpoint] += 1
+            task = asyncio.create_task(self._attempt(delivery))
+            self._tasks.add(task)
+            task.add_done_callback(functools.partial(self._finished, endpoint=endpoint))
+        return len(batch)
+
+    def _finished(self, task: asyncio.Task[None], *, endpoint: str) -> None:
+        self._tasks.discard(task)
+        self._inflight[endpoint] -= 1
+        if self._inflight[endpoint] <= 0:
+            del self._inflight[endpoint]
+        self._wake.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery task failed", extra={"error": str(task.exception())})
+
+    # -- one attempt -----------------------------------------------------------------------
+
+    async def _attempt(self, d: DeliveryRecord) -> None:
+        assert self._client is not None and d.endpoint
+        spec = self.spec()
+        trace = from_header(None)
+        logs = LogBuilder(trace, f"knooppunt:{self.node_name()}")
+        error: str | None = None
+        try:
+            resp = await self._client.post(
+                d.endpoint,
+                content=d.content,
+                timeout=spec.timeout_seconds,
+                headers={
+                    "content-type": d.content_type,
+                    "idempotency-key": d.id,
+                    "knooppunt-delivery-id": d.id,
+                    "knooppunt-message-id": d.message_id,
+                    "traceparent": trace.traceparent(logs.span_id),
+                },
+            )
+            if not 200 <= resp.status_code < 300:
+                error = f"HTTP {resp.status_code}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+        common = {"controller": d.mailbox_id, "purpose": d.purpose or "gegevenslogistiek",
+                  "legal_basis": d.legal_basis or "unknown", "connector": d.connector,
+                  "message_type": d.message_type, "message_id": d.message_id,
+                  "delivery_id": d.id}
+        if error is None:
+            self.breakers.success(d.endpoint)
+            logs.for_subjects(list(d.subject_refs), activity="deliver", outcome="success",
+                              **common)
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            await self._settle.put((d.id, logs.records, done))
+            await done
+            self.metrics.push_attempts.labels(d.mailbox_id, "delivered").inc()
+            return
+        if self.breakers.failure(d.endpoint):
+            log.warning("circuit opened", extra={"gemeente": d.mailbox_id})
+        attempts = await asyncio.to_thread(self.outbox.attempts, d.id) + 1
+        created = d.created_at
+        too_old = (now() - created).total_seconds() > spec.max_age_seconds
+        if attempts >= spec.max_attempts or too_old:
+            logs.for_subjects(list(d.subject_refs), activity="dead-letter", outcome="dead",
+                              detail=error, **common)
+            await asyncio.to_thread(self.outbox.failed, d.id, error=error, retry_at=None,
+                                    log=logs.records)
+            self.metrics.push_attempts.labels(d.mailbox_id, "dead").inc()
+            log.warning("delivery dead-lettered", extra={"delivery_id": d.id,
+                                                         "gemeente": d.mailbox_id,
+                                                         "attempts": attempts})
+            return
+        retry_at = now() + timedelta(seconds=backoff(attempts, spec))
+        await asyncio.to_thread(self.outbox.failed, d.id, error=error, retry_at=retry_at)
+        self.metrics.push_attempts.labels(d.mailbox_id, "retry").inc()

@@ -1,0 +1,204 @@
+"""Everything one running node holds: state, store, services. Built once per process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from starlette.requests import Request
+
+from node_runtime.conversations.events import EventSink
+from node_runtime.conversations.matching import Matcher
+from node_runtime.conversations.monitor import ConversationMonitor
+from node_runtime.jobs.delivery import DeliveryWorker
+from node_runtime.jobs.retention import run_retention
+from node_runtime.ledger.checkpoints import origin_for
+from node_runtime.ledger.service import LedgerService, load_signer
+from node_runtime.ledger.tree import LogTree
+from node_runtime.model.loading import ResourceSet, load_paths
+from node_runtime.node.config import Settings
+from node_runtime.node.kubernetes_source import GemeenteWatch, from_kubeconfig, in_cluster
+from node_runtime.node.principals import PeerCertificate
+from node_runtime.node.state import NodeState, StateHolder, build_state, watch_files
+from node_runtime.observability.metrics import Metrics
+from node_runtime.pipeline.compiled import ConnectorCache
+from node_runtime.pipeline.intake import IntakeService
+from node_runtime.security.pseudonyms import Pseudonymizer, load_or_create_key
+from node_runtime.security.tls.contexts import client_context
+from node_runtime.store.outbox import Outbox
+from node_runtime.store.sql import SqlStore, now, sqlite_url
+
+log = logging.getLogger("knooppunt.node")
+
+IdentityExtractor = Callable[[Request], PeerCertificate | None]
+
+
+@dataclass
+class Node:
+    settings: Settings
+    holder: StateHolder[NodeState]
+    store: SqlStore
+    intake: IntakeService
+    metrics: Metrics
+    pseudonymizer: Pseudonymizer
+    identity: IdentityExtractor
+    loader: Callable[[], ResourceSet]
+    ledger: LedgerService
+    conversations: ConversationMonitor
+    on_tick: list[Callable[[], None]] = field(default_factory=list)
+    gemeente_watch: GemeenteWatch | None = None
+    outbox: Outbox | None = None
+    worker: DeliveryWorker | None = None
+    _worker_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _retention: asyncio.Task[None] | None = field(default=None, repr=False)
+    _reloader: asyncio.Task[None] | None = field(default=None, repr=False)
+    _checkpoints: asyncio.Task[None] | None = field(default=None, repr=False)
+    _conversations: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    async def start(self) -> None:
+        self._reloader = asyncio.create_task(self._watch())
+        self._checkpoints = asyncio.create_task(self.ledger.run())
+        self._conversations = asyncio.create_task(self.conversations.run())
+        self._retention = asyncio.create_task(self._retention_loop())
+        if self.worker is not None:
+            self._worker_task = asyncio.create_task(self.worker.run())
+            self.intake.on_commit = self.worker.wake
+
+    async def _retention_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(run_retention, self.holder.current, self.store, now=now())
+            except Exception:
+                log.exception("retention run failed")
+            await asyncio.sleep(self.settings.retention_interval)
+
+    async def stop(self) -> None:
+        for task in (self._checkpoints, self._conversations):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._retention is not None:
+            self._retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention
+        if self.worker is not None and self._worker_task is not None:
+            await self.worker.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker_task
+        if self._reloader is not None:
+            self._reloader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reloader
+        if self.gemeente_watch is not None:
+            self.gemeente_watch.stop()
+        self.store.close()
+
+    async def _watch(self) -> None:
+        """Pick up changed resources (e.g. a new gemeente) live, without a restart."""
+
+        def reloaded(generation: int) -> None:
+            self.metrics.config_generation.set(generation)
+            log.info("configuration reloaded", extra={"generation": generation})
+
+        await watch_files(list(self.settings.resources), interval=self.settings.reload_interval,
+                          holder=self.holder, ticks=self.on_tick, on_reloaded=reloaded)
+
+    def reload_from_watch(self) -> None:
+        """A Gemeente changed in the API: rebuild the state now (called from the watch)."""
+        if self.holder.reload():
+            self.metrics.config_generation.set(self.holder.current.generation)
+            log.info("tenants reloaded from the Kubernetes API",
+                     extra={"generation": self.holder.current.generation})
+
+    def ready(self) -> bool:
+        try:
+            return self.store.ping()
+        except Exception:  # noqa: BLE001 - readiness reports, never raises
+            return False
+
+
+def build_node(
+    settings: Settings,
+    *,
+    identity: IdentityExtractor,
+    store: SqlStore | None = None,
+) -> Node:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    metrics = Metrics()
+    paths: list[Path] = list(settings.resources)
+    watch: GemeenteWatch | None = None
+    if settings.gemeenten_source == "kubernetes":
+        if not settings.namespace:
+            raise ValueError("gemeenten_source kubernetes needs a namespace")
+        access = from_kubeconfig(settings.kubeconfig) if settings.kubeconfig else in_cluster()
+        watch = GemeenteWatch(access, settings.namespace)
+        watch.start()
+
+    def loader() -> ResourceSet:
+        resources = load_paths(paths)
+        if watch is not None:
+            resources.gemeenten = watch.snapshot()
+        return resources
+
+    def on_error(exc: Exception) -> None:
+        metrics.config_errors.inc()
+        log.error("configuration reload refused; keeping the previous one",
+                  extra={"error": str(exc)})
+
+    cache = ConnectorCache(config_map_root=settings.config_map_root)
+    holder: StateHolder[NodeState] = StateHolder(
+        loader,
+        lambda res, gen: build_state(res, node=settings.node, cache=cache, generation=gen),
+        on_error=on_error,
+    )
+    if store is None:
+        store = SqlStore(settings.database_url or sqlite_url(settings.sqlite_path()))
+    store.migrate()
+    pseudonymizer = Pseudonymizer(load_or_create_key(settings.key_path()))
+    intake = IntakeService(
+        store=store,
+        pseudonymizer=pseudonymizer,
+        metrics=metrics,
+        max_depth=holder.current.knooppunt.spec.limits.max_xml_depth,
+        public_url=settings.public_url,
+    )
+    ledger = LedgerService(
+        LogTree(store.engine, origin=origin_for(settings.node)),
+        signer=load_signer(settings.log_signing_key or settings.tls_key,
+                           settings.log_signing_cert or settings.tls_cert),
+        interval=lambda: holder.current.knooppunt.spec.processing_log.checkpoint_interval_seconds,
+        registry=metrics.registry,
+    )
+    intake.conversations = Matcher(load_or_create_key(settings.key_path()))
+    monitor = ConversationMonitor(store.engine, registry=metrics.registry,
+                                  interval=settings.conversation_interval)
+    if watch is not None and settings.namespace:  # on a cluster: Events on the Knooppunt
+        monitor.on_overdue.append(EventSink(watch.access, settings.namespace, settings.node))
+    node = Node(settings, holder, store, intake, metrics, pseudonymizer, identity, loader,
+                ledger, monitor)
+    if watch is not None:
+        node.gemeente_watch = watch
+        watch.on_change = node.reload_from_watch
+    node.outbox = Outbox(store)
+    if settings.delivery_enabled:
+        node.worker = DeliveryWorker(
+            outbox=node.outbox,
+            spec=lambda: holder.current.knooppunt.spec.delivery,
+            client_ssl=_delivery_ssl(settings),
+            metrics=metrics,
+            node_name=lambda: holder.current.name,
+        )
+    return node
+
+
+def _delivery_ssl(settings: Settings) -> ssl.SSLContext:
+    trust = settings.delivery_trust or settings.tls_trust
+    if trust is None:
+        return ssl.create_default_context()
+    return client_context(settings.delivery_cert, settings.delivery_key, trust)

@@ -1,0 +1,1 @@
+"""Who is calling and how we prove who we are: TLS, certificates, PKI, acting-for assertions."""

@@ -1,1 +1,0 @@
-"""Where tenant (Gemeente) resources come from: files (local mode) or the Kubernetes API."""

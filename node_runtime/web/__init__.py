@@ -1,0 +1,1 @@
+"""What every HTTP app of ours shares: RFC 9457 problem details and running uvicorn servers."""
