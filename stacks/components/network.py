@@ -11,6 +11,8 @@ API server         operator admission webhook                   9443
 operator           node pods (HTTPS: undelivered-message checks)  8443
 façade clients     façade pods (``facadeClientCidrs`` or the    8443
                    ingress controller's namespace)
+a gemeente         façade pods (``gemeenteClientCidrs``: one    8443
+                   policy per gemeentecode)
 façade             node pods                                    8443
 sector parties     node pods (``knooppunt.nl/access=sector``    8443
                    pods, ``sectorCidrs``)
@@ -27,6 +29,8 @@ the (namespace, name, spec) triples and is tested on its own.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -64,6 +68,10 @@ class NetworkPoliciesArgs:
     delivery_cidrs: tuple[str, ...] = ()
     database_cidrs: tuple[str, ...] = ()
     monitoring_namespace: str | None = None
+    # gemeentecode → the CIDRs that gemeente calls the façade from (one policy each)
+    gemeente_client_cidrs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # the federation's gemeenten: gemeentecode → name (what gemeente_client_cidrs may name)
+    gemeenten: Mapping[str, str] = field(default_factory=dict)
     dns_namespace: str = "kube-system"
     dns_pod_labels: Mapping[str, str] = field(
         default_factory=lambda: {"k8s-app": "kube-dns"}
@@ -76,6 +84,52 @@ class NetworkPoliciesArgs:
             raise ValueError(
                 "the façade needs clients: set facadeClientCidrs or ingressControllerNamespace"
             )
+        for key, cidrs in (
+            ("apiServerCidrs", self.api_server_cidrs),
+            ("webhookSourceCidrs", self.webhook_source_cidrs or ()),
+            ("facadeClientCidrs", self.facade_client_cidrs),
+            ("sectorCidrs", self.sector_cidrs),
+            ("deliveryCidrs", self.delivery_cidrs),
+            ("databaseCidrs", self.database_cidrs),
+            *((f"gemeenteClientCidrs.{code}", c)
+              for code, c in self.gemeente_client_cidrs.items()),
+        ):
+            for cidr in cidrs:
+                check_cidr(key, cidr)
+        for code, cidrs in self.gemeente_client_cidrs.items():
+            if code not in self.gemeenten:
+                known = ", ".join(f"{c} ({n})" for c, n in sorted(self.gemeenten.items()))
+                raise ValueError(
+                    f"network.gemeenteClientCidrs: unknown gemeentecode {code!r}; the "
+                    f"federation's gemeenten are: {known or 'none (set gemeenten)'}"
+                )
+            if not cidrs:
+                raise ValueError(f"network.gemeenteClientCidrs.{code}: no CIDR given")
+
+
+GEMEENTECODE = re.compile(r"[0-9]{4}")
+
+
+def check_cidr(key: str, cidr: str) -> str:
+    """A network in CIDR notation with no host bits set (``10.0.0.0/8``, ``2001:db8::/32``)."""
+    if not isinstance(cidr, str) or "/" not in cidr:
+        raise ValueError(f"network.{key}: {cidr!r} is not a valid CIDR (no prefix length)")
+    try:
+        ipaddress.ip_network(cidr, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"network.{key}: {cidr!r} is not a valid CIDR ({exc})") from None
+    return cidr
+
+
+def check_gemeenten(gemeenten: Mapping[str, str]) -> Mapping[str, str]:
+    """gemeentecode (four digits, CBS) → name; codes and names unique."""
+    for code in gemeenten:
+        if not GEMEENTECODE.fullmatch(code):
+            raise ValueError(f"gemeenten: {code!r} is not a gemeentecode (four digits)")
+    names = list(gemeenten.values())
+    if len(set(names)) != len(names):
+        raise ValueError(f"gemeenten: a name appears twice: {names}")
+    return gemeenten
 
 
 def _ns_selector(*names: str) -> Spec:
@@ -184,6 +238,8 @@ def policies(args: NetworkPoliciesArgs) -> list[tuple[str, str, Spec]]:
         "egress": [{"to": [nodes_peer], "ports": _ports([HTTPS_PORT])}],
     })
     add(fc, "facade-from-monitoring", _monitoring(args, labels.FACADE_APP))
+    for code, cidrs in sorted(args.gemeente_client_cidrs.items()):
+        add(fc, f"facade-from-gemeente-{code}", _ingress(facade_pods, _cidrs(cidrs), [HTTPS_PORT]))
 
     facade_peer = {
         "namespaceSelector": _ns_selector(args.facade_namespace),

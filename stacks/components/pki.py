@@ -1,6 +1,8 @@
 """The federation's PKI: its CA (or an external bundle), issued leaves and the trust bundle.
 
-Development: a CA made with pulumi-tls (ECDSA P-384), modelled on PKIoverheid: the
+Development: a CA (ECDSA P-384) made by the stack's own dynamic provider
+(:mod:`stacks.components.dev_certificates`; pulumi-tls cannot be built here), modelled on
+PKIoverheid: the
 organisation's OIN goes into the subject ``serialNumber`` of every leaf, as on Digikoppeling.
 It issues the façade's certificate (server and client use: it serves gemeenten and calls
 nodes), for each node listed a server certificate whose Secret a Knooppunt names in
@@ -27,24 +29,18 @@ from typing import Any, cast
 
 import pulumi
 import pulumi_kubernetes as k8s
-import pulumi_tls as tls
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from stacks.components import labels
+from stacks.components.dev_certificates import DevCertificate, DevCertificateAuthority
 
 TRUST_BUNDLE_KEY = "ca.crt"
 CRL_KEY = "crl.pem"
 CRL_CONFIG_MAP = "knooppunt-crl"
-DEV_CA_ALGORITHM = "ECDSA"
 DEV_CA_CURVE = "P384"
 LEAF_CURVE = "P256"
-CA_USES = ("cert_signing", "crl_signing", "digital_signature")
-USES = {
-    "server": ("digital_signature", "server_auth"),
-    "client": ("digital_signature", "client_auth"),
-    "both": ("digital_signature", "server_auth", "client_auth"),
-}
+USES = ("server", "client", "both")
 
 
 @dataclass(frozen=True)
@@ -61,7 +57,7 @@ class LeafSpec:
 
     def __post_init__(self) -> None:
         if self.usage not in USES:
-            raise ValueError(f"certificate usage must be one of {sorted(USES)}: {self.usage!r}")
+            raise ValueError(f"certificate usage must be one of {USES}: {self.usage!r}")
         if self.oin is not None and not (len(self.oin) == 20 and self.oin.isdigit()):
             raise ValueError(f"an OIN has 20 digits: {self.oin!r}")
 
@@ -200,28 +196,20 @@ class PlatformPki(pulumi.ComponentResource):
         self.secrets = {}
 
         if args.mode == "development":
-            ca_key = tls.PrivateKey(
-                f"{name}-ca-key", algorithm=DEV_CA_ALGORITHM, ecdsa_curve=DEV_CA_CURVE, opts=child
-            )
-            ca = tls.SelfSignedCert(
+            ca = DevCertificateAuthority(
                 f"{name}-ca",
-                private_key_pem=ca_key.private_key_pem,
-                is_ca_certificate=True,
-                allowed_uses=list(CA_USES),
-                validity_period_hours=args.ca_validity_hours,
+                common_name=f"{args.organisation} CA ({args.environment})",
+                organisation=args.organisation,
+                curve=DEV_CA_CURVE,
+                validity_hours=args.ca_validity_hours,
                 early_renewal_hours=args.early_renewal_hours,
-                subject=tls.SelfSignedCertSubjectArgs(
-                    common_name=f"{args.organisation} CA ({args.environment})",
-                    organization=args.organisation,
-                    country="NL",
-                ),
                 opts=child,
             )
             self.ca_cert_pem = ca.cert_pem
             # The development CA revokes nothing: one empty CRL for the CA's lifetime, so the
             # façade and nodes check revocation (fail-closed) in development as in production,
             # where the platform publishes the TSP's current CRLs in the same ConfigMap.
-            dev_crl = pulumi.Output.all(ca_key.private_key_pem, ca.cert_pem).apply(
+            dev_crl = pulumi.Output.all(ca.key_pem, ca.cert_pem).apply(
                 lambda pems: development_crl(pems[0], pems[1]))
             for ns, ns_input in args.namespaces.items():
                 k8s.core.v1.ConfigMap(
@@ -234,9 +222,7 @@ class PlatformPki(pulumi.ComponentResource):
                     opts=pulumi.ResourceOptions(parent=self, ignore_changes=["data"]),
                 )
             for leaf in args.leaves:
-                self.secrets[leaf.name] = self._issue(
-                    name, leaf, ca_key.private_key_pem, ca.cert_pem, args, meta_labels, child
-                )
+                self.secrets[leaf.name] = self._issue(name, leaf, ca, args, meta_labels, child)
         else:
             assert args.external_bundle_pem is not None
             self.ca_cert_pem = pulumi.Output.from_input(args.external_bundle_pem)
@@ -264,35 +250,22 @@ class PlatformPki(pulumi.ComponentResource):
         self,
         name: str,
         leaf: LeafSpec,
-        ca_key_pem: pulumi.Output[str],
-        ca_cert_pem: pulumi.Output[str],
+        ca: DevCertificateAuthority,
         args: PlatformPkiArgs,
         meta_labels: dict[str, str],
         child: pulumi.ResourceOptions,
     ) -> str:
-        key = tls.PrivateKey(
-            f"{name}-{leaf.name}-key", algorithm="ECDSA", ecdsa_curve=LEAF_CURVE, opts=child
-        )
-        request = tls.CertRequest(
-            f"{name}-{leaf.name}-csr",
-            private_key_pem=key.private_key_pem,
-            dns_names=list(leaf.dns_names),
-            subject=tls.CertRequestSubjectArgs(
-                common_name=leaf.common_name,
-                organization=args.organisation,
-                country="NL",
-                serial_number=leaf.oin,
-            ),
-            opts=child,
-        )
-        cert = tls.LocallySignedCert(
+        cert = DevCertificate(
             f"{name}-{leaf.name}-cert",
-            cert_request_pem=request.cert_request_pem,
-            ca_private_key_pem=ca_key_pem,
-            ca_cert_pem=ca_cert_pem,
-            validity_period_hours=args.leaf_validity_hours,
+            ca=ca,
+            common_name=leaf.common_name,
+            organisation=args.organisation,
+            serial_number=leaf.oin,
+            dns_names=leaf.dns_names,
+            usage=leaf.usage,
+            curve=LEAF_CURVE,
+            validity_hours=args.leaf_validity_hours,
             early_renewal_hours=args.early_renewal_hours,
-            allowed_uses=list(USES[leaf.usage]),
             opts=child,
         )
         k8s.core.v1.Secret(
@@ -302,9 +275,9 @@ class PlatformPki(pulumi.ComponentResource):
             ),
             type="kubernetes.io/tls",
             string_data={
-                "tls.crt": pulumi.Output.concat(cert.cert_pem, ca_cert_pem),
-                "tls.key": pulumi.Output.secret(cast(Any, key.private_key_pem)),
-                TRUST_BUNDLE_KEY: ca_cert_pem,
+                "tls.crt": pulumi.Output.concat(cert.cert_pem, ca.cert_pem),
+                "tls.key": pulumi.Output.secret(cast(Any, cert.key_pem)),
+                TRUST_BUNDLE_KEY: ca.cert_pem,
             },
             opts=child,
         )

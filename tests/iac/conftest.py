@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-IAC_MODULES = ("pulumi", "pulumi_kubernetes", "pulumi_tls")
+IAC_MODULES = ("pulumi", "pulumi_kubernetes")
 HAVE_PULUMI = all(importlib.util.find_spec(m) for m in IAC_MODULES)
 
 if not HAVE_PULUMI and not IN_CI:
@@ -45,7 +45,7 @@ def platform_outputs(run: Any) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def pulumi_available() -> None:
     if not HAVE_PULUMI:
-        unavailable("pulumi, pulumi-kubernetes, pulumi-tls missing: pip install -e '.[iac]'")
+        unavailable("pulumi, pulumi-kubernetes missing: pip install -e '.[iac]'")
 
 
 @pytest.fixture(scope="session")

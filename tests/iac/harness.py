@@ -4,8 +4,9 @@
 configuration, sets :func:`pulumi.runtime.set_mocks`, executes the project's ``__main__.py``
 and returns every registered resource (type token, name, resolved inputs) and every export
 (value and whether it is secret). Mocks answer like the providers would in the ways that
-matter here: pulumi-tls returns PEM-shaped keys and certificates, a StackReference returns
-the outputs given to it, everything else echoes its inputs.
+matter here: the stacks' dynamic resources (the development CA and its certificates) run their
+real provider's ``create``, a StackReference returns the outputs given to it, everything else
+echoes its inputs.
 """
 
 from __future__ import annotations
@@ -71,45 +72,18 @@ def _load_key(pem: str) -> Any:
     return serialization.load_pem_private_key(pem.encode(), password=None)
 
 
-class FakeTls:
-    """pulumi-tls in miniature: real keys, CSRs and certificates with the declared subjects,
-    so that the API server (which checks a TLS Secret's key against its certificate) and
-    the tests see what the provider would produce."""
+DYNAMIC = "pulumi-python:dynamic:Resource"
 
-    @staticmethod
-    def private_key() -> dict[str, str]:
-        key = fake_key()
-        return {"privateKeyPem": key, "privateKeyPemPkcs8": key}
 
-    @staticmethod
-    def self_signed(inputs: dict[str, Any]) -> dict[str, str]:
-        key = _load_key(_plain(inputs["privateKeyPem"]))
-        cn = (inputs.get("subject") or {}).get("commonName") or "ca"
-        return {"certPem": _sign(key, None, cn, ca=bool(inputs.get("isCaCertificate")))}
+def dynamic_create(inputs: dict[str, Any]) -> dict[str, Any]:
+    """What the engine's dynamic provider answers: the serialised provider's own ``create``."""
+    import base64
 
-    @staticmethod
-    def cert_request(inputs: dict[str, Any]) -> dict[str, str]:
-        key = _load_key(_plain(inputs["privateKeyPem"]))
-        cn = (inputs.get("subject") or {}).get("commonName") or "leaf"
-        csr = x509.CertificateSigningRequestBuilder().subject_name(_name(cn))
-        if inputs.get("dnsNames"):
-            csr = csr.add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName(n) for n in inputs["dnsNames"]]), critical=False)
-        pem = csr.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-        return {"certRequestPem": pem.decode()}
+    import dill
 
-    @staticmethod
-    def locally_signed(inputs: dict[str, Any]) -> dict[str, str]:
-        csr = x509.load_pem_x509_csr(inputs["certRequestPem"].encode())
-        ca_cert = x509.load_pem_x509_certificate(_plain(inputs["caCertPem"]).encode())
-        ca_key = _load_key(_plain(inputs["caPrivateKeyPem"]))
-        try:
-            sans = list(csr.extensions.get_extension_for_class(
-                x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName))
-        except x509.ExtensionNotFound:
-            sans = []
-        return {"certPem": _sign(None, (ca_cert, ca_key), csr.subject, ca=False,
-                                 public_key=csr.public_key(), sans=sans)}
+    provider = dill.loads(base64.b64decode(_plain(inputs["__provider"])))
+    props = {k: _plain(v) for k, v in inputs.items() if k != "__provider"}
+    return dict(provider.create(props).outs or {})
 
 
 def _plain(value: Any) -> Any:
@@ -157,14 +131,8 @@ class CapturingMocks(pulumi.runtime.Mocks):
         inputs = dict(args.inputs)
         self.run.resources.append(Registered(args.typ, args.name, inputs))
         state = dict(inputs)
-        if args.typ == "tls:index/privateKey:PrivateKey":
-            state.update(FakeTls.private_key())
-        elif args.typ == "tls:index/selfSignedCert:SelfSignedCert":
-            state.update(FakeTls.self_signed(inputs))
-        elif args.typ == "tls:index/certRequest:CertRequest":
-            state.update(FakeTls.cert_request(inputs))
-        elif args.typ == "tls:index/locallySignedCert:LocallySignedCert":
-            state.update(FakeTls.locally_signed(inputs))
+        if args.typ == DYNAMIC:
+            state.update(dynamic_create(inputs))
         elif args.typ == "pulumi:pulumi:StackReference":
             state["outputs"] = dict(self.stack_outputs.get(inputs.get("name", args.name), {}))
             state["secretOutputNames"] = []

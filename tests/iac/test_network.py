@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import pytest
 
 from stacks.components import network
@@ -75,3 +78,32 @@ def test_ingress_controller_namespace_can_reach_the_facade() -> None:
     assert spec["ingress"][0]["from"] == [{"namespaceSelector": {
         "matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}]
     assert spec["ingress"][0]["ports"] == [{"protocol": "TCP", "port": network.HTTPS_PORT}]
+
+
+def test_one_policy_per_gemeente_admits_its_ranges_to_the_facade() -> None:
+    got = args(gemeente_client_cidrs={"0363": ("192.0.2.0/26",), "0599": ("198.51.100.0/24",)},
+                gemeenten={"0363": "gemeente-amsterdam", "0599": "gemeente-rotterdam"})
+    specs = {(ns, name): spec for ns, name, spec in network.policies(got)}
+    spec = specs[("fc", "facade-from-gemeente-0599")]
+    assert spec["ingress"][0]["from"] == [{"ipBlock": {"cidr": "198.51.100.0/24"}}]
+    assert spec["ingress"][0]["ports"] == [{"protocol": "TCP", "port": network.HTTPS_PORT}]
+    assert spec["policyTypes"] == ["Ingress"]
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("facade_client_cidrs", ("10.0.0.0/33",), "facadeClientCidrs: '10.0.0.0/33' is not a valid"),
+    ("api_server_cidrs", ("10.0.0.1/8",), "apiServerCidrs: '10.0.0.1/8' is not a valid CIDR"),
+    ("delivery_cidrs", ("10.0.0.1",), "deliveryCidrs: '10.0.0.1' is not a valid CIDR"),
+    ("gemeente_client_cidrs", {"0363": ("300.1.1.0/24",)}, "gemeenteClientCidrs.0363"),
+    ("gemeente_client_cidrs", {"9999": ("10.1.0.0/16",)}, "unknown gemeentecode '9999'"),
+])
+def test_invalid_cidrs_and_unknown_gemeenten_are_refused(
+    field: str, value: Any, message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        args(**{field: value, "gemeenten": {"0363": "gemeente-amsterdam"}})
+
+
+def test_gemeentecodes_have_four_digits() -> None:
+    with pytest.raises(ValueError, match="'363' is not a gemeentecode"):
+        network.check_gemeenten({"363": "gemeente-amsterdam"})

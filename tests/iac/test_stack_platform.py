@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from stacks.components import labels, network, pki
-from tests.iac.harness import Run, fake_cert, run_stack
+from tests.iac.harness import DYNAMIC, Run, fake_cert, run_stack
 from tests.iac.manifests import is_secret, manifest, secret_paths
 
 pytestmark = pytest.mark.usefixtures("pulumi_available")
@@ -144,43 +146,58 @@ def test_development_crl_in_every_namespace(runs: dict[Any, Run]) -> None:
 # ------------------------------------------------------------------------------- TLS (dev)
 
 
-def _tls(run: Run, kind: str) -> list[Any]:
-    return run.of_type(f"tls:index/{kind[0].lower() + kind[1:]}:{kind}")
+def _certificates(run: Run) -> dict[str, dict[str, Any]]:
+    """The development CA and certificates (dynamic resources) by name: their inputs."""
+    return {r.name: r.inputs for r in run.of_type(DYNAMIC)}
 
 
 def test_development_ca_settings(runs: dict[Any, Run]) -> None:
-    run = runs[("platform", "dev")]
-    [ca] = _tls(run, "SelfSignedCert")
-    assert ca.inputs["isCaCertificate"] is True
-    assert sorted(ca.inputs["allowedUses"]) == ["cert_signing", "crl_signing", "digital_signature"]
-    assert ca.inputs["subject"]["country"] == "NL"
-    assert is_secret(ca.inputs["privateKeyPem"])
-    keys = {k.name: k.inputs for k in _tls(run, "PrivateKey")}
-    assert keys["federation-ca-key"] == {"algorithm": "ECDSA", "ecdsaCurve": "P384"}
-    assert all(k["algorithm"] == "ECDSA" for k in keys.values())
+    certs = _certificates(runs[("platform", "dev")])
+    ca = certs["federation-ca"]
+    assert ca["kind"] == "ca"
+    assert ca["curve"] == "P384"
+    assert ca["common_name"].endswith("CA (dev)")
+    assert 0 < ca["early_renewal_hours"] < ca["validity_hours"]
+    assert all(c["kind"] == "leaf" and c["curve"] == "P256"
+               for name, c in certs.items() if name != "federation-ca")
 
 
 def test_development_leaves_carry_oin_and_the_right_usages(runs: dict[Any, Run]) -> None:
+    certs = _certificates(runs[("platform", "dev")])
+    facade = certs["federation-facade-cert"]
+    assert facade["serial_number"] == "00000001999000000100"
+    assert "knooppunt-facade.knooppunt-facade.svc" in facade["dns_names"]
+    assert facade["usage"] == "both"
+    node = certs["federation-knooppunt-zorg-cert"]
+    assert "knooppunt-zorg.knooppunten.svc" in node["dns_names"]
+    assert node["usage"] == "server"
+    amsterdam = certs["federation-gemeente-amsterdam-cert"]
+    assert amsterdam["serial_number"] == "00000001999000363000"
+    assert amsterdam["usage"] == "client"
+    for name, cert in certs.items():
+        if name == "federation-ca":
+            continue
+        assert cert["validity_hours"] <= 90 * 24
+        assert 0 < cert["early_renewal_hours"] < cert["validity_hours"]
+        assert is_secret(cert["ca_key_pem"]), name
+
+
+def test_development_certificates_are_what_the_provider_issues(runs: dict[Any, Run]) -> None:
+    """The provider's own create ran (under mocks): the Secret's chain verifies against the
+    CA, with the OIN in the subject and the extended key usages of its role."""
     run = runs[("platform", "dev")]
-    requests = {r.name: r.inputs for r in _tls(run, "CertRequest")}
-    certs = {c.name: c.inputs for c in _tls(run, "LocallySignedCert")}
-    facade = requests["federation-facade-csr"]
-    assert facade["subject"]["serialNumber"] == "00000001999000000100"
-    assert "knooppunt-facade.knooppunt-facade.svc" in facade["dnsNames"]
-    assert sorted(certs["federation-facade-cert"]["allowedUses"]) == [
-        "client_auth", "digital_signature", "server_auth"]
-    node = requests["federation-knooppunt-zorg-csr"]
-    assert "knooppunt-zorg.knooppunten.svc" in node["dnsNames"]
-    assert sorted(certs["federation-knooppunt-zorg-cert"]["allowedUses"]) == [
-        "digital_signature", "server_auth"]
-    amsterdam = requests["federation-gemeente-amsterdam-csr"]
-    assert amsterdam["subject"]["serialNumber"] == "00000001999000363000"
-    assert sorted(certs["federation-gemeente-amsterdam-cert"]["allowedUses"]) == [
-        "client_auth", "digital_signature"]
-    for cert in certs.values():
-        assert cert["validityPeriodHours"] <= 90 * 24
-        assert 0 < cert["earlyRenewalHours"] < cert["validityPeriodHours"]
-        assert is_secret(cert["caPrivateKeyPem"])
+    secrets = {manifest(s)["metadata"]["name"]: manifest(s)["stringData"]
+               for s in run.kubernetes() if s.type == "kubernetes:core/v1:Secret"}
+    body = secrets["knooppunt-facade-tls"]
+    leaf, ca = x509.load_pem_x509_certificates(body["tls.crt"].encode())
+    assert ca.subject == leaf.issuer
+    ca.public_key().verify(leaf.signature, leaf.tbs_certificate_bytes,  # type: ignore[call-arg]
+                           ec.ECDSA(leaf.signature_hash_algorithm))  # type: ignore[arg-type]
+    serial = leaf.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
+    assert [a.value for a in serial] == ["00000001999000000100"]
+    usages = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert set(usages) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
 
 
 def test_tls_secrets_carry_the_key_only_as_a_secret(runs: dict[Any, Run]) -> None:
@@ -238,8 +255,10 @@ def test_production_refuses_a_bundle_that_differs_from_the_pins(
 
     overrides = platform_config("prod", ca_bundle)
     overrides["knooppunt-platform:pki"]["caFingerprints"] = ["00" * 32]
-    with pytest.raises(ValueError, match="differ from the pinned"):
+    # A pulumi.RunError: `pulumi up` shows the message alone, no traceback.
+    with pytest.raises(Exception, match="invalid configuration of stack prod: CA bundle") as err:
         run_stack("platform", "prod", overrides=overrides)
+    assert type(err.value).__name__ == "RunError"
 
 
 def test_production_bundle_must_exist_and_hold_ca_certificates(tmp_path: Path) -> None:
