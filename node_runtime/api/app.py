@@ -25,6 +25,7 @@ from node_runtime.node.assembly import IdentityExtractor, Node, build_node
 from node_runtime.node.config import Settings
 from node_runtime.observability.tracing import from_header
 from node_runtime.store.sql import SqlStore
+from node_runtime.web import contract
 from node_runtime.web import problem_handlers as problems
 from node_runtime.web.problems import Problem
 
@@ -81,4 +82,7 @@ def create_app(
     app.include_router(conversations.router)
     app.include_router(ledger.admin_router)
     app.include_router(health.tls_router)
+    contract.install(app, authenticated=("/api/", "/metrics"),
+                     description="Every call authenticates with an organisation certificate "
+                     "(PKIoverheid or the node's CA) in the TLS handshake.")
     return app

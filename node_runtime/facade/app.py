@@ -41,6 +41,7 @@ from node_runtime.pipeline.rules import elfproef
 from node_runtime.security.acting_for import AssertionSigner, SigningKey
 from node_runtime.security.peers import CertificateIdentity
 from node_runtime.security.tls.contexts import client_context
+from node_runtime.web import contract
 from node_runtime.web import problem_handlers as problems
 from node_runtime.web.problems import Problem
 
@@ -390,7 +391,10 @@ async def list_mailbox(
 
 
 @router.get("/gemeenten/{gemeentecode}/mailbox/{item_id}", tags=["mailbox"],
-            summary="Fetch one message from the knooppunt that holds it (unchanged)")
+            summary="Fetch one message from the knooppunt that holds it (unchanged)",
+            responses={200: {"content": {"application/json": {"schema": {"type": "object"}},
+                                         "application/xml": {"schema": {"type": "string"}}}},
+                       **contract.problem_responses(404, 410, 502, 504)})
 async def fetch_message(gemeentecode: str, item_id: str, request: Request, facade: FacadeDep,
                         gemeente: GemeenteDep) -> Response:
     _own(gemeente, gemeentecode, "mailbox")
@@ -416,6 +420,7 @@ async def fetch_message(gemeentecode: str, item_id: str, request: Request, facad
              status_code=204,
              summary="Acknowledge a message at the knooppunt that holds it",
              responses={204: {"description": "The owning node confirmed the acknowledgement."},
+                        **contract.problem_responses(404),
                         502: {"description": "The node is unavailable: NOT acknowledged."},
                         504: {"description": "The node did not confirm in time: retry (the "
                               "acknowledgement is idempotent)."}})
@@ -527,7 +532,7 @@ async def query_log(
 
 @router.post("/gemeenten/{gemeentecode}/processing-log/search", tags=["processing log"],
              summary="All processings concerning one citizen on every knooppunt (BSN in the "
-             "body)")
+             "body)", responses=contract.problem_responses(422))
 async def search_log(gemeentecode: str, search: SubjectSearch, request: Request,
                      facade: FacadeDep, gemeente: GemeenteDep) -> dict[str, Any]:
     _own(gemeente, gemeentecode, "processing-log")
@@ -579,7 +584,17 @@ async def _read_body(request: Request, limit: int) -> bytes:
 @router.post("/connectors/{connector}/messages", tags=["messages"],
              summary="Send a message to a sector (e.g. WMO301): routed to the knooppunt "
              "serving the connector; its answer is passed back unchanged",
-             responses={202: {"description": "The node's answer (e.g. the WMO302 retour)."},
+             status_code=202,
+             openapi_extra=contract.xml_request_body("The message in the connector's standard "
+                                                     "(XML)."),
+             responses={202: {"description": "The node's answer (e.g. the WMO302 retour).",
+                              "content": {"application/xml": {"schema": {"type": "string"}},
+                                          "application/json": {"schema": {"type": "object"}}}},
+                        **contract.problem_responses(409, 413, 415),
+                        422: {"description": "Schema-invalid (problem) or rejected by rules "
+                              "(the retour message carrying the retourcodes).",
+                              "content": {"application/xml": {"schema": {"type": "string"}},
+                                          **contract.problem_content()}},
                         502: {"description": "The node is unreachable: nothing was submitted "
                               "(Knooppunt-Submitted: false) or the outcome is unknown."},
                         504: {"description": "No answer in time: the outcome is unknown; send "
@@ -739,4 +754,7 @@ def create_facade_app(
     app.include_router(ledger.router)
     app.include_router(conversations.router)
     app.include_router(health)
+    contract.install(app,
+                     description="Every call authenticates with the gemeente's organisation "
+                     "certificate (PKIoverheid) in the TLS handshake.")
     return app

@@ -2,16 +2,61 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter
+from pydantic import BaseModel, Field
 
 from node_runtime.api.deps import NodeDep, PrincipalDep
 
 router = APIRouter(prefix="/api/v1", tags=["catalogue"])
 
 
-@router.get("/catalogue", summary="Connectors, purposes and the caller's subscriptions")
+class CatalogueMessage(BaseModel):
+    name: str
+    direction: str
+    description: str | None = None
+
+
+class CataloguePurpose(BaseModel):
+    name: str
+    description: str | None = None
+    messages: list[str]
+    fields: list[str]
+
+
+class CatalogueSubscription(BaseModel):
+    purpose: str
+    legal_basis: str = Field(alias="legalBasis")
+    messages: list[str]
+    delivery: str
+
+
+class CatalogueConnector(BaseModel):
+    name: str
+    standard: str
+    standard_version: str = Field(alias="standardVersion")
+    revision: int
+    messages: list[CatalogueMessage]
+    purposes: list[CataloguePurpose]
+    subscriptions: list[CatalogueSubscription]
+
+
+class CataloguePrincipal(BaseModel):
+    kind: Literal["gemeente", "participant", "administrator"]
+    id: str
+
+
+class Catalogue(BaseModel):
+    """What the node offers the calling organisation."""
+
+    node: str
+    principal: CataloguePrincipal
+    connectors: list[CatalogueConnector]
+
+
+@router.get("/catalogue", summary="Connectors, purposes and the caller's subscriptions",
+            responses={200: {"model": Catalogue}})
 async def catalogue(node: NodeDep, principal: PrincipalDep) -> dict[str, Any]:
     state = node.holder.current
     subscribed: dict[str, list[dict[str, Any]]] = {}

@@ -8,6 +8,7 @@ answers an administrator certificate only (:data:`tls_router`).
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
@@ -17,6 +18,19 @@ from node_runtime.api.deps import NodeDep
 from node_runtime.api.routes.admin import require_admin
 
 router = APIRouter(tags=["operations"])
+
+READY = {"schema": {"type": "object", "required": ["status", "node", "generation"],
+                    "properties": {"status": {"enum": ["ready", "not ready"]},
+                                   "node": {"type": "string"},
+                                   "generation": {"type": "integer"},
+                                   "connectors": {"type": "object"},
+                                   "gemeenten": {"type": "integer"}}}}
+READY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Ready.", "content": {"application/json": READY}},
+    503: {"description": "Not ready.", "content": {"application/json": READY}}}
+METRICS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Prometheus text format.",
+          "content": {"text/plain": {"schema": {"type": "string"}}}}}
 
 
 @router.get("/healthz", summary="Liveness")
@@ -57,7 +71,8 @@ router.add_api_route("/metrics", metrics, methods=["GET"], summary="Prometheus m
 tls_router = APIRouter(tags=["operations"])
 tls_router.add_api_route("/healthz", healthz, methods=["GET"], summary="Liveness")
 tls_router.add_api_route("/readyz", readyz, methods=["GET"],
-                         summary="Readiness: configuration loaded and database reachable")
+                         summary="Readiness: configuration loaded and database reachable",
+                         responses=READY_RESPONSES)
 tls_router.add_api_route("/metrics", metrics, methods=["GET"],
                          summary="Prometheus metrics (administrator certificate only)",
-                         dependencies=[Depends(require_admin)])
+                         dependencies=[Depends(require_admin)], responses=METRICS_RESPONSES)

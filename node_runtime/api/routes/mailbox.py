@@ -15,6 +15,7 @@ from node_runtime.node.assembly import Node
 from node_runtime.node.principals import Principal
 from node_runtime.observability.tracing import TraceContext
 from node_runtime.store.records import DeliveryRecord, MailboxKind
+from node_runtime.web import contract
 from node_runtime.web.problems import Problem
 
 router = APIRouter(prefix="/api/v1", tags=["mailbox"])
@@ -118,7 +119,8 @@ MAX_SEQ = 2**63 - 1
 After = Annotated[int | None, Query(ge=0, le=MAX_SEQ, description="Continue after this seq")]
 
 
-@router.get("/gemeenten/{gemeentecode}/mailbox", summary="List unacknowledged messages")
+@router.get("/gemeenten/{gemeentecode}/mailbox", summary="List unacknowledged messages",
+            responses={200: {"model": MailboxPage}})
 async def list_gemeente_mailbox(
     gemeentecode: str, node: NodeDep, principal: PrincipalDep,
     after: After = None,
@@ -131,7 +133,9 @@ async def list_gemeente_mailbox(
 
 
 @router.get("/gemeenten/{gemeentecode}/mailbox/{delivery_id}",
-            summary="Fetch one message (purpose-filtered municipal JSON)")
+            summary="Fetch one message (purpose-filtered municipal JSON)",
+            responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}},
+                       **contract.problem_responses(404, 410)})
 async def fetch_gemeente_message(gemeentecode: str, delivery_id: str, node: NodeDep,
                                  principal: PrincipalDep, trace: TraceDep) -> Response:
     _owner_check(principal, "gemeente", gemeentecode)
@@ -140,7 +144,8 @@ async def fetch_gemeente_message(gemeentecode: str, delivery_id: str, node: Node
 
 
 @router.post("/gemeenten/{gemeentecode}/mailbox/{delivery_id}/ack", status_code=204,
-             summary="Acknowledge a message (idempotent)")
+             summary="Acknowledge a message (idempotent)",
+             responses=contract.problem_responses(404))
 async def ack_gemeente_message(gemeentecode: str, delivery_id: str, node: NodeDep,
                                principal: PrincipalDep, trace: TraceDep) -> Response:
     _owner_check(principal, "gemeente", gemeentecode)
@@ -148,7 +153,8 @@ async def ack_gemeente_message(gemeentecode: str, delivery_id: str, node: NodeDe
                                    principal, trace)
 
 
-@router.get("/participants/{participant}/mailbox", summary="List a participant's messages")
+@router.get("/participants/{participant}/mailbox", summary="List a participant's messages",
+            responses={200: {"model": MailboxPage}})
 async def list_participant_mailbox(
     participant: str, node: NodeDep, principal: PrincipalDep,
     after: After = None,
@@ -161,7 +167,10 @@ async def list_participant_mailbox(
 
 
 @router.get("/participants/{participant}/mailbox/{delivery_id}",
-            summary="Fetch one message (the standard XML)")
+            summary="Fetch one message (the standard XML)",
+            responses={200: {"content": {"application/xml": {"schema": {"type": "string"}},
+                                         "application/json": {"schema": {"type": "object"}}}},
+                       **contract.problem_responses(404, 410)})
 async def fetch_participant_message(participant: str, delivery_id: str, node: NodeDep,
                                     principal: PrincipalDep, trace: TraceDep) -> Response:
     _owner_check(principal, "participant", participant)
@@ -170,7 +179,8 @@ async def fetch_participant_message(participant: str, delivery_id: str, node: No
 
 
 @router.post("/participants/{participant}/mailbox/{delivery_id}/ack", status_code=204,
-             summary="Acknowledge a message (idempotent)")
+             summary="Acknowledge a message (idempotent)",
+             responses=contract.problem_responses(404))
 async def ack_participant_message(participant: str, delivery_id: str, node: NodeDep,
                                   principal: PrincipalDep, trace: TraceDep) -> Response:
     _owner_check(principal, "participant", participant)

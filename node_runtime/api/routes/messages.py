@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from node_runtime.api.deps import NodeDep, PrincipalDep, TraceDep
+from node_runtime.web import contract
 from node_runtime.web.problems import Problem
 
 router = APIRouter(prefix="/api/v1", tags=["messages"])
@@ -44,9 +45,13 @@ def _too_large(limit: int) -> Problem:
 @router.post(
     "/connectors/{connector}/messages",
     summary="Submit a sector message (e.g. iWmo WMO305)",
+    status_code=202,
+    openapi_extra=contract.xml_request_body("The message in the connector's standard (XML)."),
     responses={
-        202: {"description": "Accepted: the retour message (0200 per record) or a message id.",
-              "content": {"application/xml": {}, "application/json": {}}},
+        202: {"description": "Accepted: the retour message (0200 per record) or a message id "
+              "(a resent message gets the first answer again).",
+              "content": {"application/xml": {"schema": {"type": "string"}},
+                          "application/json": {"schema": {"type": "object"}}}},
         400: {"description": "Not XML, DTD/entities, unknown message type (problem details)."},
         401: {"description": "No client certificate."},
         403: {"description": "Sender not authorised (problem details)."},
@@ -55,7 +60,9 @@ def _too_large(limit: int) -> Problem:
         413: {"description": "Body over the size limit."},
         415: {"description": "Content type is not XML."},
         422: {"description": "Schema-invalid (problem) or rejected by rules (retour message "
-                             "carrying the retourcodes)."},
+                             "carrying the retourcodes).",
+              "content": {"application/xml": {"schema": {"type": "string"}},
+                          **contract.problem_content()}},
     },
 )
 async def submit_message(

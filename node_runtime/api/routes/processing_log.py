@@ -13,6 +13,7 @@ from node_runtime.api.deps import NodeDep, PrincipalDep
 from node_runtime.node.principals import Principal
 from node_runtime.pipeline.rules import elfproef
 from node_runtime.store.records import LogQuery, LogRecord
+from node_runtime.web import contract
 from node_runtime.web.problems import Problem
 
 router = APIRouter(prefix="/api/v1", tags=["processing log"])
@@ -40,6 +41,40 @@ def record_json(r: LogRecord) -> dict[str, Any]:
     }
 
 
+class LogRecordOut(BaseModel):
+    """One processing-log record as the API answers it (no personal data: pseudonyms)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str
+    timestamp: str
+    trace_id: str | None = Field(default=None, alias="traceId")
+    span_id: str | None = Field(default=None, alias="spanId")
+    parent_span_id: str | None = Field(default=None, alias="parentSpanId")
+    activity: str
+    purpose: str | None = None
+    legal_basis: str | None = Field(default=None, alias="legalBasis")
+    controller: str | None = None
+    actor: str | None = None
+    subject_ref: str | None = Field(default=None, alias="subjectRef")
+    connector: str | None = None
+    message_type: str | None = Field(default=None, alias="messageType")
+    message_id: str | None = Field(default=None, alias="messageId")
+    delivery_id: str | None = Field(default=None, alias="deliveryId")
+    outcome: str | None = None
+    detail: str | None = None
+
+
+class LogPage(BaseModel):
+    records: list[LogRecordOut]
+    next_after: str | None = Field(alias="nextAfter")
+
+
+class SubjectRecords(BaseModel):
+    subject_ref: str = Field(alias="subjectRef")
+    records: list[LogRecordOut]
+
+
 def _check(principal: Principal, gemeentecode: str) -> None:
     if principal.kind != "gemeente" or principal.id != gemeentecode:
         raise Problem(403, "not-your-log", "Not your processing log",
@@ -50,7 +85,8 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
 @router.get("/gemeenten/{gemeentecode}/processing-log",
-            summary="Query the gemeente's processing-log records")
+            summary="Query the gemeente's processing-log records",
+            responses={200: {"model": LogPage}})
 async def query_log(
     gemeentecode: str,
     node: NodeDep,
@@ -85,7 +121,8 @@ class SubjectSearch(BaseModel):
 
 
 @router.post("/gemeenten/{gemeentecode}/processing-log/search",
-             summary="All processings concerning one citizen (by BSN, pseudonymised by the node)")
+             summary="All processings concerning one citizen (by BSN, pseudonymised by the node)",
+             responses={200: {"model": SubjectRecords}, **contract.problem_responses(422)})
 async def search_log(gemeentecode: str, search: SubjectSearch, node: NodeDep,
                      principal: PrincipalDep) -> dict[str, Any]:
     _check(principal, gemeentecode)
