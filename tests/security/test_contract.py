@@ -12,8 +12,6 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
-from node_runtime.pki.store import DevPki
-from node_runtime.server import RunningNode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -21,6 +19,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from node_runtime.api.server import RunningNode
+from node_runtime.security.pki.store import DevPki
 from tests.facade.conftest import World
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
