@@ -67,7 +67,6 @@ class Node:
         self._retention = asyncio.create_task(self._retention_loop())
         if self.worker is not None:
             self._worker_task = asyncio.create_task(self.worker.run())
-            self.intake.on_commit = self.worker.wake
 
     async def _retention_loop(self) -> None:
         while True:
@@ -161,12 +160,24 @@ def build_node(
         store = SqlStore(settings.database_url or sqlite_url(settings.sqlite_path()))
     store.migrate()
     pseudonymizer = Pseudonymizer(load_or_create_key(settings.key_path()))
+    outbox = Outbox(store)
+    worker = None
+    if settings.delivery_enabled:
+        worker = DeliveryWorker(
+            outbox=outbox,
+            spec=lambda: holder.current.knooppunt.spec.delivery,
+            client_ssl=_delivery_ssl(settings),
+            metrics=metrics,
+            node_name=lambda: holder.current.name,
+        )
     intake = IntakeService(
         store=store,
         pseudonymizer=pseudonymizer,
         metrics=metrics,
         max_depth=holder.current.knooppunt.spec.limits.max_xml_depth,
         public_url=settings.public_url,
+        on_commit=worker.wake if worker is not None else None,
+        conversations=Matcher(load_or_create_key(settings.key_path())),
     )
     ledger = LedgerService(
         LogTree(store.engine, origin=origin_for(settings.node)),
@@ -175,25 +186,15 @@ def build_node(
         interval=lambda: holder.current.knooppunt.spec.processing_log.checkpoint_interval_seconds,
         registry=metrics.registry,
     )
-    intake.conversations = Matcher(load_or_create_key(settings.key_path()))
     monitor = ConversationMonitor(store.engine, registry=metrics.registry,
                                   interval=settings.conversation_interval)
     if watch is not None and settings.namespace:  # on a cluster: Events on the Knooppunt
         monitor.on_overdue.append(EventSink(watch.access, settings.namespace, settings.node))
     node = Node(settings, holder, store, intake, metrics, pseudonymizer, identity, loader,
-                ledger, monitor)
+                ledger, monitor, outbox=outbox, worker=worker)
     if watch is not None:
         node.gemeente_watch = watch
         watch.on_change = node.reload_from_watch
-    node.outbox = Outbox(store)
-    if settings.delivery_enabled:
-        node.worker = DeliveryWorker(
-            outbox=node.outbox,
-            spec=lambda: holder.current.knooppunt.spec.delivery,
-            client_ssl=_delivery_ssl(settings),
-            metrics=metrics,
-            node_name=lambda: holder.current.name,
-        )
     return node
 
 

@@ -34,11 +34,11 @@ def _depth(root: etree._Element, limit: int) -> int:
 def parse_message(body: bytes, *, max_depth: int = 64) -> etree._ElementTree:
     """Parse one message or raise a Problem that names what is wrong and where."""
     if not body.strip():
-        raise Problem(400, "empty-body", "Empty message", "The request body is empty.")
+        raise Problem.of("invalid", "empty-body", "Empty message", "The request body is empty.")
     head = body[:4096].lower()
     if b"<!doctype" in head or b"<!entity" in head:
-        raise Problem(
-            400,
+        raise Problem.of(
+            "invalid",
             "dtd-forbidden",
             "Document type declarations are not allowed",
             "The message contains a DOCTYPE or ENTITY declaration; DTDs and entities are "
@@ -50,8 +50,8 @@ def parse_message(body: bytes, *, max_depth: int = 64) -> etree._ElementTree:
         tree = etree.ElementTree(etree.fromstring(body, parser))
     except etree.XMLSyntaxError as exc:
         line = exc.lineno if exc.lineno else None
-        raise Problem(
-            400,
+        raise Problem.of(
+            "invalid",
             "not-well-formed",
             "Message is not well-formed XML",
             f"XML syntax error: {exc.msg}",
@@ -59,8 +59,8 @@ def parse_message(body: bytes, *, max_depth: int = 64) -> etree._ElementTree:
         ) from exc
     docinfo = tree.docinfo
     if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
-        raise Problem(
-            400,
+        raise Problem.of(
+            "invalid",
             "dtd-forbidden",
             "Document type declarations are not allowed",
             "The message contains a DOCTYPE declaration.",
@@ -68,8 +68,8 @@ def parse_message(body: bytes, *, max_depth: int = 64) -> etree._ElementTree:
         )
     for node in tree.iter(etree.Entity, etree.ProcessingInstruction):
         kind = "entity reference" if isinstance(node, etree._Entity) else "processing instruction"
-        raise Problem(
-            400,
+        raise Problem.of(
+            "invalid",
             "xml-construct-forbidden",
             "Forbidden XML construct",
             f"The message contains a {kind}.",
@@ -77,8 +77,8 @@ def parse_message(body: bytes, *, max_depth: int = 64) -> etree._ElementTree:
         )
     depth = _depth(tree.getroot(), max_depth)
     if depth > max_depth:
-        raise Problem(
-            400,
+        raise Problem.of(
+            "invalid",
             "too-deep",
             "Message nesting too deep",
             f"Elements are nested deeper than the limit of {max_depth}.",

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from node_runtime.web.statuses import PROBLEM_STATUS, ProblemKind
+
 
 @dataclass(frozen=True)
 class Violation:
@@ -34,6 +36,20 @@ class Problem(Exception):
     detail: str
     violations: list[Violation] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        kind: ProblemKind,
+        slug: str,
+        title: str,
+        detail: str,
+        violations: list[Violation] | None = None,
+        *,
+        extra: dict[str, Any] | None = None,
+    ) -> Problem:
+        """A problem named by what went wrong; its status comes from :mod:`web.statuses`."""
+        return cls(PROBLEM_STATUS[kind], slug, title, detail, violations or [], extra or {})
 
     def __str__(self) -> str:
         return f"{self.status} {self.slug}: {self.detail}"

@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from node_runtime.api.deps import NodeDep, PrincipalDep, TraceDep
 from node_runtime.web import contract
 from node_runtime.web.problems import Problem
+from node_runtime.web.statuses import OUTCOME_STATUS
 
 router = APIRouter(prefix="/api/v1", tags=["messages"])
 
@@ -82,5 +83,6 @@ async def submit_message(
                                      trace)
     headers = dict(result.headers)
     headers["Knooppunt-Outcome"] = result.outcome
-    return Response(result.body, status_code=result.status, media_type=result.content_type,
+    status = result.problem.status if result.problem else OUTCOME_STATUS[result.outcome]
+    return Response(result.body, status_code=status, media_type=result.content_type,
                     headers=headers)
