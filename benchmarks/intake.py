@@ -55,14 +55,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node_runtime.messages.compiled import ConnectorCache
+from node_runtime.messages.parsing import parse_message
+from node_runtime.messages.rules import evaluate
 from node_runtime.model.loading import load_paths
 from node_runtime.node.config import Settings
-from node_runtime.node.state import build_state
-from node_runtime.pipeline.compiled import ConnectorCache
-from node_runtime.pipeline.parsing import parse_message
-from node_runtime.pipeline.rules import evaluate
 from node_runtime.security.pki.development import ensure_for_resources
 from node_runtime.security.tls.contexts import client_context
+from node_runtime.state.node_state import build_state
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -121,7 +121,7 @@ def floor_rate(batch: list[tuple[str, bytes]]) -> float:
 def _serve(settings: dict[str, Any], conn: multiprocessing.connection.Connection) -> None:
     """The node in a process of its own, plus a benchmark-only route that only reads bodies."""
     from node_runtime.api.server import build_servers
-    from node_runtime.web.servers import start_background, stop_servers
+    from node_runtime.serving.servers import start_background, stop_servers
 
     _node, servers, _tls = build_servers(Settings(**settings))
 

@@ -26,10 +26,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from node_runtime.api.server import start_in_thread
+from node_runtime.messages.doelbinding import paths_of
 from node_runtime.model.loading import ResourceSet, load_paths
 from node_runtime.node.config import Settings
 from node_runtime.observability.logs import configure
-from node_runtime.pipeline.doelbinding import paths_of
 from node_runtime.security.pki.development import ensure_for_resources, node_client_name
 from node_runtime.security.pki.store import DevPki
 from node_runtime.security.tls.contexts import client_context, server_context

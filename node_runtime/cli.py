@@ -83,9 +83,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from node_runtime.messages.compiled import ConnectorCache, ConnectorCompileError
     from node_runtime.model.loading import ResourceError, load_paths
-    from node_runtime.node.state import StateError, build_state
-    from node_runtime.pipeline.compiled import ConnectorCache, ConnectorCompileError
+    from node_runtime.state.node_state import StateError, build_state
 
     try:
         resources = load_paths(_resources(args))

@@ -12,14 +12,6 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from node_runtime.node.assembly import Node
-from node_runtime.node.principals import (
-    PeerCertificate,
-    Principal,
-    PrincipalCache,
-    claimed_serial,
-    issuer_refusal,
-    resolve_acting_for,
-)
 from node_runtime.observability.tracing import TraceContext, from_header
 from node_runtime.security.acting_for import HEADER as ACTING_FOR_HEADER
 from node_runtime.security.acting_for import (
@@ -30,6 +22,14 @@ from node_runtime.security.acting_for import (
 )
 from node_runtime.security.peers import CertificateIdentity
 from node_runtime.security.tls.certificates import load_certificates
+from node_runtime.state.principals import (
+    PeerCertificate,
+    Principal,
+    PrincipalCache,
+    claimed_serial,
+    issuer_refusal,
+    resolve_acting_for,
+)
 from node_runtime.web.problems import Problem
 
 _replay_lock = threading.Lock()

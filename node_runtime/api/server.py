@@ -14,7 +14,7 @@ from node_runtime.node.assembly import Node, build_node
 from node_runtime.node.config import Settings
 from node_runtime.security.peers import CertificateIdentity
 from node_runtime.security.tls.contexts import ReloadableServerContext
-from node_runtime.web.servers import (
+from node_runtime.serving.servers import (
     connection_limits,
     run_forever,
     server_tls,

@@ -17,7 +17,7 @@ import httpx
 
 from node_runtime.conversations.monitor import Labels
 from node_runtime.model import GROUP, VERSION
-from node_runtime.node.kubernetes_source import SERVICE_ACCOUNT, ApiAccess
+from node_runtime.state.kubernetes_source import SERVICE_ACCOUNT, ApiAccess
 
 log = logging.getLogger("knooppunt.conversations")
 

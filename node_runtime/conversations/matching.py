@@ -21,8 +21,8 @@ from typing import Literal
 from lxml import etree
 
 from node_runtime.conversations import calendar
+from node_runtime.messages.rules import xpath_text
 from node_runtime.model.connector import Conversation, ConversationStep, SectorConnector
-from node_runtime.pipeline.rules import xpath_text
 from node_runtime.store.records import ConversationEvent
 
 

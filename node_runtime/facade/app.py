@@ -33,14 +33,14 @@ from node_runtime import __version__
 from node_runtime.facade.client import NodeClient, NodeOutcome
 from node_runtime.facade.config import FacadeSettings
 from node_runtime.facade.state import FacadeState, NodeEntry, build_facade_state
+from node_runtime.messages.rules import elfproef
 from node_runtime.model.gemeente import Gemeente
 from node_runtime.model.loading import ResourceSet, load_paths
-from node_runtime.node.principals import PeerCertificate, claimed_serial
-from node_runtime.node.state import StateHolder, watch_files
-from node_runtime.pipeline.rules import elfproef
 from node_runtime.security.acting_for import AssertionSigner, SigningKey
 from node_runtime.security.peers import CertificateIdentity
 from node_runtime.security.tls.contexts import client_context
+from node_runtime.state.node_state import StateHolder, watch_files
+from node_runtime.state.principals import PeerCertificate, claimed_serial
 from node_runtime.web import contract
 from node_runtime.web import problem_handlers as problems
 from node_runtime.web.problems import Problem

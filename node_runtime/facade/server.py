@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from node_runtime.facade.app import Facade, build_facade, create_facade_app, health
 from node_runtime.facade.config import FacadeSettings
 from node_runtime.security.tls.contexts import ReloadableServerContext
-from node_runtime.web.servers import (
+from node_runtime.serving.servers import (
     connection_limits,
     run_forever,
     server_tls,

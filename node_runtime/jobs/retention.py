@@ -7,8 +7,8 @@ from datetime import datetime
 
 from node_runtime.audit.processing_log import NODE_PURPOSE, LogBuilder
 from node_runtime.ledger.purges import LOG_PURGE, purge_detail
-from node_runtime.node.state import NodeState
 from node_runtime.observability.tracing import from_header
+from node_runtime.state.node_state import NodeState
 from node_runtime.store.records import LogRecord
 from node_runtime.store.retention import PurgedDelivery, PurgeRule, Retention
 from node_runtime.store.sql import SqlStore

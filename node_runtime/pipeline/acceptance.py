@@ -7,12 +7,12 @@ import logging
 from collections.abc import Callable
 
 from node_runtime.conversations.matching import Matcher
+from node_runtime.messages.retour import RetourError
 from node_runtime.observability.metrics import Metrics
 from node_runtime.pipeline import conversation_events
 from node_runtime.pipeline.context import MessageContext
 from node_runtime.pipeline.idempotency import replay
 from node_runtime.pipeline.outcomes import JSON_TYPE, XML_TYPE, IntakeResult, id_headers
-from node_runtime.pipeline.retour import RetourError
 from node_runtime.store.records import DeliveryRecord, IntakeCommit, MessageRecord
 from node_runtime.store.sql import SqlStore, now
 from node_runtime.web.problems import Problem

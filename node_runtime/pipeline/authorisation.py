@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from node_runtime.node.principals import Principal
-from node_runtime.pipeline.compiled import CompiledConnector, CompiledMessageType
+from node_runtime.messages.compiled import CompiledConnector, CompiledMessageType
 from node_runtime.pipeline.context import Header
+from node_runtime.state.principals import Principal
 from node_runtime.web.problems import Problem, Violation
 
 

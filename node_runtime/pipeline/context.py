@@ -8,9 +8,9 @@ from typing import Any
 from lxml import etree
 
 from node_runtime.audit.processing_log import LogBuilder
-from node_runtime.node.principals import Principal
-from node_runtime.node.state import NodeState
-from node_runtime.pipeline.compiled import CompiledConnector, CompiledMessageType
+from node_runtime.messages.compiled import CompiledConnector, CompiledMessageType
+from node_runtime.state.node_state import NodeState
+from node_runtime.state.principals import Principal
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from node_runtime.pipeline.compiled import CompiledMessageType
+from node_runtime.messages.compiled import CompiledMessageType
 from node_runtime.pipeline.outcomes import IntakeResult, id_headers
 from node_runtime.store.records import MessageRecord
 from node_runtime.web.problems import Problem

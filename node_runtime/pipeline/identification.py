@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from lxml import etree
 
+from node_runtime.messages.rules import xpath_text
 from node_runtime.pipeline.context import Header, MessageContext
-from node_runtime.pipeline.rules import xpath_text
 from node_runtime.web.problems import Problem, Violation
 
 

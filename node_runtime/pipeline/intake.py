@@ -21,8 +21,7 @@ from collections.abc import Callable
 
 from node_runtime.audit.processing_log import NODE_PURPOSE, LogBuilder
 from node_runtime.conversations.matching import Matcher
-from node_runtime.node.principals import Principal
-from node_runtime.node.state import NodeState
+from node_runtime.messages.parsing import parse_message
 from node_runtime.observability.metrics import Metrics
 from node_runtime.observability.tracing import TraceContext
 from node_runtime.pipeline import (
@@ -40,8 +39,9 @@ from node_runtime.pipeline import (
 )
 from node_runtime.pipeline.context import MessageContext
 from node_runtime.pipeline.outcomes import IntakeResult
-from node_runtime.pipeline.parsing import parse_message
 from node_runtime.security.pseudonyms import Pseudonymizer
+from node_runtime.state.node_state import NodeState
+from node_runtime.state.principals import Principal
 from node_runtime.store.sql import SqlStore, now
 from node_runtime.web.problems import Problem
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 from node_runtime.audit.processing_log import NODE_PURPOSE
+from node_runtime.messages.retour import RetourError
+from node_runtime.messages.rules import RuleFailure
 from node_runtime.observability.metrics import Metrics
 from node_runtime.pipeline.context import MessageContext
 from node_runtime.pipeline.outcomes import PROBLEM_TYPE, XML_TYPE, IntakeResult
-from node_runtime.pipeline.retour import RetourError
-from node_runtime.pipeline.rules import RuleFailure
 from node_runtime.store.sql import SqlStore
 from node_runtime.web.problems import Problem, Violation
 

@@ -9,9 +9,9 @@ import uuid
 from lxml import etree
 
 from node_runtime.audit.processing_log import NODE_PURPOSE
+from node_runtime.messages.conversion import ConversionError
 from node_runtime.pipeline import envelopes
 from node_runtime.pipeline.context import MessageContext
-from node_runtime.pipeline.conversion import ConversionError
 from node_runtime.pipeline.outcomes import JSON_TYPE, XML_TYPE
 from node_runtime.store.records import DeliveryRecord
 from node_runtime.store.sql import now

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from node_runtime.messages.rules import RuleFailure, evaluate
 from node_runtime.pipeline.context import MessageContext
-from node_runtime.pipeline.rules import RuleFailure, evaluate
 
 
 def check_rules(ctx: MessageContext) -> list[RuleFailure]:

@@ -17,9 +17,9 @@ from urllib.parse import unquote
 from starlette.requests import Request
 
 from node_runtime.model.knooppunt import TrustedProxy
-from node_runtime.node.principals import PeerCertificate
 from node_runtime.security.tls.certificates import ChainVerifier, identity_from_der
 from node_runtime.security.tls.peers import IssuerPolicy
+from node_runtime.state.principals import PeerCertificate
 from node_runtime.web.problems import Problem
 
 DEFAULT_FORWARDED_HEADER = "x-ssl-client-cert"

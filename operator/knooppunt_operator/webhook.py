@@ -3,7 +3,7 @@
 The admission webhook and the connector controller both call :func:`validate_connector`:
 the resource must satisfy the typed model, its schemas and stylesheets must compile, its
 conversion must compile and every purpose's fields must exist in the conversion output
-(``node_runtime.pipeline.compiled.compile_connector`` does exactly what the runtime will
+(``node_runtime.messages.compiled.compile_connector`` does exactly what the runtime will
 do), and a change of content must come with a new ``spec.revision`` (revisions are
 immutable; nodes pin them). Each problem is reported as one precise sentence.
 """
@@ -19,8 +19,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from knooppunt_operator.builders.revisions import bundle_key_problem, bundle_path
+from node_runtime.messages.compiled import ConnectorCompileError, compile_connector
 from node_runtime.model.connector import SectorConnector
-from node_runtime.pipeline.compiled import ConnectorCompileError, compile_connector
 
 
 def model_problems(exc: ValidationError) -> list[str]:

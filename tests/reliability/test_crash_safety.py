@@ -18,8 +18,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from node_runtime.messages.rules import elfproef
 from node_runtime.model.loading import load_paths
-from node_runtime.pipeline.rules import elfproef
 from node_runtime.security.pki.development import ensure_for_resources, node_client_name
 from node_runtime.security.pki.store import DevPki
 from node_runtime.security.tls.contexts import client_context

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from node_runtime.api.server import RunningNode
+from node_runtime.messages.doelbinding import paths_of
 from node_runtime.model.loading import ResourceSet
-from node_runtime.pipeline.doelbinding import paths_of
 from tests.conftest import CONNECTOR, MESSAGES, PartyFactory
 from tests.runtime.helpers import (
     bsns,

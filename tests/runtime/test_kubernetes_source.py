@@ -89,7 +89,7 @@ def test_overdue_conversations_become_events_on_the_knooppunt(
         controlplane: KubeCluster, controlplane_namespace: str) -> None:
     """The node records a ConversationOverdue Warning Event when an overdue count grows."""
     from node_runtime.conversations.events import EventSink
-    from node_runtime.node.kubernetes_source import from_kubeconfig
+    from node_runtime.state.kubernetes_source import from_kubeconfig
 
     cp, ns = controlplane, controlplane_namespace
     sink = EventSink(from_kubeconfig(cp.kubeconfig), ns, NODE)

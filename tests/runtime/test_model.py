@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from node_runtime.messages.compiled import ConnectorCache, ConnectorCompileError
 from node_runtime.model.loading import ResourceError, load_paths
-from node_runtime.node.state import StateError, build_state
-from node_runtime.pipeline.compiled import ConnectorCache, ConnectorCompileError
+from node_runtime.state.node_state import StateError, build_state
 from tests.conftest import EXAMPLES, NODE
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import yaml
 
+from node_runtime.messages.compiled import ConnectorCache
 from node_runtime.model.loading import load_paths
-from node_runtime.node.principals import PrincipalCache, resolve
-from node_runtime.node.state import NodeState, build_state
-from node_runtime.pipeline.compiled import ConnectorCache
 from node_runtime.security.tls.peers import IssuerScope
+from node_runtime.state.node_state import NodeState, build_state
+from node_runtime.state.principals import PrincipalCache, resolve
 from tests.conftest import EXAMPLES, NODE
 
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from node_runtime.api.deps import NodeDep, PrincipalDep
 from node_runtime.api.routes.processing_log import record_json
 from node_runtime.node.assembly import Node
-from node_runtime.node.principals import Principal
+from node_runtime.state.principals import Principal
 from node_runtime.store.outbox import DeadLetterFilter, Outbox
 from node_runtime.store.records import LogQuery
 from node_runtime.web.problems import Problem

@@ -12,8 +12,8 @@ from pydantic import BaseModel, Field
 from node_runtime.api.deps import NodeDep, PrincipalDep, TraceDep
 from node_runtime.audit.processing_log import LogBuilder
 from node_runtime.node.assembly import Node
-from node_runtime.node.principals import Principal
 from node_runtime.observability.tracing import TraceContext
+from node_runtime.state.principals import Principal
 from node_runtime.store.records import DeliveryRecord, MailboxKind
 from node_runtime.web import contract
 from node_runtime.web.problems import Problem

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from node_runtime.pipeline.rules import RuleFailure
+from node_runtime.messages.rules import RuleFailure
 
 KP_NS = "urn:knooppunt:retour"
 ACCEPTED_CODE = "0200"

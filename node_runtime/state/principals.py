@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from node_runtime.model.gemeente import Gemeente
-from node_runtime.node.state import NodeState
+from node_runtime.state.node_state import NodeState
 
 PrincipalKind = Literal["gemeente", "participant", "administrator"]
 

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from node_runtime.messages.compiled import CompiledConnector, ConnectorCache
 from node_runtime.model.connector import Participant, SectorConnector
 from node_runtime.model.gemeente import Gemeente, Subscription
 from node_runtime.model.knooppunt import Knooppunt
 from node_runtime.model.loading import ResourceSet
-from node_runtime.pipeline.compiled import CompiledConnector, ConnectorCache
 
 S = TypeVar("S")
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from lxml import etree
 
+from node_runtime.messages.rules import xpath_text
 from node_runtime.model.connector import Mapping
-from node_runtime.pipeline.rules import xpath_text
 
 FN_NS = "http://www.w3.org/2005/xpath-functions"
 

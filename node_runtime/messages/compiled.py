@@ -8,12 +8,12 @@ from pathlib import Path
 
 from lxml import etree
 
+from node_runtime.messages.bundles import BundleError, bundle_dir, inside, safe_file_parser
+from node_runtime.messages.conversion import MappingConverter, XsltConverter
+from node_runtime.messages.doelbinding import FieldFilter
+from node_runtime.messages.retour import RetourBuilder
+from node_runtime.messages.rules import CompiledRule, compile_rule
 from node_runtime.model.connector import MessageType, Purpose, SectorConnector
-from node_runtime.pipeline.bundles import BundleError, bundle_dir, inside, safe_file_parser
-from node_runtime.pipeline.conversion import MappingConverter, XsltConverter
-from node_runtime.pipeline.doelbinding import FieldFilter
-from node_runtime.pipeline.retour import RetourBuilder
-from node_runtime.pipeline.rules import CompiledRule, compile_rule
 
 
 class ConnectorCompileError(ValueError):
