@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from node_runtime.api.server import start_in_thread  # noqa: E402
-from node_runtime.messages.rules import elfproef  # noqa: E402
+from node_runtime.model.bsn import elfproef  # noqa: E402
 from node_runtime.model.loading import load_paths  # noqa: E402
 from node_runtime.node.config import Settings  # noqa: E402
 from node_runtime.security.pki.development import ensure_for_resources, node_client_name  # noqa: E402

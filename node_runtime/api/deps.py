@@ -20,13 +20,11 @@ from node_runtime.security.acting_for import (
     SharedReplayGuard,
     verify_assertion,
 )
-from node_runtime.security.peers import CertificateIdentity
+from node_runtime.security.peers import CertificateIdentity, PeerCertificate, claimed_serial
 from node_runtime.security.tls.certificates import load_certificates
 from node_runtime.state.principals import (
-    PeerCertificate,
     Principal,
     PrincipalCache,
-    claimed_serial,
     issuer_refusal,
     resolve_acting_for,
 )

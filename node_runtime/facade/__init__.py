@@ -4,7 +4,8 @@ A gemeente connects once — one certificate, one base URL, one API — however 
 it. See docs/facade.md.
 """
 
-from node_runtime.facade.app import Facade, build_facade, create_facade_app
+from node_runtime.facade.app import create_facade_app
+from node_runtime.facade.assembly import Facade, build_facade
 from node_runtime.facade.config import FacadeSettings
 from node_runtime.facade.server import RunningFacade, serve_facade, start_facade_in_thread
 

@@ -10,8 +10,10 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from node_runtime.facade.app import Facade, build_facade, create_facade_app, health
+from node_runtime.facade.app import create_facade_app
+from node_runtime.facade.assembly import Facade, build_facade
 from node_runtime.facade.config import FacadeSettings
+from node_runtime.facade.routes import health
 from node_runtime.security.tls.contexts import ReloadableServerContext
 from node_runtime.serving.servers import (
     connection_limits,
@@ -31,7 +33,7 @@ def health_app(facade: Facade) -> FastAPI:
     app = FastAPI(title="Knooppunt façade health", openapi_url=None, docs_url=None,
                   redoc_url=None)
     app.state.facade = facade
-    app.include_router(health)
+    app.include_router(health.router)
     return app
 
 

@@ -7,16 +7,8 @@ from dataclasses import dataclass
 
 from lxml import etree
 
+from node_runtime.model.bsn import elfproef
 from node_runtime.model.connector import Rule
-
-
-def elfproef(value: str) -> bool:
-    """The BSN 11-proof: 9 digits, sum(d_i * (9..2)) - d_9 divisible by 11, not all zero."""
-    if len(value) != 9 or not value.isdigit() or value == "000000000":
-        return False
-    digits = [int(c) for c in value]
-    total = sum(d * w for d, w in zip(digits[:8], range(9, 1, -1), strict=True)) - digits[8]
-    return total % 11 == 0
 
 
 def xpath_text(result: object) -> str:

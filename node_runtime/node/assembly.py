@@ -22,14 +22,15 @@ from node_runtime.ledger.service import LedgerService, load_signer
 from node_runtime.ledger.tree import LogTree
 from node_runtime.messages.compiled import ConnectorCache
 from node_runtime.model.loading import ResourceSet, load_paths
+from node_runtime.model.reloading import StateHolder, watch_files
 from node_runtime.node.config import Settings
 from node_runtime.observability.metrics import Metrics
 from node_runtime.pipeline.intake import IntakeService
+from node_runtime.security.peers import PeerCertificate
 from node_runtime.security.pseudonyms import Pseudonymizer, load_or_create_key
 from node_runtime.security.tls.contexts import client_context
 from node_runtime.state.kubernetes_source import GemeenteWatch, from_kubeconfig, in_cluster
-from node_runtime.state.node_state import NodeState, StateHolder, build_state, watch_files
-from node_runtime.state.principals import PeerCertificate
+from node_runtime.state.node_state import NodeState, build_state
 from node_runtime.store.outbox import Outbox
 from node_runtime.store.sql import SqlStore, now, sqlite_url
 

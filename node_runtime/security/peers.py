@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import unquote
 
 from starlette.requests import Request
@@ -19,10 +20,22 @@ from starlette.requests import Request
 from node_runtime.model.knooppunt import TrustedProxy
 from node_runtime.security.tls.certificates import ChainVerifier, identity_from_der
 from node_runtime.security.tls.peers import IssuerPolicy
-from node_runtime.state.principals import PeerCertificate
 from node_runtime.web.problems import Problem
 
 DEFAULT_FORWARDED_HEADER = "x-ssl-client-cert"
+
+
+class PeerCertificate(Protocol):
+    """What the node and the façade need from a verified client certificate."""
+
+    @property
+    def serial_number(self) -> str | None: ...
+
+    @property
+    def fingerprint_sha256(self) -> str: ...
+
+    @property
+    def common_name(self) -> str | None: ...
 
 
 def peer_from_tls(request: Request) -> PeerCertificate | None:
@@ -113,3 +126,21 @@ class CertificateIdentity:
         if policy is not None and len(result.chain) > 1:
             return replace(result.identity, issuer_scope=policy.scope(result.chain[1]))
         return result.identity
+
+
+def claimed_serial(cert: PeerCertificate) -> str | None:
+    """The certificate's subject serialNumber, if its issuing CA may speak for it.
+
+    The TLS layer attaches the issuing CA's :class:`~node_runtime.security.tls.peers.IssuerScope`
+    (``issuer_scope``); without one (no issuer policy in force) the claim stands as is.
+    """
+    serial = cert.serial_number
+    scope = getattr(cert, "issuer_scope", None)
+    if serial and scope is not None and not scope.may_claim(serial):
+        return None
+    return serial
+
+
+def may_administer(cert: PeerCertificate) -> bool:
+    scope = getattr(cert, "issuer_scope", None)
+    return scope is None or bool(scope.administers)

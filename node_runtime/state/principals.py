@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 from node_runtime.model.gemeente import Gemeente
+from node_runtime.security.peers import PeerCertificate, claimed_serial, may_administer
 from node_runtime.state.node_state import NodeState
 
 PrincipalKind = Literal["gemeente", "participant", "administrator"]
-
-
-class PeerCertificate(Protocol):
-    """What the node needs from a verified client certificate."""
-
-    @property
-    def serial_number(self) -> str | None: ...
-
-    @property
-    def fingerprint_sha256(self) -> str: ...
-
-    @property
-    def common_name(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -65,24 +53,6 @@ def resolve_acting_for(
     if gemeente is None or gemeente.spec.gemeentecode != gemeentecode:
         return None
     return _gemeente_principal(gemeente, via=f"facade:{facade_oin}")
-
-
-def claimed_serial(cert: PeerCertificate) -> str | None:
-    """The certificate's subject serialNumber, if its issuing CA may speak for it.
-
-    The TLS layer attaches the issuing CA's :class:`~node_runtime.security.tls.peers.IssuerScope`
-    (``issuer_scope``); without one (no issuer policy in force) the claim stands as is.
-    """
-    serial = cert.serial_number
-    scope = getattr(cert, "issuer_scope", None)
-    if serial and scope is not None and not scope.may_claim(serial):
-        return None
-    return serial
-
-
-def may_administer(cert: PeerCertificate) -> bool:
-    scope = getattr(cert, "issuer_scope", None)
-    return scope is None or bool(scope.administers)
 
 
 def issuer_refusal(state: NodeState, cert: PeerCertificate) -> str | None:

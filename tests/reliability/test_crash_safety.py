@@ -18,7 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from node_runtime.messages.rules import elfproef
+from node_runtime.model.bsn import elfproef
 from node_runtime.model.loading import load_paths
 from node_runtime.security.pki.development import ensure_for_resources, node_client_name
 from node_runtime.security.pki.store import DevPki

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from node_runtime.messages.rules import elfproef
+from node_runtime.model.bsn import elfproef
 
 CONNECTOR_DIR = Path(__file__).resolve().parents[2] / "node_runtime" / "connectors" / "iwmo-2.1"
 

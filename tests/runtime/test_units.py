@@ -10,7 +10,7 @@ from lxml import etree
 from node_runtime.messages.conversion import MappingConverter, XsltConverter, json_from_xml
 from node_runtime.messages.doelbinding import FieldFilter, paths_of
 from node_runtime.messages.parsing import parse_message
-from node_runtime.messages.rules import elfproef
+from node_runtime.model.bsn import elfproef
 from node_runtime.model.connector import Mapping
 from node_runtime.observability.tracing import from_header
 from node_runtime.security.pseudonyms import Pseudonymizer

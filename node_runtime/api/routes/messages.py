@@ -9,38 +9,13 @@ from fastapi.responses import Response
 
 from node_runtime.api.deps import NodeDep, PrincipalDep, TraceDep
 from node_runtime.web import contract
+from node_runtime.web.bodies import read_body
 from node_runtime.web.problems import Problem
 from node_runtime.web.statuses import OUTCOME_STATUS
 
 router = APIRouter(prefix="/api/v1", tags=["messages"])
 
 XML_MEDIA_TYPES = {"application/xml", "text/xml"}
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """Read the body, refusing it as soon as it passes the limit (never buffered whole)."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            if int(declared) > limit:
-                raise _too_large(limit)
-        except ValueError as exc:
-            raise Problem(400, "bad-content-length", "Invalid Content-Length",
-                          "Content-Length is not a number.") from exc
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(limit: int) -> Problem:
-    return Problem(413, "body-too-large", "Message too large",
-                   f"The body exceeds the node's limit of {limit} bytes.",
-                   extra={"maxBytes": limit})
 
 
 @router.post(

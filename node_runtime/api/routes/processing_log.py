@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from node_runtime.api.deps import NodeDep, PrincipalDep
-from node_runtime.messages.rules import elfproef
+from node_runtime.model.bsn import elfproef
 from node_runtime.state.principals import Principal
 from node_runtime.store.records import LogQuery, LogRecord
 from node_runtime.web import contract

@@ -13,16 +13,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from node_runtime.facade.app import (
-    Facade,
-    FacadeDep,
-    GemeenteDep,
-    _failure,
-    _own,
-    _passthrough_node_problem,
-    _trace_headers,
-)
+from node_runtime.facade.assembly import Facade
 from node_runtime.facade.client import NodeOutcome
+from node_runtime.facade.deps import FacadeDep, GemeenteDep, own, trace_headers
+from node_runtime.facade.node_answers import failure, passthrough_problem
 from node_runtime.facade.state import NodeEntry
 from node_runtime.model.gemeente import Gemeente
 from node_runtime.web.problems import Problem
@@ -42,7 +36,7 @@ def _node(facade: Facade, gemeente: Gemeente, name: str) -> NodeEntry:
 async def _all(method: str, code: str, request: Request, facade: Facade,
                gemeente: Gemeente) -> dict[str, Any]:
     path = f"/api/v1/gemeenten/{code}/processing-log/checkpoint"
-    headers = _trace_headers(request)
+    headers = trace_headers(request)
 
     async def call(node: NodeEntry) -> NodeOutcome:
         return await facade.nodes.attempt(node, gemeente, method, path, headers=headers)
@@ -67,7 +61,7 @@ async def _all(method: str, code: str, request: Request, facade: Facade,
             summary="The latest signed checkpoint of every knooppunt serving the gemeente")
 async def checkpoints(gemeentecode: str, request: Request, facade: FacadeDep,
                       gemeente: GemeenteDep) -> dict[str, Any]:
-    _own(gemeente, gemeentecode, "processing-log")
+    own(gemeente, gemeentecode, "processing-log")
     return await _all("GET", gemeentecode, request, facade, gemeente)
 
 
@@ -75,20 +69,20 @@ async def checkpoints(gemeentecode: str, request: Request, facade: FacadeDep,
              summary="Have every knooppunt serving the gemeente sign a checkpoint now")
 async def new_checkpoints(gemeentecode: str, request: Request, facade: FacadeDep,
                           gemeente: GemeenteDep) -> dict[str, Any]:
-    _own(gemeente, gemeentecode, "processing-log")
+    own(gemeente, gemeentecode, "processing-log")
     return await _all("POST", gemeentecode, request, facade, gemeente)
 
 
 async def _pass(facade: Facade, gemeente: Gemeente, node: NodeEntry, path: str,
                 params: dict[str, str], request: Request) -> Response:
     outcome = await facade.nodes.attempt(node, gemeente, "GET", path, params=params,
-                                         headers=_trace_headers(request),
+                                         headers=trace_headers(request),
                                          accept=lambda r: r.status_code == 200)
     if not outcome.ok:
-        passed = _passthrough_node_problem(outcome)
+        passed = passthrough_problem(outcome)
         if passed is not None:
             return passed
-        raise _failure(outcome, action="no proof was fetched; try again later.")
+        raise failure(outcome, action="no proof was fetched; try again later.")
     response = outcome.response
     assert response is not None
     return Response(response.content, status_code=200, media_type="application/json",
@@ -103,7 +97,7 @@ async def inclusion_proof(
     gemeente: GemeenteDep,
     tree_size: Annotated[int | None, Query(alias="treeSize", ge=1)] = None,
 ) -> Response:
-    _own(gemeente, gemeentecode, "processing-log")
+    own(gemeente, gemeentecode, "processing-log")
     entry = _node(facade, gemeente, node)
     params = {} if tree_size is None else {"treeSize": str(tree_size)}
     path = f"/api/v1/gemeenten/{gemeentecode}/processing-log/records/{record_id}/inclusion-proof"
@@ -117,7 +111,7 @@ async def consistency_proof(
     first: Annotated[int, Query(alias="from", ge=0)],
     second: Annotated[int, Query(alias="to", ge=0)],
 ) -> Response:
-    _own(gemeente, gemeentecode, "processing-log")
+    own(gemeente, gemeentecode, "processing-log")
     entry = _node(facade, gemeente, node)
     path = f"/api/v1/gemeenten/{gemeentecode}/processing-log/consistency-proof"
     return await _pass(facade, gemeente, entry, path, {"from": str(first), "to": str(second)},

@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 
-from node_runtime.facade.app import FacadeDep, GemeenteDep, _own, _trace_headers
 from node_runtime.facade.client import NodeOutcome
+from node_runtime.facade.deps import FacadeDep, GemeenteDep, own, trace_headers
 from node_runtime.facade.state import NodeEntry
 
 router = APIRouter(prefix="/api/v1", tags=["conversations"])
@@ -23,7 +23,7 @@ async def conversations(
     state: State | None = None, connector: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    _own(gemeente, gemeentecode, "conversations")
+    own(gemeente, gemeentecode, "conversations")
     nodes = facade.holder.current.nodes_for(gemeente)
     if connector is not None:
         nodes = [n for n in nodes if connector in n.connectors]
@@ -33,7 +33,7 @@ async def conversations(
     if connector is not None:
         params["connector"] = connector
     path = f"/api/v1/gemeenten/{gemeentecode}/conversations"
-    headers = _trace_headers(request)
+    headers = trace_headers(request)
 
     async def call(node: NodeEntry) -> NodeOutcome:
         return await facade.nodes.attempt(node, gemeente, "GET", path, params=params,

@@ -1,0 +1,1 @@
+"""The façade's HTTP routes, one module per resource."""
