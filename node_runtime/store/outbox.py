@@ -17,9 +17,9 @@ from typing import Any
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
-from node_runtime.store import schema
+from node_runtime.store import row_mapping, schema
 from node_runtime.store.records import DeliveryRecord, LogRecord
-from node_runtime.store.sql import SqlStore, _delivery, _log_values, insert_in_seq_order, now
+from node_runtime.store.sql import SqlStore, insert_in_seq_order, now
 
 UNSETTLED = ("pending", "dead")
 
@@ -85,7 +85,7 @@ class Outbox:
                     .values(lease_owner=owner, lease_until=moment + lease)
                 )
                 if result.rowcount == 1:
-                    claimed.append(_delivery(row))
+                    claimed.append(row_mapping.delivery(row))
         return claimed
 
     def delivered(self, delivery_id: str, log: Sequence[LogRecord]) -> bool:
@@ -101,7 +101,8 @@ class Outbox:
                         last_error=None)
             )
             if result.rowcount == 1:
-                insert_in_seq_order(conn, schema.processing_log, [_log_values(r) for r in log])
+                insert_in_seq_order(conn, schema.processing_log,
+                                    [row_mapping.log_values(r) for r in log])
             return result.rowcount == 1
 
     def delivered_many(self, settled: Sequence[tuple[str, Sequence[LogRecord]]]) -> int:
@@ -123,7 +124,7 @@ class Outbox:
                         attempts=d.c.attempts + 1, lease_owner=None, lease_until=None,
                         last_error=None)
             )
-            records = [_log_values(r) for i, log in settled if i in pending for r in log]
+            records = [row_mapping.log_values(r) for i, log in settled if i in pending for r in log]
             insert_in_seq_order(conn, schema.processing_log, records)
             return len(pending)
 
@@ -145,7 +146,8 @@ class Outbox:
                 .values(status=status, attempts=d.c.attempts + 1, last_error=error[:2000],
                         next_attempt_at=retry_at, lease_owner=None, lease_until=None)
             )
-            insert_in_seq_order(conn, schema.processing_log, [_log_values(r) for r in log])
+            insert_in_seq_order(conn, schema.processing_log,
+                                [row_mapping.log_values(r) for r in log])
         return status
 
     def release(self, delivery_id: str) -> None:
@@ -177,7 +179,7 @@ class Outbox:
         d = schema.deliveries
         query = select(d).where(*self._filter(f)).order_by(d.c.seq).limit(limit)
         with self.engine.connect() as conn:
-            return [(_delivery(r), int(r.attempts), r.last_error or "")
+            return [(row_mapping.delivery(r), int(r.attempts), r.last_error or "")
                     for r in conn.execute(query)]
 
     def replay(self, f: DeadLetterFilter) -> int:
@@ -204,6 +206,4 @@ class Outbox:
             value = conn.execute(select(d.c.created_at).where(d.c.id == delivery_id)).scalar()
         if value is None:
             return None
-        from node_runtime.store.sql import _utc
-
-        return _utc(value)
+        return row_mapping.utc(value)

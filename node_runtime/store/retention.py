@@ -10,9 +10,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import and_, delete, func, not_, select, update
 
-from node_runtime.store import schema
+from node_runtime.store import row_mapping, schema
 from node_runtime.store.records import LogRecord
-from node_runtime.store.sql import SqlStore, _log_values, insert_in_seq_order
+from node_runtime.store.sql import SqlStore, insert_in_seq_order
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class Retention:
                     purged.append(item)
                     records.extend(log_for(item))
                 insert_in_seq_order(conn, schema.processing_log,
-                                    [_log_values(x) for x in records])
+                                    [row_mapping.log_values(x) for x in records])
         return purged
 
     def purge_message_payloads(self, connector_days: dict[str, int], *, now: datetime) -> int:
@@ -126,6 +126,6 @@ class Retention:
             # The purge's own record first: it takes the next number while the purged rows
             # still exist (SQLite would otherwise hand out a purged row's number again).
             insert_in_seq_order(conn, schema.processing_log, [
-                _log_values(r) for r in log_for(count, int(through_leaf or 0))])
+                row_mapping.log_values(r) for r in log_for(count, int(through_leaf or 0))])
             conn.execute(delete(p).where(p.c.seq <= through_seq))
             return count

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -27,10 +26,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from node_runtime.store import conversations, log_tree, schema
+from node_runtime.store import conversations, log_tree, row_mapping, schema
 from node_runtime.store.group import GroupCommit
 from node_runtime.store.records import (
     DeliveryRecord,
@@ -102,12 +101,6 @@ def _v6(conn: Connection) -> None:
 
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5), (6, _v6)]
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def now() -> datetime:
@@ -192,11 +185,11 @@ def _insert_intakes(conn: Connection, commits: Sequence[Write]) -> None:
     ordered = sorted(intakes, key=lambda c: (
         c.message.connector, c.message.sender, c.message.sender_message_id))
     if ordered:
-        conn.execute(_INSERTS["messages"], [_message_values(c.message) for c in ordered])
+        conn.execute(_INSERTS["messages"], [row_mapping.message_values(c.message) for c in ordered])
     insert_in_seq_order(conn, schema.deliveries,
-                        [_delivery_values(d) for c in intakes for d in c.deliveries])
+                        [row_mapping.delivery_values(d) for c in intakes for d in c.deliveries])
     insert_in_seq_order(conn, schema.processing_log, [
-        _log_values(r) for c in commits
+        row_mapping.log_values(r) for c in commits
         for r in (c.log if isinstance(c, IntakeCommit) else c.records)])
     conversations.apply(conn, [e for c in intakes for e in c.conversations])
 
@@ -298,7 +291,7 @@ class SqlStore:
             row = conn.execute(_FIND_MESSAGE, {
                 "connector": connector, "sender": sender, "sender_message_id": sender_message_id,
             }).first()
-        return None if row is None else _message(row)
+        return None if row is None else row_mapping.message(row)
 
     def commit_intake(self, commit: IntakeCommit) -> tuple[MessageRecord, bool]:
         """Store an accepted message with its deliveries and log records atomically.
@@ -387,7 +380,7 @@ class SqlStore:
             query = query.where(d.c.seq > after_seq)
         query = query.order_by(d.c.seq).limit(limit)
         with self.engine.connect() as conn:
-            return [_delivery(r) for r in conn.execute(query)]
+            return [row_mapping.delivery(r) for r in conn.execute(query)]
 
     def get_delivery(
         self, kind: MailboxKind, mailbox_id: str, delivery_id: str
@@ -399,7 +392,7 @@ class SqlStore:
                     d.c.mailbox_kind == kind, d.c.mailbox_id == mailbox_id, d.c.id == delivery_id
                 )
             ).first()
-        return None if row is None else _delivery(row)
+        return None if row is None else row_mapping.delivery(row)
 
     def record_read(self, delivery_id: str, log: Sequence[LogRecord]) -> None:
         d = schema.deliveries
@@ -407,7 +400,8 @@ class SqlStore:
             conn.execute(
                 update(d).where(d.c.id == delivery_id).values(read_count=d.c.read_count + 1)
             )
-            insert_in_seq_order(conn, schema.processing_log, [_log_values(r) for r in log])
+            insert_in_seq_order(conn, schema.processing_log,
+                                [row_mapping.log_values(r) for r in log])
 
     def acknowledge(
         self, kind: MailboxKind, mailbox_id: str, delivery_id: str, log: Sequence[LogRecord]
@@ -426,7 +420,8 @@ class SqlStore:
                 .values(acknowledged_at=now(), status="acknowledged")
             )
             if result.rowcount == 1:
-                insert_in_seq_order(conn, schema.processing_log, [_log_values(r) for r in log])
+                insert_in_seq_order(conn, schema.processing_log,
+                                    [row_mapping.log_values(r) for r in log])
                 return True
             exists = conn.execute(
                 select(func.count())
@@ -481,7 +476,7 @@ class SqlStore:
             query = query.where(p.c.seq > after)
         query = query.order_by(p.c.seq).limit(q.limit)
         with self.engine.connect() as conn:
-            return [_log(r) for r in conn.execute(query)]
+            return [row_mapping.log_record(r) for r in conn.execute(query)]
 
     def count_rows(self) -> dict[str, int]:
         with self.engine.connect() as conn:
@@ -489,144 +484,3 @@ class SqlStore:
                 t.name: int(conn.execute(select(func.count()).select_from(t)).scalar_one())
                 for t in (schema.messages, schema.deliveries, schema.processing_log)
             }
-
-
-# -- row mapping ---------------------------------------------------------------------------
-
-
-def _message_values(m: MessageRecord) -> dict[str, Any]:
-    return {
-        "id": m.id,
-        "connector": m.connector,
-        "connector_revision": m.connector_revision,
-        "message_type": m.message_type,
-        "direction": m.direction,
-        "sender": m.sender,
-        "recipient": m.recipient,
-        "sender_message_id": m.sender_message_id,
-        "payload_sha256": m.payload_sha256,
-        "payload": m.payload,
-        "received_at": m.received_at,
-        "trace_id": m.trace_id,
-        "controller": m.controller,
-        "answer_status": m.answer_status,
-        "answer_body": m.answer_body,
-        "answer_content_type": m.answer_content_type,
-    }
-
-
-def _message(r: Row[Any]) -> MessageRecord:
-    received = _utc(r.received_at)
-    assert received is not None
-    return MessageRecord(
-        id=r.id,
-        connector=r.connector,
-        connector_revision=r.connector_revision,
-        message_type=r.message_type,
-        direction=r.direction,
-        sender=r.sender,
-        recipient=r.recipient,
-        sender_message_id=r.sender_message_id,
-        payload_sha256=r.payload_sha256,
-        payload=r.payload or b"",
-        received_at=received,
-        trace_id=r.trace_id,
-        controller=r.controller,
-        answer_status=r.answer_status,
-        answer_body=r.answer_body,
-        answer_content_type=r.answer_content_type,
-    )
-
-
-def _delivery_values(d: DeliveryRecord) -> dict[str, Any]:
-    return {
-        "id": d.id,
-        "message_id": d.message_id,
-        "mailbox_kind": d.mailbox_kind,
-        "mailbox_id": d.mailbox_id,
-        "connector": d.connector,
-        "message_type": d.message_type,
-        "purpose": d.purpose,
-        "legal_basis": d.legal_basis,
-        "content": d.content,
-        "content_type": d.content_type,
-        "subject_refs": json.dumps(list(d.subject_refs)),
-        "order_key": d.order_key,
-        "delivery_mode": d.delivery_mode,
-        "endpoint": d.endpoint,
-        "created_at": d.created_at,
-        "read_count": 0,
-        "status": "pending",
-        "attempts": 0,
-    }
-
-
-def _delivery(r: Row[Any]) -> DeliveryRecord:
-    created = _utc(r.created_at)
-    assert created is not None
-    return DeliveryRecord(
-        id=r.id,
-        message_id=r.message_id,
-        mailbox_kind=r.mailbox_kind,
-        mailbox_id=r.mailbox_id,
-        connector=r.connector,
-        message_type=r.message_type,
-        purpose=r.purpose,
-        legal_basis=r.legal_basis,
-        content=r.content or b"",
-        content_type=r.content_type,
-        subject_refs=tuple(json.loads(r.subject_refs)),
-        order_key=r.order_key,
-        created_at=created,
-        delivery_mode=r.delivery_mode,
-        endpoint=r.endpoint,
-        acknowledged_at=_utc(r.acknowledged_at),
-        read_count=r.read_count,
-        seq=r.seq,
-    )
-
-
-def _log_values(r: LogRecord) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "timestamp": r.timestamp,
-        "trace_id": r.trace_id,
-        "span_id": r.span_id,
-        "parent_span_id": r.parent_span_id,
-        "activity": r.activity,
-        "purpose": r.purpose,
-        "legal_basis": r.legal_basis,
-        "controller": r.controller,
-        "actor": r.actor,
-        "subject_ref": r.subject_ref,
-        "connector": r.connector,
-        "message_type": r.message_type,
-        "message_id": r.message_id,
-        "delivery_id": r.delivery_id,
-        "outcome": r.outcome,
-        "detail": r.detail,
-    }
-
-
-def _log(r: Row[Any]) -> LogRecord:
-    ts = _utc(r.timestamp)
-    assert ts is not None
-    return LogRecord(
-        id=r.id,
-        timestamp=ts,
-        trace_id=r.trace_id,
-        span_id=r.span_id,
-        parent_span_id=r.parent_span_id,
-        activity=r.activity,
-        purpose=r.purpose,
-        legal_basis=r.legal_basis,
-        controller=r.controller,
-        actor=r.actor,
-        subject_ref=r.subject_ref,
-        connector=r.connector,
-        message_type=r.message_type,
-        message_id=r.message_id,
-        delivery_id=r.delivery_id,
-        outcome=r.outcome,
-        detail=r.detail,
-    )

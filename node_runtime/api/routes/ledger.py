@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query
 
 from node_runtime.api.deps import NodeDep, PrincipalDep
 from node_runtime.api.routes.admin import require_admin
-from node_runtime.api.routes.processing_log import _check
+from node_runtime.api.routes.processing_log import check_own_log
 from node_runtime.ledger import merkle
 from node_runtime.ledger.checkpoints import Checkpoint
 from node_runtime.ledger.service import LedgerUnavailable
@@ -57,7 +57,7 @@ async def _latest(node: Node) -> Checkpoint:
             summary="The latest signed checkpoint (tree head) of the node's processing log")
 async def latest_checkpoint(gemeentecode: str, node: NodeDep,
                             principal: PrincipalDep) -> dict[str, Any]:
-    _check(principal, gemeentecode)
+    check_own_log(principal, gemeentecode)
     return (await _latest(node)).to_json()
 
 
@@ -65,7 +65,7 @@ async def latest_checkpoint(gemeentecode: str, node: NodeDep,
              summary="Sign a checkpoint now (when the tree grew since the latest one)")
 async def new_checkpoint(gemeentecode: str, node: NodeDep,
                          principal: PrincipalDep) -> dict[str, Any]:
-    _check(principal, gemeentecode)
+    check_own_log(principal, gemeentecode)
     return (await asyncio.to_thread(_sign, node)).to_json()
 
 
@@ -73,7 +73,7 @@ async def new_checkpoint(gemeentecode: str, node: NodeDep,
             summary="An earlier signed checkpoint, by tree size")
 async def checkpoint_at(gemeentecode: str, tree_size: int, node: NodeDep,
                         principal: PrincipalDep) -> dict[str, Any]:
-    _check(principal, gemeentecode)
+    check_own_log(principal, gemeentecode)
     cp = await asyncio.to_thread(node.ledger.tree.at, tree_size)
     if cp is None:
         raise Problem(404, "no-such-checkpoint", "No such checkpoint",
@@ -91,7 +91,7 @@ async def inclusion_proof(
     tree_size: Annotated[int | None, Query(alias="treeSize", ge=1, description=(
         "Size of a signed checkpoint; default the latest"))] = None,
 ) -> dict[str, Any]:
-    _check(principal, gemeentecode)
+    check_own_log(principal, gemeentecode)
     controller = await asyncio.to_thread(log_tree.controller_of, node.store.engine, record_id)
     if controller != gemeentecode:  # someone else's record looks exactly like a missing one
         raise Problem(404, "no-such-record", "No such record",
@@ -120,7 +120,7 @@ async def consistency_proof(
     first: Annotated[int, Query(alias="from", ge=0, description="Earlier tree size")],
     second: Annotated[int, Query(alias="to", ge=0, description="Later tree size")],
 ) -> dict[str, Any]:
-    _check(principal, gemeentecode)
+    check_own_log(principal, gemeentecode)
     if first > second:
         raise Problem(400, "invalid-tree-sizes", "Invalid tree sizes",
                       "`from` must not be larger than `to`.")

@@ -75,7 +75,7 @@ class SubjectRecords(BaseModel):
     records: list[LogRecordOut]
 
 
-def _check(principal: Principal, gemeentecode: str) -> None:
+def check_own_log(principal: Principal, gemeentecode: str) -> None:
     if principal.kind != "gemeente" or principal.id != gemeentecode:
         raise Problem(403, "not-your-log", "Not your processing log",
                       f"{principal.display_name} may query only its own processing log.")
@@ -101,7 +101,7 @@ async def query_log(
     after: Annotated[str | None, Query(description="Continue after this record id")] = None,
     limit: Limit = 100,
 ) -> dict[str, Any]:
-    _check(principal, gemeentecode)
+    check_own_log(principal, gemeentecode)
     q = LogQuery(controller=gemeentecode, subject_ref=subject_ref, purpose=purpose,
                  connector=connector, activity=activity, trace_id=trace_id, since=since,
                  until=until, after_id=after, limit=limit)
@@ -125,7 +125,7 @@ class SubjectSearch(BaseModel):
              responses={200: {"model": SubjectRecords}, **contract.problem_responses(422)})
 async def search_log(gemeentecode: str, search: SubjectSearch, node: NodeDep,
                      principal: PrincipalDep) -> dict[str, Any]:
-    _check(principal, gemeentecode)
+    check_own_log(principal, gemeentecode)
     if not elfproef(search.bsn):
         raise Problem(422, "bsn-invalid", "Invalid BSN", "The BSN does not pass the 11-proof.")
     ref = node.pseudonymizer.subject_ref(search.bsn)

@@ -160,7 +160,7 @@ def load_certificates(data: bytes | str) -> list[x509.Certificate]:
     return [x509.load_der_x509_certificate(der)]
 
 
-def _load_crls(data: bytes) -> list[x509.CertificateRevocationList]:
+def load_crls(data: bytes) -> list[x509.CertificateRevocationList]:
     if b"-----BEGIN" not in data:
         return [x509.load_der_x509_crl(data)]
     blocks = re.findall(
@@ -364,7 +364,7 @@ def _read_crls(
     if source is None:
         return []
     if isinstance(source, bytes):
-        return _load_crls(source)
+        return load_crls(source)
     items: Iterable[StrPath | x509.CertificateRevocationList] = (
         [source] if isinstance(source, str | os.PathLike) else source
     )
@@ -374,5 +374,5 @@ def _read_crls(
             crls.append(item)
         else:
             with open(item, "rb") as handle:
-                crls.extend(_load_crls(handle.read()))
+                crls.extend(load_crls(handle.read()))
     return crls

@@ -37,7 +37,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 
-from node_runtime.security.tls.certificates import ATTRIBUTE_NAMES, _load_crls
+from node_runtime.security.tls.certificates import ATTRIBUTE_NAMES, load_crls
 
 log = logging.getLogger("node_runtime.security.tls")
 StrPath: TypeAlias = str | os.PathLike[str]
@@ -175,7 +175,7 @@ class TrustMaterial:
         self.crls: dict[x509.Name, list[x509.CertificateRevocationList]] = {}
         if crl is not None:
             with open(crl, "rb") as handle:
-                for item in _load_crls(handle.read()):
+                for item in load_crls(handle.read()):
                     self.crls.setdefault(item.issuer, []).append(item)
         own: set[str] = set()
         if server_chain is not None:
