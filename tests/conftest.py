@@ -23,6 +23,8 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "iwmo"
 MESSAGES = EXAMPLES / "messages"
 NODE = "knooppunt-zorg"
+#: The example node's SQLite file in its data directory (spec.storage.sqlitePath).
+SQLITE_FILE = "knooppunt-zorg.db"
 CONNECTOR = "iwmo-2-1"
 #: The administrator every test node registers (certificate ``admin-test`` of the dev PKI).
 ADMIN_OIN = "00000001999000000999"

@@ -23,6 +23,20 @@ def _trust(path: Path | None) -> Any:
     return x509.load_pem_x509_certificates(path.read_bytes())
 
 
+def _sqlite_file(data_dir: Path) -> Path:
+    """The node's SQLite file in its data directory (spec.storage.sqlitePath; by default
+    knooppunt.db): the default name, else the one database file there."""
+    default = data_dir / "knooppunt.db"
+    if default.is_file():
+        return default
+    found = sorted(p for p in data_dir.glob("*.db") if p.is_file())
+    if len(found) != 1:
+        raise SystemExit(f"no node database in {data_dir}" if not found else
+                         f"several databases in {data_dir}: {', '.join(p.name for p in found)}; "
+                         "pass --database-url")
+    return found[0]
+
+
 def _local(args: argparse.Namespace) -> dict[str, Any]:
     from sqlalchemy import create_engine, inspect
 
@@ -32,10 +46,7 @@ def _local(args: argparse.Namespace) -> dict[str, Any]:
     if args.database_url:
         url = normalise_url(args.database_url)
     else:
-        db = Path(args.data_dir) / "knooppunt.db"
-        if not db.is_file():
-            raise SystemExit(f"no node database at {db}")
-        url = sqlite_url(db)
+        url = sqlite_url(_sqlite_file(Path(args.data_dir)))
     engine = create_engine(url)
     try:
         if "log_leaves" not in inspect(engine).get_table_names():

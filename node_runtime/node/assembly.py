@@ -157,8 +157,12 @@ def build_node(
         lambda res, gen: build_state(res, node=settings.node, cache=cache, generation=gen),
         on_error=on_error,
     )
-    if store is None:
-        store = SqlStore(settings.database_url or sqlite_url(settings.sqlite_path()))
+    if store is None and settings.database_url:
+        store = SqlStore(settings.database_url)
+    elif store is None:
+        database = settings.sqlite_path(holder.current.knooppunt.spec.storage.sqlite_path)
+        database.parent.mkdir(parents=True, exist_ok=True)
+        store = SqlStore(sqlite_url(database))
     store.migrate()
     pseudonymizer = Pseudonymizer(load_or_create_key(settings.key_path()))
     outbox = Outbox(store)

@@ -82,8 +82,13 @@ class Settings(BaseSettings):
         default=3600.0, ge=1.0, description="Seconds between retention purges."
     )
 
-    def sqlite_path(self) -> Path:
-        return self.data_dir / "knooppunt.db"
+    def sqlite_path(self, relative: str = "knooppunt.db") -> Path:
+        """The SQLite file: ``spec.storage.sqlitePath`` of the Knooppunt, inside the data dir."""
+        path = Path(relative)
+        if path.is_absolute() or ".." in path.parts or not path.name:
+            raise ValueError(f"spec.storage.sqlitePath {relative!r} must be a file name relative "
+                             "to the data directory")
+        return self.data_dir / path
 
     def key_path(self) -> Path:
         return self.pseudonym_key_file or self.data_dir / "pseudonym.key"

@@ -25,7 +25,7 @@ from node_runtime.model.loading import ResourceSet
 from node_runtime.security.pki.store import DevPki
 from node_runtime.security.tls.contexts import client_context
 from node_runtime.store.sql import sqlite_url
-from tests.conftest import CONNECTOR, MESSAGES, node_settings
+from tests.conftest import CONNECTOR, MESSAGES, SQLITE_FILE, node_settings
 from tests.runtime.helpers import header, with_new_id
 
 ADMIN_OIN = "00000001999000000999"
@@ -147,7 +147,7 @@ def test_gemeente_verifies_checkpoint_inclusion_and_consistency(
     # the node stops; someone deletes one of the gemeente's records in the SQLite file
     data_dir = node.node.settings.data_dir
     node.stop()
-    engine = create_engine(sqlite_url(data_dir / "knooppunt.db"))
+    engine = create_engine(sqlite_url(data_dir / SQLITE_FILE))
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM processing_log WHERE id = :id"), {"id": rid})
     engine.dispose()

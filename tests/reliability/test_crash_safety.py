@@ -25,7 +25,7 @@ from node_runtime.security.pki.store import DevPki
 from node_runtime.security.tls.contexts import client_context
 from node_runtime.store import schema
 from node_runtime.store.sql import SqlStore, sqlite_url
-from tests.conftest import CONNECTOR, MESSAGES, NODE, free_port
+from tests.conftest import CONNECTOR, MESSAGES, NODE, SQLITE_FILE, free_port
 from tests.runtime.helpers import header, replace_first, with_new_id
 from tests.runtime.receiver import Receiver
 from tests.runtime.test_push_delivery import configure
@@ -155,7 +155,7 @@ def test_sigkill_under_load_loses_nothing_and_applies_nothing_twice(
         # one more kill after the load, in the middle of the delivery backlog
         runtime.kill()
         runtime.start()
-        store = SqlStore(sqlite_url(data / "knooppunt.db"))
+        store = SqlStore(sqlite_url(data / SQLITE_FILE))
         d = schema.deliveries
 
         def unsettled() -> int:
