@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,52 @@ def tls_watcher(files: list[Path | None], tls: ReloadableServerContext) -> Calla
     return check
 
 
+#: Set in the task of a listener that is not the process's main one.
+_secondary: ContextVar[bool] = ContextVar("knooppunt_secondary_listener", default=False)
+
+
+class _ProcessLinesOnce(logging.Filter):
+    """uvicorn says "Started/Finished server process" per server; a process says it once: the
+    lines of secondary listeners (the health port) are dropped."""
+
+    MESSAGES = ("Started server process [%d]", "Finished server process [%d]")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg in self.MESSAGES and _secondary.get())
+
+
+logging.getLogger("uvicorn.error").addFilter(_ProcessLinesOnce())
+
+
+class Listener(uvicorn.Server):
+    """A uvicorn server that logs what it really listens on.
+
+    Our TLS comes as an SSL context factory uvicorn does not see, so uvicorn itself would
+    announce the mutual-TLS port as ``http://``.
+    """
+
+    def __init__(self, config: uvicorn.Config, *, scheme: str, note: str,
+                 announce_process: bool = True) -> None:
+        super().__init__(config)
+        self.scheme = scheme
+        self.note = note
+        self.announce_process = announce_process
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        # runs in a task of its own (serve_all), so the flag stays with this listener
+        _secondary.set(not self.announce_process)
+        await super().serve(sockets)
+
+    def _log_started_message(self, listeners: Sequence[socket.SocketType]) -> None:
+        host = "0.0.0.0" if self.config.host is None else self.config.host  # noqa: S104
+        port = self.config.port or int(listeners[0].getsockname()[1])
+        if ":" in host:
+            host = f"[{host}]"
+        logging.getLogger("uvicorn.error").info(
+            "Uvicorn running on %s://%s:%d (%s; Press CTRL+C to quit)", self.scheme, host, port,
+            self.note)
+
+
 def uvicorn_servers(
     app: Any,
     *,
@@ -83,11 +131,11 @@ def uvicorn_servers(
                         access_log=False, timeout_graceful_shutdown=10,
                         h11_max_incomplete_event_size=64 * 1024,
                         limits=limits or ConnectionLimits())
-    servers = [uvicorn.Server(config)]
+    servers: list[uvicorn.Server] = [Listener(config, scheme="https", note="mutual TLS")]
     if health is not None and health_port:
-        servers.append(uvicorn.Server(uvicorn.Config(
+        servers.append(Listener(uvicorn.Config(
             health, host=host, port=health_port, log_config=None, access_log=False,
-            lifespan="off")))
+            lifespan="off"), scheme="http", note="health only", announce_process=False))
     return servers
 
 

@@ -7,8 +7,9 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from node_runtime.web.problems import Problem, Violation
 
@@ -64,6 +65,13 @@ def install(
         if exc.headers:
             response.headers.update(exc.headers)
         return response
+
+    @app.exception_handler(ClientDisconnect)
+    async def handle_disconnect(request: Request, _exc: ClientDisconnect) -> Response:
+        # Nobody is left to answer: one line for the operator, no traceback, nothing stored.
+        log.warning("client disconnected before the request body was complete",
+                    extra={"path": request.url.path, "role": role})
+        return Response(status_code=400)
 
     @app.exception_handler(Exception)
     async def handle_error(request: Request, exc: Exception) -> JSONResponse:
