@@ -21,6 +21,7 @@ from typing import Any, cast
 import pulumi
 import pulumi_kubernetes as k8s
 
+from node_runtime import __version__
 from stacks.components import labels
 
 HTTPS_PORT = 8443
@@ -78,7 +79,7 @@ class FacadeArgs:
     namespace: pulumi.Input[str]
     tls_secret: pulumi.Input[str]
     trust_config_map: pulumi.Input[str]
-    image: str = "ghcr.io/knooppunt/node-runtime:0.1.0"
+    image: str = f"ghcr.io/knooppunt/node-runtime:{__version__}"
     command: tuple[str, ...] = ("knooppunt", "facade", "--env")  # every setting from env
     replicas: int = 2
     resources: Resources = field(default_factory=Resources)
