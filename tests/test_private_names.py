@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = [ROOT / "node_runtime", ROOT / "operator" / "knooppunt_operator"]
+#: Product code, scripts and examples; tests may look inside the modules they test.
+PACKAGES = [ROOT / "node_runtime", ROOT / "operator" / "knooppunt_operator", ROOT / "benchmarks",
+            ROOT / "examples"]
 
 
 OURS = ("node_runtime", "knooppunt_operator")

@@ -23,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from node_runtime.store import schema
+from node_runtime.store import row_mapping, schema
 from node_runtime.store.records import (
     DeliveryRecord,
     IntakeCommit,
@@ -35,7 +35,6 @@ from node_runtime.store.records import (
 from node_runtime.store.sql import (
     MIGRATIONS,
     SqlStore,
-    _log_values,
     insert_in_seq_order,
     normalise_url,
     sqlite_url,
@@ -596,7 +595,7 @@ def test_a_cursor_never_skips_a_row_whose_transaction_committed_late(
 
     def slow_writer() -> None:
         with slow.transaction() as conn:
-            insert_in_seq_order(conn, schema.processing_log, [_log_values(first)])
+            insert_in_seq_order(conn, schema.processing_log, [row_mapping.log_values(first)])
             inserted.set()
             release.wait(10)  # a commit that takes long (fsync, network, a busy server)
 
@@ -635,7 +634,7 @@ def test_paging_readers_see_every_row_under_concurrent_writers(
         for _ in range(25):
             record = log()
             with writers[i].transaction() as conn:
-                insert_in_seq_order(conn, schema.processing_log, [_log_values(record)])
+                insert_in_seq_order(conn, schema.processing_log, [row_mapping.log_values(record)])
                 time.sleep(rng.random() * 0.01)  # commit latency varies per transaction
             with lock:
                 written.append(record.id)
