@@ -20,7 +20,7 @@ from node_runtime.security.acting_for import (
     SharedReplayGuard,
     verify_assertion,
 )
-from node_runtime.security.peers import CertificateIdentity, PeerCertificate, claimed_serial
+from node_runtime.security.callers import CertificateIdentity, PeerCertificate, claimed_serial
 from node_runtime.security.tls.certificates import load_certificates
 from node_runtime.state.principals import (
     Principal,

@@ -12,7 +12,7 @@ from node_runtime.api.app import create_app
 from node_runtime.api.routes import health
 from node_runtime.node.assembly import Node, build_node
 from node_runtime.node.config import Settings
-from node_runtime.security.peers import CertificateIdentity
+from node_runtime.security.callers import CertificateIdentity
 from node_runtime.security.tls.contexts import ReloadableServerContext
 from node_runtime.serving.servers import (
     connection_limits,

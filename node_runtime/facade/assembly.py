@@ -20,7 +20,7 @@ from node_runtime.facade.state import FacadeState, build_facade_state
 from node_runtime.model.loading import ResourceSet, load_paths
 from node_runtime.model.reloading import StateHolder, watch_files
 from node_runtime.security.acting_for import AssertionSigner, SigningKey
-from node_runtime.security.peers import CertificateIdentity, PeerCertificate
+from node_runtime.security.callers import CertificateIdentity, PeerCertificate
 from node_runtime.security.tls.contexts import client_context
 
 log = logging.getLogger("knooppunt.facade")

@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 
 from node_runtime.facade.assembly import Facade
 from node_runtime.model.gemeente import Gemeente
-from node_runtime.security.peers import claimed_serial
+from node_runtime.security.callers import claimed_serial
 from node_runtime.web.problems import Problem
 
 

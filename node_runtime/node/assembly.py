@@ -26,7 +26,7 @@ from node_runtime.model.reloading import StateHolder, watch_files
 from node_runtime.node.config import Settings
 from node_runtime.observability.metrics import Metrics
 from node_runtime.pipeline.intake import IntakeService
-from node_runtime.security.peers import PeerCertificate
+from node_runtime.security.callers import PeerCertificate
 from node_runtime.security.pseudonyms import Pseudonymizer, load_or_create_key
 from node_runtime.security.tls.contexts import client_context
 from node_runtime.state.kubernetes_source import GemeenteWatch, from_kubeconfig, in_cluster

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from node_runtime.model.gemeente import Gemeente
-from node_runtime.security.peers import PeerCertificate, claimed_serial, may_administer
+from node_runtime.security.callers import PeerCertificate, claimed_serial, may_administer
 from node_runtime.state.node_state import NodeState
 
 PrincipalKind = Literal["gemeente", "participant", "administrator"]
