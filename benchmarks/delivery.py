@@ -7,7 +7,8 @@ Prints, per backend:
   * intake-only rate (messages accepted per second, push workers off),
   * delivered rate end to end (intake → receiver acknowledged, workers on), and their ratio;
   * the time to drain a backlog of --backlog push deliveries after the receiver comes back,
-    and the drain rate as a ratio of a plain HTTPS POST loop to the same receiver (the floor).
+    and the drain rate as a ratio of a plain HTTPS POST loop to the same receiver (the floor),
+    with the rate of every tenth of the backlog (a steady drain keeps them alike).
 All figures come from the same run on the same machine; only ratios are meaningful.
 """
 
@@ -129,6 +130,24 @@ def unsettled(store: SqlStore) -> int:
             d.c.delivery_mode == "push", d.c.status != "delivered")).scalar_one())
 
 
+def drain_deciles(store: SqlStore, backlog: int, started: float) -> list[float]:
+    """Wait until the backlog is settled; the rate of each tenth of it, so a slowdown towards
+    the end (or the start) is visible, not averaged away."""
+    rates: list[float] = []
+    boundary, last_at = 1, started
+    while True:
+        left = unsettled(store)
+        at = time.perf_counter()
+        while boundary <= 10 and backlog - left >= backlog * boundary / 10:
+            rates.append(backlog / 10 / max(at - last_at, 1e-6))
+            print(f"  {boundary * 10:3d} % drained after {at - started:7.1f} s "
+                  f"({rates[-1]:.0f} msg/s in this tenth)", flush=True)
+            boundary, last_at = boundary + 1, at
+        if not left:
+            return rates
+        time.sleep(0.25)
+
+
 def floor_post_rate(receiver_url: str, pki, count: int = 2000, clients: int = 16) -> float:  # type: ignore[no-untyped-def]
     own = pki.clients[node_client_name(NODE)]
     ctx = client_context(own.chain, own.key, pki.ca_bundle)
@@ -197,8 +216,7 @@ def run_backend(backend: str, args: argparse.Namespace, pg) -> None:  # type: ig
             floor = floor_post_rate(receiver.url, pki)
             node = start_in_thread(cfg)
             started = time.perf_counter()
-            while unsettled(store):
-                time.sleep(0.5)
+            deciles = drain_deciles(store, args.backlog, started)
             drain = time.perf_counter() - started
             node.stop()
             store.close()
@@ -206,6 +224,10 @@ def run_backend(backend: str, args: argparse.Namespace, pg) -> None:  # type: ig
             print(f"[{backend}] backlog of {args.backlog}: drained in {drain:.1f} s "
                   f"({rate:.1f} msg/s); plain HTTPS POST floor {floor:.1f} msg/s; "
                   f"ratio drain/floor: {rate / floor:.3f}")
+            steady = min(deciles) / max(deciles) if deciles and max(deciles) else 0.0
+            print(f"[{backend}] drain rate per 10 % of the backlog (msg/s): "
+                  + " ".join(f"{r:.0f}" for r in deciles)
+                  + f"; slowest/fastest {steady:.2f}")
         finally:
             manager.__exit__(None, None, None)
 

@@ -13,6 +13,9 @@ real senders hold them) send, in every round (the order rotating from round to r
   * ``GET /healthz``                      TLS + HTTP, nothing else: the transport ceiling;
   * ``POST /benchmark/read``               the same bodies to a handler that only reads them
                                            (mounted by this script only): transport + body;
+  * ``POST /benchmark/identified``         + the caller identity as the intake resolves it and
+                                           the body read with the intake's limit (also mounted
+                                           by this script): the intake's front matter;
   * ``POST`` to an unknown connector       + caller identity + body read + the refusal (404,
                                            its processing-log row committed);
   * ``POST`` to the iWmo connector         the whole intake, committed (202);
@@ -41,6 +44,7 @@ import base64
 import collections
 import csv
 import http.client
+import importlib
 import io
 import json
 import multiprocessing
@@ -55,20 +59,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node_runtime.messages.compiled import ConnectorCache
-from node_runtime.messages.parsing import parse_message
-from node_runtime.messages.rules import evaluate
-from node_runtime.model.loading import load_paths
-from node_runtime.node.config import Settings
-from node_runtime.security.pki.development import ensure_for_resources
-from node_runtime.security.tls.contexts import client_context
-from node_runtime.state.node_state import build_state
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from starlette.requests import Request as StarletteRequest  # noqa: E402
 from starlette.responses import Response  # noqa: E402
+
+from node_runtime.model.loading import load_paths  # noqa: E402
+
+
+def _first(*names: str) -> Any:
+    """The first importable ``module:attribute``: this checkout's layout first, then the one
+    before node_runtime was arranged in rooms (a ``--compare-with`` checkout may be older)."""
+    for name in names:
+        module, _, attribute = name.partition(":")
+        try:
+            return getattr(importlib.import_module(module), attribute)
+        except ImportError:
+            continue
+    raise ImportError(f"none of {names}")
+
+
+NodeDep = _first("node_runtime.api.deps:NodeDep", "node_runtime.deps:NodeDep")
+PrincipalDep = _first("node_runtime.api.deps:PrincipalDep", "node_runtime.deps:PrincipalDep")
+read_body = _first("node_runtime.web.bodies:read_body", "node_runtime.routes.messages:read_body")
 
 EXAMPLES = REPO / "examples" / "iwmo"
 NODE = "knooppunt-zorg"
@@ -76,7 +90,8 @@ CONNECTOR = "iwmo-2-1"
 INTAKE_PATH = f"/api/v1/connectors/{CONNECTOR}/messages"
 REFUSED_PATH = "/api/v1/connectors/no-such-connector/messages"
 READ_PATH = "/benchmark/read"
-PATHS = ["/healthz", READ_PATH, REFUSED_PATH, INTAKE_PATH]
+IDENTIFIED_PATH = "/benchmark/identified"
+PATHS = ["/healthz", READ_PATH, IDENTIFIED_PATH, REFUSED_PATH, INTAKE_PATH]
 XML = {"content-type": "application/xml"}
 
 
@@ -99,9 +114,17 @@ def messages(count: int, tag: str) -> list[tuple[str, bytes]]:
 
 
 def floor_rate(batch: list[tuple[str, bytes]]) -> float:
+    connector_cache = _first("node_runtime.messages.compiled:ConnectorCache",
+                             "node_runtime.pipeline.compiled:ConnectorCache")
+    parse_message = _first("node_runtime.messages.parsing:parse_message",
+                           "node_runtime.pipeline.parsing:parse_message")
+    evaluate = _first("node_runtime.messages.rules:evaluate",
+                      "node_runtime.pipeline.rules:evaluate")
+    build_state = _first("node_runtime.state.node_state:build_state",
+                         "node_runtime.state:build_state")
 
     res = load_paths([EXAMPLES])
-    state = build_state(res, node=NODE, cache=ConnectorCache(config_map_root=Path("/x")))
+    state = build_state(res, node=NODE, cache=connector_cache(config_map_root=Path("/x")))
     connector = state.connectors[CONNECTOR]
     started = time.perf_counter()
     for _sender, body in batch:
@@ -120,13 +143,22 @@ def floor_rate(batch: list[tuple[str, bytes]]) -> float:
 
 def _serve(settings: dict[str, Any], conn: multiprocessing.connection.Connection) -> None:
     """The node in a process of its own, plus a benchmark-only route that only reads bodies."""
-    from node_runtime.api.server import build_servers
-    from node_runtime.serving.servers import start_background, stop_servers
+    settings_class = _first("node_runtime.node.config:Settings", "node_runtime.config:Settings")
+    build_servers = _first("node_runtime.api.server:build_servers",
+                           "node_runtime.server:build_servers")
+    start_background = _first("node_runtime.serving.servers:start_background",
+                              "node_runtime.serving:start_background")
+    stop_servers = _first("node_runtime.serving.servers:stop_servers",
+                          "node_runtime.serving:stop_servers")
 
-    _node, servers, _tls = build_servers(Settings(**settings))
+    # an older checkout may know fewer settings
+    known = {k: v for k, v in settings.items() if k in settings_class.model_fields}
+    known["resources"] = [EXAMPLES]  # this checkout's own resources (the same organisations)
+    _node, servers, _tls = build_servers(settings_class(**known))
 
     app = servers[0].config.app
     app.add_api_route(READ_PATH, read_only, methods=["POST"], include_in_schema=False)
+    app.add_api_route(IDENTIFIED_PATH, identified, methods=["POST"], include_in_schema=False)
     thread, port = start_background(servers, name="benchmark-node", default_port=0)
     conn.send(port)
     conn.recv()  # until told to stop
@@ -134,8 +166,15 @@ def _serve(settings: dict[str, Any], conn: multiprocessing.connection.Connection
 
 
 async def read_only(request: StarletteRequest) -> Response:
-    """The benchmark-only handler: reads the body, answers 204."""
+    """Benchmark-only handler: reads the body, answers 204."""
     await request.body()
+    return Response(status_code=204)
+
+
+async def identified(request: StarletteRequest, principal: PrincipalDep, node: NodeDep) -> Response:
+    """Benchmark-only handler: the intake's front matter (caller identity as the intake
+    resolves it, the body read with the intake's limit), then 204 and nothing stored."""
+    await read_body(request, node.holder.current.knooppunt.spec.limits.max_message_bytes)
     return Response(status_code=204)
 
 
@@ -149,6 +188,8 @@ def _client(conn: multiprocessing.connection.Connection, port: int, ca_bundle: s
             certs: dict[str, tuple[str, str]]) -> None:
     """One sender process: one keep-alive mTLS connection per sender certificate, reused by
     every phase. Answers each phase with (status counts, latencies in seconds)."""
+    client_context = _first("node_runtime.security.tls.contexts:client_context",
+                            "node_runtime.tls.contexts:client_context")
 
     contexts = {name: client_context(Path(chain), Path(key), Path(ca_bundle))
                 for name, (chain, key) in certs.items()}
@@ -304,10 +345,11 @@ def vegeta_targets(port: int, bodies: list[bytes]) -> list[bytes]:
             for b in bodies]
 
 
-def open_loop(vegeta: Path, tmp: Path, port: int, pki: Any, by_agb: dict[str, str],
-              args: argparse.Namespace) -> list[OpenLoop]:
+def open_loop(vegeta: Path, tmp: Path, target: Target, pki: Any, by_agb: dict[str, str],
+              args: argparse.Namespace, *, tag: str) -> list[OpenLoop]:
     # One client certificate (vegeta takes one): the bodies of one sender.
-    pool = messages(60_000, "V")
+    port = target.port
+    pool = messages(60_000, tag)
     sender = pool[0][0]
     bodies = [b for agb, b in pool if agb == sender]
     name = by_agb[sender]
@@ -323,13 +365,13 @@ def open_loop(vegeta: Path, tmp: Path, port: int, pki: Any, by_agb: dict[str, st
         return vegeta_targets(port, chunk)
 
     runs = []
-    ceiling = vegeta_attack(vegeta, tmp, "max", take(len(bodies) // 3), rate=0,
+    ceiling = vegeta_attack(vegeta, tmp, f"{tag}-max", take(len(bodies) // 3), rate=0,
                             duration=args.duration, connections=args.connections, cert=cert,
                             ca_bundle=str(pki.ca_bundle))
     runs.append(ceiling)
     for share in (0.5, 0.9):
         rate = max(1.0, ceiling.achieved * share)
-        runs.append(vegeta_attack(vegeta, tmp, f"{int(share * 100)}%",
+        runs.append(vegeta_attack(vegeta, tmp, f"{tag}-{int(share * 100)}%",
                                   take(int(rate * args.duration * 1.1) + 10), rate=rate,
                                   duration=args.duration, connections=args.connections,
                                   cert=cert, ca_bundle=str(pki.ca_bundle)))
@@ -398,8 +440,7 @@ def top_functions(raw: str, limit: int = 25) -> list[tuple[str, float]]:
 # --------------------------------------------------------------------------- plots
 
 
-def plot(directory: Path, phases: list[Phase], floor: float, loops: list[OpenLoop],
-         title: str) -> list[Path]:
+def plot(directory: Path, targets: list[Target], floor: float, title: str) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -407,36 +448,49 @@ def plot(directory: Path, phases: list[Phase], floor: float, loops: list[OpenLoo
 
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    ceiling = phases[0].rate
-    fig, ax = plt.subplots(figsize=(8, 4))
-    labels = [p.name for p in phases]
-    rates = [p.rate for p in phases]
-    bars = ax.barh(labels[::-1], rates[::-1], color="#4477aa")
-    for bar, rate in zip(bars, rates[::-1], strict=True):
-        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
-                f" {rate:.0f}/s  ({rate / ceiling:.2f}x)", va="center", fontsize=9)
-    ax.set_xlabel("requests per second (all rounds)")
-    ax.set_xlim(0, ceiling * 1.35)
-    ax.set_title(f"{title}\nsame clients, same run; in-process floor {floor:.0f}/s")
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    names = [p.name for p in targets[0].phases][::-1]
+    height = 0.8 / len(targets)
+    colours = ["#4477aa", "#cc6677", "#228833"]
+    for t_index, target in enumerate(targets):
+        ceiling = target.phases[0].rate
+        ratios = [p.rate / ceiling for p in target.phases][::-1]
+        rates = [p.rate for p in target.phases][::-1]
+        ys = [i + (t_index - (len(targets) - 1) / 2) * height for i in range(len(names))]
+        bars = ax.barh(ys, ratios, height=height, color=colours[t_index % 3],
+                       label=target.label)
+        for bar, ratio, rate in zip(bars, ratios, rates, strict=True):
+            ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
+                    f" {ratio:.2f}x ({rate:.0f}/s)", va="center", fontsize=8)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("rate as a share of GET /healthz in the same run")
+    ax.set_xlim(0, 1.45)
+    ax.axvline(1.0, color="grey", lw=0.5)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"{title}\nsame clients, same run; in-process floor {floor:.0f}/s",
+                 fontsize=10)
     fig.tight_layout()
     path = directory / "intake-closed-loop.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     written.append(path)
+    loops = [(t.label, run) for t in targets for run in t.loops]
     if loops:
-        fig, ax = plt.subplots(figsize=(8, 4))
-        for run in loops:
+        fig, ax = plt.subplots(figsize=(9, 4.5))
+        for label, run in loops:
             lat = sorted(run.latencies_ms)
             if not lat:
                 continue
             ys = [i / len(lat) for i in range(1, len(lat) + 1)]
-            ax.plot(lat, ys, label=f"{run.label}: {run.achieved:.0f}/s, "
+            ax.plot(lat, ys, label=f"{label} {run.label.split('-', 1)[1]}: "
+                                   f"{run.achieved:.0f}/s, "
                                    f"p50 {run.percentile('50th'):.0f} ms, "
                                    f"p99 {run.percentile('99th'):.0f} ms")
         ax.set_xscale("log")
         ax.set_xlabel("latency (ms, log)")
         ax.set_ylabel("share of requests")
-        ax.set_title(f"{title}\nopen loop (vegeta), full intake, latency distribution")
+        ax.set_title(f"{title}\nopen loop (vegeta), full intake, latency distribution",
+                     fontsize=10)
         ax.legend(fontsize=8, loc="lower right")
         ax.grid(alpha=0.3)
         fig.tight_layout()
@@ -467,116 +521,233 @@ def main() -> None:
     parser.add_argument("--plots", type=Path, default=None)
     parser.add_argument("--title", default="Knooppunt intake")
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
+    parser.add_argument("--label", default="this checkout")
+    parser.add_argument("--compare-with", type=Path, default=None, metavar="CHECKOUT",
+                        help="also serve a node from another checkout (e.g. `git worktree add "
+                             "/tmp/before <rev>`; it needs this version of the script) and "
+                             "measure both, interleaved, in the same run")
+    parser.add_argument("--compare-label", default="other checkout")
+    parser.add_argument("--serve-node", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_node is not None:
+        serve_node(args.serve_node)
+        return
 
+    settings_class = _first("node_runtime.node.config:Settings", "node_runtime.config:Settings")
+    ensure_for_resources = _first(
+        "node_runtime.security.pki.development:ensure_for_resources",
+        "node_runtime.devpki:ensure_for_resources")
 
     floor = floor_rate(messages(1000, "F"))
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         res = load_paths([EXAMPLES])
         pki = ensure_for_resources(tmp / "pki", res, NODE)
-        settings = dict(node=NODE, resources=[EXAMPLES], data_dir=tmp / "data", port=0,
-                        tls_cert=pki.server.chain, tls_key=pki.server.key,
-                        tls_trust=pki.ca_bundle, tls_crl=pki.crl,
-                        database_url=args.database_url,
-                        # intake alone: benchmarks/delivery.py measures push delivery
-                        delivery_enabled=False)
+        by_agb = {ident: p.name for c in res.connectors.values() for p in c.spec.participants
+                  for ident in p.identifiers}
+        certs = {name: (str(paths.chain), str(paths.key)) for name, paths in pki.clients.items()}
+        targets: list[Target] = []
+
+        def settings(name: str) -> dict[str, Any]:
+            values: dict[str, Any] = dict(
+                node=NODE, resources=[str(EXAMPLES)], data_dir=str(tmp / name), port=0,
+                tls_cert=str(pki.server.chain), tls_key=str(pki.server.key),
+                tls_trust=str(pki.ca_bundle), tls_crl=str(pki.crl),
+                database_url=args.database_url,
+                # intake alone: benchmarks/delivery.py measures push delivery
+                delivery_enabled=False)
+            if "max_connections_per_client" in settings_class.model_fields:
+                # vegeta's connections and the closed-loop clients' share one certificate;
+                # the default cap (64 per client) would refuse some
+                values["max_connections_per_client"] = args.connections + 4 * args.clients
+            return values
+
+        try:
+            targets.append(Target.in_process(args.label, settings("data-0")))
+            if args.compare_with is not None:
+                targets.append(Target.other_checkout(args.compare_label, args.compare_with,
+                                                     settings("data-1")))
+            for target in targets:
+                target.clients = Clients(args.clients, target.port, str(pki.ca_bundle), certs)
+            # Calibration round (also warm-up, not counted), then rounds in which every phase
+            # runs for about --slice seconds: on a shared machine the noise then falls on
+            # every phase (and every node compared) alike. A phase's rate is all its
+            # requests over all its time.
+            for round_no in range(args.rounds + 1):
+                for t_index, target in enumerate(targets[::1 if round_no % 2 else -1]):
+                    run_round(target, round_no, f"{t_index}{round_no}", by_agb, args)
+            for target in targets:
+                if args.profile is not None:
+                    target.profile_lines = profile_round(target, by_agb, args, tmp)
+            vegeta = vegeta_binary() if args.open_loop is not False else None
+            if args.open_loop and vegeta is None:
+                raise SystemExit("--open-loop needs the go toolchain to build vegeta")
+            if vegeta is not None:
+                for t_index, target in enumerate(targets):
+                    target.loops = open_loop(vegeta, tmp, target, pki, by_agb, args,
+                                             tag=f"V{t_index}")
+        finally:
+            for target in targets:
+                target.stop()
+
+    print()
+    print(f"{args.clients} client processes, one keep-alive mTLS connection per sender "
+          f"certificate; {args.rounds} rounds of about {args.slice:.0f} s per phase, "
+          "phases (and nodes) interleaved; rate = all requests / all time of the phase.")
+    print("Every figure from this run on this machine; only the ratios are meaningful.")
+    print(f"{'in-process floor (parse+XSD+rules+convert)':<36} {floor:8.1f}/s")
+    for target in targets:
+        report(target, floor, args)
+    if len(targets) == 2:
+        new, old = targets
+        print(f"\n{new.label} against {old.label}, same run (ratio of the ratios to GET /healthz):")
+        for p_new, p_old in zip(new.phases[1:], old.phases[1:], strict=True):
+            a = p_new.rate / new.phases[0].rate
+            b = p_old.rate / old.phases[0].rate
+            print(f"  {p_new.name:<36} {b:5.3f} -> {a:5.3f}  ({a / b:4.2f}x)")
+    if args.profile is not None:
+        args.profile.parent.mkdir(parents=True, exist_ok=True)
+        lines = [line for t in targets for line in [f"== {t.label}", *t.profile_lines]]
+        args.profile.write_text("\n".join(lines) + "\n")
+        print("\n" + "\n".join(lines))
+        print(f"(profile written to {args.profile})")
+    if args.plots is not None:
+        for path in plot(args.plots, targets, floor, args.title):
+            print(f"plot: {path}")
+
+
+@dataclass
+class Target:
+    """One node under test, its client processes and its results."""
+
+    label: str
+    port: int
+    pid: int
+    stop_node: Any
+    clients: Clients | None = None
+    phases: list[Phase] = field(default_factory=lambda: [
+        Phase("GET /healthz", 200), Phase("POST body, read only", 204),
+        Phase("POST identity + body, nothing else", 204),
+        Phase("POST refused (unknown connector)", 404),
+        Phase("POST full intake (committed)", 202)])
+    counts: list[int] = field(default_factory=list)
+    loops: list[OpenLoop] = field(default_factory=list)
+    profile_lines: list[str] = field(default_factory=list)
+
+    @classmethod
+    def in_process(cls, label: str, settings: dict[str, Any]) -> Target:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
         node = ctx.Process(target=_serve, args=(settings, child), daemon=True)
         node.start()
         port = parent.recv()
-        by_agb = {ident: p.name for c in res.connectors.values() for p in c.spec.participants
-                  for ident in p.identifiers}
-        certs = {name: (str(paths.chain), str(paths.key)) for name, paths in pki.clients.items()}
-        clients = Clients(args.clients, port, str(pki.ca_bundle), certs)
-        phases = [Phase("GET /healthz", 200), Phase("POST body, read only", 204),
-                  Phase("POST refused (unknown connector)", 404),
-                  Phase("POST full intake (committed)", 202)]
-        try:
-            # Calibration round (also warm-up, not counted), then rounds in which every phase
-            # runs for about --slice seconds: on a shared machine the noise then falls on
-            # every phase alike. A phase's rate is all its requests over all its time.
-            counts = [args.calibrate] * len(phases)
-            for round_no in range(args.rounds + 1):
-                batch = messages(max(counts), f"R{round_no}")
-                names = [by_agb[agb] for agb, _ in batch]
-                # The phase order rotates per round: whatever follows a phase (a checkpoint,
-                # a garbage collection after the intake) then falls on every phase alike.
-                order = [(i + round_no) % len(phases) for i in range(len(phases))]
-                for index in order:
-                    phase, path = phases[index], PATHS[index]
-                    n = counts[index]
-                    plan: list[Request] = [
-                        (name, "GET" if path == "/healthz" else "POST", path,
-                         None if path == "/healthz" else body)
-                        for name, (_, body) in zip(names[:n], batch[:n], strict=True)]
-                    rate = clients.run(phase, plan, counted=round_no > 0)
-                    counts[index] = max(4 * args.clients, int(rate * args.slice))
-                    label = f"round {round_no}" if round_no else "calibration"
-                    print(f"  {label}: {phase.name:<34} {rate:8.1f}/s", flush=True)
-            profile_lines: list[str] = []
-            if args.profile is not None:
-                profile_lines = profile_round(node.pid, clients, by_agb, args, tmp)
-            loops: list[OpenLoop] = []
-            vegeta = vegeta_binary() if args.open_loop is not False else None
-            if args.open_loop and vegeta is None:
-                raise SystemExit("--open-loop needs the go toolchain to build vegeta")
-            if vegeta is not None:
-                loops = open_loop(vegeta, tmp, port, pki, by_agb, args)
-        finally:
-            clients.close()
+
+        def stop() -> None:
             parent.send("stop")
             node.join(20)
 
+        assert node.pid is not None
+        return cls(label, port, node.pid, stop)
+
+    @classmethod
+    def other_checkout(cls, label: str, checkout: Path, settings: dict[str, Any]) -> Target:
+        """A node from another checkout (e.g. the revision before a change), served by that
+        checkout's copy of this script (``--serve-node``) on its own code."""
+        proc = subprocess.Popen(
+            [sys.executable, str(checkout / "benchmarks" / "intake.py"), "--serve-node",
+             json.dumps(settings)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdin is not None
+        port, pid = (int(v) for v in proc.stdout.readline().split())
+        stdin = proc.stdin
+
+        def stop() -> None:
+            stdin.close()
+            proc.wait(30)
+
+        return cls(label, port, pid, stop)
+
+    def stop(self) -> None:
+        if self.clients is not None:
+            self.clients.close()
+        self.stop_node()
+
+
+def run_round(target: Target, round_no: int, tag: str, by_agb: dict[str, str],
+              args: argparse.Namespace) -> None:
+    assert target.clients is not None
+    if not target.counts:
+        target.counts = [args.calibrate] * len(target.phases)
+    batch = messages(max(target.counts), f"R{tag}")
+    names = [by_agb[agb] for agb, _ in batch]
+    # The phase order rotates per round: whatever follows a phase (a checkpoint, a garbage
+    # collection after the intake) then falls on every phase alike.
+    phases = len(target.phases)
+    for index in [(i + round_no) % phases for i in range(phases)]:
+        phase, path = target.phases[index], PATHS[index]
+        n = target.counts[index]
+        plan: list[Request] = [
+            (name, "GET" if path == "/healthz" else "POST", path,
+             None if path == "/healthz" else body)
+            for name, (_, body) in zip(names[:n], batch[:n], strict=True)]
+        rate = target.clients.run(phase, plan, counted=round_no > 0)
+        target.counts[index] = max(4 * args.clients, int(rate * args.slice))
+        label = f"round {round_no}" if round_no else "calibration"
+        print(f"  [{target.label}] {label}: {phase.name:<36} {rate:8.1f}/s", flush=True)
+
+
+def report(target: Target, floor: float, args: argparse.Namespace) -> None:
+    phases = target.phases
     ceiling = phases[0].rate
-    print()
-    print(f"{args.clients} client processes, one keep-alive mTLS connection per sender "
-          f"certificate; {args.rounds} rounds of about {args.slice:.0f} s per phase, "
-          "phases interleaved; rate = all requests / all time of the phase.")
-    print("Every figure from this run on this machine; only the ratios are meaningful.")
+    print(f"\n[{target.label}]")
     for phase in phases:
         lat = sorted(phase.latencies)
         spread = f"rounds {min(phase.rates):.0f}-{max(phase.rates):.0f}/s"
         p50 = lat[len(lat) // 2] * 1000
         p99 = lat[int(len(lat) * 0.99)] * 1000
-        print(f"{phase.name:<34} {phase.rate:8.1f}/s  {phase.rate / ceiling:5.2f}x GET /healthz"
+        print(f"{phase.name:<36} {phase.rate:8.1f}/s  {phase.rate / ceiling:5.2f}x GET /healthz"
               f"  ({spread}; p50 {p50:.1f} ms, p99 {p99:.1f} ms)")
     full = phases[-1].rate
-    print(f"{'in-process floor (parse+XSD+rules+convert)':<34} {floor:8.1f}/s")
-    print(f"ratio refused POST / GET /healthz: {phases[2].rate / ceiling:.3f}  (target ≥ 0.8)")
-    print(f"ratio full intake / GET /healthz:  {full / ceiling:.3f}  (target ≥ 0.35)")
+    print(f"ratio identity + body / GET /healthz: {phases[2].rate / ceiling:.3f}")
+    print(f"ratio refused POST / GET /healthz:    {phases[3].rate / ceiling:.3f}  (target ≥ 0.8)")
+    print(f"ratio full intake / GET /healthz:     {full / ceiling:.3f}  (target ≥ 0.35)")
     print(f"ratio full intake / in-process floor: {full / floor:.3f}")
-    if loops:
-        print(f"\nOpen loop (vegeta, full intake, {args.connections} connections, one sender "
+    if target.loops:
+        print(f"open loop (vegeta, full intake, {args.connections} connections, one sender "
               f"certificate, {args.duration} s per run):")
-        for run in loops:
+        for run in target.loops:
             asked = f"{run.requested:7.1f}/s" if run.requested else "    max"
             print(f"  {run.label:>4} asked {asked}  achieved {run.achieved:7.1f}/s  "
                   f"p50 {run.percentile('50th'):8.1f} ms  p90 {run.percentile('90th'):8.1f} ms"
                   f"  p99 {run.percentile('99th'):8.1f} ms  success {run.report['success']:.3f}")
-    if args.profile is not None:
-        args.profile.parent.mkdir(parents=True, exist_ok=True)
-        args.profile.write_text("\n".join(profile_lines) + "\n")
-        print("\n" + "\n".join(profile_lines))
-        print(f"(profile written to {args.profile})")
-    if args.plots is not None:
-        for path in plot(args.plots, phases, floor, loops, args.title):
-            print(f"plot: {path}")
 
 
-def profile_round(pid: int, clients: Clients, by_agb: dict[str, str],
-                  args: argparse.Namespace, tmp: Path) -> list[str]:
+def serve_node(settings_json: str) -> None:
+    """``--serve-node``: serve one node, print its port, stop when stdin closes."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    node = ctx.Process(target=_serve, args=(json.loads(settings_json), child), daemon=True)
+    node.start()
+    port = parent.recv()
+    print(port, node.pid, flush=True)
+    sys.stdin.read()
+    parent.send("stop")
+    node.join(20)
+
+
+def profile_round(target: Target, by_agb: dict[str, str], args: argparse.Namespace,
+                  tmp: Path) -> list[str]:
     """One extra refused round and one extra intake round, py-spy sampling the node process
     (busy threads only: a thread waiting on a lock, the event loop in select are not counted)."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     lines = []
     for label, path, expected in (("refused POST (unknown connector)", REFUSED_PATH, 404),
                                   ("full intake", INTAKE_PATH, 202)):
-        raw_file = tmp / f"profile-{expected}.txt"
-        batch = messages(args.profile_requests, f"P{label[0]}")
+        raw_file = tmp / f"profile-{target.port}-{expected}.txt"
+        batch = messages(args.profile_requests, f"P{target.port}{label[0]}")
         plan: list[Request] = [(by_agb[agb], "POST", path, b) for agb, b in batch]
-        spy = subprocess.Popen([py_spy, "record", "--pid", str(pid), "--rate", "250",
+        assert target.clients is not None
+        clients = target.clients
+        spy = subprocess.Popen([py_spy, "record", "--pid", str(target.pid), "--rate", "250",
                                 "--format", "raw", "--output", str(raw_file), "--nonblocking"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(1.0)
