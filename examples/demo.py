@@ -138,9 +138,10 @@ class _Endpoint:
 
     async def __call__(self, request: Request) -> Response:
         self.received += 1
-        self.applied.setdefault(
-            request.headers["idempotency-key"], json.loads(await request.body())
-        )
+        document = json.loads(await request.body())
+        if request.headers.get("content-type", "").startswith("application/cloudevents+json"):
+            document = document["data"]  # a CloudEvent (NL GOV profile): the JSON is its data
+        self.applied.setdefault(request.headers["idempotency-key"], document)
         return Response(status_code=204)
 
 
@@ -292,7 +293,7 @@ def run_demo(*, resources: list[Path], workdir: Path, node: str | None = None) -
         ]
         while pushes and not endpoint.applied and time.monotonic() < deadline:
             time.sleep(0.1)
-        print("\n== Push delivery (transactional outbox, mTLS, idempotency key)")
+        print("\n== Push delivery (transactional outbox, mTLS, idempotency key, CloudEvents)")
         for key, env in endpoint.applied.items():
             k = env["kenmerken"]
             print(

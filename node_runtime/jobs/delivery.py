@@ -16,6 +16,7 @@ from datetime import timedelta
 import httpx
 
 from node_runtime.audit.processing_log import LogBuilder
+from node_runtime.jobs import envelopes
 from node_runtime.jobs.breakers import CircuitBreakers
 from node_runtime.model.knooppunt import DeliverySpec
 from node_runtime.observability.metrics import Metrics
@@ -42,6 +43,8 @@ class DeliveryWorker:
         client_ssl: ssl.SSLContext,
         metrics: Metrics,
         node_name: Callable[[], str],
+        envelope: Callable[[DeliveryRecord], envelopes.Envelope] = lambda _d: "plain",
+        node_oin: Callable[[], str | None] = lambda: None,
         poll_interval: float = 0.5,
         max_inflight: int = 64,
     ) -> None:
@@ -49,6 +52,8 @@ class DeliveryWorker:
         self.spec = spec
         self.metrics = metrics
         self.node_name = node_name
+        self.envelope = envelope
+        self.node_oin = node_oin
         self.owner = f"worker-{uuid.uuid4().hex[:12]}"
         self.poll_interval = poll_interval
         self.max_inflight = max_inflight
@@ -160,13 +165,15 @@ class DeliveryWorker:
         trace = from_header(None)
         logs = LogBuilder(trace, f"knooppunt:{self.node_name()}")
         error: str | None = None
+        content, content_type = envelopes.wrap(d, self.envelope(d), node=self.node_name(),
+                                               oin=self.node_oin())
         try:
             resp = await self._client.post(
                 d.endpoint,
-                content=d.content,
+                content=content,
                 timeout=spec.timeout_seconds,
                 headers={
-                    "content-type": d.content_type,
+                    "content-type": content_type,
                     "idempotency-key": d.id,
                     "knooppunt-delivery-id": d.id,
                     "knooppunt-message-id": d.message_id,

@@ -19,6 +19,11 @@ class Delivery(Model):
         pattern=r"^https://",
         description="HTTPS callback for push delivery (server certificate verified).",
     )
+    envelope: Literal["cloudevents", "plain"] = Field(
+        default="cloudevents",
+        description="Push body: cloudevents (a CloudEvent 1.0, structured mode, NL GOV "
+        "profile; the default) or plain (the municipal JSON alone, as before).",
+    )
 
     @model_validator(mode="after")
     def _endpoint(self) -> Delivery:

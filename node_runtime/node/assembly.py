@@ -16,6 +16,7 @@ from node_runtime.conversations.events import EventSink
 from node_runtime.conversations.matching import Matcher
 from node_runtime.conversations.monitor import ConversationMonitor
 from node_runtime.jobs.delivery import DeliveryWorker
+from node_runtime.jobs.envelopes import Envelope
 from node_runtime.jobs.retention import run_retention
 from node_runtime.ledger.checkpoints import origin_for
 from node_runtime.ledger.service import LedgerService, load_signer
@@ -32,6 +33,7 @@ from node_runtime.security.tls.contexts import client_context
 from node_runtime.state.kubernetes_source import GemeenteWatch, from_kubeconfig, in_cluster
 from node_runtime.state.node_state import NodeState, build_state
 from node_runtime.store.outbox import Outbox
+from node_runtime.store.records import DeliveryRecord
 from node_runtime.store.sql import SqlStore, now, sqlite_url
 
 log = logging.getLogger("knooppunt.node")
@@ -174,6 +176,8 @@ def build_node(
             client_ssl=_delivery_ssl(settings),
             metrics=metrics,
             node_name=lambda: holder.current.name,
+            envelope=lambda d: _envelope(holder.current, d),
+            node_oin=lambda: holder.current.knooppunt.spec.oin,
         )
     intake = IntakeService(
         store=store,
@@ -201,6 +205,16 @@ def build_node(
         node.gemeente_watch = watch
         watch.on_change = node.reload_from_watch
     return node
+
+
+def _envelope(state: NodeState, d: DeliveryRecord) -> Envelope:
+    """The envelope the delivery's subscription asks for (CloudEvents unless it says plain)."""
+    gemeente = state.gemeenten_by_code.get(d.mailbox_id)
+    if gemeente is not None:
+        for sub in gemeente.spec.subscriptions:
+            if sub.connector == d.connector and sub.purpose == d.purpose:
+                return sub.delivery.envelope
+    return "cloudevents"
 
 
 def _delivery_ssl(settings: Settings) -> ssl.SSLContext:

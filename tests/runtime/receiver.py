@@ -22,6 +22,10 @@ from node_runtime.security.tls.uvicorn_protocol import RunningServer, run_in_thr
 @dataclass
 class Receiver:
     applied: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The municipal JSON per delivery (unwrapped from its CloudEvent)."""
+    events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The CloudEvent (structured mode) per delivery, when it came as one."""
+    content_types: list[str] = field(default_factory=list)
     order: list[str] = field(default_factory=list)
     received: int = 0
     duplicates: int = 0
@@ -55,7 +59,13 @@ class Receiver:
             if key in self.applied:
                 self.duplicates += 1
             else:
-                self.applied[key] = json.loads(body)
+                content_type = request.headers.get("content-type", "")
+                self.content_types.append(content_type)
+                document = json.loads(body)
+                if content_type.startswith("application/cloudevents+json"):
+                    self.events[key] = document
+                    document = document["data"]
+                self.applied[key] = document
                 self.order.append(key)
         return JSONResponse({"ok": True}, status_code=201)
 
