@@ -25,7 +25,7 @@ class FacadeSettings(BaseSettings):
     tls_crl: Path | None = Field(default=None, description="CRL(s) of those CAs (PEM).")
     tls_issuers: Path | None = Field(
         default=None, description="Issuer policy (YAML/JSON): which trusted CA may speak for "
-        "which organisation. Default: only the CA of the server certificate speaks for anyone.")
+        "which gemeente. Default: every CA of tls_trust (the platform's curated bundle).")
     idle_timeout: float = Field(
         default=30.0, gt=0, le=3600,
         description="Seconds a connection may wait for a request (after the handshake or a "

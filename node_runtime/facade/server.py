@@ -58,7 +58,7 @@ def build_facade_servers(
 ) -> tuple[Facade, list[uvicorn.Server], ReloadableServerContext]:
     facade = build_facade(settings, transport=transport)
     tls = server_tls("façade", settings.tls_cert, settings.tls_key, settings.tls_trust,
-                     settings.tls_crl, issuers=settings.tls_issuers)
+                     settings.tls_crl, issuers=settings.tls_issuers, trusted_cas_speak=True)
     facade.on_tick.append(tls_watcher([settings.tls_crl, settings.tls_trust, settings.tls_cert,
                                        settings.tls_issuers], tls))
     app = create_facade_app(settings, facade=facade)

@@ -29,13 +29,15 @@ def server_tls(
     *,
     require_client_cert: bool = True,
     issuers: Path | None = None,
+    trusted_cas_speak: bool = False,
 ) -> ReloadableServerContext:
     if cert is None or key is None or trust is None:
         missing = [n for n, v in (("tls_cert", cert), ("tls_key", key), ("tls_trust", trust))
                    if v is None]
         raise SystemExit(f"HTTPS needs {', '.join(missing)}: the {role} never serves plain HTTP")
     return reloadable_server_context(cert, key, trust, crl,
-                                     require_client_cert=require_client_cert, issuers=issuers)
+                                     require_client_cert=require_client_cert, issuers=issuers,
+                                     trusted_cas_speak=trusted_cas_speak)
 
 
 def connection_limits(settings: Any) -> ConnectionLimits:

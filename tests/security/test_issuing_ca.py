@@ -20,7 +20,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 import yaml
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 
 from node_runtime.api.server import RunningNode, start_in_thread
 from node_runtime.security.pki.store import DevPki, ensure_dev_pki
@@ -198,3 +198,22 @@ def test_a_forwarded_certificate_is_bound_to_its_issuer_too(
             assert resp.status_code == 200 and resp.json()["principal"]["id"] == "0344"
     finally:
         running.stop()
+
+
+def test_the_facade_default_lets_its_curated_bundle_speak_but_never_administer(
+    tmp_path: Path, dev_pki: DevPki, foreign: DevPki
+) -> None:
+    """The façade trusts only the platform's curated bundle: without a policy file every CA in
+    it may speak for gemeenten (none may administer); a node binds to its own CA."""
+    from node_runtime.security.tls.peers import TrustMaterial
+
+    trust = tmp_path / "trust.pem"
+    trust.write_bytes(dev_pki.ca_bundle.read_bytes() + foreign.ca_bundle.read_bytes())
+    der = foreign.store.certificate("utrecht-b").public_bytes(serialization.Encoding.DER)
+    for speak, expected in ((True, None), (False, frozenset())):
+        material = TrustMaterial(generation=1, trust_bundle=trust, crl=None,
+                                 server_chain=dev_pki.server.chain, trusted_cas_speak=speak)
+        check = material.check(der)
+        assert check.ok and check.scope is not None
+        assert check.scope.speaks_for == expected
+        assert not check.scope.administers

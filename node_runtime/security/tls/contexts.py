@@ -199,6 +199,7 @@ def reloadable_server_context(
     require_client_cert: bool = True,
     strict: bool = True,
     issuers: StrPath | None = None,
+    trusted_cas_speak: bool = False,
 ) -> ReloadableServerContext:
     """:func:`server_context` wrapped in a :class:`ReloadableServerContext` (files re-read on
     every :meth:`~ReloadableServerContext.reload`), with the trust material of each generation
@@ -222,7 +223,8 @@ def reloadable_server_context(
 
     def material(generation: int) -> TrustMaterial:
         return TrustMaterial(generation=generation, trust_bundle=trust_bundle, crl=crl_file,
-                             server_chain=cert_chain, issuers=issuers)
+                             server_chain=cert_chain, issuers=issuers,
+                             trusted_cas_speak=trusted_cas_speak)
 
     # Several CRL files: the handshake checks them; open connections are checked against the
     # handshake's verdict only (the node and façade always pass one file).

@@ -168,6 +168,7 @@ class TrustMaterial:
         crl: StrPath | None,
         server_chain: StrPath | None = None,
         issuers: StrPath | None = None,
+        trusted_cas_speak: bool = False,
     ) -> None:
         self.generation = generation
         self.cas = _read_pem_certificates(trust_bundle)
@@ -188,7 +189,12 @@ class TrustMaterial:
             if issuers is not None:
                 log.warning("issuer policy file %s missing: only the node's own CA may speak "
                             "for organisations", os.fspath(issuers))
-            self.policy = IssuerPolicy(node=frozenset(own))
+            # A server whose trust bundle is curated for exactly the organisations it serves
+            # (the façade: the platform's PKIoverheid bundle) lets every trusted CA speak for
+            # them, administrators never; a node binds to its own CA.
+            others = (frozenset(fingerprint(ca) for ca in self.cas) - own
+                      if trusted_cas_speak else frozenset())
+            self.policy = IssuerPolicy(node=frozenset(own), nodes=others)
         self.missing_crls = self._without_crl() if self.check_revocation else []
         for ca in self.missing_crls:
             log.error(
