@@ -64,17 +64,30 @@ def resources(tmp: Path, endpoint: str) -> Path:
 
 
 def bodies(count: int, tag: str) -> tuple[str, list[bytes]]:
-    base = next(p.read_bytes() for p in sorted((EXAMPLES / "messages").glob("wmo305*.xml"))
-                if re.search(rb"Ontvanger>" + ROTTERDAM.encode() + rb"<", p.read_bytes()))
+    base = next(
+        p.read_bytes()
+        for p in sorted((EXAMPLES / "messages").glob("wmo305*.xml"))
+        if re.search(rb"Ontvanger>" + ROTTERDAM.encode() + rb"<", p.read_bytes())
+    )
     agb = re.search(rb"Afzender>(\d+)<", base)
     assert agb
     bsns = [b for b in (str(n) for n in range(999990000, 999999999)) if elfproef(b)][:200]
     out = []
     for i in range(count):  # 200 clients: deliveries of one client keep their order
-        body = re.sub(rb"(<(\w+:)?Identificatie>)[^<]*(</)",
-                      rb"\g<1>" + f"{tag}{i:010d}".encode() + rb"\g<3>", base, count=1)
-        out.append(re.sub(rb"(<(\w+:)?Bsn>)[^<]*(</)",
-                          rb"\g<1>" + bsns[i % len(bsns)].encode() + rb"\g<3>", body, count=1))
+        body = re.sub(
+            rb"(<(\w+:)?Identificatie>)[^<]*(</)",
+            rb"\g<1>" + f"{tag}{i:010d}".encode() + rb"\g<3>",
+            base,
+            count=1,
+        )
+        out.append(
+            re.sub(
+                rb"(<(\w+:)?Bsn>)[^<]*(</)",
+                rb"\g<1>" + bsns[i % len(bsns)].encode() + rb"\g<3>",
+                body,
+                count=1,
+            )
+        )
     return agb.group(1).decode(), out
 
 
@@ -82,11 +95,17 @@ def send_all(port: int, pki, provider: str, batch: list[bytes], clients: int = 4
     paths = pki.clients[provider]
 
     def worker(part: list[bytes]) -> None:
-        with httpx.Client(base_url=f"https://localhost:{port}", timeout=60,
-                          verify=client_context(paths.chain, paths.key, pki.ca_bundle)) as c:
+        with httpx.Client(
+            base_url=f"https://localhost:{port}",
+            timeout=60,
+            verify=client_context(paths.chain, paths.key, pki.ca_bundle),
+        ) as c:
             for body in part:
-                r = c.post(f"/api/v1/connectors/{CONNECTOR}/messages", content=body,
-                           headers={"content-type": "application/xml"})
+                r = c.post(
+                    f"/api/v1/connectors/{CONNECTOR}/messages",
+                    content=body,
+                    headers={"content-type": "application/xml"},
+                )
                 assert r.status_code == 202, r.text
 
     started = time.perf_counter()
@@ -103,21 +122,48 @@ def load_backlog(store: SqlStore, count: int, endpoint: str) -> None:
         msgs, dels = [], []
         for i in range(start, min(count, start + 2000)):
             mid = str(uuid.uuid4())
-            msgs.append({"id": mid, "connector": CONNECTOR, "connector_revision": 1,
-                         "message_type": "WMO305", "direction": "toGemeente",
-                         "sender": "98000023", "recipient": ROTTERDAM,
-                         "sender_message_id": f"BL{i:010d}", "payload_sha256": "0" * 64,
-                         "payload": b"", "received_at": created, "trace_id": "0" * 32,
-                         "controller": ROTTERDAM, "answer_status": 202, "answer_body": b"",
-                         "answer_content_type": "application/xml"})
-            dels.append({"id": str(uuid.uuid4()), "message_id": mid, "mailbox_kind": "gemeente",
-                         "mailbox_id": ROTTERDAM, "connector": CONNECTOR,
-                         "message_type": "WMO305", "purpose": "wmo-uitvoering",
-                         "legal_basis": "benchmark", "content": envelope,
-                         "content_type": "application/json", "subject_refs": "[]",
-                         "order_key": f"k{i % 1000}", "delivery_mode": "push",
-                         "endpoint": endpoint, "created_at": created, "read_count": 0,
-                         "status": "pending", "attempts": 0})
+            msgs.append(
+                {
+                    "id": mid,
+                    "connector": CONNECTOR,
+                    "connector_revision": 1,
+                    "message_type": "WMO305",
+                    "direction": "toGemeente",
+                    "sender": "98000023",
+                    "recipient": ROTTERDAM,
+                    "sender_message_id": f"BL{i:010d}",
+                    "payload_sha256": "0" * 64,
+                    "payload": b"",
+                    "received_at": created,
+                    "trace_id": "0" * 32,
+                    "controller": ROTTERDAM,
+                    "answer_status": 202,
+                    "answer_body": b"",
+                    "answer_content_type": "application/xml",
+                }
+            )
+            dels.append(
+                {
+                    "id": str(uuid.uuid4()),
+                    "message_id": mid,
+                    "mailbox_kind": "gemeente",
+                    "mailbox_id": ROTTERDAM,
+                    "connector": CONNECTOR,
+                    "message_type": "WMO305",
+                    "purpose": "wmo-uitvoering",
+                    "legal_basis": "benchmark",
+                    "content": envelope,
+                    "content_type": "application/json",
+                    "subject_refs": "[]",
+                    "order_key": f"k{i % 1000}",
+                    "delivery_mode": "push",
+                    "endpoint": endpoint,
+                    "created_at": created,
+                    "read_count": 0,
+                    "status": "pending",
+                    "attempts": 0,
+                }
+            )
         with store.engine.begin() as conn:
             conn.execute(insert(schema.messages), msgs)
             conn.execute(insert(schema.deliveries), dels)
@@ -126,8 +172,13 @@ def load_backlog(store: SqlStore, count: int, endpoint: str) -> None:
 def unsettled(store: SqlStore) -> int:
     d = schema.deliveries
     with store.engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(d).where(
-            d.c.delivery_mode == "push", d.c.status != "delivered")).scalar_one())
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(d)
+                .where(d.c.delivery_mode == "push", d.c.status != "delivered")
+            ).scalar_one()
+        )
 
 
 def drain_deciles(store: SqlStore, backlog: int, started: float) -> list[float]:
@@ -140,8 +191,11 @@ def drain_deciles(store: SqlStore, backlog: int, started: float) -> list[float]:
         at = time.perf_counter()
         while boundary <= 10 and backlog - left >= backlog * boundary / 10:
             rates.append(backlog / 10 / max(at - last_at, 1e-6))
-            print(f"  {boundary * 10:3d} % drained after {at - started:7.1f} s "
-                  f"({rates[-1]:.0f} msg/s in this tenth)", flush=True)
+            print(
+                f"  {boundary * 10:3d} % drained after {at - started:7.1f} s "
+                f"({rates[-1]:.0f} msg/s in this tenth)",
+                flush=True,
+            )
             boundary, last_at = boundary + 1, at
         if not left:
             return rates
@@ -175,8 +229,9 @@ def run_backend(backend: str, args: argparse.Namespace, pg) -> None:  # type: ig
             pki = ensure_for_resources(tmp / "pki", res, NODE)
             own = pki.clients[node_client_name(NODE)]
             agb, _ = bodies(1, "X")
-            provider = next(p.name for p in res.connectors[CONNECTOR].spec.participants
-                            if agb in p.identifiers)
+            provider = next(
+                p.name for p in res.connectors[CONNECTOR].spec.participants if agb in p.identifiers
+            )
 
             def settings(name: str, delivery: bool) -> Settings:
                 if backend == "postgresql":
@@ -184,11 +239,20 @@ def run_backend(backend: str, args: argparse.Namespace, pg) -> None:  # type: ig
                     url = pg.url.rsplit("/", 1)[0] + "/" + name
                 else:
                     url = sqlite_url(tmp / f"{name}.db")
-                return Settings(node=NODE, resources=[res_dir], data_dir=tmp / name, port=0,
-                                tls_cert=pki.server.chain, tls_key=pki.server.key,
-                                tls_trust=pki.ca_bundle, tls_crl=pki.crl, database_url=url,
-                                delivery_cert=own.chain, delivery_key=own.key,
-                                delivery_enabled=delivery)
+                return Settings(
+                    node=NODE,
+                    resources=[res_dir],
+                    data_dir=tmp / name,
+                    port=0,
+                    tls_cert=pki.server.chain,
+                    tls_key=pki.server.key,
+                    tls_trust=pki.ca_bundle,
+                    tls_crl=pki.crl,
+                    database_url=url,
+                    delivery_cert=own.chain,
+                    delivery_key=own.key,
+                    delivery_enabled=delivery,
+                )
 
             # 1. intake only
             _, batch = bodies(args.messages, "I")
@@ -206,8 +270,10 @@ def run_backend(backend: str, args: argparse.Namespace, pg) -> None:  # type: ig
                 time.sleep(0.01)
             e2e_rate = args.messages / (time.perf_counter() - started)
             node.stop()
-            print(f"[{backend}] intake only: {intake_rate:8.1f} msg/s; delivered end to end: "
-                  f"{e2e_rate:8.1f} msg/s; ratio delivered/intake: {e2e_rate / intake_rate:.3f}")
+            print(
+                f"[{backend}] intake only: {intake_rate:8.1f} msg/s; delivered end to end: "
+                f"{e2e_rate:8.1f} msg/s; ratio delivered/intake: {e2e_rate / intake_rate:.3f}"
+            )
             # 3. backlog drain after the receiver comes back
             cfg = settings("backlog", True)
             store = SqlStore(cfg.database_url or "")
@@ -221,13 +287,17 @@ def run_backend(backend: str, args: argparse.Namespace, pg) -> None:  # type: ig
             node.stop()
             store.close()
             rate = args.backlog / drain
-            print(f"[{backend}] backlog of {args.backlog}: drained in {drain:.1f} s "
-                  f"({rate:.1f} msg/s); plain HTTPS POST floor {floor:.1f} msg/s; "
-                  f"ratio drain/floor: {rate / floor:.3f}")
+            print(
+                f"[{backend}] backlog of {args.backlog}: drained in {drain:.1f} s "
+                f"({rate:.1f} msg/s); plain HTTPS POST floor {floor:.1f} msg/s; "
+                f"ratio drain/floor: {rate / floor:.3f}"
+            )
             steady = min(deciles) / max(deciles) if deciles and max(deciles) else 0.0
-            print(f"[{backend}] drain rate per 10 % of the backlog (msg/s): "
-                  + " ".join(f"{r:.0f}" for r in deciles)
-                  + f"; slowest/fastest {steady:.2f}")
+            print(
+                f"[{backend}] drain rate per 10 % of the backlog (msg/s): "
+                + " ".join(f"{r:.0f}" for r in deciles)
+                + f"; slowest/fastest {steady:.2f}"
+            )
         finally:
             manager.__exit__(None, None, None)
 

@@ -105,8 +105,10 @@ def _separate_processes(world: World) -> list[mp.process.BaseProcess]:
     for name in list(world.nodes):
         world.stop_node(name)
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_serve_node, args=(s,), daemon=True)
-             for s in world.node_settings.values()]
+    procs = [
+        ctx.Process(target=_serve_node, args=(s,), daemon=True)
+        for s in world.node_settings.values()
+    ]
     procs.append(ctx.Process(target=_serve_facade, args=(world.facade_settings,), daemon=True))
     for proc in procs:
         proc.start()
@@ -117,8 +119,12 @@ def _separate_processes(world: World) -> list[mp.process.BaseProcess]:
 
 
 def _with_id(body: bytes, new_id: str) -> bytes:
-    return re.sub(rb"(<(\w+:)?Identificatie>)[^<]*(</)",
-                  rb"\g<1>" + new_id.encode() + rb"\g<3>", body, count=1)
+    return re.sub(
+        rb"(<(\w+:)?Identificatie>)[^<]*(</)",
+        rb"\g<1>" + new_id.encode() + rb"\g<3>",
+        body,
+        count=1,
+    )
 
 
 def _fill(world: World, count: int) -> None:
@@ -127,10 +133,14 @@ def _fill(world: World, count: int) -> None:
     linde = world.at_node(NODE_A, "zorggroep-de-linde")
     onshuis = world.at_node(NODE_B, "woningcorporatie-ons-huis")
     for i in range(count):
-        r1 = linde.post(f"/api/v1/connectors/{IWMO}/messages",
-                        content=_with_id(wmo, f"BENCH{i:07d}"), headers=XML)
-        r2 = onshuis.post(f"/api/v1/connectors/{VS}/messages",
-                          content=_with_id(vs, f"BENCH{i:07d}"), headers=XML)
+        r1 = linde.post(
+            f"/api/v1/connectors/{IWMO}/messages",
+            content=_with_id(wmo, f"BENCH{i:07d}"),
+            headers=XML,
+        )
+        r2 = onshuis.post(
+            f"/api/v1/connectors/{VS}/messages", content=_with_id(vs, f"BENCH{i:07d}"), headers=XML
+        )
         assert r1.status_code == r2.status_code == 202, (r1.text, r2.text)
 
 
@@ -142,11 +152,15 @@ def _timed(fn: Callable[[], None]) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=60,
-                        help="messages per node for Amsterdam (default 60)")
+    parser.add_argument(
+        "--messages", type=int, default=60, help="messages per node for Amsterdam (default 60)"
+    )
     parser.add_argument("--rounds", type=int, default=200)
-    parser.add_argument("--threads", action="store_true",
-                        help="keep nodes and façade as threads of this process (one GIL)")
+    parser.add_argument(
+        "--threads",
+        action="store_true",
+        help="keep nodes and façade as threads of this process (one GIL)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,9 +180,17 @@ def main() -> int:
             for client in (via, *direct.values()):
                 client.get(MAILBOX)
 
-            times: dict[str, list[float]] = {k: [] for k in (
-                "list-facade", "list-direct", "fetch-facade", "fetch-direct",
-                "ack-facade", "ack-direct")}
+            times: dict[str, list[float]] = {
+                k: []
+                for k in (
+                    "list-facade",
+                    "list-direct",
+                    "fetch-facade",
+                    "fetch-direct",
+                    "ack-facade",
+                    "ack-direct",
+                )
+            }
             ackable = [i for i in on_a]
             for r in range(args.rounds):
                 item = on_a[r % len(on_a)]
@@ -186,8 +208,7 @@ def main() -> int:
                 def fetch_direct(item: dict[str, str] = item) -> None:
                     assert direct[NODE_A].get(f"{MAILBOX}/{item['nodeItemId']}").status_code == 200
 
-                pairs = [("list", list_facade, list_direct),
-                         ("fetch", fetch_facade, fetch_direct)]
+                pairs = [("list", list_facade, list_direct), ("fetch", fetch_facade, fetch_direct)]
                 if len(ackable) >= 2:
                     a, b = ackable.pop(), ackable.pop()
 
@@ -195,8 +216,10 @@ def main() -> int:
                         assert via.post(f"{MAILBOX}/{a['id']}/ack").status_code == 204
 
                     def ack_direct(b: dict[str, str] = b) -> None:
-                        assert direct[NODE_A].post(
-                            f"{MAILBOX}/{b['nodeItemId']}/ack").status_code == 204
+                        assert (
+                            direct[NODE_A].post(f"{MAILBOX}/{b['nodeItemId']}/ack").status_code
+                            == 204
+                        )
 
                     pairs.append(("ack", ack_facade, ack_direct))
                 for name, f_fn, d_fn in pairs:
@@ -217,19 +240,26 @@ def main() -> int:
                     running.stop()
 
     mode = "one thread each in this process" if args.threads else "one process each"
-    print(f"façade overhead, {args.rounds} rounds, {args.messages} messages per node, "
-          f"nodes and façade {mode} (median ms; ratio = façade / direct)")
+    print(
+        f"façade overhead, {args.rounds} rounds, {args.messages} messages per node, "
+        f"nodes and façade {mode} (median ms; ratio = façade / direct)"
+    )
     ratios = []
-    for name, what in (("list", "mailbox list (façade: 1 call over 2 nodes; direct: 2 calls)"),
-                       ("fetch", "fetch one message"), ("ack", "acknowledge one message")):
+    for name, what in (
+        ("list", "mailbox list (façade: 1 call over 2 nodes; direct: 2 calls)"),
+        ("fetch", "fetch one message"),
+        ("ack", "acknowledge one message"),
+    ):
         f_times, d_times = times[f"{name}-facade"], times[f"{name}-direct"]
         if not f_times:
             continue
         f_med, d_med = statistics.median(f_times), statistics.median(d_times)
         ratio = f_med / d_med
         ratios.append(ratio)
-        print(f"  {name:6s} façade {f_med * 1000:7.2f}  direct {d_med * 1000:7.2f}  "
-              f"ratio {ratio:5.2f}   {what}  (n={len(f_times)})")
+        print(
+            f"  {name:6s} façade {f_med * 1000:7.2f}  direct {d_med * 1000:7.2f}  "
+            f"ratio {ratio:5.2f}   {what}  (n={len(f_times)})"
+        )
     total_f = sum(statistics.median(times[f"{n}-facade"]) for n in ("list", "fetch"))
     total_d = sum(statistics.median(times[f"{n}-direct"]) for n in ("list", "fetch"))
     print(f"  list + fetch: façade/direct ratio {total_f / total_d:.2f}")

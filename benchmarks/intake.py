@@ -105,8 +105,12 @@ def messages(count: int, tag: str) -> list[tuple[str, bytes]]:
     out = []
     for i in range(count):
         ident = f"{tag}{i:0{12 - len(tag)}d}".encode()
-        body = re.sub(rb"(<(\w+:)?Identificatie>)[^<]*(</)", rb"\g<1>" + ident + rb"\g<3>",
-                      bases[i % len(bases)], count=1)
+        body = re.sub(
+            rb"(<(\w+:)?Identificatie>)[^<]*(</)",
+            rb"\g<1>" + ident + rb"\g<3>",
+            bases[i % len(bases)],
+            count=1,
+        )
         sender = re.search(rb"<(?:\w+:)?Afzender>(\d+)<", body)
         assert sender
         out.append((sender.group(1).decode(), body))
@@ -114,14 +118,19 @@ def messages(count: int, tag: str) -> list[tuple[str, bytes]]:
 
 
 def floor_rate(batch: list[tuple[str, bytes]]) -> float:
-    connector_cache = _first("node_runtime.messages.compiled:ConnectorCache",
-                             "node_runtime.pipeline.compiled:ConnectorCache")
-    parse_message = _first("node_runtime.messages.parsing:parse_message",
-                           "node_runtime.pipeline.parsing:parse_message")
-    evaluate = _first("node_runtime.messages.rules:evaluate",
-                      "node_runtime.pipeline.rules:evaluate")
-    build_state = _first("node_runtime.state.node_state:build_state",
-                         "node_runtime.state:build_state")
+    connector_cache = _first(
+        "node_runtime.messages.compiled:ConnectorCache",
+        "node_runtime.pipeline.compiled:ConnectorCache",
+    )
+    parse_message = _first(
+        "node_runtime.messages.parsing:parse_message", "node_runtime.pipeline.parsing:parse_message"
+    )
+    evaluate = _first(
+        "node_runtime.messages.rules:evaluate", "node_runtime.pipeline.rules:evaluate"
+    )
+    build_state = _first(
+        "node_runtime.state.node_state:build_state", "node_runtime.state:build_state"
+    )
 
     res = load_paths([EXAMPLES])
     state = build_state(res, node=NODE, cache=connector_cache(config_map_root=Path("/x")))
@@ -131,8 +140,9 @@ def floor_rate(batch: list[tuple[str, bytes]]) -> float:
         tree = parse_message(body)
         mt = connector.identify(tree.getroot())
         assert mt is not None and mt.schema.validate(tree)
-        assert not evaluate(mt.rules, tree.getroot(), is_tenant=lambda c: True,
-                            is_participant=lambda p: True)
+        assert not evaluate(
+            mt.rules, tree.getroot(), is_tenant=lambda c: True, is_participant=lambda p: True
+        )
         assert mt.converter is not None
         mt.converter.convert(tree.getroot())
     return len(batch) / (time.perf_counter() - started)
@@ -144,12 +154,15 @@ def floor_rate(batch: list[tuple[str, bytes]]) -> float:
 def _serve(settings: dict[str, Any], conn: multiprocessing.connection.Connection) -> None:
     """The node in a process of its own, plus a benchmark-only route that only reads bodies."""
     settings_class = _first("node_runtime.node.config:Settings", "node_runtime.config:Settings")
-    build_servers = _first("node_runtime.api.server:build_servers",
-                           "node_runtime.server:build_servers")
-    start_background = _first("node_runtime.serving.servers:start_background",
-                              "node_runtime.serving:start_background")
-    stop_servers = _first("node_runtime.serving.servers:stop_servers",
-                          "node_runtime.serving:stop_servers")
+    build_servers = _first(
+        "node_runtime.api.server:build_servers", "node_runtime.server:build_servers"
+    )
+    start_background = _first(
+        "node_runtime.serving.servers:start_background", "node_runtime.serving:start_background"
+    )
+    stop_servers = _first(
+        "node_runtime.serving.servers:stop_servers", "node_runtime.serving:stop_servers"
+    )
 
     # an older checkout may know fewer settings
     known = {k: v for k, v in settings.items() if k in settings_class.model_fields}
@@ -184,15 +197,23 @@ async def identified(request: StarletteRequest, principal: PrincipalDep, node: N
 Request = tuple[str, str, str, bytes | None]  # (client name, method, path, body)
 
 
-def _client(conn: multiprocessing.connection.Connection, port: int, ca_bundle: str,
-            certs: dict[str, tuple[str, str]]) -> None:
+def _client(
+    conn: multiprocessing.connection.Connection,
+    port: int,
+    ca_bundle: str,
+    certs: dict[str, tuple[str, str]],
+) -> None:
     """One sender process: one keep-alive mTLS connection per sender certificate, reused by
     every phase. Answers each phase with (status counts, latencies in seconds)."""
-    client_context = _first("node_runtime.security.tls.contexts:client_context",
-                            "node_runtime.tls.contexts:client_context")
+    client_context = _first(
+        "node_runtime.security.tls.contexts:client_context",
+        "node_runtime.tls.contexts:client_context",
+    )
 
-    contexts = {name: client_context(Path(chain), Path(key), Path(ca_bundle))
-                for name, (chain, key) in certs.items()}
+    contexts = {
+        name: client_context(Path(chain), Path(key), Path(ca_bundle))
+        for name, (chain, key) in certs.items()
+    }
     pool: dict[str, http.client.HTTPSConnection] = {}
     conn.send("ready")
     while (job := conn.recv()) is not None:
@@ -204,7 +225,8 @@ def _client(conn: multiprocessing.connection.Connection, port: int, ca_bundle: s
                 c = pool.get(name)
                 if c is None:
                     c = pool[name] = http.client.HTTPSConnection(
-                        "localhost", port, timeout=60, context=contexts[name])
+                        "localhost", port, timeout=60, context=contexts[name]
+                    )
                 try:
                     c.request(method, path, body=body, headers=XML if body is not None else {})
                     response = c.getresponse()
@@ -240,8 +262,9 @@ class Phase:
 
 
 class Clients:
-    def __init__(self, count: int, port: int, ca_bundle: str,
-                 certs: dict[str, tuple[str, str]]) -> None:
+    def __init__(
+        self, count: int, port: int, ca_bundle: str, certs: dict[str, tuple[str, str]]
+    ) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.pipes = []
         self.procs = []
@@ -255,7 +278,7 @@ class Clients:
             assert pipe.recv() == "ready"
 
     def run(self, phase: Phase, requests: list[Request], *, counted: bool = True) -> float:
-        parts = [requests[i::len(self.pipes)] for i in range(len(self.pipes))]
+        parts = [requests[i :: len(self.pipes)] for i in range(len(self.pipes))]
         started = time.perf_counter()
         for pipe, part in zip(self.pipes, parts, strict=True):
             pipe.send(part)
@@ -267,8 +290,9 @@ class Clients:
             latencies += lat
         elapsed = time.perf_counter() - started
         if statuses.get(phase.expected, 0) != len(requests):
-            raise SystemExit(f"{phase.name}: expected {len(requests)} x {phase.expected}, "
-                             f"got {dict(statuses)}")
+            raise SystemExit(
+                f"{phase.name}: expected {len(requests)} x {phase.expected}, got {dict(statuses)}"
+            )
         rate = len(requests) / elapsed
         if counted:
             phase.rates.append(rate)
@@ -290,7 +314,8 @@ class Clients:
 def vegeta_binary() -> Path | None:
     script = REPO / "tools" / "vegeta" / "build.sh"
     if subprocess.run(["bash", str(script), "--check"]).returncode != 0 and not (
-            shutil.which("go") or Path("/usr/local/go/bin/go").exists()):
+        shutil.which("go") or Path("/usr/local/go/bin/go").exists()
+    ):
         return None
     out = subprocess.run(["bash", str(script)], check=True, capture_output=True, text=True)
     return Path(out.stdout.strip().splitlines()[-1])
@@ -311,24 +336,55 @@ class OpenLoop:
         return float(self.report["latencies"][key]) / 1e6  # ns → ms
 
 
-def vegeta_attack(vegeta: Path, tmp: Path, label: str, targets: list[bytes], *, rate: float,
-                  duration: int, connections: int, cert: tuple[str, str],
-                  ca_bundle: str) -> OpenLoop:
+def vegeta_attack(
+    vegeta: Path,
+    tmp: Path,
+    label: str,
+    targets: list[bytes],
+    *,
+    rate: float,
+    duration: int,
+    connections: int,
+    cert: tuple[str, str],
+    ca_bundle: str,
+) -> OpenLoop:
     target_file = tmp / f"targets-{label}.jsonl"
     target_file.write_bytes(b"".join(targets))
     results = tmp / f"results-{label}.bin"
-    attack = [str(vegeta), "attack", "-format=json", f"-targets={target_file}",
-              f"-duration={duration}s", f"-connections={connections}",
-              f"-max-connections={connections}", f"-workers={connections}",
-              f"-max-workers={connections}", "-http2=false", "-keepalive=true",
-              f"-cert={cert[0]}", f"-key={cert[1]}", f"-root-certs={ca_bundle}",
-              "-timeout=60s", f"-rate={int(rate)}/s" if rate else "-rate=0",
-              f"-output={results}"]
+    attack = [
+        str(vegeta),
+        "attack",
+        "-format=json",
+        f"-targets={target_file}",
+        f"-duration={duration}s",
+        f"-connections={connections}",
+        f"-max-connections={connections}",
+        f"-workers={connections}",
+        f"-max-workers={connections}",
+        "-http2=false",
+        "-keepalive=true",
+        f"-cert={cert[0]}",
+        f"-key={cert[1]}",
+        f"-root-certs={ca_bundle}",
+        "-timeout=60s",
+        f"-rate={int(rate)}/s" if rate else "-rate=0",
+        f"-output={results}",
+    ]
     subprocess.run(attack, check=True)
-    report = json.loads(subprocess.run([str(vegeta), "report", "-type=json", str(results)],
-                                       check=True, capture_output=True, text=True).stdout)
-    encoded = subprocess.run([str(vegeta), "encode", "--to=csv", str(results)], check=True,
-                             capture_output=True, text=True).stdout
+    report = json.loads(
+        subprocess.run(
+            [str(vegeta), "report", "-type=json", str(results)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    encoded = subprocess.run(
+        [str(vegeta), "encode", "--to=csv", str(results)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     # csv: timestamp, code, latency (ns), bytes out, bytes in, error, body, attack, seq, ...
     lat = [int(row[2]) / 1e6 for row in csv.reader(io.StringIO(encoded)) if row]
     codes = report.get("status_codes", {})
@@ -339,14 +395,30 @@ def vegeta_attack(vegeta: Path, tmp: Path, label: str, targets: list[bytes], *, 
 
 def vegeta_targets(port: int, bodies: list[bytes]) -> list[bytes]:
     url = f"https://localhost:{port}{INTAKE_PATH}"
-    return [json.dumps({"method": "POST", "url": url,
-                        "header": {"Content-Type": ["application/xml"]},
-                        "body": base64.b64encode(b).decode()}).encode() + b"\n"
-            for b in bodies]
+    return [
+        json.dumps(
+            {
+                "method": "POST",
+                "url": url,
+                "header": {"Content-Type": ["application/xml"]},
+                "body": base64.b64encode(b).decode(),
+            }
+        ).encode()
+        + b"\n"
+        for b in bodies
+    ]
 
 
-def open_loop(vegeta: Path, tmp: Path, target: Target, pki: Any, by_agb: dict[str, str],
-              args: argparse.Namespace, *, tag: str) -> list[OpenLoop]:
+def open_loop(
+    vegeta: Path,
+    tmp: Path,
+    target: Target,
+    pki: Any,
+    by_agb: dict[str, str],
+    args: argparse.Namespace,
+    *,
+    tag: str,
+) -> list[OpenLoop]:
     # One client certificate (vegeta takes one): the bodies of one sender.
     port = target.port
     pool = messages(60_000, tag)
@@ -360,38 +432,55 @@ def open_loop(vegeta: Path, tmp: Path, target: Target, pki: Any, by_agb: dict[st
         nonlocal used
         if used + n > len(bodies):
             raise SystemExit("open loop: not enough distinct messages; lower --duration")
-        chunk = bodies[used:used + n]
+        chunk = bodies[used : used + n]
         used += n
         return vegeta_targets(port, chunk)
 
     runs = []
-    ceiling = vegeta_attack(vegeta, tmp, f"{tag}-max", take(len(bodies) // 3), rate=0,
-                            duration=args.duration, connections=args.connections, cert=cert,
-                            ca_bundle=str(pki.ca_bundle))
+    ceiling = vegeta_attack(
+        vegeta,
+        tmp,
+        f"{tag}-max",
+        take(len(bodies) // 3),
+        rate=0,
+        duration=args.duration,
+        connections=args.connections,
+        cert=cert,
+        ca_bundle=str(pki.ca_bundle),
+    )
     runs.append(ceiling)
     for share in (0.5, 0.9):
         rate = max(1.0, ceiling.achieved * share)
-        runs.append(vegeta_attack(vegeta, tmp, f"{tag}-{int(share * 100)}%",
-                                  take(int(rate * args.duration * 1.1) + 10), rate=rate,
-                                  duration=args.duration, connections=args.connections,
-                                  cert=cert, ca_bundle=str(pki.ca_bundle)))
+        runs.append(
+            vegeta_attack(
+                vegeta,
+                tmp,
+                f"{tag}-{int(share * 100)}%",
+                take(int(rate * args.duration * 1.1) + 10),
+                rate=rate,
+                duration=args.duration,
+                connections=args.connections,
+                cert=cert,
+                ca_bundle=str(pki.ca_bundle),
+            )
+        )
     return runs
 
 
 # --------------------------------------------------------------------------- profile (py-spy)
 
 PROFILE_BUCKETS = [
-    ("waiting (event loop select, lock and queue waits)", ("select (selectors.py",
-                                                           "wait (threading.py",
-                                                           "_worker (concurrent/futures/thread")),
+    (
+        "waiting (event loop select, lock and queue waits)",
+        ("select (selectors.py", "wait (threading.py", "_worker (concurrent/futures/thread"),
+    ),
     # (label, substrings of a frame; the first bucket a sample's stack matches wins, leaf first)
     ("SQLite/PostgreSQL execute + commit", ("sqlite3", "psycopg", "do_commit", "do_execute")),
     ("SQLAlchemy (statement building, rows)", ("sqlalchemy/",)),
     ("retour (XSLT + its XSD)", ("retour.py",)),
     ("conversion", ("conversion.py",)),
     ("rules", ("rules.py",)),
-    ("XSD validation + parsing", ("_process_type (node_runtime/pipeline/intake.py",
-                                  "parsing.py")),
+    ("XSD validation + parsing", ("_process_type (node_runtime/pipeline/intake.py", "parsing.py")),
     ("routing + processing-log rows", ("_route (", "processing_log.py", "pseudonyms.py")),
     ("rest of the intake pipeline", ("pipeline/",)),
     ("caller identity", ("deps.py", "principals.py", "identity.py")),
@@ -414,14 +503,18 @@ def summarise_profile(raw: str) -> list[tuple[str, float]]:
         total += int(n)
         bucket = "other"
         for frame in frames:
-            hit = next((label for label, keys in PROFILE_BUCKETS
-                        if any(k in frame for k in keys)), None)
+            hit = next(
+                (label for label, keys in PROFILE_BUCKETS if any(k in frame for k in keys)), None
+            )
             if hit is not None:
                 bucket = hit
                 break
         counts[bucket] += int(n)
-    return [(label, counts[label] / total) for label, _ in [*PROFILE_BUCKETS, ("other", ())]
-            if total and counts[label]]
+    return [
+        (label, counts[label] / total)
+        for label, _ in [*PROFILE_BUCKETS, ("other", ())]
+        if total and counts[label]
+    ]
 
 
 def top_functions(raw: str, limit: int = 25) -> list[tuple[str, float]]:
@@ -457,18 +550,21 @@ def plot(directory: Path, targets: list[Target], floor: float, title: str) -> li
         ratios = [p.rate / ceiling for p in target.phases][::-1]
         rates = [p.rate for p in target.phases][::-1]
         ys = [i + (t_index - (len(targets) - 1) / 2) * height for i in range(len(names))]
-        bars = ax.barh(ys, ratios, height=height, color=colours[t_index % 3],
-                       label=target.label)
+        bars = ax.barh(ys, ratios, height=height, color=colours[t_index % 3], label=target.label)
         for bar, ratio, rate in zip(bars, ratios, rates, strict=True):
-            ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
-                    f" {ratio:.2f}x ({rate:.0f}/s)", va="center", fontsize=8)
+            ax.text(
+                bar.get_width(),
+                bar.get_y() + bar.get_height() / 2,
+                f" {ratio:.2f}x ({rate:.0f}/s)",
+                va="center",
+                fontsize=8,
+            )
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("rate as a share of GET /healthz in the same run")
     ax.set_xlim(0, 1.45)
     ax.axvline(1.0, color="grey", lw=0.5)
     ax.legend(fontsize=8, loc="lower right")
-    ax.set_title(f"{title}\nsame clients, same run; in-process floor {floor:.0f}/s",
-                 fontsize=10)
+    ax.set_title(f"{title}\nsame clients, same run; in-process floor {floor:.0f}/s", fontsize=10)
     fig.tight_layout()
     path = directory / "intake-closed-loop.png"
     fig.savefig(path, dpi=110)
@@ -482,15 +578,18 @@ def plot(directory: Path, targets: list[Target], floor: float, title: str) -> li
             if not lat:
                 continue
             ys = [i / len(lat) for i in range(1, len(lat) + 1)]
-            ax.plot(lat, ys, label=f"{label} {run.label.split('-', 1)[1]}: "
-                                   f"{run.achieved:.0f}/s, "
-                                   f"p50 {run.percentile('50th'):.0f} ms, "
-                                   f"p99 {run.percentile('99th'):.0f} ms")
+            ax.plot(
+                lat,
+                ys,
+                label=f"{label} {run.label.split('-', 1)[1]}: "
+                f"{run.achieved:.0f}/s, "
+                f"p50 {run.percentile('50th'):.0f} ms, "
+                f"p99 {run.percentile('99th'):.0f} ms",
+            )
         ax.set_xscale("log")
         ax.set_xlabel("latency (ms, log)")
         ax.set_ylabel("share of requests")
-        ax.set_title(f"{title}\nopen loop (vegeta), full intake, latency distribution",
-                     fontsize=10)
+        ax.set_title(f"{title}\nopen loop (vegeta), full intake, latency distribution", fontsize=10)
         ax.legend(fontsize=8, loc="lower right")
         ax.grid(alpha=0.3)
         fig.tight_layout()
@@ -505,14 +604,17 @@ def plot(directory: Path, targets: list[Target], floor: float, title: str) -> li
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--clients", type=int, default=4, help="client processes")
     parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--slice", type=float, default=4.0,
-                        help="seconds per phase and round (after calibration)")
-    parser.add_argument("--calibrate", type=int, default=200,
-                        help="requests per phase in the calibration round")
+    parser.add_argument(
+        "--slice", type=float, default=4.0, help="seconds per phase and round (after calibration)"
+    )
+    parser.add_argument(
+        "--calibrate", type=int, default=200, help="requests per phase in the calibration round"
+    )
     parser.add_argument("--profile-requests", type=int, default=600)
     parser.add_argument("--open-loop", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--connections", type=int, default=64)
@@ -522,10 +624,15 @@ def main() -> None:
     parser.add_argument("--title", default="Knooppunt intake")
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
     parser.add_argument("--label", default="this checkout")
-    parser.add_argument("--compare-with", type=Path, default=None, metavar="CHECKOUT",
-                        help="also serve a node from another checkout (e.g. `git worktree add "
-                             "/tmp/before <rev>`; it needs this version of the script) and "
-                             "measure both, interleaved, in the same run")
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        default=None,
+        metavar="CHECKOUT",
+        help="also serve a node from another checkout (e.g. `git worktree add "
+        "/tmp/before <rev>`; it needs this version of the script) and "
+        "measure both, interleaved, in the same run",
+    )
     parser.add_argument("--compare-label", default="other checkout")
     parser.add_argument("--serve-node", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -536,26 +643,37 @@ def main() -> None:
     settings_class = _first("node_runtime.node.config:Settings", "node_runtime.config:Settings")
     ensure_for_resources = _first(
         "node_runtime.security.pki.development:ensure_for_resources",
-        "node_runtime.devpki:ensure_for_resources")
+        "node_runtime.devpki:ensure_for_resources",
+    )
 
     floor = floor_rate(messages(1000, "F"))
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         res = load_paths([EXAMPLES])
         pki = ensure_for_resources(tmp / "pki", res, NODE)
-        by_agb = {ident: p.name for c in res.connectors.values() for p in c.spec.participants
-                  for ident in p.identifiers}
+        by_agb = {
+            ident: p.name
+            for c in res.connectors.values()
+            for p in c.spec.participants
+            for ident in p.identifiers
+        }
         certs = {name: (str(paths.chain), str(paths.key)) for name, paths in pki.clients.items()}
         targets: list[Target] = []
 
         def settings(name: str) -> dict[str, Any]:
             values: dict[str, Any] = dict(
-                node=NODE, resources=[str(EXAMPLES)], data_dir=str(tmp / name), port=0,
-                tls_cert=str(pki.server.chain), tls_key=str(pki.server.key),
-                tls_trust=str(pki.ca_bundle), tls_crl=str(pki.crl),
+                node=NODE,
+                resources=[str(EXAMPLES)],
+                data_dir=str(tmp / name),
+                port=0,
+                tls_cert=str(pki.server.chain),
+                tls_key=str(pki.server.key),
+                tls_trust=str(pki.ca_bundle),
+                tls_crl=str(pki.crl),
                 database_url=args.database_url,
                 # intake alone: benchmarks/delivery.py measures push delivery
-                delivery_enabled=False)
+                delivery_enabled=False,
+            )
             if "max_connections_per_client" in settings_class.model_fields:
                 # vegeta's connections and the closed-loop clients' share one certificate;
                 # the default cap (64 per client) would refuse some
@@ -565,8 +683,9 @@ def main() -> None:
         try:
             targets.append(Target.in_process(args.label, settings("data-0")))
             if args.compare_with is not None:
-                targets.append(Target.other_checkout(args.compare_label, args.compare_with,
-                                                     settings("data-1")))
+                targets.append(
+                    Target.other_checkout(args.compare_label, args.compare_with, settings("data-1"))
+                )
             for target in targets:
                 target.clients = Clients(args.clients, target.port, str(pki.ca_bundle), certs)
             # Calibration round (also warm-up, not counted), then rounds in which every phase
@@ -574,7 +693,7 @@ def main() -> None:
             # every phase (and every node compared) alike. A phase's rate is all its
             # requests over all its time.
             for round_no in range(args.rounds + 1):
-                for t_index, target in enumerate(targets[::1 if round_no % 2 else -1]):
+                for t_index, target in enumerate(targets[:: 1 if round_no % 2 else -1]):
                     run_round(target, round_no, f"{t_index}{round_no}", by_agb, args)
             for target in targets:
                 if args.profile is not None:
@@ -584,16 +703,19 @@ def main() -> None:
                 raise SystemExit("--open-loop needs the go toolchain to build vegeta")
             if vegeta is not None:
                 for t_index, target in enumerate(targets):
-                    target.loops = open_loop(vegeta, tmp, target, pki, by_agb, args,
-                                             tag=f"V{t_index}")
+                    target.loops = open_loop(
+                        vegeta, tmp, target, pki, by_agb, args, tag=f"V{t_index}"
+                    )
         finally:
             for target in targets:
                 target.stop()
 
     print()
-    print(f"{args.clients} client processes, one keep-alive mTLS connection per sender "
-          f"certificate; {args.rounds} rounds of about {args.slice:.0f} s per phase, "
-          "phases (and nodes) interleaved; rate = all requests / all time of the phase.")
+    print(
+        f"{args.clients} client processes, one keep-alive mTLS connection per sender "
+        f"certificate; {args.rounds} rounds of about {args.slice:.0f} s per phase, "
+        "phases (and nodes) interleaved; rate = all requests / all time of the phase."
+    )
     print("Every figure from this run on this machine; only the ratios are meaningful.")
     print(f"{'in-process floor (parse+XSD+rules+convert)':<36} {floor:8.1f}/s")
     for target in targets:
@@ -625,11 +747,15 @@ class Target:
     pid: int
     stop_node: Any
     clients: Clients | None = None
-    phases: list[Phase] = field(default_factory=lambda: [
-        Phase("GET /healthz", 200), Phase("POST body, read only", 204),
-        Phase("POST identity + body, nothing else", 204),
-        Phase("POST refused (unknown connector)", 404),
-        Phase("POST full intake (committed)", 202)])
+    phases: list[Phase] = field(
+        default_factory=lambda: [
+            Phase("GET /healthz", 200),
+            Phase("POST body, read only", 204),
+            Phase("POST identity + body, nothing else", 204),
+            Phase("POST refused (unknown connector)", 404),
+            Phase("POST full intake (committed)", 202),
+        ]
+    )
     counts: list[int] = field(default_factory=list)
     loops: list[OpenLoop] = field(default_factory=list)
     profile_lines: list[str] = field(default_factory=list)
@@ -654,8 +780,16 @@ class Target:
         """A node from another checkout (e.g. the revision before a change), served by that
         checkout's copy of this script (``--serve-node``) on its own code."""
         proc = subprocess.Popen(
-            [sys.executable, str(checkout / "benchmarks" / "intake.py"), "--serve-node",
-             json.dumps(settings)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                str(checkout / "benchmarks" / "intake.py"),
+                "--serve-node",
+                json.dumps(settings),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert proc.stdout is not None and proc.stdin is not None
         port, pid = (int(v) for v in proc.stdout.readline().split())
         stdin = proc.stdin
@@ -672,8 +806,9 @@ class Target:
         self.stop_node()
 
 
-def run_round(target: Target, round_no: int, tag: str, by_agb: dict[str, str],
-              args: argparse.Namespace) -> None:
+def run_round(
+    target: Target, round_no: int, tag: str, by_agb: dict[str, str], args: argparse.Namespace
+) -> None:
     assert target.clients is not None
     if not target.counts:
         target.counts = [args.calibrate] * len(target.phases)
@@ -686,9 +821,14 @@ def run_round(target: Target, round_no: int, tag: str, by_agb: dict[str, str],
         phase, path = target.phases[index], PATHS[index]
         n = target.counts[index]
         plan: list[Request] = [
-            (name, "GET" if path == "/healthz" else "POST", path,
-             None if path == "/healthz" else body)
-            for name, (_, body) in zip(names[:n], batch[:n], strict=True)]
+            (
+                name,
+                "GET" if path == "/healthz" else "POST",
+                path,
+                None if path == "/healthz" else body,
+            )
+            for name, (_, body) in zip(names[:n], batch[:n], strict=True)
+        ]
         rate = target.clients.run(phase, plan, counted=round_no > 0)
         target.counts[index] = max(4 * args.clients, int(rate * args.slice))
         label = f"round {round_no}" if round_no else "calibration"
@@ -704,21 +844,27 @@ def report(target: Target, floor: float, args: argparse.Namespace) -> None:
         spread = f"rounds {min(phase.rates):.0f}-{max(phase.rates):.0f}/s"
         p50 = lat[len(lat) // 2] * 1000
         p99 = lat[int(len(lat) * 0.99)] * 1000
-        print(f"{phase.name:<36} {phase.rate:8.1f}/s  {phase.rate / ceiling:5.2f}x GET /healthz"
-              f"  ({spread}; p50 {p50:.1f} ms, p99 {p99:.1f} ms)")
+        print(
+            f"{phase.name:<36} {phase.rate:8.1f}/s  {phase.rate / ceiling:5.2f}x GET /healthz"
+            f"  ({spread}; p50 {p50:.1f} ms, p99 {p99:.1f} ms)"
+        )
     full = phases[-1].rate
     print(f"ratio identity + body / GET /healthz: {phases[2].rate / ceiling:.3f}")
     print(f"ratio refused POST / GET /healthz:    {phases[3].rate / ceiling:.3f}  (target ≥ 0.8)")
     print(f"ratio full intake / GET /healthz:     {full / ceiling:.3f}  (target ≥ 0.35)")
     print(f"ratio full intake / in-process floor: {full / floor:.3f}")
     if target.loops:
-        print(f"open loop (vegeta, full intake, {args.connections} connections, one sender "
-              f"certificate, {args.duration} s per run):")
+        print(
+            f"open loop (vegeta, full intake, {args.connections} connections, one sender "
+            f"certificate, {args.duration} s per run):"
+        )
         for run in target.loops:
             asked = f"{run.requested:7.1f}/s" if run.requested else "    max"
-            print(f"  {run.label:>4} asked {asked}  achieved {run.achieved:7.1f}/s  "
-                  f"p50 {run.percentile('50th'):8.1f} ms  p90 {run.percentile('90th'):8.1f} ms"
-                  f"  p99 {run.percentile('99th'):8.1f} ms  success {run.report['success']:.3f}")
+            print(
+                f"  {run.label:>4} asked {asked}  achieved {run.achieved:7.1f}/s  "
+                f"p50 {run.percentile('50th'):8.1f} ms  p90 {run.percentile('90th'):8.1f} ms"
+                f"  p99 {run.percentile('99th'):8.1f} ms  success {run.report['success']:.3f}"
+            )
 
 
 def serve_node(settings_json: str) -> None:
@@ -734,22 +880,39 @@ def serve_node(settings_json: str) -> None:
     node.join(20)
 
 
-def profile_round(target: Target, by_agb: dict[str, str], args: argparse.Namespace,
-                  tmp: Path) -> list[str]:
+def profile_round(
+    target: Target, by_agb: dict[str, str], args: argparse.Namespace, tmp: Path
+) -> list[str]:
     """One extra refused round and one extra intake round, py-spy sampling the node process
     (busy threads only: a thread waiting on a lock, the event loop in select are not counted)."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     lines = []
-    for label, path, expected in (("refused POST (unknown connector)", REFUSED_PATH, 404),
-                                  ("full intake", INTAKE_PATH, 202)):
+    for label, path, expected in (
+        ("refused POST (unknown connector)", REFUSED_PATH, 404),
+        ("full intake", INTAKE_PATH, 202),
+    ):
         raw_file = tmp / f"profile-{target.port}-{expected}.txt"
         batch = messages(args.profile_requests, f"P{target.port}{label[0]}")
         plan: list[Request] = [(by_agb[agb], "POST", path, b) for agb, b in batch]
         assert target.clients is not None
         clients = target.clients
-        spy = subprocess.Popen([py_spy, "record", "--pid", str(target.pid), "--rate", "250",
-                                "--format", "raw", "--output", str(raw_file), "--nonblocking"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        spy = subprocess.Popen(
+            [
+                py_spy,
+                "record",
+                "--pid",
+                str(target.pid),
+                "--rate",
+                "250",
+                "--format",
+                "raw",
+                "--output",
+                str(raw_file),
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         time.sleep(1.0)
         rate = clients.run(Phase(label, expected), plan)
         spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
@@ -758,9 +921,11 @@ def profile_round(target: Target, by_agb: dict[str, str], args: argparse.Namespa
             lines.append(f"py-spy wrote no profile: {err.decode(errors='replace')[-400:]}")
             continue
         raw = raw_file.read_text()
-        lines += [f"py-spy, node process, {label}: {args.clients} client processes, "
-                  f"{rate:.1f}/s while sampled (250 Hz, busy threads only)",
-                  "  where busy samples fall (leaf-most matching frame):"]
+        lines += [
+            f"py-spy, node process, {label}: {args.clients} client processes, "
+            f"{rate:.1f}/s while sampled (250 Hz, busy threads only)",
+            "  where busy samples fall (leaf-most matching frame):",
+        ]
         lines += [f"    {share * 100:5.1f} %  {name}" for name, share in summarise_profile(raw)]
         lines += ["  top leaf functions (self time):"]
         lines += [f"    {share * 100:5.1f} %  {name}" for name, share in top_functions(raw, 15)]

@@ -95,8 +95,11 @@ def gemeente(index: int) -> dict[str, Any]:
             "oin": f"00000001{index:012d}",
             "displayName": f"Gemeente {code}",
             "subscriptions": [
-                {"connector": name, "purpose": "wmo-uitvoering",
-                 "legalBasis": "Wmo 2015 art. 5.1.1"}
+                {
+                    "connector": name,
+                    "purpose": "wmo-uitvoering",
+                    "legalBasis": "Wmo 2015 art. 5.1.1",
+                }
                 for name, _ in CONNECTORS
             ],
         },
@@ -125,8 +128,10 @@ def setup(cp: ControlPlane, namespaces: list[str]) -> kube.Credentials:
     """CRDs, namespaces, the operator's RBAC; the operator's credentials (as in the tests)."""
     with cp.client() as http:
         for name in [OPERATOR_NAMESPACE, *namespaces]:
-            http.post("/api/v1/namespaces", json={
-                "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+            http.post(
+                "/api/v1/namespaces",
+                json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+            )
     for path in sorted((REPO / "crds").glob("knooppunt.nl_*.yaml")):
         cp.apply(yaml.safe_load(path.read_text()))
     for manifest in rbac.manifests(OPERATOR_NAMESPACE):
@@ -158,9 +163,11 @@ def ready(obj: dict[str, Any]) -> bool:
     generation = obj["metadata"].get("generation")
     for cond in status.get("conditions") or []:
         if cond.get("type") == "Ready":
-            return bool(cond.get("status") == "True"
-                        and cond.get("observedGeneration", generation) == generation
-                        and status.get("observedGeneration", generation) == generation)
+            return bool(
+                cond.get("status") == "True"
+                and cond.get("observedGeneration", generation) == generation
+                and status.get("observedGeneration", generation) == generation
+            )
     return False
 
 
@@ -179,19 +186,28 @@ def progress(http: httpx.Client, namespace: str) -> str:
     """One line: the node's Deployment and conditions, how many gemeenten are served."""
     base = f"/apis/knooppunt.nl/v1alpha1/namespaces/{namespace}"
     kp = http.get(f"{base}/knooppunten/{NODE}")
-    conds = ",".join(f"{c['type']}={c['status']}/{c.get('reason')}"
-                     for c in ((kp.json().get("status") or {}).get("conditions") or [])
-                     ) if kp.status_code == 200 else "-"
+    conds = (
+        ",".join(
+            f"{c['type']}={c['status']}/{c.get('reason')}"
+            for c in ((kp.json().get("status") or {}).get("conditions") or [])
+        )
+        if kp.status_code == 200
+        else "-"
+    )
     dep = http.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{NODE}")
-    rollout = (f"ready {(dep.json().get('status') or {}).get('readyReplicas', 0)}"
-               if dep.status_code == 200 else "none")
+    rollout = (
+        f"ready {(dep.json().get('status') or {}).get('readyReplicas', 0)}"
+        if dep.status_code == 200
+        else "none"
+    )
     items = http.get(f"{base}/gemeenten").json()["items"]
     served = sum(1 for item in items if ready(item))
     return f"Deployment {rollout}; Knooppunt {conds}; gemeenten served {served}/{len(items)}"
 
 
-def reporting(probe: Callable[[], Any], http: httpx.Client, namespace: str, start: float,
-              every: float | None) -> Callable[[], Any]:
+def reporting(
+    probe: Callable[[], Any], http: httpx.Client, namespace: str, start: float, every: float | None
+) -> Callable[[], Any]:
     last = [time.perf_counter()]
 
     def wrapped() -> Any:
@@ -258,13 +274,15 @@ class Audit:
 
 def describe(event: dict[str, Any]) -> str:
     ref = event.get("objectRef") or {}
-    resource = ref.get("resource", "?") + (f"/{ref['subresource']}" if ref.get("subresource")
-                                            else "")
+    resource = ref.get("resource", "?") + (
+        f"/{ref['subresource']}" if ref.get("subresource") else ""
+    )
     return f"{event.get('verb')} {resource}"
 
 
-def count_one_more(cp: ControlPlane, http: httpx.Client, audit: Audit, namespace: str,
-                   index: int) -> tuple[float, int, collections.Counter[str]]:
+def count_one_more(
+    cp: ControlPlane, http: httpx.Client, audit: Audit, namespace: str, index: int
+) -> tuple[float, int, collections.Counter[str]]:
     """Apply one more gemeente; seconds until served, and the operator's requests for it
     (in that namespace or cluster-scoped, until it has gone quiet)."""
     audit.wait_quiet()
@@ -272,13 +290,20 @@ def count_one_more(cp: ControlPlane, http: httpx.Client, audit: Audit, namespace
     body = in_namespace(gemeente(index), namespace)
     start = time.perf_counter()
     cp.apply(body, client=http)
-    wait_until(lambda: gemeente_ready(http, namespace, body["metadata"]["name"]),
-               timeout=120, interval=0.02, what=f"gemeente {index} served")
+    wait_until(
+        lambda: gemeente_ready(http, namespace, body["metadata"]["name"]),
+        timeout=120,
+        interval=0.02,
+        what=f"gemeente {index} served",
+    )
     took = time.perf_counter() - start
     audit.wait_quiet()
-    events = [e for e in audit.events(mark)
-              if (e.get("objectRef") or {}).get("namespace") in (namespace, None)
-              and e.get("verb") != "watch"]
+    events = [
+        e
+        for e in audit.events(mark)
+        if (e.get("objectRef") or {}).get("namespace") in (namespace, None)
+        and e.get("verb") != "watch"
+    ]
     return took, len(events), collections.Counter(describe(e) for e in events)
 
 
@@ -290,8 +315,10 @@ async def run(args: argparse.Namespace) -> None:
     bin_dir = controlplane_bin_dir()
     missing = missing_binaries(bin_dir)
     if missing:
-        sys.exit(f"control-plane binaries missing in {bin_dir}: {', '.join(missing)} "
-                 "(run tests/controlplane/build.sh)")
+        sys.exit(
+            f"control-plane binaries missing in {bin_dir}: {', '.join(missing)} "
+            "(run tests/controlplane/build.sh)"
+        )
     cp = ControlPlane(bin_dir, kwok=True, audit_policy=AUDIT_POLICY)
     big, small, floor_ns = "scale", "scale-small", "scale-floor"
     t0 = time.perf_counter()
@@ -305,22 +332,35 @@ async def run(args: argparse.Namespace) -> None:
         print(f"control plane up and set up in {time.perf_counter() - t0:.1f}s", flush=True)
         # the production observe interval would add timer requests to the count; the node's
         # readiness follows its Deployment's events, so the timer is not needed here
-        config = fast_config(namespace=OPERATOR_NAMESPACE, observe_interval=3600.0,
-                             rollout_deadline_seconds=600, pending_retry_seconds=30.0)
+        config = fast_config(
+            namespace=OPERATOR_NAMESPACE,
+            observe_interval=3600.0,
+            rollout_deadline_seconds=600,
+            pending_retry_seconds=30.0,
+        )
         async with running_operator(credentials, config, namespaces=[big, small]):
             with cp.client() as http:
                 # ---- floor: plain objects from one process
                 total = n + len(CONNECTORS) + 1
                 floor_many = await asyncio.to_thread(
-                    apply_all, cp, http,
-                    [in_namespace(config_map(i), floor_ns) for i in range(total)])
+                    apply_all,
+                    cp,
+                    http,
+                    [in_namespace(config_map(i), floor_ns) for i in range(total)],
+                )
                 singles = []
                 for i in range(5):
-                    singles.append(await asyncio.to_thread(
-                        apply_all, cp, http, [in_namespace(config_map(total + i), floor_ns)]))
+                    singles.append(
+                        await asyncio.to_thread(
+                            apply_all, cp, http, [in_namespace(config_map(total + i), floor_ns)]
+                        )
+                    )
                 floor_one = statistics.median(singles)
-                print(f"floor: server-side apply of {total} ConfigMaps: {floor_many:.2f}s; "
-                      f"of 1 ConfigMap: {floor_one * 1000:.1f}ms (median of 5)", flush=True)
+                print(
+                    f"floor: server-side apply of {total} ConfigMaps: {floor_many:.2f}s; "
+                    f"of 1 ConfigMap: {floor_one * 1000:.1f}ms (median of 5)",
+                    flush=True,
+                )
 
                 # ---- from scratch
                 objs = [in_namespace(connector(name, rev), big) for name, rev in CONNECTORS]
@@ -330,46 +370,75 @@ async def run(args: argparse.Namespace) -> None:
                 applied = await asyncio.to_thread(apply_all, cp, http, objs)
                 every = args.progress or None
                 await asyncio.to_thread(
-                    wait_until, reporting(lambda: node_ready(http, big), http, big, start, every),
-                    timeout=600, interval=0.1, what="Knooppunt Ready")
+                    wait_until,
+                    reporting(lambda: node_ready(http, big), http, big, start, every),
+                    timeout=600,
+                    interval=0.1,
+                    what="Knooppunt Ready",
+                )
                 node_at = time.perf_counter() - start
                 await asyncio.to_thread(
                     wait_until,
                     reporting(lambda: gemeenten_ready(http, big, n), http, big, start, every),
-                    timeout=1200, interval=0.25, what=f"{n} gemeenten Ready")
+                    timeout=1200,
+                    interval=0.25,
+                    what=f"{n} gemeenten Ready",
+                )
                 scratch = time.perf_counter() - start
-                print(f"from scratch: {total} objects applied in {applied:.2f}s; Knooppunt "
-                      f"Ready after {node_at:.2f}s; all {n} gemeenten Ready after "
-                      f"{scratch:.2f}s", flush=True)
+                print(
+                    f"from scratch: {total} objects applied in {applied:.2f}s; Knooppunt "
+                    f"Ready after {node_at:.2f}s; all {n} gemeenten Ready after "
+                    f"{scratch:.2f}s",
+                    flush=True,
+                )
 
                 # ---- one more gemeente at N (timed and counted)
                 one_more, count_n, kinds_n = await asyncio.to_thread(
-                    count_one_more, cp, http, audit, big, n + 1)
-                print(f"one more gemeente (#{n + 1}): served after {one_more * 1000:.0f}ms",
-                      flush=True)
+                    count_one_more, cp, http, audit, big, n + 1
+                )
+                print(
+                    f"one more gemeente (#{n + 1}): served after {one_more * 1000:.0f}ms",
+                    flush=True,
+                )
 
                 # ---- request count at 10 gemeenten (another namespace, its own node)
                 small_objs = [in_namespace(connector(name, rev), small) for name, rev in CONNECTORS]
                 small_objs.append(in_namespace(knooppunt(), small))
                 small_objs += [in_namespace(gemeente(5000 + i), small) for i in range(1, SMALL + 1)]
                 await asyncio.to_thread(apply_all, cp, http, small_objs)
-                await asyncio.to_thread(wait_until, lambda: node_ready(http, small),
-                                        timeout=600, interval=0.2, what="small Knooppunt Ready")
-                await asyncio.to_thread(wait_until, lambda: gemeenten_ready(http, small, SMALL),
-                                        timeout=600, interval=0.25,
-                                        what=f"{SMALL} gemeenten Ready")
+                await asyncio.to_thread(
+                    wait_until,
+                    lambda: node_ready(http, small),
+                    timeout=600,
+                    interval=0.2,
+                    what="small Knooppunt Ready",
+                )
+                await asyncio.to_thread(
+                    wait_until,
+                    lambda: gemeenten_ready(http, small, SMALL),
+                    timeout=600,
+                    interval=0.25,
+                    what=f"{SMALL} gemeenten Ready",
+                )
                 _, count_small, kinds_small = await asyncio.to_thread(
-                    count_one_more, cp, http, audit, small, 5000 + SMALL + 1)
+                    count_one_more, cp, http, audit, small, 5000 + SMALL + 1
+                )
 
         print()
         print(f"gemeenten: {n}, connectors: {len(CONNECTORS)}, node: 1")
-        print(f"ratio from scratch / floor({total} plain applies): "
-              f"{scratch:.2f}s / {floor_many:.2f}s = {scratch / floor_many:.2f}")
-        print(f"ratio one more gemeente / floor(1 plain apply): "
-              f"{one_more * 1000:.0f}ms / {floor_one * 1000:.1f}ms = {one_more / floor_one:.1f}")
-        print(f"operator API requests for a one-gemeente change: at {SMALL} gemeenten "
-              f"{count_small}, at {n} gemeenten {count_n}; "
-              f"{'equal' if count_small == count_n else 'NOT equal'}")
+        print(
+            f"ratio from scratch / floor({total} plain applies): "
+            f"{scratch:.2f}s / {floor_many:.2f}s = {scratch / floor_many:.2f}"
+        )
+        print(
+            f"ratio one more gemeente / floor(1 plain apply): "
+            f"{one_more * 1000:.0f}ms / {floor_one * 1000:.1f}ms = {one_more / floor_one:.1f}"
+        )
+        print(
+            f"operator API requests for a one-gemeente change: at {SMALL} gemeenten "
+            f"{count_small}, at {n} gemeenten {count_n}; "
+            f"{'equal' if count_small == count_n else 'NOT equal'}"
+        )
         for label, kinds in ((f"at {SMALL}", kinds_small), (f"at {n}", kinds_n)):
             print(f"  {label}: " + ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items())))
         if count_n > count_small:
@@ -381,10 +450,16 @@ async def run(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--gemeenten", type=int, default=400,
-                        help="gemeenten on the node (default 400)")
-    parser.add_argument("--progress", type=float, default=0.0, metavar="SECONDS",
-                        help="while waiting from scratch, print progress this often")
+    parser.add_argument(
+        "--gemeenten", type=int, default=400, help="gemeenten on the node (default 400)"
+    )
+    parser.add_argument(
+        "--progress",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="while waiting from scratch, print progress this often",
+    )
     args = parser.parse_args()
     if not 1 <= args.gemeenten <= 4999:
         parser.error("--gemeenten must be between 1 and 4999")

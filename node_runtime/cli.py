@@ -20,8 +20,10 @@ def _guess_node(paths: list[Path]) -> str:
 
     names = sorted(load_paths(paths).knooppunten)
     if len(names) != 1:
-        raise SystemExit(f"--node is required: the files define {len(names)} Knooppunt resources"
-                         f" ({', '.join(names) or 'none'})")
+        raise SystemExit(
+            f"--node is required: the files define {len(names)} Knooppunt resources"
+            f" ({', '.join(names) or 'none'})"
+        )
     return names[0]
 
 
@@ -34,14 +36,25 @@ def cmd_up(args: argparse.Namespace) -> int:
     paths = _resources(args)
     node = args.node or _guess_node(paths)
     data_dir = Path(args.data_dir)
-    tls = {"tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_trust": args.tls_trust,
-           "tls_crl": args.tls_crl}
+    tls = {
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "tls_trust": args.tls_trust,
+        "tls_crl": args.tls_crl,
+    }
     if not args.tls_cert:
         pki = ensure_for_resources(Path(args.pki_dir), load_paths(paths), node)
-        tls = {"tls_cert": pki.server.chain, "tls_key": pki.server.key,
-               "tls_trust": pki.ca_bundle, "tls_crl": pki.crl}
-        print(f"development PKI in {args.pki_dir}: client certificates under "
-              f"{Path(args.pki_dir) / 'issued'}", file=sys.stderr)
+        tls = {
+            "tls_cert": pki.server.chain,
+            "tls_key": pki.server.key,
+            "tls_trust": pki.ca_bundle,
+            "tls_crl": pki.crl,
+        }
+        print(
+            f"development PKI in {args.pki_dir}: client certificates under "
+            f"{Path(args.pki_dir) / 'issued'}",
+            file=sys.stderr,
+        )
     if args.delivery_cert:
         tls.update(delivery_cert=args.delivery_cert, delivery_key=args.delivery_key)
     elif not args.tls_cert:
@@ -50,9 +63,17 @@ def cmd_up(args: argparse.Namespace) -> int:
         if node_client_name(node) in pki.clients:
             own = pki.clients[node_client_name(node)]
             tls.update(delivery_cert=own.chain, delivery_key=own.key)
-    settings = Settings(node=node, resources=paths, data_dir=data_dir, host=args.host,
-                        port=args.port, health_port=args.health_port,
-                        database_url=args.database_url, public_url=args.public_url, **tls)
+    settings = Settings(
+        node=node,
+        resources=paths,
+        data_dir=data_dir,
+        host=args.host,
+        port=args.port,
+        health_port=args.health_port,
+        database_url=args.database_url,
+        public_url=args.public_url,
+        **tls,
+    )
     serve(settings)
     return 0
 
@@ -74,11 +95,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import runpy
 
     if not DEMO_SCRIPT.is_file():
-        raise SystemExit(f"the demo needs a source checkout ({DEMO_SCRIPT} not found): "
-                         "run ./dev demo from a clone of the repository")
+        raise SystemExit(
+            f"the demo needs a source checkout ({DEMO_SCRIPT} not found): "
+            "run ./dev demo from a clone of the repository"
+        )
     demo = runpy.run_path(str(DEMO_SCRIPT), run_name="knooppunt_demo")
-    result: int = demo["run_demo"](resources=_resources(args), workdir=Path(args.dir),
-                                   node=args.node)
+    result: int = demo["run_demo"](
+        resources=_resources(args), workdir=Path(args.dir), node=args.node
+    )
     return result
 
 
@@ -92,12 +116,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
         cache = ConnectorCache(config_map_root=Path(args.config_map_root))
         for name in sorted(resources.knooppunten):
             state = build_state(resources, node=name, cache=cache)
-            print(f"Knooppunt {name}: {len(state.connectors)} connector(s), "
-                  f"{len(state.gemeenten_by_code)} gemeente(n)")
+            print(
+                f"Knooppunt {name}: {len(state.connectors)} connector(s), "
+                f"{len(state.gemeenten_by_code)} gemeente(n)"
+            )
         for name, connector in sorted(resources.connectors.items()):
             compiled = cache.get(connector, resources.origin_of("SectorConnector", name))
-            print(f"SectorConnector {name} r{compiled.revision}: "
-                  f"{', '.join(compiled.messages)}; purposes {', '.join(compiled.purposes)}")
+            print(
+                f"SectorConnector {name} r{compiled.revision}: "
+                f"{', '.join(compiled.messages)}; purposes {', '.join(compiled.purposes)}"
+            )
     except (ResourceError, ConnectorCompileError, StateError) as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         return 1
@@ -109,8 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="serve a node from resource files (local mode)")
-    up.add_argument("-f", "--file", action="append", required=True,
-                    help="resource file or directory (repeatable)")
+    up.add_argument(
+        "-f",
+        "--file",
+        action="append",
+        required=True,
+        help="resource file or directory (repeatable)",
+    )
     up.add_argument("--node", help="Knooppunt name (default: the only one in the files)")
     up.add_argument("--data-dir", default=".knooppunt/data")
     up.add_argument("--database-url", default=None)
@@ -118,8 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=8443)
     up.add_argument("--health-port", type=int, default=None)
     up.add_argument("--public-url", default=None)
-    up.add_argument("--pki-dir", default=".knooppunt/pki",
-                    help="development PKI used when no --tls-cert is given")
+    up.add_argument(
+        "--pki-dir",
+        default=".knooppunt/pki",
+        help="development PKI used when no --tls-cert is given",
+    )
     up.add_argument("--tls-cert", type=Path)
     up.add_argument("--tls-key", type=Path)
     up.add_argument("--tls-trust", type=Path)
@@ -129,8 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--log-level", default="INFO")
     up.set_defaults(func=cmd_up)
 
-    serve_cmd = sub.add_parser("serve", help="serve a node configured by KNOOPPUNT_* variables "
-                               "(container entry point)")
+    serve_cmd = sub.add_parser(
+        "serve", help="serve a node configured by KNOOPPUNT_* variables (container entry point)"
+    )
     serve_cmd.add_argument("--log-level", default="INFO")
     serve_cmd.set_defaults(func=cmd_serve)
 

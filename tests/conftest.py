@@ -70,9 +70,16 @@ def resource_dir(tmp_path: Path) -> Path:
 
 def node_settings(resource_dir: Path, data_dir: Path, pki: DevPki, **extra: object) -> Settings:
     return Settings(
-        node=NODE, resources=[resource_dir], data_dir=data_dir, port=free_port(),
-        tls_cert=pki.server.chain, tls_key=pki.server.key, tls_trust=pki.ca_bundle,
-        tls_crl=pki.crl, reload_interval=0.2, **extra,  # type: ignore[arg-type]
+        node=NODE,
+        resources=[resource_dir],
+        data_dir=data_dir,
+        port=free_port(),
+        tls_cert=pki.server.chain,
+        tls_key=pki.server.key,
+        tls_trust=pki.ca_bundle,
+        tls_crl=pki.crl,
+        reload_interval=0.2,
+        **extra,  # type: ignore[arg-type]
     )
 
 
@@ -106,8 +113,9 @@ def party(running_node: RunningNode, dev_pki: DevPki) -> Iterator[PartyFactory]:
     def make(name: str) -> httpx.Client:
         paths = dev_pki.store.paths(name)
         ctx = client_context(paths.chain, paths.key, dev_pki.ca_bundle)
-        client = httpx.Client(base_url=f"https://localhost:{running_node.port}", verify=ctx,
-                              timeout=30)
+        client = httpx.Client(
+            base_url=f"https://localhost:{running_node.port}", verify=ctx, timeout=30
+        )
         clients.append(client)
         return client
 

@@ -14,8 +14,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Product code, scripts and examples; tests may look inside the modules they test.
-PACKAGES = [ROOT / "node_runtime", ROOT / "operator" / "knooppunt_operator", ROOT / "benchmarks",
-            ROOT / "examples"]
+PACKAGES = [
+    ROOT / "node_runtime",
+    ROOT / "operator" / "knooppunt_operator",
+    ROOT / "benchmarks",
+    ROOT / "examples",
+]
 
 
 OURS = ("node_runtime", "knooppunt_operator")
@@ -39,8 +43,9 @@ def private_imports(path: Path) -> list[str]:
                 continue
             for alias in node.names:
                 if _private(alias.name):
-                    found.append(f"{path.name}:{node.lineno} from {node.module} import "
-                                 f"{alias.name}")
+                    found.append(
+                        f"{path.name}:{node.lineno} from {node.module} import {alias.name}"
+                    )
                 else:
                     imported_modules.add(alias.asname or alias.name)
             if any(_private(part) for part in node.module.split(".")):
@@ -53,8 +58,12 @@ def private_imports(path: Path) -> list[str]:
                     found.append(f"{path.name}:{node.lineno} import {alias.name}")
                 imported_modules.add(alias.asname or alias.name.split(".")[0])
     for node in ast.walk(tree):  # module._name, for a module imported above
-        if (isinstance(node, ast.Attribute) and _private(node.attr)
-                and isinstance(node.value, ast.Name) and node.value.id in imported_modules):
+        if (
+            isinstance(node, ast.Attribute)
+            and _private(node.attr)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in imported_modules
+        ):
             found.append(f"{path.name}:{node.lineno} {node.value.id}.{node.attr}")
     return found
 
@@ -69,8 +78,10 @@ def test_no_private_names_from_other_modules(path: Path) -> None:
 
 def test_the_check_sees_a_private_import(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
-    sample.write_text("from node_runtime.store.sql import _utc\n"
-                      "import node_runtime.store.sql as sql\n"
-                      "from node_runtime.store import sql as s\n"
-                      "s._utc(None)\n")
+    sample.write_text(
+        "from node_runtime.store.sql import _utc\n"
+        "import node_runtime.store.sql as sql\n"
+        "from node_runtime.store import sql as s\n"
+        "s._utc(None)\n"
+    )
     assert len(private_imports(sample)) == 2

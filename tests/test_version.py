@@ -21,9 +21,11 @@ def test_the_runtime_reads_the_version() -> None:
 
 def test_no_code_writes_the_version_itself() -> None:
     literal = re.compile(r"""["']""" + re.escape(VERSION) + r"""["'@]""")
-    code = [*(ROOT / "node_runtime").rglob("*.py"),
-            *(ROOT / "operator" / "knooppunt_operator").rglob("*.py"),
-            *(ROOT / "stacks").rglob("*.py")]
+    code = [
+        *(ROOT / "node_runtime").rglob("*.py"),
+        *(ROOT / "operator" / "knooppunt_operator").rglob("*.py"),
+        *(ROOT / "stacks").rglob("*.py"),
+    ]
     written = [str(p.relative_to(ROOT)) for p in code if literal.search(p.read_text())]
     assert written == []
 
@@ -36,10 +38,11 @@ def test_the_chart_carries_the_version() -> None:
 
 def test_the_example_stacks_pin_the_version() -> None:
     tags = {
-        "operator": yaml.safe_load((ROOT / "stacks" / "operator" / "Pulumi.dev.yaml")
-                                   .read_text())["config"]["knooppunt-operator:imageTag"],
-        "facade": yaml.safe_load((ROOT / "stacks" / "facade" / "Pulumi.dev.yaml")
-                                 .read_text())["config"]["knooppunt-facade:image"]
-        .rsplit(":", 1)[1],
+        "operator": yaml.safe_load((ROOT / "stacks" / "operator" / "Pulumi.dev.yaml").read_text())[
+            "config"
+        ]["knooppunt-operator:imageTag"],
+        "facade": yaml.safe_load((ROOT / "stacks" / "facade" / "Pulumi.dev.yaml").read_text())[
+            "config"
+        ]["knooppunt-facade:image"].rsplit(":", 1)[1],
     }
     assert tags == {"operator": VERSION, "facade": VERSION}

@@ -65,16 +65,23 @@ def create_app(
         principal = getattr(request.state, "principal", None)
         actor = principal.actor if principal is not None else "unauthenticated"
         logs = LogBuilder(from_header(request.headers.get("traceparent")), actor)
-        logs.add(activity="refuse", controller=f"knooppunt:{node.holder.current.name}",
-                 purpose=NODE_PURPOSE, legal_basis="not applicable: request refused",
-                 outcome=problem.slug, detail=f"{problem.status} {request.method} "
-                 f"{request.url.path}")
+        logs.add(
+            activity="refuse",
+            controller=f"knooppunt:{node.holder.current.name}",
+            purpose=NODE_PURPOSE,
+            legal_basis="not applicable: request refused",
+            outcome=problem.slug,
+            detail=f"{problem.status} {request.method} {request.url.path}",
+        )
         # Durable before the answer, but never blocking the event loop while it commits.
         await asyncio.to_thread(node.store.write_log, logs.records)
 
-    problems.install(app, role="node", on_problem=log_refusal,
-                     internal_detail="The node could not process the request; nothing was "
-                     "stored.")
+    problems.install(
+        app,
+        role="node",
+        on_problem=log_refusal,
+        internal_detail="The node could not process the request; nothing was stored.",
+    )
 
     for module in (messages, mailbox, processing_log, catalogue, admin):
         app.include_router(module.router)
@@ -82,7 +89,10 @@ def create_app(
     app.include_router(conversations.router)
     app.include_router(ledger.admin_router)
     app.include_router(health.tls_router)
-    contract.install(app, authenticated=("/api/", "/metrics"),
-                     description="Every call authenticates with an organisation certificate "
-                     "(PKIoverheid or the node's CA) in the TLS handshake.")
+    contract.install(
+        app,
+        authenticated=("/api/", "/metrics"),
+        description="Every call authenticates with an organisation certificate "
+        "(PKIoverheid or the node's CA) in the TLS handshake.",
+    )
     return app

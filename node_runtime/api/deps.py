@@ -50,8 +50,11 @@ def _replay_guard(request: Request, node: Node) -> ReplayGuard:
         with _replay_lock:
             guard = getattr(state, "facade_replay_guard", None)
             if guard is None:
-                guard = (SharedReplayGuard(node.store) if node.store.dialect == "postgresql"
-                         else ReplayCache())
+                guard = (
+                    SharedReplayGuard(node.store)
+                    if node.store.dialect == "postgresql"
+                    else ReplayCache()
+                )
                 state.facade_replay_guard = guard
     return guard
 
@@ -66,8 +69,9 @@ def _presenting_der(request: Request, cert: PeerCertificate, node: Node) -> byte
     forwarded = request.headers.get(node.settings.trusted_proxy_header)
     if forwarded:
         try:
-            candidates.extend(c.public_bytes(Encoding.DER)
-                              for c in load_certificates(unquote(forwarded))[:1])
+            candidates.extend(
+                c.public_bytes(Encoding.DER) for c in load_certificates(unquote(forwarded))[:1]
+            )
         except ValueError:
             pass
     for candidate in candidates:
@@ -76,8 +80,9 @@ def _presenting_der(request: Request, cert: PeerCertificate, node: Node) -> byte
     return None
 
 
-def _acting_for(request: Request, node: Node, cert: PeerCertificate,
-                assertion: str | None) -> Principal | None:
+def _acting_for(
+    request: Request, node: Node, cert: PeerCertificate, assertion: str | None
+) -> Principal | None:
     """A façade acting for a gemeente; None when the caller is no façade (and sent no
     assertion)."""
     state = node.holder.current
@@ -86,27 +91,54 @@ def _acting_for(request: Request, node: Node, cert: PeerCertificate,
     is_facade = bool(serial) and serial in facades
     if not is_facade:
         if assertion is not None:
-            raise Problem(403, "not-a-facade", "Only a façade may act for a gemeente",
-                          f"The {ACTING_FOR_HEADER} header is accepted only from a certificate "
-                          "listed in spec.security.facadeOins; this one is not.")
+            raise Problem(
+                403,
+                "not-a-facade",
+                "Only a façade may act for a gemeente",
+                f"The {ACTING_FOR_HEADER} header is accepted only from a certificate "
+                "listed in spec.security.facadeOins; this one is not.",
+            )
         return None
     if assertion is None:
-        raise Problem(403, "assertion-required", "Façade call without assertion",
-                      f"A façade certificate acts only for a gemeente named in a signed "
-                      f"{ACTING_FOR_HEADER} assertion.")
+        raise Problem(
+            403,
+            "assertion-required",
+            "Façade call without assertion",
+            f"A façade certificate acts only for a gemeente named in a signed "
+            f"{ACTING_FOR_HEADER} assertion.",
+        )
     der = _presenting_der(request, cert, node)
     if der is None:
-        raise Problem(401, "assertion-invalid", "Acting-for assertion rejected",
-                      "The certificate presented on this connection is not available to verify "
-                      "the assertion against.", extra={"reason": "certificate"})
-    acting = verify_assertion(assertion, der, node_name=state.name, method=request.method,
-                              path=request.url.path, replay=_replay_guard(request, node))
-    principal = resolve_acting_for(state, gemeente_oin=acting.gemeente_oin,
-                                   gemeentecode=acting.gemeentecode, facade_oin=acting.facade_oin)
+        raise Problem(
+            401,
+            "assertion-invalid",
+            "Acting-for assertion rejected",
+            "The certificate presented on this connection is not available to verify "
+            "the assertion against.",
+            extra={"reason": "certificate"},
+        )
+    acting = verify_assertion(
+        assertion,
+        der,
+        node_name=state.name,
+        method=request.method,
+        path=request.url.path,
+        replay=_replay_guard(request, node),
+    )
+    principal = resolve_acting_for(
+        state,
+        gemeente_oin=acting.gemeente_oin,
+        gemeentecode=acting.gemeentecode,
+        facade_oin=acting.facade_oin,
+    )
     if principal is None:
-        raise Problem(403, "unknown-organisation", "Organisation not registered on this node",
-                      f"The façade acts for gemeente {acting.gemeentecode} (OIN "
-                      f"{acting.gemeente_oin}), which this node does not serve.")
+        raise Problem(
+            403,
+            "unknown-organisation",
+            "Organisation not registered on this node",
+            f"The façade acts for gemeente {acting.gemeentecode} (OIN "
+            f"{acting.gemeente_oin}), which this node does not serve.",
+        )
     return principal
 
 
@@ -116,16 +148,21 @@ _principals = PrincipalCache()
 def _principal(request: Request, node: Node) -> Principal:
     cert = node.identity(request)
     if cert is None:
-        raise Problem(401, "no-client-certificate", "Client certificate required",
-                      "Authenticate with a client certificate issued by a trusted CA.")
+        raise Problem(
+            401,
+            "no-client-certificate",
+            "Client certificate required",
+            "Authenticate with a client certificate issued by a trusted CA.",
+        )
     principal = _acting_for(request, node, cert, request.headers.get(ACTING_FOR_HEADER))
     if principal is None:
         principal = _principals.resolve(node.holder.current, cert)
     if principal is None:
         refusal = issuer_refusal(node.holder.current, cert)
         if refusal is not None:
-            raise Problem(403, "issuer-not-allowed",
-                          "Issuing CA may not speak for this organisation", refusal)
+            raise Problem(
+                403, "issuer-not-allowed", "Issuing CA may not speak for this organisation", refusal
+            )
         raise Problem(
             403,
             "unknown-organisation",
@@ -143,8 +180,11 @@ async def get_principal(request: Request, node: NodeDep) -> Principal:
     from a cache; verifying an assertion or a forwarded certificate may block (database,
     chain verification) and runs in a worker thread."""
     identity = node.identity
-    if (isinstance(identity, CertificateIdentity) and identity.header not in request.headers
-            and ACTING_FOR_HEADER not in request.headers):
+    if (
+        isinstance(identity, CertificateIdentity)
+        and identity.header not in request.headers
+        and ACTING_FOR_HEADER not in request.headers
+    ):
         return _principal(request, node)
     return await run_in_threadpool(_principal, request, node)
 

@@ -61,17 +61,32 @@ def build_servers(
     proxies = node.holder.current.knooppunt.spec.security.trusted_proxies
     # Behind a trusted proxy the proxy may connect without a client certificate; every
     # certificate that is presented is still verified in the handshake.
-    tls = server_tls("node", settings.tls_cert, settings.tls_key, settings.tls_trust,
-                     settings.tls_crl, require_client_cert=not proxies,
-                     issuers=settings.tls_issuers)
+    tls = server_tls(
+        "node",
+        settings.tls_cert,
+        settings.tls_key,
+        settings.tls_trust,
+        settings.tls_crl,
+        require_client_cert=not proxies,
+        issuers=settings.tls_issuers,
+    )
     if isinstance(node.identity, CertificateIdentity):
         node.identity.issuer_policy = lambda: tls.material.policy if tls.material else None
-    node.on_tick.append(tls_watcher([settings.tls_crl, settings.tls_trust, settings.tls_cert,
-                                     settings.tls_issuers], tls))
+    node.on_tick.append(
+        tls_watcher(
+            [settings.tls_crl, settings.tls_trust, settings.tls_cert, settings.tls_issuers], tls
+        )
+    )
     app = create_app(settings, identity=node.identity, node=node)
-    servers = uvicorn_servers(app, tls=tls, host=settings.host, port=settings.port,
-                              health=health_app(node), health_port=settings.health_port,
-                              limits=connection_limits(settings))
+    servers = uvicorn_servers(
+        app,
+        tls=tls,
+        host=settings.host,
+        port=settings.port,
+        health=health_app(node),
+        health_port=settings.health_port,
+        limits=connection_limits(settings),
+    )
     return node, servers, tls
 
 

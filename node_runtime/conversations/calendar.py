@@ -46,8 +46,9 @@ def due_after_working_days(opened: datetime, days: int) -> datetime:
     return end.astimezone(UTC)
 
 
-def due(opened: datetime, *, working_days: int | None = None,
-        hours: float | None = None) -> datetime:
+def due(
+    opened: datetime, *, working_days: int | None = None, hours: float | None = None
+) -> datetime:
     if (working_days is None) == (hours is None):
         raise ValueError("a deadline is in working days or in hours")
     if working_days is not None:

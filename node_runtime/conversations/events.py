@@ -22,20 +22,25 @@ from node_runtime.state.kubernetes_source import SERVICE_ACCOUNT, ApiAccess
 log = logging.getLogger("knooppunt.conversations")
 
 
-def overdue_event(node: str, namespace: str, labels: Labels, count: int, *,
-                  now: datetime) -> dict[str, Any]:
+def overdue_event(
+    node: str, namespace: str, labels: Labels, count: int, *, now: datetime
+) -> dict[str, Any]:
     connector, conversation, gemeente, sender, _state = labels
     stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {"generateName": f"{node}.conversation-overdue.", "namespace": namespace},
-        "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Knooppunt",
-                           "name": node, "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Knooppunt",
+            "name": node,
+            "namespace": namespace,
+        },
         "reason": "ConversationOverdue",
         "type": "Warning",
         "message": f"{count} item(s) of conversation {conversation} ({connector}) overdue "
-                   f"for gemeente {gemeente}, opened by {sender}",
+        f"for gemeente {gemeente}, opened by {sender}",
         "source": {"component": "knooppunt-node", "host": socket.gethostname()},
         "reportingComponent": "knooppunt.nl/node",
         "reportingInstance": socket.gethostname(),
@@ -64,12 +69,17 @@ class EventSink:
         if not grown:
             return
         now = datetime.now(UTC)
-        with httpx.Client(base_url=self.access.server, verify=self.access.ssl_context,
-                          timeout=10) as client:
+        with httpx.Client(
+            base_url=self.access.server, verify=self.access.ssl_context, timeout=10
+        ) as client:
             for labels, count in sorted(grown.items()):
                 response = client.post(
-                    f"/api/v1/namespaces/{self.namespace}/events", headers=self._headers(),
-                    json=overdue_event(self.node, self.namespace, labels, count, now=now))
+                    f"/api/v1/namespaces/{self.namespace}/events",
+                    headers=self._headers(),
+                    json=overdue_event(self.node, self.namespace, labels, count, now=now),
+                )
                 if response.status_code >= 300:
-                    log.warning("could not record a ConversationOverdue event",
-                                extra={"status": response.status_code})
+                    log.warning(
+                        "could not record a ConversationOverdue event",
+                        extra={"status": response.status_code},
+                    )

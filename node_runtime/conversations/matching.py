@@ -42,16 +42,22 @@ class Parties:
     participant: str
 
 
-def _compile(step: ConversationStep, conversation: Conversation, kind: Literal["open", "close"],
-             namespaces: dict[str, str]) -> _Step:
+def _compile(
+    step: ConversationStep,
+    conversation: Conversation,
+    kind: Literal["open", "close"],
+    namespaces: dict[str, str],
+) -> _Step:
     items = etree.XPath(step.items, namespaces=namespaces) if step.items else None
-    return _Step(conversation, kind, items,
-                 [etree.XPath(k, namespaces=namespaces) for k in step.key])
+    return _Step(
+        conversation, kind, items, [etree.XPath(k, namespaces=namespaces) for k in step.key]
+    )
 
 
 class Matcher:
-    def __init__(self, key: bytes, *,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self, key: bytes, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
         self._key = key
         self.clock = clock
         self._compiled: dict[tuple[str, int, str], list[_Step]] = {}
@@ -66,21 +72,34 @@ class Matcher:
             for conversation in connector.spec.conversations:
                 if conversation.opener.message == message_type:
                     steps.append(_compile(conversation.opener, conversation, "open", ns))
-                steps.extend(_compile(c, conversation, "close", ns)
-                             for c in conversation.closers if c.message == message_type)
+                steps.extend(
+                    _compile(c, conversation, "close", ns)
+                    for c in conversation.closers
+                    if c.message == message_type
+                )
             with self._lock:
                 self._compiled[cache_key] = steps
         return steps
 
-    def key_hash(self, connector: str, conversation: str, parties: Parties,
-                 values: list[str]) -> str:
-        data = json.dumps([connector, conversation, parties.gemeente, parties.participant,
-                           *values], separators=(",", ":")).encode()
+    def key_hash(
+        self, connector: str, conversation: str, parties: Parties, values: list[str]
+    ) -> str:
+        data = json.dumps(
+            [connector, conversation, parties.gemeente, parties.participant, *values],
+            separators=(",", ":"),
+        ).encode()
         return hmac.new(self._key, b"conversation:" + data, hashlib.sha256).hexdigest()
 
-    def events(self, connector: SectorConnector, message_type: str, root: etree._Element,
-               parties: Parties, *, message_id: str,
-               sender_message_id: str) -> list[ConversationEvent]:
+    def events(
+        self,
+        connector: SectorConnector,
+        message_type: str,
+        root: etree._Element,
+        parties: Parties,
+        *,
+        message_id: str,
+        sender_message_id: str,
+    ) -> list[ConversationEvent]:
         steps = self._steps(connector, message_type)
         if not steps:
             return []
@@ -88,22 +107,39 @@ class Matcher:
         out: list[ConversationEvent] = []
         for step in steps:
             selected = step.items(root) if step.items is not None else [root]
-            items = [i for i in selected if isinstance(i, etree._Element)] \
-                if isinstance(selected, list) else []
+            items = (
+                [i for i in selected if isinstance(i, etree._Element)]
+                if isinstance(selected, list)
+                else []
+            )
             deadline = step.conversation.deadline
-            due = calendar.due(at, working_days=deadline.working_days,
-                               hours=deadline.hours) if step.kind == "open" else None
+            due = (
+                calendar.due(at, working_days=deadline.working_days, hours=deadline.hours)
+                if step.kind == "open"
+                else None
+            )
             for n, item in enumerate(items, start=1):
                 values = [xpath_text(k(item)) for k in step.key]
                 if not any(values):
                     continue
-                out.append(ConversationEvent(
-                    kind=step.kind, connector=connector.name,
-                    conversation=step.conversation.name,
-                    key_hash=self.key_hash(connector.name, step.conversation.name, parties,
-                                           values),
-                    gemeente=parties.gemeente, participant=parties.participant,
-                    sender=parties.sender, recipient=parties.recipient, message_id=message_id,
-                    message_type=message_type, sender_message_id=sender_message_id, item=n,
-                    at=at, due_at=due))
+                out.append(
+                    ConversationEvent(
+                        kind=step.kind,
+                        connector=connector.name,
+                        conversation=step.conversation.name,
+                        key_hash=self.key_hash(
+                            connector.name, step.conversation.name, parties, values
+                        ),
+                        gemeente=parties.gemeente,
+                        participant=parties.participant,
+                        sender=parties.sender,
+                        recipient=parties.recipient,
+                        message_id=message_id,
+                        message_type=message_type,
+                        sender_message_id=sender_message_id,
+                        item=n,
+                        at=at,
+                        due_at=due,
+                    )
+                )
         return out

@@ -24,9 +24,14 @@ OverdueHook = Callable[[dict[Labels, int], dict[Labels, int]], None]
 
 
 class ConversationMonitor:
-    def __init__(self, engine: Engine, *, registry: CollectorRegistry,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 interval: float = 15.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        registry: CollectorRegistry,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        interval: float = 15.0,
+    ) -> None:
         self.engine = engine
         self.clock = clock
         self.interval = interval
@@ -34,7 +39,9 @@ class ConversationMonitor:
             "knooppunt_conversations",
             "Conversation items by state (open, overdue, closed, late, unmatched), connector, "
             "conversation, gemeente and the opener's sender.",
-            ["connector", "conversation", "gemeente", "sender", "state"], registry=registry)
+            ["connector", "conversation", "gemeente", "sender", "state"],
+            registry=registry,
+        )
         self._seen: set[Labels] = set()
         self.overdue: dict[Labels, int] = {}
         self.on_overdue: list[OverdueHook] = []
@@ -42,7 +49,8 @@ class ConversationMonitor:
     def refresh(self) -> dict[Labels, int]:
         counts = conversations.counts(self.engine, now=self.clock())
         current: dict[Labels, int] = {
-            (a, b, c, d, str(e)): v for (a, b, c, d, e), v in counts.items()}
+            (a, b, c, d, str(e)): v for (a, b, c, d, e), v in counts.items()
+        }
         for labels in self._seen - set(current):
             self.gauge.labels(*labels).set(0)
         for labels, value in current.items():

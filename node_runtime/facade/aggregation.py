@@ -22,14 +22,26 @@ def decode_cursor(value: str | None) -> dict[str, Any]:
     try:
         data = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
     except (ValueError, binascii.Error) as exc:
-        raise Problem.of("invalid", "invalid-cursor", "Invalid cursor",
-                         "Pass nextAfter from the previous page unchanged.") from exc
+        raise Problem.of(
+            "invalid",
+            "invalid-cursor",
+            "Invalid cursor",
+            "Pass nextAfter from the previous page unchanged.",
+        ) from exc
     if not isinstance(data, dict) or not all(
-            isinstance(k, str) and (isinstance(v, str) or (
-                isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63))
-            for k, v in data.items()):
-        raise Problem.of("invalid", "invalid-cursor", "Invalid cursor",
-                         "Pass nextAfter from the previous page unchanged.")
+        isinstance(k, str)
+        and (
+            isinstance(v, str)
+            or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63)
+        )
+        for k, v in data.items()
+    ):
+        raise Problem.of(
+            "invalid",
+            "invalid-cursor",
+            "Invalid cursor",
+            "Pass nextAfter from the previous page unchanged.",
+        )
     return data
 
 
@@ -86,12 +98,15 @@ def merge(
             try:
                 items, next_after = json_list(outcome, key)
             except ValueError as exc:
-                outcome = NodeOutcome(name, "error", f"malformed answer: {exc}", None,
-                                      outcome.elapsed_ms)
+                outcome = NodeOutcome(
+                    name, "error", f"malformed answer: {exc}", None, outcome.elapsed_ms
+                )
             else:
                 more = more or next_after is not None
-                merged.extend((moment(item.get(time_field)), name, tiebreak(i, item), item)
-                              for i, item in enumerate(items))
+                merged.extend(
+                    (moment(item.get(time_field)), name, tiebreak(i, item), item)
+                    for i, item in enumerate(items)
+                )
         reports[name] = outcome.describe()
         if outcome.ok:
             reports[name]["count"] = 0
@@ -104,5 +119,4 @@ def merge(
         out.append(present(name, item))
         reports[name]["count"] += 1
     complete = all(r["status"] == "ok" for r in reports.values())
-    return MergedPage(out, encode_cursor(new_cursor) if (more or rest) else None, complete,
-                      reports)
+    return MergedPage(out, encode_cursor(new_cursor) if (more or rest) else None, complete, reports)

@@ -60,12 +60,15 @@ def create_facade_app(
     )
     app.state.facade = facade
 
-    problems.install(app, role="façade",
-                     internal_detail="The façade could not process the request.")
+    problems.install(
+        app, role="façade", internal_detail="The façade could not process the request."
+    )
 
     for routes in (mailbox, processing_log, ledger, conversations, messages, catalogue, health):
         app.include_router(routes.router)
-    contract.install(app,
-                     description="Every call authenticates with the gemeente's organisation "
-                     "certificate (PKIoverheid) in the TLS handshake.")
+    contract.install(
+        app,
+        description="Every call authenticates with the gemeente's organisation "
+        "certificate (PKIoverheid) in the TLS handshake.",
+    )
     return app

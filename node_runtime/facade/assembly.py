@@ -42,11 +42,14 @@ class Facade:
 
     async def start(self) -> None:
         self.client = NodeClient(
-            self.client_ssl, self.signer, timeout=self.settings.node_timeout,
+            self.client_ssl,
+            self.signer,
+            timeout=self.settings.node_timeout,
             submit_timeout=self.settings.submit_timeout,
             assertion_lifetime=self.settings.assertion_lifetime,
             max_connections_per_node=self.settings.max_connections_per_node,
-            transport=self.transport)
+            transport=self.transport,
+        )
         self._watcher = asyncio.create_task(self._watch())
 
     async def stop(self) -> None:
@@ -63,8 +66,13 @@ class Facade:
         def reloaded(generation: int) -> None:
             log.info("façade configuration reloaded", extra={"generation": generation})
 
-        await watch_files(list(self.settings.resources), interval=self.settings.reload_interval,
-                          holder=self.holder, ticks=self.on_tick, on_reloaded=reloaded)
+        await watch_files(
+            list(self.settings.resources),
+            interval=self.settings.reload_interval,
+            holder=self.holder,
+            ticks=self.on_tick,
+            on_reloaded=reloaded,
+        )
 
     @property
     def nodes(self) -> NodeClient:
@@ -78,8 +86,9 @@ def _load_signer(cert: Path, key: Path) -> AssertionSigner:
 
     certificate = x509.load_pem_x509_certificates(cert.read_bytes())[0]
     private = load_pem_private_key(key.read_bytes(), password=None)
-    if not isinstance(private, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
-                      | ed25519.Ed25519PrivateKey):
+    if not isinstance(
+        private, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+    ):
         raise SystemExit(f"{key}: unsupported key type for signing assertions")
     signing: SigningKey = private
     return AssertionSigner(signing, certificate)
@@ -93,8 +102,10 @@ def build_facade(
 ) -> Facade:
     missing = [n for n in ("client_cert", "client_key") if getattr(settings, n) is None]
     if missing:
-        raise SystemExit(f"the façade needs {', '.join(missing)}: its own organisation "
-                         "certificate for calling the nodes")
+        raise SystemExit(
+            f"the façade needs {', '.join(missing)}: its own organisation "
+            "certificate for calling the nodes"
+        )
     assert settings.client_cert is not None and settings.client_key is not None
     trust = settings.node_trust or settings.tls_trust
     if trust is None:
@@ -105,15 +116,23 @@ def build_facade(
         return load_paths(paths)
 
     def on_error(exc: Exception) -> None:
-        log.error("façade configuration reload refused; keeping the previous one",
-                  extra={"error": str(exc)})
+        log.error(
+            "façade configuration reload refused; keeping the previous one",
+            extra={"error": str(exc)},
+        )
 
     holder: StateHolder[FacadeState] = StateHolder(
-        loader, lambda res, gen: build_facade_state(res, generation=gen), on_error=on_error)
+        loader, lambda res, gen: build_facade_state(res, generation=gen), on_error=on_error
+    )
     if identity is None:
-        identity = CertificateIdentity(proxies=list, trust_bundle=settings.tls_trust,
-                                       crl=settings.tls_crl)
-    return Facade(settings=settings, holder=holder, identity=identity,
-                  signer=_load_signer(settings.client_cert, settings.client_key),
-                  client_ssl=client_context(settings.client_cert, settings.client_key, trust),
-                  transport=transport)
+        identity = CertificateIdentity(
+            proxies=list, trust_bundle=settings.tls_trust, crl=settings.tls_crl
+        )
+    return Facade(
+        settings=settings,
+        holder=holder,
+        identity=identity,
+        signer=_load_signer(settings.client_cert, settings.client_key),
+        client_ssl=client_context(settings.client_cert, settings.client_key, trust),
+        transport=transport,
+    )

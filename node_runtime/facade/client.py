@@ -42,8 +42,11 @@ class NodeOutcome:
         return self.response.json()
 
     def describe(self, **extra: Any) -> dict[str, Any]:
-        out: dict[str, Any] = {"status": self.status, "detail": self.detail,
-                               "elapsedMs": round(self.elapsed_ms, 1)}
+        out: dict[str, Any] = {
+            "status": self.status,
+            "detail": self.detail,
+            "elapsedMs": round(self.elapsed_ms, 1),
+        }
         if self.response is not None:
             out["httpStatus"] = self.response.status_code
         out.update(extra)
@@ -81,8 +84,10 @@ class NodeClient:
         self._client = httpx.AsyncClient(
             verify=ssl_context,
             timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=max_connections_per_node * 8,
-                                max_keepalive_connections=max_connections_per_node * 4),
+            limits=httpx.Limits(
+                max_connections=max_connections_per_node * 8,
+                max_keepalive_connections=max_connections_per_node * 4,
+            ),
             follow_redirects=False,
             trust_env=False,
             transport=transport,
@@ -107,13 +112,22 @@ class NodeClient:
         url = node.url(path)
         bound = self.timeout if timeout is None else timeout
         assertion = self.signer.sign(
-            gemeente_oin=gemeente.spec.oin, gemeentecode=gemeente.spec.gemeentecode,
-            audience=node.name, method=method, path=urlsplit(url).path,
-            lifetime=self.assertion_lifetime)
+            gemeente_oin=gemeente.spec.oin,
+            gemeentecode=gemeente.spec.gemeentecode,
+            audience=node.name,
+            method=method,
+            path=urlsplit(url).path,
+            lifetime=self.assertion_lifetime,
+        )
         request_headers = {HEADER: assertion, **(headers or {})}
-        request = self._client.build_request(method, url, params=params, content=content,
-                                             headers=request_headers,
-                                             timeout=httpx.Timeout(bound))
+        request = self._client.build_request(
+            method,
+            url,
+            params=params,
+            content=content,
+            headers=request_headers,
+            timeout=httpx.Timeout(bound),
+        )
         return await asyncio.wait_for(self._client.send(request), bound)
 
     async def attempt(
@@ -129,12 +143,15 @@ class NodeClient:
         """Like :meth:`send`, but never raises: the outcome says what happened."""
         started = time.perf_counter()
 
-        def outcome(status: NodeStatus, detail: str | None,
-                    response: httpx.Response | None = None) -> NodeOutcome:
+        def outcome(
+            status: NodeStatus, detail: str | None, response: httpx.Response | None = None
+        ) -> NodeOutcome:
             elapsed = (time.perf_counter() - started) * 1000
             if status != "ok":
-                log.warning("node call failed", extra={"node": node.name, "status": status,
-                                                       "detail": detail, "path": path})
+                log.warning(
+                    "node call failed",
+                    extra={"node": node.name, "status": status, "detail": detail, "path": path},
+                )
             return NodeOutcome(node.name, status, detail, response, elapsed)
 
         try:
@@ -143,8 +160,9 @@ class NodeClient:
             bound = kwargs.get("timeout") or self.timeout
             return outcome("timeout", f"no answer within {bound:g} s")
         except httpx.TransportError as exc:
-            return outcome("unavailable", f"{type(exc).__name__}: {exc}" if str(exc)
-                           else type(exc).__name__)
+            return outcome(
+                "unavailable", f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            )
         if accept(response):
             return outcome("ok", None, response)
         return outcome("error", _problem_slug(response), response)

@@ -13,47 +13,74 @@ class FacadeSettings(BaseSettings):
 
     resources: list[Path] = Field(
         description="Resource files or directories (YAML): the Knooppunt resources (with "
-        "spec.endpoint), their SectorConnectors and the Gemeenten.")
+        "spec.endpoint), their SectorConnectors and the Gemeenten."
+    )
     host: str = "127.0.0.1"
     port: int = 9443
     health_port: int | None = Field(
-        default=None, description="Optional plain-HTTP port serving only /healthz and /readyz.")
+        default=None, description="Optional plain-HTTP port serving only /healthz and /readyz."
+    )
     tls_cert: Path | None = Field(default=None, description="Server certificate chain (PEM).")
     tls_key: Path | None = Field(default=None, description="Server private key (PEM).")
     tls_trust: Path | None = Field(
-        default=None, description="CAs trusted to issue gemeente client certificates (PEM).")
+        default=None, description="CAs trusted to issue gemeente client certificates (PEM)."
+    )
     tls_crl: Path | None = Field(default=None, description="CRL(s) of those CAs (PEM).")
     tls_issuers: Path | None = Field(
-        default=None, description="Issuer policy (YAML/JSON): which trusted CA may speak for "
-        "which gemeente. Default: every CA of tls_trust (the platform's curated bundle).")
+        default=None,
+        description="Issuer policy (YAML/JSON): which trusted CA may speak for "
+        "which gemeente. Default: every CA of tls_trust (the platform's curated bundle).",
+    )
     idle_timeout: float = Field(
-        default=30.0, gt=0, le=3600,
+        default=30.0,
+        gt=0,
+        le=3600,
         description="Seconds a connection may wait for a request (after the handshake or a "
-        "response) before it is closed.")
+        "response) before it is closed.",
+    )
     header_timeout: float = Field(
-        default=10.0, gt=0, le=600,
-        description="Seconds from a request's first byte to its complete headers (else 408).")
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Seconds from a request's first byte to its complete headers (else 408).",
+    )
     body_timeout: float = Field(
-        default=60.0, gt=0, le=3600,
-        description="Seconds from complete headers to the complete body (else 408).")
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Seconds from complete headers to the complete body (else 408).",
+    )
     max_connections_per_client: int = Field(
-        default=64, ge=1, le=100000,
-        description="Connections one client certificate (or address) may hold open at once.")
+        default=64,
+        ge=1,
+        le=100000,
+        description="Connections one client certificate (or address) may hold open at once.",
+    )
     client_cert: Path | None = Field(
-        default=None, description="The façade's own organisation certificate chain (PEM), "
-        "presented to the nodes; its key also signs the acting-for assertions.")
+        default=None,
+        description="The façade's own organisation certificate chain (PEM), "
+        "presented to the nodes; its key also signs the acting-for assertions.",
+    )
     client_key: Path | None = Field(default=None, description="Its private key (PEM).")
     node_trust: Path | None = Field(
-        default=None, description="CAs trusted for the nodes' server certificates; default "
-        "tls_trust.")
+        default=None,
+        description="CAs trusted for the nodes' server certificates; default tls_trust.",
+    )
     node_timeout: float = Field(
-        default=3.0, gt=0, le=60,
+        default=3.0,
+        gt=0,
+        le=60,
         description="Seconds a node gets to answer a mailbox, log or catalogue call; the "
-        "aggregated answer never waits longer.")
+        "aggregated answer never waits longer.",
+    )
     submit_timeout: float = Field(
-        default=30.0, gt=0, le=300,
-        description="Seconds a node gets to answer a submitted message (outbound path).")
+        default=30.0,
+        gt=0,
+        le=300,
+        description="Seconds a node gets to answer a submitted message (outbound path).",
+    )
     assertion_lifetime: int = Field(
-        default=30, ge=5, le=60, description="Lifetime of an acting-for assertion (seconds).")
+        default=30, ge=5, le=60, description="Lifetime of an acting-for assertion (seconds)."
+    )
     max_connections_per_node: int = Field(default=20, ge=1, le=1000)
     reload_interval: float = Field(default=2.0, ge=0.1)

@@ -26,19 +26,30 @@ async def get_gemeente(request: Request, facade: FacadeDep) -> Gemeente:
     Async on purpose: cheap, and it saves a thread-pool hop on every request."""
     cert = facade.identity(request)
     if cert is None:
-        raise Problem(401, "no-client-certificate", "Client certificate required",
-                      "Authenticate with your gemeente's client certificate.")
+        raise Problem(
+            401,
+            "no-client-certificate",
+            "Client certificate required",
+            "Authenticate with your gemeente's client certificate.",
+        )
     serial = claimed_serial(cert)
     if cert.serial_number and serial is None:
-        raise Problem(403, "issuer-not-allowed",
-                      "Issuing CA may not speak for this organisation",
-                      f"The certificate carries serialNumber {cert.serial_number}, but its "
-                      "issuing CA is not allowed to speak for that organisation.")
+        raise Problem(
+            403,
+            "issuer-not-allowed",
+            "Issuing CA may not speak for this organisation",
+            f"The certificate carries serialNumber {cert.serial_number}, but its "
+            "issuing CA is not allowed to speak for that organisation.",
+        )
     gemeente = facade.holder.current.gemeenten_by_oin.get(serial or "")
     if gemeente is None:
-        raise Problem(403, "not-a-gemeente", "Not a gemeente known to the façade",
-                      f"The certificate (serialNumber {cert.serial_number or '-'}) is valid but "
-                      "belongs to no gemeente; the façade serves gemeenten only.")
+        raise Problem(
+            403,
+            "not-a-gemeente",
+            "Not a gemeente known to the façade",
+            f"The certificate (serialNumber {cert.serial_number or '-'}) is valid but "
+            "belongs to no gemeente; the façade serves gemeenten only.",
+        )
     request.state.gemeente = gemeente
     return gemeente
 
@@ -48,9 +59,13 @@ GemeenteDep = Annotated[Gemeente, Depends(get_gemeente)]
 
 def own(gemeente: Gemeente, code: str, what: str) -> None:
     if gemeente.spec.gemeentecode != code:
-        raise Problem(403, f"not-your-{what}", f"Not your {what.replace('-', ' ')}",
-                      f"{gemeente.spec.display_name} may use only its own {what.replace('-', ' ')}"
-                      f" (gemeentecode {gemeente.spec.gemeentecode}).")
+        raise Problem(
+            403,
+            f"not-your-{what}",
+            f"Not your {what.replace('-', ' ')}",
+            f"{gemeente.spec.display_name} may use only its own {what.replace('-', ' ')}"
+            f" (gemeentecode {gemeente.spec.gemeentecode}).",
+        )
 
 
 def trace_headers(request: Request) -> dict[str, str]:

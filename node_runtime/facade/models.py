@@ -12,7 +12,8 @@ class NodeReport(BaseModel):
 
     status: Literal["ok", "unavailable", "timeout", "error"] = Field(
         description="ok: answered; unavailable: not reachable; timeout: no answer within the "
-        "façade's per-node bound; error: answered with an error.")
+        "façade's per-node bound; error: answered with an error."
+    )
     detail: str | None = None
     elapsed_ms: float = Field(alias="elapsedMs")
     http_status: int | None = Field(default=None, alias="httpStatus")
@@ -33,8 +34,9 @@ class FacadeMailboxItem(BaseModel):
 
 class AggregatedMailbox(BaseModel):
     items: list[FacadeMailboxItem]
-    next_after: str | None = Field(alias="nextAfter",
-                                   description="Opaque cursor for the next page.")
+    next_after: str | None = Field(
+        alias="nextAfter", description="Opaque cursor for the next page."
+    )
     complete: bool = Field(description="False when a node is missing from this answer.")
     nodes: dict[str, NodeReport]
 
@@ -42,7 +44,8 @@ class AggregatedMailbox(BaseModel):
 class AggregatedLog(BaseModel):
     records: list[dict[str, Any]] = Field(
         description="The gemeente's processing-log records from every node, merged by "
-        "timestamp; each names its node.")
+        "timestamp; each names its node."
+    )
     next_after: str | None = Field(alias="nextAfter")
     complete: bool
     nodes: dict[str, NodeReport]
@@ -51,8 +54,11 @@ class AggregatedLog(BaseModel):
 class SubjectSearch(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
-    bsn: str = Field(pattern=r"^[0-9]{9}$", description="The citizen's BSN (body only, never a "
-                     "URL); each node pseudonymises it with its own key.")
+    bsn: str = Field(
+        pattern=r"^[0-9]{9}$",
+        description="The citizen's BSN (body only, never a "
+        "URL); each node pseudonymises it with its own key.",
+    )
     purpose: str | None = None
     connector: str | None = None
     limit: int = Field(default=100, ge=1, le=1000)

@@ -30,8 +30,7 @@ log = logging.getLogger("knooppunt.facade.server")
 
 def health_app(facade: Facade) -> FastAPI:
     """The optional plain-HTTP port: only /healthz and /readyz."""
-    app = FastAPI(title="Knooppunt façade health", openapi_url=None, docs_url=None,
-                  redoc_url=None)
+    app = FastAPI(title="Knooppunt façade health", openapi_url=None, docs_url=None, redoc_url=None)
     app.state.facade = facade
     app.include_router(health.router)
     return app
@@ -54,17 +53,35 @@ class RunningFacade:
 
 
 def build_facade_servers(
-    settings: FacadeSettings, *, transport: httpx.AsyncBaseTransport | None = None,
+    settings: FacadeSettings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> tuple[Facade, list[uvicorn.Server], ReloadableServerContext]:
     facade = build_facade(settings, transport=transport)
-    tls = server_tls("façade", settings.tls_cert, settings.tls_key, settings.tls_trust,
-                     settings.tls_crl, issuers=settings.tls_issuers, trusted_cas_speak=True)
-    facade.on_tick.append(tls_watcher([settings.tls_crl, settings.tls_trust, settings.tls_cert,
-                                       settings.tls_issuers], tls))
+    tls = server_tls(
+        "façade",
+        settings.tls_cert,
+        settings.tls_key,
+        settings.tls_trust,
+        settings.tls_crl,
+        issuers=settings.tls_issuers,
+        trusted_cas_speak=True,
+    )
+    facade.on_tick.append(
+        tls_watcher(
+            [settings.tls_crl, settings.tls_trust, settings.tls_cert, settings.tls_issuers], tls
+        )
+    )
     app = create_facade_app(settings, facade=facade)
-    servers = uvicorn_servers(app, tls=tls, host=settings.host, port=settings.port,
-                              health=health_app(facade), health_port=settings.health_port,
-                              limits=connection_limits(settings))
+    servers = uvicorn_servers(
+        app,
+        tls=tls,
+        host=settings.host,
+        port=settings.port,
+        health=health_app(facade),
+        health_port=settings.health_port,
+        limits=connection_limits(settings),
+    )
     return facade, servers, tls
 
 
@@ -77,6 +94,5 @@ def serve_facade(settings: FacadeSettings) -> None:
 def start_facade_in_thread(settings: FacadeSettings) -> RunningFacade:
     """Start the façade in a background thread and wait until it accepts connections."""
     facade, servers, tls = build_facade_servers(settings)
-    thread, port = start_background(servers, name="knooppunt-facade",
-                                    default_port=settings.port)
+    thread, port = start_background(servers, name="knooppunt-facade", default_port=settings.port)
     return RunningFacade(facade, servers, thread, port, tls)

@@ -64,25 +64,35 @@ def build_facade_state(resources: ResourceSet, *, generation: int = 0) -> Facade
             if pin.revision is not None and pin.revision != connector.spec.revision:
                 raise FacadeStateError(
                     f"Knooppunt {name}: connector {pin.name} is pinned to revision "
-                    f"{pin.revision} but revision {connector.spec.revision} is available")
+                    f"{pin.revision} but revision {connector.spec.revision} is available"
+                )
             pinned.append(pin.name)
             by_connector.setdefault(pin.name, []).append(name)
-        nodes[name] = NodeEntry(name=name, display_name=spec.display_name,
-                                endpoint=spec.endpoint, connectors=tuple(pinned),
-                                max_message_bytes=spec.limits.max_message_bytes,
-                                knooppunt=knooppunt)
+        nodes[name] = NodeEntry(
+            name=name,
+            display_name=spec.display_name,
+            endpoint=spec.endpoint,
+            connectors=tuple(pinned),
+            max_message_bytes=spec.limits.max_message_bytes,
+            knooppunt=knooppunt,
+        )
     by_oin: dict[str, Gemeente] = {}
     by_code: dict[str, Gemeente] = {}
     for gemeente in resources.gemeenten.values():
         code, oin = gemeente.spec.gemeentecode, gemeente.spec.oin
         if code in by_code:
             raise FacadeStateError(
-                f"gemeentecode {code} used by {by_code[code].name} and {gemeente.name}")
+                f"gemeentecode {code} used by {by_code[code].name} and {gemeente.name}"
+            )
         if oin in by_oin:
             raise FacadeStateError(f"OIN {oin} used by {by_oin[oin].name} and {gemeente.name}")
         by_code[code] = gemeente
         by_oin[oin] = gemeente
-    return FacadeState(nodes=nodes, connectors=dict(resources.connectors),
-                       gemeenten_by_oin=by_oin, gemeenten_by_code=by_code,
-                       nodes_by_connector={k: tuple(v) for k, v in by_connector.items()},
-                       generation=generation)
+    return FacadeState(
+        nodes=nodes,
+        connectors=dict(resources.connectors),
+        gemeenten_by_oin=by_oin,
+        gemeenten_by_code=by_code,
+        nodes_by_connector={k: tuple(v) for k, v in by_connector.items()},
+        generation=generation,
+    )

@@ -17,8 +17,13 @@ class _Circuit:
 
 
 class CircuitBreakers:
-    def __init__(self, *, threshold: Callable[[], int], cooldown: Callable[[], float],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        threshold: Callable[[], int],
+        cooldown: Callable[[], float],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._threshold = threshold
         self._cooldown = cooldown
         self._clock = clock

@@ -68,7 +68,8 @@ class DeliveryWorker:
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._settle: asyncio.Queue[tuple[str, list[LogRecord], asyncio.Future[None]]] = (
-            asyncio.Queue())
+            asyncio.Queue()
+        )
         self._client: httpx.AsyncClient | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -80,8 +81,11 @@ class DeliveryWorker:
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._client = httpx.AsyncClient(verify=self._ssl, timeout=self.spec().timeout_seconds,
-                                         limits=httpx.Limits(max_connections=256))
+        self._client = httpx.AsyncClient(
+            verify=self._ssl,
+            timeout=self.spec().timeout_seconds,
+            limits=httpx.Limits(max_connections=256),
+        )
         settler = asyncio.create_task(self._settler())
         try:
             while not self._stopping:
@@ -106,8 +110,9 @@ class DeliveryWorker:
             while not self._settle.empty() and len(batch) < most:
                 batch.append(self._settle.get_nowait())
             try:
-                await asyncio.to_thread(self.outbox.delivered_many,
-                                        [(i, logs) for i, logs, _ in batch])
+                await asyncio.to_thread(
+                    self.outbox.delivered_many, [(i, logs) for i, logs, _ in batch]
+                )
             except Exception as exc:  # noqa: BLE001 - each waiter learns of the failure
                 for _, _, fut in batch:
                     if not fut.done():
@@ -138,8 +143,13 @@ class DeliveryWorker:
         exclude |= {e for e in self.breakers.half_open_endpoints() if self._inflight[e] >= 1}
         exclude |= {e for e, n in self._inflight.items() if n >= spec.concurrency_per_endpoint}
         lease = timedelta(seconds=spec.timeout_seconds + 10)
-        batch = await asyncio.to_thread(self.outbox.claim, owner=self.owner, limit=capacity,
-                                        lease=lease, exclude_endpoints=sorted(exclude))
+        batch = await asyncio.to_thread(
+            self.outbox.claim,
+            owner=self.owner,
+            limit=capacity,
+            lease=lease,
+            exclude_endpoints=sorted(exclude),
+        )
         for delivery in batch:
             endpoint = delivery.endpoint or ""
             self._inflight[endpoint] += 1
@@ -165,8 +175,9 @@ class DeliveryWorker:
         trace = from_header(None)
         logs = LogBuilder(trace, f"knooppunt:{self.node_name()}")
         error: str | None = None
-        content, content_type = envelopes.wrap(d, self.envelope(d), node=self.node_name(),
-                                               oin=self.node_oin())
+        content, content_type = envelopes.wrap(
+            d, self.envelope(d), node=self.node_name(), oin=self.node_oin()
+        )
         try:
             resp = await self._client.post(
                 d.endpoint,
@@ -184,14 +195,18 @@ class DeliveryWorker:
                 error = f"HTTP {resp.status_code}"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
-        common = {"controller": d.mailbox_id, "purpose": d.purpose or "gegevenslogistiek",
-                  "legal_basis": d.legal_basis or "unknown", "connector": d.connector,
-                  "message_type": d.message_type, "message_id": d.message_id,
-                  "delivery_id": d.id}
+        common = {
+            "controller": d.mailbox_id,
+            "purpose": d.purpose or "gegevenslogistiek",
+            "legal_basis": d.legal_basis or "unknown",
+            "connector": d.connector,
+            "message_type": d.message_type,
+            "message_id": d.message_id,
+            "delivery_id": d.id,
+        }
         if error is None:
             self.breakers.success(d.endpoint)
-            logs.for_subjects(list(d.subject_refs), activity="deliver", outcome="success",
-                              **common)
+            logs.for_subjects(list(d.subject_refs), activity="deliver", outcome="success", **common)
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             await self._settle.put((d.id, logs.records, done))
             await done
@@ -203,14 +218,17 @@ class DeliveryWorker:
         created = d.created_at
         too_old = (now() - created).total_seconds() > spec.max_age_seconds
         if attempts >= spec.max_attempts or too_old:
-            logs.for_subjects(list(d.subject_refs), activity="dead-letter", outcome="dead",
-                              detail=error, **common)
-            await asyncio.to_thread(self.outbox.failed, d.id, error=error, retry_at=None,
-                                    log=logs.records)
+            logs.for_subjects(
+                list(d.subject_refs), activity="dead-letter", outcome="dead", detail=error, **common
+            )
+            await asyncio.to_thread(
+                self.outbox.failed, d.id, error=error, retry_at=None, log=logs.records
+            )
             self.metrics.push_attempts.labels(d.mailbox_id, "dead").inc()
-            log.warning("delivery dead-lettered", extra={"delivery_id": d.id,
-                                                         "gemeente": d.mailbox_id,
-                                                         "attempts": attempts})
+            log.warning(
+                "delivery dead-lettered",
+                extra={"delivery_id": d.id, "gemeente": d.mailbox_id, "attempts": attempts},
+            )
             return
         retry_at = now() + timedelta(seconds=backoff(attempts, spec))
         await asyncio.to_thread(self.outbox.failed, d.id, error=error, retry_at=retry_at)

@@ -40,8 +40,7 @@ def event_type(connector: str, message_type: str) -> str:
     return f"nl.knooppunt.{connector}.{message_type.lower()}"
 
 
-def wrap(d: DeliveryRecord, envelope: Envelope, *, node: str,
-         oin: str | None) -> tuple[bytes, str]:
+def wrap(d: DeliveryRecord, envelope: Envelope, *, node: str, oin: str | None) -> tuple[bytes, str]:
     """(body, content type) of delivery ``d`` in ``envelope``."""
     if envelope == "plain":
         return d.content, d.content_type

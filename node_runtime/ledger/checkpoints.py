@@ -65,12 +65,15 @@ class Checkpoint:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Checkpoint:
         try:
-            return cls(origin=str(data["origin"]), tree_size=int(data["treeSize"]),
-                       root_hash=base64.b64decode(data["rootHash"], validate=True),
-                       issued_at=datetime.fromisoformat(str(data["issuedAt"])),
-                       algorithm=str(data["algorithm"]),
-                       signature=base64.b64decode(data["signature"], validate=True),
-                       certificate=str(data["certificate"]))
+            return cls(
+                origin=str(data["origin"]),
+                tree_size=int(data["treeSize"]),
+                root_hash=base64.b64decode(data["rootHash"], validate=True),
+                issued_at=datetime.fromisoformat(str(data["issuedAt"])),
+                algorithm=str(data["algorithm"]),
+                signature=base64.b64decode(data["signature"], validate=True),
+                certificate=str(data["certificate"]),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"malformed checkpoint: {exc}") from exc
 
@@ -95,24 +98,31 @@ class Signer:
         self.chain_pem = chain_path.read_text()
         chain = x509.load_pem_x509_certificates(self.chain_pem.encode())
         raw = serialization.PublicFormat.SubjectPublicKeyInfo
-        if chain[0].public_key().public_bytes(serialization.Encoding.DER, raw) != \
-                key.public_key().public_bytes(serialization.Encoding.DER, raw):
+        if chain[0].public_key().public_bytes(
+            serialization.Encoding.DER, raw
+        ) != key.public_key().public_bytes(serialization.Encoding.DER, raw):
             raise CheckpointError("the signing key does not belong to the first certificate")
         self.algorithm = ECDSA if isinstance(key, ec.EllipticCurvePrivateKey) else RSA
 
-    def sign(self, origin: str, tree_size: int, root_hash: bytes,
-             issued_at: datetime) -> Checkpoint:
+    def sign(
+        self, origin: str, tree_size: int, root_hash: bytes, issued_at: datetime
+    ) -> Checkpoint:
         body = note_body(origin, tree_size, root_hash, issued_at)
         if isinstance(self.key, ec.EllipticCurvePrivateKey):
             signature = self.key.sign(body, ec.ECDSA(hashes.SHA256()))
         else:
             signature = self.key.sign(body, padding.PKCS1v15(), hashes.SHA256())
-        return Checkpoint(origin, tree_size, root_hash, issued_at, self.algorithm, signature,
-                          self.chain_pem)
+        return Checkpoint(
+            origin, tree_size, root_hash, issued_at, self.algorithm, signature, self.chain_pem
+        )
 
 
-def verify(checkpoint: Checkpoint, *, trust: list[x509.Certificate] | None = None,
-           at: datetime | None = None) -> x509.Certificate:
+def verify(
+    checkpoint: Checkpoint,
+    *,
+    trust: list[x509.Certificate] | None = None,
+    at: datetime | None = None,
+) -> x509.Certificate:
     """Check the signature against the checkpoint's certificate; with `trust`, also that the
     certificate chains to one of those CAs and was valid when the checkpoint was issued.
     Returns the signer's certificate; raises CheckpointError."""
@@ -131,8 +141,9 @@ def verify(checkpoint: Checkpoint, *, trust: list[x509.Certificate] | None = Non
         else:
             raise CheckpointError(f"algorithm {checkpoint.algorithm} does not fit the key")
     except InvalidSignature as exc:
-        raise CheckpointError(f"bad signature on the checkpoint of size "
-                              f"{checkpoint.tree_size}") from exc
+        raise CheckpointError(
+            f"bad signature on the checkpoint of size {checkpoint.tree_size}"
+        ) from exc
     if len(checkpoint.root_hash) != merkle.HASH_SIZE:
         raise CheckpointError("a root hash has 32 bytes")
     if trust is not None:
@@ -140,12 +151,12 @@ def verify(checkpoint: Checkpoint, *, trust: list[x509.Certificate] | None = Non
     return signer
 
 
-def _chain_to(chain: list[x509.Certificate], trust: list[x509.Certificate],
-              at: datetime) -> None:
+def _chain_to(chain: list[x509.Certificate], trust: list[x509.Certificate], at: datetime) -> None:
     for cert in chain:
         if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc:
-            raise CheckpointError(f"certificate {cert.subject.rfc4514_string()} was not valid "
-                                  f"at {leaves.instant(at)}")
+            raise CheckpointError(
+                f"certificate {cert.subject.rfc4514_string()} was not valid at {leaves.instant(at)}"
+            )
     anchors = {a.fingerprint(hashes.SHA256()): a for a in trust}
     for i, cert in enumerate(chain):
         if cert.fingerprint(hashes.SHA256()) in anchors:

@@ -31,9 +31,12 @@ def _sqlite_file(data_dir: Path) -> Path:
         return default
     found = sorted(p for p in data_dir.glob("*.db") if p.is_file())
     if len(found) != 1:
-        raise SystemExit(f"no node database in {data_dir}" if not found else
-                         f"several databases in {data_dir}: {', '.join(p.name for p in found)}; "
-                         "pass --database-url")
+        raise SystemExit(
+            f"no node database in {data_dir}"
+            if not found
+            else f"several databases in {data_dir}: {', '.join(p.name for p in found)}; "
+            "pass --database-url"
+        )
     return found[0]
 
 
@@ -50,8 +53,10 @@ def _local(args: argparse.Namespace) -> dict[str, Any]:
     engine = create_engine(url)
     try:
         if "log_leaves" not in inspect(engine).get_table_names():
-            raise SystemExit("this database has no processing-log tree (start a node of this "
-                             "version once to migrate it)")
+            raise SystemExit(
+                "this database has no processing-log tree (start a node of this "
+                "version once to migrate it)"
+            )
         return verify(engine, trust=_trust(args.trust)).to_json() | {"source": "local"}
     finally:
         engine.dispose()
@@ -63,8 +68,10 @@ def _remote(args: argparse.Namespace) -> dict[str, Any]:
     from node_runtime.security.tls.contexts import client_context
 
     if not (args.cert and args.key and args.trust):
-        raise SystemExit("--url needs --cert and --key (an administrator certificate) and "
-                         "--trust (the node's CA bundle)")
+        raise SystemExit(
+            "--url needs --cert and --key (an administrator certificate) and "
+            "--trust (the node's CA bundle)"
+        )
     ctx = client_context(args.cert, args.key, args.trust)
     with httpx.Client(base_url=args.url, verify=ctx, timeout=args.timeout) as client:
         response = client.post("/api/v1/admin/processing-log/verify")
@@ -75,8 +82,10 @@ def _remote(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _text(result: dict[str, Any]) -> str:
-    head = (f"{result['leaves']} leaves, {result['records']} records, "
-            f"{result['checkpoints']} signed checkpoints, root {result['rootHash']}")
+    head = (
+        f"{result['leaves']} leaves, {result['records']} records, "
+        f"{result['checkpoints']} signed checkpoints, root {result['rootHash']}"
+    )
     if result.get("purgedThroughLeaf") is not None:
         head += f"; records of leaves 0..{result['purgedThroughLeaf']} purged by retention"
     if result["ok"]:
@@ -100,16 +109,23 @@ def add_log_commands(sub: Any) -> None:
     log = sub.add_parser("log", help="the tamper-evident processing log")
     log_sub = log.add_subparsers(dest="log_command", required=True)
     verify = log_sub.add_parser(
-        "verify", help="recompute the processing log's Merkle tree; exit 1 naming the first "
-        "altered, deleted, inserted or reordered record")
-    verify.add_argument("--data-dir", default=".knooppunt/data",
-                        help="the node's data directory (SQLite)")
+        "verify",
+        help="recompute the processing log's Merkle tree; exit 1 naming the first "
+        "altered, deleted, inserted or reordered record",
+    )
+    verify.add_argument(
+        "--data-dir", default=".knooppunt/data", help="the node's data directory (SQLite)"
+    )
     verify.add_argument("--database-url", default=None, help="PostgreSQL URL instead")
     verify.add_argument("--url", default=None, help="a running node's base URL instead")
     verify.add_argument("--cert", type=Path, help="administrator certificate (with --url)")
     verify.add_argument("--key", type=Path, help="its private key")
-    verify.add_argument("--trust", type=Path, help="CA bundle: the node's server certificate "
-                        "(--url) and the checkpoints' signer must chain to it")
+    verify.add_argument(
+        "--trust",
+        type=Path,
+        help="CA bundle: the node's server certificate "
+        "(--url) and the checkpoints' signer must chain to it",
+    )
     verify.add_argument("--timeout", type=float, default=300.0)
     verify.add_argument("--json", action="store_true", help="machine-readable report")
     verify.set_defaults(func=cmd_verify)

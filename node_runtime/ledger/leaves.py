@@ -48,8 +48,7 @@ def instant(value: datetime | str) -> str:
 
 
 def _data(values: list[Any]) -> bytes:
-    return json.dumps([VERSION, *values], ensure_ascii=False,
-                      separators=(",", ":")).encode("utf-8")
+    return json.dumps([VERSION, *values], ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def leaf_data(row: Mapping[str, Any]) -> bytes:

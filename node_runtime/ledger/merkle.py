@@ -118,8 +118,9 @@ def root_of(leaf_hashes: Sequence[bytes]) -> bytes:
     return Tree(leaf_hashes).root()
 
 
-def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes],
-                     root: bytes) -> None:
+def verify_inclusion(
+    index: int, size: int, leaf: bytes, proof: Sequence[bytes], root: bytes
+) -> None:
     """RFC 9162 section 2.1.3.2; raises ProofError unless `leaf` is at `index` under `root`."""
     if index >= size or index < 0:
         raise ProofError(f"leaf index {index} is not below tree size {size}")
@@ -148,8 +149,9 @@ def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes],
         raise ProofError("inclusion proof does not lead to the root")
 
 
-def verify_consistency(old: int, new: int, old_root: bytes, new_root: bytes,
-                       proof: Sequence[bytes]) -> None:
+def verify_consistency(
+    old: int, new: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
+) -> None:
     """RFC 9162 section 2.1.4.2; raises ProofError unless tree `new` extends tree `old`."""
     if old < 0 or new < old:
         raise ProofError(f"tree size {new} is smaller than {old}")

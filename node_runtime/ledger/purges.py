@@ -13,8 +13,7 @@ LOG_PURGE = "log-purge"
 
 
 def purge_detail(count: int, through_leaf: int) -> str:
-    return json.dumps({"purgedRecords": count, "throughLeaf": through_leaf},
-                      separators=(",", ":"))
+    return json.dumps({"purgedRecords": count, "throughLeaf": through_leaf}, separators=(",", ":"))
 
 
 def through_leaf(detail: str | None) -> int | None:

@@ -38,14 +38,23 @@ class LedgerService:
         self.signer = signer
         self.interval = interval
         self.clock = clock
-        self.size = Gauge("knooppunt_log_tree_size",
-                          "Leaves in the processing log's Merkle tree.", registry=registry)
-        self.signed_size = Gauge("knooppunt_log_checkpoint_size",
-                                 "Tree size of the latest signed checkpoint.", registry=registry)
+        self.size = Gauge(
+            "knooppunt_log_tree_size",
+            "Leaves in the processing log's Merkle tree.",
+            registry=registry,
+        )
+        self.signed_size = Gauge(
+            "knooppunt_log_checkpoint_size",
+            "Tree size of the latest signed checkpoint.",
+            registry=registry,
+        )
         self.failures = Counter(
             "knooppunt_log_checkpoint_failures",
             "Checkpoints not signed, by reason (tree: leaves contradict an earlier checkpoint,"
-            " alert on any; error: other).", ["reason"], registry=registry)
+            " alert on any; error: other).",
+            ["reason"],
+            registry=registry,
+        )
 
     def checkpoint(self) -> Checkpoint:
         """Sign a checkpoint now if the tree grew; the latest one otherwise."""
@@ -79,8 +88,10 @@ class LedgerService:
 
 def load_signer(key: Path | None, chain: Path | None) -> Signer | None:
     if key is None or chain is None:
-        log.warning("no signing key for processing-log checkpoints: the log is hashed but no "
-                    "checkpoint is signed (configure log_signing_key/log_signing_cert or TLS)")
+        log.warning(
+            "no signing key for processing-log checkpoints: the log is hashed but no "
+            "checkpoint is signed (configure log_signing_key/log_signing_cert or TLS)"
+        )
         return None
     try:
         return Signer(key, chain)

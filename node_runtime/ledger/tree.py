@@ -26,8 +26,15 @@ class TreeError(RuntimeError):
 
 
 def to_checkpoint(stored: log_tree.StoredCheckpoint) -> Checkpoint:
-    return Checkpoint(stored.origin, stored.tree_size, stored.root_hash, stored.issued_at,
-                      stored.algorithm, stored.signature, stored.certificate)
+    return Checkpoint(
+        stored.origin,
+        stored.tree_size,
+        stored.root_hash,
+        stored.issued_at,
+        stored.algorithm,
+        stored.signature,
+        stored.certificate,
+    )
 
 
 @dataclass(frozen=True)
@@ -51,8 +58,10 @@ class LogTree:
         with self._lock, self.engine.connect() as conn:
             for leaf in log_tree.read_leaves(conn, start=len(self.tree)):
                 if leaf.index != len(self.tree):
-                    raise TreeError(f"leaf {len(self.tree)} is missing from the log_leaves "
-                                    f"table (next stored leaf is {leaf.index})")
+                    raise TreeError(
+                        f"leaf {len(self.tree)} is missing from the log_leaves "
+                        f"table (next stored leaf is {leaf.index})"
+                    )
                 self.tree.append(leaf.hash)
             return len(self.tree)
 
@@ -73,22 +82,37 @@ class LogTree:
         if latest is not None and latest.tree_size >= size:
             return latest
         if latest is not None and self.tree.root(latest.tree_size) != latest.root_hash:
-            raise TreeError(f"the leaves no longer match the signed checkpoint of size "
-                            f"{latest.tree_size}; refusing to sign (run knooppunt log verify)")
+            raise TreeError(
+                f"the leaves no longer match the signed checkpoint of size "
+                f"{latest.tree_size}; refusing to sign (run knooppunt log verify)"
+            )
         signed = signer.sign(self.origin, size, self.tree.root(size), now)
         try:
             with self.engine.begin() as conn:
-                conn.execute(insert(schema.log_checkpoints), [log_tree.checkpoint_values(
-                    log_tree.StoredCheckpoint(size, signed.root_hash, signed.issued_at,
-                                              signed.origin, signed.algorithm,
-                                              signed.signature, signed.certificate))])
+                conn.execute(
+                    insert(schema.log_checkpoints),
+                    [
+                        log_tree.checkpoint_values(
+                            log_tree.StoredCheckpoint(
+                                size,
+                                signed.root_hash,
+                                signed.issued_at,
+                                signed.origin,
+                                signed.algorithm,
+                                signed.signature,
+                                signed.certificate,
+                            )
+                        )
+                    ],
+                )
         except IntegrityError:  # another replica signed this size first: one tree, its head
             stored = self.at(size)
             if stored is None:
                 raise
             if stored.root_hash != signed.root_hash:
                 raise TreeError(
-                    f"another replica signed a different root for size {size}") from None
+                    f"another replica signed a different root for size {size}"
+                ) from None
             return stored
         return signed
 
@@ -100,8 +124,13 @@ class LogTree:
             return None
         if tree_size > self.sync():
             raise merkle.ProofError(f"the tree has fewer than {tree_size} leaves")
-        return InclusionProof(record_id, leaf.index, self.tree.leaf(leaf.index), tree_size,
-                              self.tree.inclusion_proof(leaf.index, tree_size))
+        return InclusionProof(
+            record_id,
+            leaf.index,
+            self.tree.leaf(leaf.index),
+            tree_size,
+            self.tree.inclusion_proof(leaf.index, tree_size),
+        )
 
     def consistency(self, old: int, new: int) -> list[bytes]:
         if new > self.sync():

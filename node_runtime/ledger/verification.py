@@ -22,8 +22,15 @@ from node_runtime.ledger import checkpoints, leaves, merkle, purges
 from node_runtime.ledger.tree import to_checkpoint
 from node_runtime.store import log_tree, schema
 
-Kind = Literal["altered", "deleted", "inserted", "reordered", "leaves-rewritten",
-               "leaves-missing", "checkpoint-invalid"]
+Kind = Literal[
+    "altered",
+    "deleted",
+    "inserted",
+    "reordered",
+    "leaves-rewritten",
+    "leaves-missing",
+    "checkpoint-invalid",
+]
 
 
 @dataclass(frozen=True)
@@ -35,8 +42,13 @@ class Finding:
     seq: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "message": self.message, "leafIndex": self.leaf_index,
-                "recordId": self.record_id, "seq": self.seq}
+        return {
+            "kind": self.kind,
+            "message": self.message,
+            "leafIndex": self.leaf_index,
+            "recordId": self.record_id,
+            "seq": self.seq,
+        }
 
 
 @dataclass
@@ -53,20 +65,26 @@ class Report:
         return not self.findings
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "records": self.records, "leaves": self.leaves,
-                "purgedThroughLeaf": self.purged_through_leaf,
-                "checkpoints": self.checkpoints, "rootHash": self.root_hash.hex(),
-                "findings": [f.to_json() for f in self.findings]}
+        return {
+            "ok": self.ok,
+            "records": self.records,
+            "leaves": self.leaves,
+            "purgedThroughLeaf": self.purged_through_leaf,
+            "checkpoints": self.checkpoints,
+            "rootHash": self.root_hash.hex(),
+            "findings": [f.to_json() for f in self.findings],
+        }
 
     def text(self) -> str:
-        head = (f"{self.leaves} leaves, {self.records} records, {self.checkpoints} signed "
-                f"checkpoints, root {self.root_hash.hex()}")
+        head = (
+            f"{self.leaves} leaves, {self.records} records, {self.checkpoints} signed "
+            f"checkpoints, root {self.root_hash.hex()}"
+        )
         if self.purged_through_leaf is not None:
             head += f"; records of leaves 0..{self.purged_through_leaf} purged by retention"
         if self.ok:
             return f"OK: {head}"
-        return "\n".join([f"FAILED: {head}", *(f"  {f.kind}: {f.message}"
-                                                for f in self.findings)])
+        return "\n".join([f"FAILED: {head}", *(f"  {f.kind}: {f.message}" for f in self.findings)])
 
 
 @dataclass(frozen=True)
@@ -83,18 +101,25 @@ def verify(engine: Engine, *, trust: list[x509.Certificate] | None = None) -> Re
     with engine.connect() as conn:
         stored_leaves = list(log_tree.read_leaves(conn))
         records = [
-            _Record(int(r.seq), r.id, leaves.record_leaf_hash(dict(r._mapping)), r.activity,
-                    r.detail)
+            _Record(
+                int(r.seq), r.id, leaves.record_leaf_hash(dict(r._mapping)), r.activity, r.detail
+            )
             for r in conn.execute(select(p).order_by(p.c.seq))
         ]
         stored_checkpoints = log_tree.all_checkpoints(conn)
-    report = Report(records=len(records), leaves=len(stored_leaves),
-                    checkpoints=len(stored_checkpoints))
+    report = Report(
+        records=len(records), leaves=len(stored_leaves), checkpoints=len(stored_checkpoints)
+    )
     for i, leaf in enumerate(stored_leaves):
         if leaf.index != i:
-            report.findings.append(Finding(
-                "leaves-missing", f"leaf {i} is missing from the tree (next leaf stored is "
-                f"{leaf.index}, record {leaf.record_id})", leaf_index=i))
+            report.findings.append(
+                Finding(
+                    "leaves-missing",
+                    f"leaf {i} is missing from the tree (next leaf stored is "
+                    f"{leaf.index}, record {leaf.record_id})",
+                    leaf_index=i,
+                )
+            )
             return report
     tree = merkle.Tree(leaf.hash for leaf in stored_leaves)
     report.root_hash = tree.root()
@@ -119,8 +144,9 @@ def _purged_through(stored: list[log_tree.Leaf], records: list[_Record]) -> int 
     return through
 
 
-def _check_records(stored: list[log_tree.Leaf], records: list[_Record],
-                   report: Report) -> Finding | None:
+def _check_records(
+    stored: list[log_tree.Leaf], records: list[_Record], report: Report
+) -> Finding | None:
     through = _purged_through(stored, records)
     report.purged_through_leaf = through
     leaf_ids = {leaf.record_id for leaf in stored}
@@ -130,45 +156,74 @@ def _check_records(stored: list[log_tree.Leaf], records: list[_Record],
         current = records[j] if j < len(records) else None
         if current is not None and current.id == leaf.record_id:
             if current.hash != leaf.hash:
-                return Finding("altered", f"record {current.id} (seq {current.seq}, leaf "
-                               f"{leaf.index}) was altered: it no longer hashes to its leaf",
-                               leaf_index=leaf.index, record_id=current.id, seq=current.seq)
+                return Finding(
+                    "altered",
+                    f"record {current.id} (seq {current.seq}, leaf "
+                    f"{leaf.index}) was altered: it no longer hashes to its leaf",
+                    leaf_index=leaf.index,
+                    record_id=current.id,
+                    seq=current.seq,
+                )
             j += 1
             continue
         purged = through is not None and leaf.index <= through
         present = leaf.record_id in position_of
         if current is not None and current.id not in leaf_ids:
             if present:
-                return Finding("inserted", f"record {current.id} (seq {current.seq}) was "
-                               f"inserted before the record of leaf {leaf.index}: it has no "
-                               "leaf", leaf_index=leaf.index, record_id=current.id,
-                               seq=current.seq)
+                return Finding(
+                    "inserted",
+                    f"record {current.id} (seq {current.seq}) was "
+                    f"inserted before the record of leaf {leaf.index}: it has no "
+                    "leaf",
+                    leaf_index=leaf.index,
+                    record_id=current.id,
+                    seq=current.seq,
+                )
             if purged:
                 continue
-            return Finding("altered", f"the record of leaf {leaf.index} ({leaf.record_id}, "
-                           f"seq {leaf.seq}) was altered: its place holds record {current.id} "
-                           f"(seq {current.seq}), which has no leaf", leaf_index=leaf.index,
-                           record_id=leaf.record_id, seq=leaf.seq)
+            return Finding(
+                "altered",
+                f"the record of leaf {leaf.index} ({leaf.record_id}, "
+                f"seq {leaf.seq}) was altered: its place holds record {current.id} "
+                f"(seq {current.seq}), which has no leaf",
+                leaf_index=leaf.index,
+                record_id=leaf.record_id,
+                seq=leaf.seq,
+            )
         if present:
             moved = records[position_of[leaf.record_id]]
-            return Finding("reordered", f"record {moved.id} (leaf {leaf.index}) was moved: it "
-                           f"now has seq {moved.seq}; in commit order it came before record "
-                           f"{current.id if current else '(none)'}", leaf_index=leaf.index,
-                           record_id=moved.id, seq=moved.seq)
+            return Finding(
+                "reordered",
+                f"record {moved.id} (leaf {leaf.index}) was moved: it "
+                f"now has seq {moved.seq}; in commit order it came before record "
+                f"{current.id if current else '(none)'}",
+                leaf_index=leaf.index,
+                record_id=moved.id,
+                seq=moved.seq,
+            )
         if purged:
             continue  # removed by a retention purge, and the purge is logged
-        return Finding("deleted", f"record {leaf.record_id} (seq {leaf.seq}, leaf "
-                       f"{leaf.index}) was deleted", leaf_index=leaf.index,
-                       record_id=leaf.record_id, seq=leaf.seq)
+        return Finding(
+            "deleted",
+            f"record {leaf.record_id} (seq {leaf.seq}, leaf {leaf.index}) was deleted",
+            leaf_index=leaf.index,
+            record_id=leaf.record_id,
+            seq=leaf.seq,
+        )
     if j < len(records):
         extra = records[j]
-        return Finding("inserted", f"record {extra.id} (seq {extra.seq}) was inserted: it has "
-                       "no leaf", record_id=extra.id, seq=extra.seq)
+        return Finding(
+            "inserted",
+            f"record {extra.id} (seq {extra.seq}) was inserted: it has no leaf",
+            record_id=extra.id,
+            seq=extra.seq,
+        )
     return None
 
 
-def _check_checkpoints(tree: merkle.Tree, stored: list[log_tree.StoredCheckpoint],
-                       trust: list[x509.Certificate] | None) -> Finding | None:
+def _check_checkpoints(
+    tree: merkle.Tree, stored: list[log_tree.StoredCheckpoint], trust: list[x509.Certificate] | None
+) -> Finding | None:
     good = 0
     for cp in stored:
         try:
@@ -176,13 +231,20 @@ def _check_checkpoints(tree: merkle.Tree, stored: list[log_tree.StoredCheckpoint
         except checkpoints.CheckpointError as exc:
             return Finding("checkpoint-invalid", f"checkpoint of size {cp.tree_size}: {exc}")
         if cp.tree_size > len(tree):
-            return Finding("leaves-missing", f"the signed checkpoint of size {cp.tree_size} "
-                           f"covers more leaves than are stored ({len(tree)}): leaves "
-                           f"{len(tree)}..{cp.tree_size - 1} were deleted",
-                           leaf_index=len(tree))
+            return Finding(
+                "leaves-missing",
+                f"the signed checkpoint of size {cp.tree_size} "
+                f"covers more leaves than are stored ({len(tree)}): leaves "
+                f"{len(tree)}..{cp.tree_size - 1} were deleted",
+                leaf_index=len(tree),
+            )
         if tree.root(cp.tree_size) != cp.root_hash:
-            return Finding("leaves-rewritten", f"leaf hashes between leaf {good} and leaf "
-                           f"{cp.tree_size - 1} were rewritten: the root no longer matches the "
-                           f"signed checkpoint of size {cp.tree_size}", leaf_index=good)
+            return Finding(
+                "leaves-rewritten",
+                f"leaf hashes between leaf {good} and leaf "
+                f"{cp.tree_size - 1} were rewritten: the root no longer matches the "
+                f"signed checkpoint of size {cp.tree_size}",
+                leaf_index=good,
+            )
         good = cp.tree_size
     return None

@@ -78,14 +78,22 @@ class MappingConverter:
         for path, spec in mapping.fields.items():
             owner = _innermost(path, colls)
             self._fields.setdefault(owner, []).append(
-                _Field(_relative(path, owner), etree.XPath(spec.select, namespaces=namespaces),
-                       spec.type)
+                _Field(
+                    _relative(path, owner),
+                    etree.XPath(spec.select, namespaces=namespaces),
+                    spec.type,
+                )
             )
         for path in colls:
             parent = _innermost(path, [c for c in colls if c != path])
             self._children.setdefault(parent, []).append(
-                (path, _Collection(_relative(path, parent),
-                                   etree.XPath(mapping.collections[path], namespaces=namespaces)))
+                (
+                    path,
+                    _Collection(
+                        _relative(path, parent),
+                        etree.XPath(mapping.collections[path], namespaces=namespaces),
+                    ),
+                )
             )
 
     def _build(self, element: etree._Element, scope: str) -> dict[str, Any]:
@@ -96,8 +104,11 @@ class MappingConverter:
                 _put(out, f.parts, _typed(raw, f.type))
         for path, coll in self._children.get(scope, []):
             found = coll.select(element)
-            items = [e for e in found if isinstance(e, etree._Element)] if isinstance(
-                found, list) else []
+            items = (
+                [e for e in found if isinstance(e, etree._Element)]
+                if isinstance(found, list)
+                else []
+            )
             if items:
                 _put(out, coll.parts, [self._build(item, path) for item in items])
         return out

@@ -29,6 +29,7 @@ FIELD_PATH_RE = re.compile(FIELD_PATH_PATTERN)
 
 ParticipantId = Annotated[str, StringConstraints(pattern=PARTICIPANT_ID_PATTERN, max_length=64)]
 
+
 class BundleSource(Model):
     """Where the connector's files (XSDs, stylesheets) come from. Exactly one is set."""
 
@@ -271,26 +272,34 @@ class Participant(Model):
 class ConversationStep(Model):
     """Where a conversation's message is found and how it is correlated."""
 
-    message: str = Field(pattern=r"^[A-Za-z0-9_\-]+$", max_length=64,
-                         description="Message type (e.g. WMO315).")
+    message: str = Field(
+        pattern=r"^[A-Za-z0-9_\-]+$", max_length=64, description="Message type (e.g. WMO315)."
+    )
     items: str | None = Field(
         default=None,
         description="XPath from the root selecting the items that each open (or close) one "
-        "conversation, e.g. the requested products; empty: the message as a whole.")
+        "conversation, e.g. the requested products; empty: the message as a whole.",
+    )
     key: list[Annotated[str, StringConstraints(min_length=1, max_length=1024)]] = Field(
-        min_length=1, max_length=8,
+        min_length=1,
+        max_length=8,
         description="XPath expressions relative to an item; their string values, with the "
         "gemeente and the participant, correlate an opener with its closer. Only a keyed hash "
-        "of them is stored.")
+        "of them is stored.",
+    )
 
 
 class Deadline(Model):
     """The term within which a closing message must follow. Exactly one is set."""
 
     working_days: int | None = Field(
-        default=None, alias="workingDays", ge=1, le=365,
+        default=None,
+        alias="workingDays",
+        ge=1,
+        le=365,
         description="Working days on the Dutch calendar (Monday-Friday except national public "
-        "holidays); due at the end of the last one, Europe/Amsterdam.")
+        "holidays); due at the end of the last one, Europe/Amsterdam.",
+    )
     hours: float | None = Field(default=None, gt=0, le=8760, description="Hours.")
 
     @model_validator(mode="after")
@@ -337,9 +346,11 @@ class SectorConnectorSpec(Model):
         description="Delivered payloads are purged after this many days.",
     )
     conversations: list[Conversation] = Field(
-        default_factory=list, max_length=32,
+        default_factory=list,
+        max_length=32,
         description="Conversations whose answer terms the node tracks: an opener must be "
-        "followed by one of its closers before the deadline.")
+        "followed by one of its closers before the deadline.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> SectorConnectorSpec:
@@ -364,18 +375,21 @@ class SectorConnectorSpec(Model):
             steps = [conversation.opener, *conversation.closers]
             for step in steps:
                 if step.message not in by_name:
-                    raise ValueError(f"conversation {conversation.name}: unknown message "
-                                     f"{step.message}")
+                    raise ValueError(
+                        f"conversation {conversation.name}: unknown message {step.message}"
+                    )
             for step in steps:
                 for expr in [step.items or ".", *step.key]:
                     try:  # evaluated once on an empty element: finds unknown prefixes
                         etree.XPath(expr, namespaces=self.namespaces)(etree.Element("probe"))
                     except etree.XPathError as exc:
-                        raise ValueError(f"conversation {conversation.name}: invalid XPath "
-                                         f"{expr!r}: {exc}") from exc
+                        raise ValueError(
+                            f"conversation {conversation.name}: invalid XPath {expr!r}: {exc}"
+                        ) from exc
             if conversation.opener.message in {c.message for c in conversation.closers}:
-                raise ValueError(f"conversation {conversation.name}: a message cannot both "
-                                 "open and close it")
+                raise ValueError(
+                    f"conversation {conversation.name}: a message cannot both open and close it"
+                )
         seen: set[str] = set()
         for p in self.participants:
             for ident in p.identifiers:

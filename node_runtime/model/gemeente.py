@@ -11,8 +11,9 @@ from node_runtime.model.meta import DNS_LABEL, GEMEENTECODE_PATTERN, OIN_PATTERN
 
 class Delivery(Model):
     mode: Literal["pull", "push"] = Field(
-        default="pull", description="pull: the gemeente fetches from its mailbox; push: the node "
-        "delivers to endpoint."
+        default="pull",
+        description="pull: the gemeente fetches from its mailbox; push: the node "
+        "delivers to endpoint.",
     )
     endpoint: str | None = Field(
         default=None,

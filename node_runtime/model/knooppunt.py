@@ -110,29 +110,58 @@ class DeliverySpec(Model):
     """Push delivery: retries with backoff, per-endpoint limits, circuit breaker, dead letters."""
 
     max_attempts: int = Field(
-        default=12, alias="maxAttempts", ge=1, le=1000,
-        description="Attempts before a push delivery becomes a dead letter.")
+        default=12,
+        alias="maxAttempts",
+        ge=1,
+        le=1000,
+        description="Attempts before a push delivery becomes a dead letter.",
+    )
     max_age_seconds: int = Field(
-        default=3 * 24 * 3600, alias="maxAgeSeconds", ge=1,
-        description="Age after which a failing push delivery becomes a dead letter.")
+        default=3 * 24 * 3600,
+        alias="maxAgeSeconds",
+        ge=1,
+        description="Age after which a failing push delivery becomes a dead letter.",
+    )
     initial_backoff_seconds: float = Field(
-        default=1.0, alias="initialBackoffSeconds", gt=0, le=3600,
-        description="First retry delay; doubles per attempt, with full jitter.")
+        default=1.0,
+        alias="initialBackoffSeconds",
+        gt=0,
+        le=3600,
+        description="First retry delay; doubles per attempt, with full jitter.",
+    )
     max_backoff_seconds: float = Field(
-        default=600.0, alias="maxBackoffSeconds", gt=0, le=86400,
-        description="Upper bound of the retry delay.")
+        default=600.0,
+        alias="maxBackoffSeconds",
+        gt=0,
+        le=86400,
+        description="Upper bound of the retry delay.",
+    )
     timeout_seconds: float = Field(
-        default=15.0, alias="timeoutSeconds", gt=0, le=300,
-        description="Time a receiver gets to answer one delivery.")
+        default=15.0,
+        alias="timeoutSeconds",
+        gt=0,
+        le=300,
+        description="Time a receiver gets to answer one delivery.",
+    )
     concurrency_per_endpoint: int = Field(
-        default=4, alias="concurrencyPerEndpoint", ge=1, le=256,
-        description="Deliveries in flight per receiving endpoint.")
+        default=4,
+        alias="concurrencyPerEndpoint",
+        ge=1,
+        le=256,
+        description="Deliveries in flight per receiving endpoint.",
+    )
     circuit_breaker_threshold: int = Field(
-        default=5, alias="circuitBreakerThreshold", ge=1,
-        description="Consecutive failures that open an endpoint's circuit.")
+        default=5,
+        alias="circuitBreakerThreshold",
+        ge=1,
+        description="Consecutive failures that open an endpoint's circuit.",
+    )
     circuit_breaker_cooldown_seconds: float = Field(
-        default=30.0, alias="circuitBreakerCooldownSeconds", gt=0,
-        description="How long an open circuit waits before one trial delivery.")
+        default=30.0,
+        alias="circuitBreakerCooldownSeconds",
+        gt=0,
+        description="How long an open circuit waits before one trial delivery.",
+    )
 
 
 class KnooppuntSpec(Model):
@@ -145,13 +174,17 @@ class KnooppuntSpec(Model):
         default="ghcr.io/knooppunt/node-runtime:0.1.0", description="Runtime container image."
     )
     oin: str | None = Field(
-        default=None, pattern=OIN_PATTERN,
-        description="OIN of the organisation operating the node (its delivery certificate).")
+        default=None,
+        pattern=OIN_PATTERN,
+        description="OIN of the organisation operating the node (its delivery certificate).",
+    )
     endpoint: str | None = Field(
-        default=None, pattern=r"^https://[^\s/?#]+(/[^\s?#]*)?$",
+        default=None,
+        pattern=r"^https://[^\s/?#]+(/[^\s?#]*)?$",
         description="The node's HTTPS base URL as the municipal cloud façade reaches it (e.g. "
         "https://knooppunt-zorg.knooppunten.svc:8443). Empty: the façade does not use this node; "
-        "on a cluster the operator defaults it to the node's Service.")
+        "on a cluster the operator defaults it to the node's Service.",
+    )
     storage: StorageSpec = Field(default_factory=StorageSpec)
     delivery: DeliverySpec = Field(default_factory=DeliverySpec)
     limits: LimitsSpec = Field(default_factory=LimitsSpec)

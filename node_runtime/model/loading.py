@@ -83,11 +83,14 @@ def _yaml_files(paths: Iterable[Path]) -> list[Path]:
         if path.is_dir():
             # A mounted ConfigMap holds each file twice: `name` and `..<timestamp>/name`
             # (behind the `..data` link). Only the visible names count.
-            files.extend(sorted(
-                p for p in path.rglob("*")
-                if p.suffix in (".yaml", ".yml")
-                and not any(part.startswith("..") for part in p.relative_to(path).parts)
-            ))
+            files.extend(
+                sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.suffix in (".yaml", ".yml")
+                    and not any(part.startswith("..") for part in p.relative_to(path).parts)
+                )
+            )
         elif path.is_file():
             files.append(path)
         else:

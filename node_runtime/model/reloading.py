@@ -84,9 +84,15 @@ def files_fingerprint(paths: list[Path]) -> tuple[tuple[str, float, int], ...]:
     """A cheap change detector for local resource files (path, mtime, size)."""
     out: list[tuple[str, float, int]] = []
     for path in paths:
-        files = (sorted(p for p in path.rglob("*")
-                        if not any(part.startswith("..") for part in p.relative_to(path).parts))
-                 if path.is_dir() else [path])
+        files = (
+            sorted(
+                p
+                for p in path.rglob("*")
+                if not any(part.startswith("..") for part in p.relative_to(path).parts)
+            )
+            if path.is_dir()
+            else [path]
+        )
         for f in files:
             if f.is_file() and f.suffix in (".yaml", ".yml"):
                 st = f.stat()

@@ -108,15 +108,22 @@ class Node:
             self.metrics.config_generation.set(generation)
             log.info("configuration reloaded", extra={"generation": generation})
 
-        await watch_files(list(self.settings.resources), interval=self.settings.reload_interval,
-                          holder=self.holder, ticks=self.on_tick, on_reloaded=reloaded)
+        await watch_files(
+            list(self.settings.resources),
+            interval=self.settings.reload_interval,
+            holder=self.holder,
+            ticks=self.on_tick,
+            on_reloaded=reloaded,
+        )
 
     def reload_from_watch(self) -> None:
         """A Gemeente changed in the API: rebuild the state now (called from the watch)."""
         if self.holder.reload():
             self.metrics.config_generation.set(self.holder.current.generation)
-            log.info("tenants reloaded from the Kubernetes API",
-                     extra={"generation": self.holder.current.generation})
+            log.info(
+                "tenants reloaded from the Kubernetes API",
+                extra={"generation": self.holder.current.generation},
+            )
 
     def ready(self) -> bool:
         try:
@@ -150,8 +157,9 @@ def build_node(
 
     def on_error(exc: Exception) -> None:
         metrics.config_errors.inc()
-        log.error("configuration reload refused; keeping the previous one",
-                  extra={"error": str(exc)})
+        log.error(
+            "configuration reload refused; keeping the previous one", extra={"error": str(exc)}
+        )
 
     cache = ConnectorCache(config_map_root=settings.config_map_root)
     holder: StateHolder[NodeState] = StateHolder(
@@ -190,17 +198,32 @@ def build_node(
     )
     ledger = LedgerService(
         LogTree(store.engine, origin=origin_for(settings.node)),
-        signer=load_signer(settings.log_signing_key or settings.tls_key,
-                           settings.log_signing_cert or settings.tls_cert),
+        signer=load_signer(
+            settings.log_signing_key or settings.tls_key,
+            settings.log_signing_cert or settings.tls_cert,
+        ),
         interval=lambda: holder.current.knooppunt.spec.processing_log.checkpoint_interval_seconds,
         registry=metrics.registry,
     )
-    monitor = ConversationMonitor(store.engine, registry=metrics.registry,
-                                  interval=settings.conversation_interval)
+    monitor = ConversationMonitor(
+        store.engine, registry=metrics.registry, interval=settings.conversation_interval
+    )
     if watch is not None and settings.namespace:  # on a cluster: Events on the Knooppunt
         monitor.on_overdue.append(EventSink(watch.access, settings.namespace, settings.node))
-    node = Node(settings, holder, store, intake, metrics, pseudonymizer, identity, loader,
-                ledger, monitor, outbox=outbox, worker=worker)
+    node = Node(
+        settings,
+        holder,
+        store,
+        intake,
+        metrics,
+        pseudonymizer,
+        identity,
+        loader,
+        ledger,
+        monitor,
+        outbox=outbox,
+        worker=worker,
+    )
     if watch is not None:
         node.gemeente_watch = watch
         watch.on_change = node.reload_from_watch

@@ -33,21 +33,35 @@ class Settings(BaseSettings):
     tls_trust: Path | None = Field(default=None, description="Trusted client CAs (PEM bundle).")
     tls_crl: Path | None = Field(default=None, description="CRL(s) of the trusted CAs (PEM).")
     tls_issuers: Path | None = Field(
-        default=None, description="Issuer policy (YAML/JSON): which trusted CA may speak for "
-        "which organisation. Default: only the CA of the server certificate speaks for anyone.")
+        default=None,
+        description="Issuer policy (YAML/JSON): which trusted CA may speak for "
+        "which organisation. Default: only the CA of the server certificate speaks for anyone.",
+    )
     idle_timeout: float = Field(
-        default=30.0, gt=0, le=3600,
+        default=30.0,
+        gt=0,
+        le=3600,
         description="Seconds a connection may wait for a request (after the handshake or a "
-        "response) before it is closed.")
+        "response) before it is closed.",
+    )
     header_timeout: float = Field(
-        default=10.0, gt=0, le=600,
-        description="Seconds from a request's first byte to its complete headers (else 408).")
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Seconds from a request's first byte to its complete headers (else 408).",
+    )
     body_timeout: float = Field(
-        default=60.0, gt=0, le=3600,
-        description="Seconds from complete headers to the complete body (else 408).")
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Seconds from complete headers to the complete body (else 408).",
+    )
     max_connections_per_client: int = Field(
-        default=64, ge=1, le=100000,
-        description="Connections one client certificate (or address) may hold open at once.")
+        default=64,
+        ge=1,
+        le=100000,
+        description="Connections one client certificate (or address) may hold open at once.",
+    )
     trusted_proxy_header: str = Field(
         default="x-ssl-client-cert",
         description="Header carrying the URL-encoded PEM client certificate from a trusted proxy.",
@@ -72,12 +86,16 @@ class Settings(BaseSettings):
     config_map_root: Path = Path("/etc/knooppunt/bundles")
     reload_interval: float = Field(default=2.0, ge=0.1)
     log_signing_key: Path | None = Field(
-        default=None, description="Key that signs processing-log checkpoints (PEM); default "
-        "tls_key: the node's key from its PKI.")
+        default=None,
+        description="Key that signs processing-log checkpoints (PEM); default "
+        "tls_key: the node's key from its PKI.",
+    )
     log_signing_cert: Path | None = Field(
-        default=None, description="Certificate chain of log_signing_key; default tls_cert.")
+        default=None, description="Certificate chain of log_signing_key; default tls_cert."
+    )
     conversation_interval: float = Field(
-        default=15.0, ge=0.1, description="Seconds between refreshes of conversation metrics.")
+        default=15.0, ge=0.1, description="Seconds between refreshes of conversation metrics."
+    )
     retention_interval: float = Field(
         default=3600.0, ge=1.0, description="Seconds between retention purges."
     )
@@ -86,8 +104,10 @@ class Settings(BaseSettings):
         """The SQLite file: ``spec.storage.sqlitePath`` of the Knooppunt, inside the data dir."""
         path = Path(relative)
         if path.is_absolute() or ".." in path.parts or not path.name:
-            raise ValueError(f"spec.storage.sqlitePath {relative!r} must be a file name relative "
-                             "to the data directory")
+            raise ValueError(
+                f"spec.storage.sqlitePath {relative!r} must be a file name relative "
+                "to the data directory"
+            )
         return self.data_dir / path
 
     def key_path(self) -> Path:

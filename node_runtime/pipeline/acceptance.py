@@ -72,7 +72,8 @@ def commit(
     )
     events = conversation_events.events(ctx, conversations)
     stored, created = store.commit_intake(
-        IntakeCommit(record, deliveries, ctx.logs.records, events))
+        IntakeCommit(record, deliveries, ctx.logs.records, events)
+    )
     if not created:
         return replay(stored, ctx.digest, mt)
     if on_commit is not None and any(d.delivery_mode == "push" for d in deliveries):

@@ -14,5 +14,11 @@ def events(ctx: MessageContext, matcher: Matcher | None) -> list[ConversationEve
     mt, header = ctx.mt, ctx.head
     participant = header.sender if mt.spec.direction == "toGemeente" else header.recipient
     parties = Parties(header.sender, header.recipient, ctx.controller, participant)
-    return matcher.events(ctx.compiled.resource, mt.name, ctx.root, parties,
-                          message_id=ctx.message_id, sender_message_id=header.message_id)
+    return matcher.events(
+        ctx.compiled.resource,
+        mt.name,
+        ctx.root,
+        parties,
+        message_id=ctx.message_id,
+        sender_message_id=header.message_id,
+    )

@@ -47,4 +47,3 @@ def notification(
         },
         "inhoud": released,
     }
-

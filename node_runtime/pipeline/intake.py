@@ -79,8 +79,9 @@ class IntakeService:
         trace: TraceContext,
     ) -> IntakeResult:
         started = time.perf_counter()
-        ctx = MessageContext(state, connector_name, body, principal,
-                             LogBuilder(trace, principal.actor))
+        ctx = MessageContext(
+            state, connector_name, body, principal, LogBuilder(trace, principal.actor)
+        )
         try:
             result = self._steps(ctx)
         except Problem as problem:
@@ -101,8 +102,7 @@ class IntakeService:
         authorisation.authorise_sender(ctx.mt, ctx.head, ctx.principal)
 
         ctx.digest = hashlib.sha256(ctx.body).hexdigest()
-        existing = self.store.find_message(ctx.compiled.name, ctx.head.sender,
-                                           ctx.head.message_id)
+        existing = self.store.find_message(ctx.compiled.name, ctx.head.sender, ctx.head.message_id)
         if existing is not None:
             return idempotency.replay(existing, ctx.digest, ctx.mt)
 
@@ -129,5 +129,11 @@ class IntakeService:
             order_key=subjects.order_ref(ctx.mt, ctx.root, self.pseudonymizer),
             public_url=self.public_url,
         )
-        return acceptance.commit(ctx, deliveries, store=self.store, metrics=self.metrics,
-                                 on_commit=self.on_commit, conversations=self.conversations)
+        return acceptance.commit(
+            ctx,
+            deliveries,
+            store=self.store,
+            metrics=self.metrics,
+            on_commit=self.on_commit,
+            conversations=self.conversations,
+        )

@@ -21,4 +21,3 @@ def check_rules(ctx: MessageContext) -> list[RuleFailure]:
         return ident in connector.participants_by_identifier
 
     return evaluate(mt.rules, ctx.root, is_tenant=is_tenant, is_participant=is_participant)
-

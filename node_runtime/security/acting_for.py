@@ -237,8 +237,9 @@ class ReplayCache:
 
 
 class AssertionLedger(Protocol):
-    def first_assertion_use(self, issuer: str, jti: str, expires_at: int, *,
-                            purge_before: int | None = None) -> bool: ...
+    def first_assertion_use(
+        self, issuer: str, jti: str, expires_at: int, *, purge_before: int | None = None
+    ) -> bool: ...
 
 
 class SharedReplayGuard:
@@ -257,17 +258,20 @@ class SharedReplayGuard:
             if now - self._last_purge >= self._purge_every:
                 self._last_purge = now
                 purge_before = int(now) - CLOCK_LEEWAY - 1  # expired beyond any leeway
-        return self._ledger.first_assertion_use(issuer, jti, expires_at,
-                                                purge_before=purge_before)
+        return self._ledger.first_assertion_use(issuer, jti, expires_at, purge_before=purge_before)
 
 
 # --------------------------------------------------------------------------- verification (node)
 
 
 def _invalid(reason: str, detail: str) -> Problem:
-    return Problem(401, "assertion-invalid", "Acting-for assertion rejected",
-                   f"The {HEADER} assertion is not acceptable: {detail}.",
-                   extra={"reason": reason})
+    return Problem(
+        401,
+        "assertion-invalid",
+        "Acting-for assertion rejected",
+        f"The {HEADER} assertion is not acceptable: {detail}.",
+        extra={"reason": reason},
+    )
 
 
 def _verify_signature(public_key: object, alg: str, data: bytes, signature: bytes) -> None:
@@ -343,14 +347,16 @@ def verify_assertion(
     if set(header) - {"alg", "typ", "x5t#S256", "kid"}:
         raise _invalid("format", "unexpected JWS header parameters (crit, jku, x5u, ...)")
     if header.get("x5t#S256") != thumbprint(certificate):
-        raise _invalid("certificate",
-                       "it was not signed for the certificate presented on this connection")
+        raise _invalid(
+            "certificate", "it was not signed for the certificate presented on this connection"
+        )
     signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")
     try:
         _verify_signature(public_key, expected_alg, signing_input, signature)
     except InvalidSignature as exc:
-        raise _invalid("signature", "the signature does not verify with the presented "
-                       "certificate's key") from exc
+        raise _invalid(
+            "signature", "the signature does not verify with the presented certificate's key"
+        ) from exc
     issuer = _str_claim(claims, "iss")
     if issuer != _serial_number(certificate):
         raise _invalid("issuer", "iss is not the presented certificate's OIN")
@@ -370,9 +376,19 @@ def verify_assertion(
     gemeentecode = _str_claim(claims, "gemeentecode", _GEMEENTECODE)
     jti = _str_claim(claims, "jti", _JTI)
     if replay is not None and not replay.first_use(issuer, jti, expires_at, moment):
-        raise Problem(401, "assertion-replayed", "Acting-for assertion replayed",
-                      f"This {HEADER} assertion (jti) was used before; the façade signs a new "
-                      "one for every request.")
-    return ActingFor(gemeente_oin=gemeente_oin, gemeentecode=gemeentecode, facade_oin=issuer,
-                     audience=node_name, jti=jti, issued_at=issued_at, expires_at=expires_at)
-
+        raise Problem(
+            401,
+            "assertion-replayed",
+            "Acting-for assertion replayed",
+            f"This {HEADER} assertion (jti) was used before; the façade signs a new "
+            "one for every request.",
+        )
+    return ActingFor(
+        gemeente_oin=gemeente_oin,
+        gemeentecode=gemeentecode,
+        facade_oin=issuer,
+        audience=node_name,
+        jti=jti,
+        issued_at=issued_at,
+        expires_at=expires_at,
+    )

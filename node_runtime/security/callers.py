@@ -96,8 +96,10 @@ class CertificateIdentity:
 
     def _current_verifier(self) -> ChainVerifier:
         assert self._trust is not None
-        stamp = (self._trust.stat().st_mtime,
-                 self._crl.stat().st_mtime if self._crl is not None else 0.0)
+        stamp = (
+            self._trust.stat().st_mtime,
+            self._crl.stat().st_mtime if self._crl is not None else 0.0,
+        )
         with self._lock:
             if self._verifier is None or stamp != self._stamp:
                 self._verifier = ChainVerifier(self._trust, self._crl)
@@ -111,17 +113,29 @@ class CertificateIdentity:
         peer = request.client.host if request.client else ""
         proxies = self._proxies()
         if not proxies or not _in(peer, proxies):
-            raise Problem(403, "untrusted-proxy", "Forwarded certificate from an untrusted peer",
-                          "A client certificate header is accepted only from a configured "
-                          "trusted proxy; this connection is not one.")
+            raise Problem(
+                403,
+                "untrusted-proxy",
+                "Forwarded certificate from an untrusted peer",
+                "A client certificate header is accepted only from a configured "
+                "trusted proxy; this connection is not one.",
+            )
         if self._trust is None:
-            raise Problem(401, "forwarded-certificate-rejected", "Forwarded certificate rejected",
-                          "The node has no trust bundle to verify forwarded certificates.")
+            raise Problem(
+                401,
+                "forwarded-certificate-rejected",
+                "Forwarded certificate rejected",
+                "The node has no trust bundle to verify forwarded certificates.",
+            )
         result = self._current_verifier().verify(unquote(forwarded).encode())
         if not result.ok or result.identity is None:
-            raise Problem(401, "forwarded-certificate-rejected", "Forwarded certificate rejected",
-                          f"The forwarded client certificate is not acceptable: {result.detail}.",
-                          extra={"reason": result.reason})
+            raise Problem(
+                401,
+                "forwarded-certificate-rejected",
+                "Forwarded certificate rejected",
+                f"The forwarded client certificate is not acceptable: {result.detail}.",
+                extra={"reason": result.reason},
+            )
         policy = self.issuer_policy() if self.issuer_policy is not None else None
         if policy is not None and len(result.chain) > 1:
             return replace(result.identity, issuer_scope=policy.scope(result.chain[1]))

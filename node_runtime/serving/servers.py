@@ -32,20 +32,29 @@ def server_tls(
     trusted_cas_speak: bool = False,
 ) -> ReloadableServerContext:
     if cert is None or key is None or trust is None:
-        missing = [n for n, v in (("tls_cert", cert), ("tls_key", key), ("tls_trust", trust))
-                   if v is None]
+        missing = [
+            n for n, v in (("tls_cert", cert), ("tls_key", key), ("tls_trust", trust)) if v is None
+        ]
         raise SystemExit(f"HTTPS needs {', '.join(missing)}: the {role} never serves plain HTTP")
-    return reloadable_server_context(cert, key, trust, crl,
-                                     require_client_cert=require_client_cert, issuers=issuers,
-                                     trusted_cas_speak=trusted_cas_speak)
+    return reloadable_server_context(
+        cert,
+        key,
+        trust,
+        crl,
+        require_client_cert=require_client_cert,
+        issuers=issuers,
+        trusted_cas_speak=trusted_cas_speak,
+    )
 
 
 def connection_limits(settings: Any) -> ConnectionLimits:
     """The connection deadlines and per-client cap of a node's or façade's settings."""
-    return ConnectionLimits(idle_timeout=settings.idle_timeout,
-                            header_timeout=settings.header_timeout,
-                            body_timeout=settings.body_timeout,
-                            max_per_client=settings.max_connections_per_client)
+    return ConnectionLimits(
+        idle_timeout=settings.idle_timeout,
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        max_per_client=settings.max_connections_per_client,
+    )
 
 
 def tls_watcher(files: list[Path | None], tls: ReloadableServerContext) -> Callable[[], None]:
@@ -66,8 +75,9 @@ def tls_watcher(files: list[Path | None], tls: ReloadableServerContext) -> Calla
                 tls.reload()
                 log.info("TLS material reloaded")
             except Exception as exc:  # noqa: BLE001 - keep the last good context
-                log.error("TLS reload failed; keeping the previous context",
-                          extra={"error": str(exc)})
+                log.error(
+                    "TLS reload failed; keeping the previous context", extra={"error": str(exc)}
+                )
 
     return check
 
@@ -96,8 +106,9 @@ class Listener(uvicorn.Server):
     announce the mutual-TLS port as ``http://``.
     """
 
-    def __init__(self, config: uvicorn.Config, *, scheme: str, note: str,
-                 announce_process: bool = True) -> None:
+    def __init__(
+        self, config: uvicorn.Config, *, scheme: str, note: str, announce_process: bool = True
+    ) -> None:
         super().__init__(config)
         self.scheme = scheme
         self.note = note
@@ -114,8 +125,12 @@ class Listener(uvicorn.Server):
         if ":" in host:
             host = f"[{host}]"
         logging.getLogger("uvicorn.error").info(
-            "Uvicorn running on %s://%s:%d (%s; Press CTRL+C to quit)", self.scheme, host, port,
-            self.note)
+            "Uvicorn running on %s://%s:%d (%s; Press CTRL+C to quit)",
+            self.scheme,
+            host,
+            port,
+            self.note,
+        )
 
 
 def uvicorn_servers(
@@ -129,15 +144,34 @@ def uvicorn_servers(
     limits: ConnectionLimits | None = None,
 ) -> list[uvicorn.Server]:
     """The mutual-TLS listener, plus a plain-HTTP health listener when a port is given."""
-    config = tls_config(app, ssl_context=tls, host=host, port=port, log_config=None,
-                        access_log=False, timeout_graceful_shutdown=10,
-                        h11_max_incomplete_event_size=64 * 1024,
-                        limits=limits or ConnectionLimits())
+    config = tls_config(
+        app,
+        ssl_context=tls,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        h11_max_incomplete_event_size=64 * 1024,
+        limits=limits or ConnectionLimits(),
+    )
     servers: list[uvicorn.Server] = [Listener(config, scheme="https", note="mutual TLS")]
     if health is not None and health_port:
-        servers.append(Listener(uvicorn.Config(
-            health, host=host, port=health_port, log_config=None, access_log=False,
-            lifespan="off"), scheme="http", note="health only", announce_process=False))
+        servers.append(
+            Listener(
+                uvicorn.Config(
+                    health,
+                    host=host,
+                    port=health_port,
+                    log_config=None,
+                    access_log=False,
+                    lifespan="off",
+                ),
+                scheme="http",
+                note="health only",
+                announce_process=False,
+            )
+        )
     return servers
 
 
@@ -149,8 +183,9 @@ def run_forever(servers: list[uvicorn.Server]) -> None:
     asyncio.run(serve_all(servers))
 
 
-def start_background(servers: list[uvicorn.Server], *, name: str,
-                     default_port: int) -> tuple[threading.Thread, int]:
+def start_background(
+    servers: list[uvicorn.Server], *, name: str, default_port: int
+) -> tuple[threading.Thread, int]:
     """Run the servers in a daemon thread; returns once they accept connections."""
     thread = threading.Thread(target=run_forever, args=(servers,), name=name, daemon=True)
     thread.start()
@@ -167,8 +202,9 @@ def start_background(servers: list[uvicorn.Server], *, name: str,
     return thread, port
 
 
-def stop_servers(servers: list[uvicorn.Server], thread: threading.Thread,
-                 timeout: float = 15.0) -> None:
+def stop_servers(
+    servers: list[uvicorn.Server], thread: threading.Thread, timeout: float = 15.0
+) -> None:
     for server in servers:
         server.should_exit = True
     thread.join(timeout)

@@ -58,14 +58,20 @@ def from_kubeconfig(path: Path) -> ApiAccess:
     try:
         ca = cluster.get("certificate-authority") or (
             _materialise(cluster["certificate-authority-data"], ".crt", temp)
-            if "certificate-authority-data" in cluster else None)
+            if "certificate-authority-data" in cluster
+            else None
+        )
         context = ssl.create_default_context(cafile=ca)
         cert = user.get("client-certificate") or (
             _materialise(user["client-certificate-data"], ".crt", temp)
-            if "client-certificate-data" in user else None)
+            if "client-certificate-data" in user
+            else None
+        )
         key = user.get("client-key") or (
             _materialise(user["client-key-data"], ".key", temp)
-            if "client-key-data" in user else None)
+            if "client-key-data" in user
+            else None
+        )
         if cert and key:
             context.load_cert_chain(cert, key)
     finally:
@@ -84,8 +90,9 @@ def in_cluster() -> ApiAccess:
 class GemeenteWatch:
     """Keeps a live snapshot of the namespace's Gemeente resources."""
 
-    def __init__(self, access: ApiAccess, namespace: str, *,
-                 on_change: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, access: ApiAccess, namespace: str, *, on_change: Callable[[], None] | None = None
+    ) -> None:
         self.access = access
         self.namespace = namespace
         self.on_change = on_change
@@ -146,8 +153,11 @@ class GemeenteWatch:
 
     def _run(self) -> None:
         delay = 0.5
-        with httpx.Client(base_url=self.access.server, verify=self.access.ssl_context,
-                          timeout=httpx.Timeout(30, read=330)) as client:
+        with httpx.Client(
+            base_url=self.access.server,
+            verify=self.access.ssl_context,
+            timeout=httpx.Timeout(30, read=330),
+        ) as client:
             while not self._stop.is_set():
                 try:
                     listing = client.get(self.path, headers=self._headers())
@@ -162,9 +172,17 @@ class GemeenteWatch:
                     self._synced.set()
                     version = body["metadata"]["resourceVersion"]
                     delay = 0.5
-                    with client.stream("GET", self.path, headers=self._headers(), params={
-                            "watch": "true", "resourceVersion": version,
-                            "allowWatchBookmarks": "true", "timeoutSeconds": "300"}) as stream:
+                    with client.stream(
+                        "GET",
+                        self.path,
+                        headers=self._headers(),
+                        params={
+                            "watch": "true",
+                            "resourceVersion": version,
+                            "allowWatchBookmarks": "true",
+                            "timeoutSeconds": "300",
+                        },
+                    ) as stream:
                         stream.raise_for_status()
                         for line in stream.iter_lines():
                             if self._stop.is_set():
@@ -178,7 +196,6 @@ class GemeenteWatch:
                             if kind in ("ADDED", "MODIFIED", "DELETED"):
                                 self._apply(kind, event["object"])
                 except (httpx.HTTPError, ValueError, KeyError) as exc:
-                    log.warning("Gemeente watch interrupted; relisting",
-                                extra={"error": str(exc)})
+                    log.warning("Gemeente watch interrupted; relisting", extra={"error": str(exc)})
                     time.sleep(delay)
                     delay = min(delay * 2, 30.0)

@@ -62,17 +62,24 @@ def issuer_refusal(state: NodeState, cert: PeerCertificate) -> str | None:
     scope = getattr(cert, "issuer_scope", None)
     if not serial or scope is None:
         return None
-    known = (serial in state.gemeenten_by_oin or serial in state.participants_by_serial
-             or serial in state.knooppunt.spec.security.administrators
-             or serial in state.knooppunt.spec.security.facade_oins)
+    known = (
+        serial in state.gemeenten_by_oin
+        or serial in state.participants_by_serial
+        or serial in state.knooppunt.spec.security.administrators
+        or serial in state.knooppunt.spec.security.facade_oins
+    )
     if not known:
         return None
     if not scope.may_claim(serial):
-        return (f"The certificate carries serialNumber {serial}, but its issuing CA "
-                f"({scope.subject}) is not allowed to speak for that organisation on this node.")
+        return (
+            f"The certificate carries serialNumber {serial}, but its issuing CA "
+            f"({scope.subject}) is not allowed to speak for that organisation on this node."
+        )
     if serial in state.knooppunt.spec.security.administrators and not scope.administers:
-        return (f"Administrator certificates are accepted only from the node's own CA; this one "
-                f"was issued by {scope.subject}.")
+        return (
+            f"Administrator certificates are accepted only from the node's own CA; this one "
+            f"was issued by {scope.subject}."
+        )
     return None
 
 

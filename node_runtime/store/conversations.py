@@ -51,38 +51,79 @@ def apply(conn: Connection, events: Sequence[ConversationEvent]) -> None:
     processing-log insert), so replicas on one database apply events one at a time."""
     c = schema.conversations
     for e in events:
-        same = and_(c.c.connector == e.connector, c.c.conversation == e.conversation,
-                    c.c.key_hash == e.key_hash)
+        same = and_(
+            c.c.connector == e.connector,
+            c.c.conversation == e.conversation,
+            c.c.key_hash == e.key_hash,
+        )
         if e.kind == "open":
-            early = conn.execute(select(c.c.id, c.c.closed_at).where(
-                same, c.c.status == "unmatched").order_by(c.c.closed_at).limit(1)).first()
-            values = {"opener_message_id": e.message_id, "opener_type": e.message_type,
-                      "opener_reference": e.sender_message_id, "opener_item": e.item,
-                      "opened_at": e.at, "due_at": e.due_at, "sender": e.sender,
-                      "recipient": e.recipient}
+            early = conn.execute(
+                select(c.c.id, c.c.closed_at)
+                .where(same, c.c.status == "unmatched")
+                .order_by(c.c.closed_at)
+                .limit(1)
+            ).first()
+            values = {
+                "opener_message_id": e.message_id,
+                "opener_type": e.message_type,
+                "opener_reference": e.sender_message_id,
+                "opener_item": e.item,
+                "opened_at": e.at,
+                "due_at": e.due_at,
+                "sender": e.sender,
+                "recipient": e.recipient,
+            }
             if early is not None:  # its answer came first: closed in time
-                conn.execute(update(c).where(c.c.id == early.id).values(
-                    status="closed", **values))
+                conn.execute(update(c).where(c.c.id == early.id).values(status="closed", **values))
             else:
-                conn.execute(insert(c).values(
-                    id=str(uuid.uuid4()), connector=e.connector, conversation=e.conversation,
-                    key_hash=e.key_hash, gemeente=e.gemeente, participant=e.participant,
-                    status="open", **values))
+                conn.execute(
+                    insert(c).values(
+                        id=str(uuid.uuid4()),
+                        connector=e.connector,
+                        conversation=e.conversation,
+                        key_hash=e.key_hash,
+                        gemeente=e.gemeente,
+                        participant=e.participant,
+                        status="open",
+                        **values,
+                    )
+                )
             continue
-        opened = conn.execute(select(c.c.id, c.c.due_at).where(
-            same, c.c.status == "open").order_by(c.c.opened_at).limit(1)).first()
-        closing = {"closer_message_id": e.message_id, "closer_type": e.message_type,
-                   "closer_reference": e.sender_message_id, "closed_at": e.at}
+        opened = conn.execute(
+            select(c.c.id, c.c.due_at)
+            .where(same, c.c.status == "open")
+            .order_by(c.c.opened_at)
+            .limit(1)
+        ).first()
+        closing = {
+            "closer_message_id": e.message_id,
+            "closer_type": e.message_type,
+            "closer_reference": e.sender_message_id,
+            "closed_at": e.at,
+        }
         if opened is not None:
             due = opened.due_at
             late = due is not None and e.at > _aware(due)
-            conn.execute(update(c).where(c.c.id == opened.id).values(
-                status="late" if late else "closed", **closing))
+            conn.execute(
+                update(c)
+                .where(c.c.id == opened.id)
+                .values(status="late" if late else "closed", **closing)
+            )
         else:
-            conn.execute(insert(c).values(
-                id=str(uuid.uuid4()), connector=e.connector, conversation=e.conversation,
-                key_hash=e.key_hash, gemeente=e.gemeente, participant=e.participant,
-                sender=e.recipient, recipient=e.sender, status="unmatched", **closing))
+            conn.execute(
+                insert(c).values(
+                    id=str(uuid.uuid4()),
+                    connector=e.connector,
+                    conversation=e.conversation,
+                    key_hash=e.key_hash,
+                    gemeente=e.gemeente,
+                    participant=e.participant,
+                    sender=e.recipient,
+                    recipient=e.sender,
+                    status="unmatched",
+                    **closing,
+                )
+            )
 
 
 def _aware(value: datetime) -> datetime:
@@ -100,11 +141,17 @@ def _state_clause(state: State, now: datetime) -> Any:
     return c.c.status == state
 
 
-def list_conversations(engine: Engine, *, now: datetime, gemeente: str | None = None,
-                       participants: Sequence[str] | None = None,
-                       state: State | None = None,
-                       connector: str | None = None, after: str | None = None,
-                       limit: int = 100) -> list[ConversationRow]:
+def list_conversations(
+    engine: Engine,
+    *,
+    now: datetime,
+    gemeente: str | None = None,
+    participants: Sequence[str] | None = None,
+    state: State | None = None,
+    connector: str | None = None,
+    after: str | None = None,
+    limit: int = 100,
+) -> list[ConversationRow]:
     c = schema.conversations
     query = select(c)
     if gemeente is not None:
@@ -119,8 +166,10 @@ def list_conversations(engine: Engine, *, now: datetime, gemeente: str | None = 
         query = query.where(c.c.id > after)
     query = query.order_by(c.c.id).limit(limit)
     with engine.connect() as conn:
-        return [ConversationRow(**{k: v for k, v in r._mapping.items() if k != "key_hash"})
-                for r in conn.execute(query)]
+        return [
+            ConversationRow(**{k: v for k, v in r._mapping.items() if k != "key_hash"})
+            for r in conn.execute(query)
+        ]
 
 
 def counts(engine: Engine, *, now: datetime) -> dict[tuple[str, str, str, str, State], int]:
@@ -132,7 +181,8 @@ def counts(engine: Engine, *, now: datetime) -> dict[tuple[str, str, str, str, S
             rows = conn.execute(
                 select(c.c.connector, c.c.conversation, c.c.gemeente, c.c.sender, func.count())
                 .where(_state_clause(state, now))
-                .group_by(c.c.connector, c.c.conversation, c.c.gemeente, c.c.sender))
+                .group_by(c.c.connector, c.c.conversation, c.c.gemeente, c.c.sender)
+            )
             for r in rows:
                 out[(r[0], r[1], r[2], r[3], state)] = int(r[4])
     return out

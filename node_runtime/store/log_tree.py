@@ -48,35 +48,55 @@ def append_leaves(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     seqs: list[tuple[int, str]] = []
     ids = list(by_id)
     for i in range(0, len(ids), _CHUNK):
-        chunk = ids[i:i + _CHUNK]
-        seqs.extend((int(s), str(rid)) for s, rid in conn.execute(
-            select(p.c.seq, p.c.id).where(p.c.id.in_(chunk))))
+        chunk = ids[i : i + _CHUNK]
+        seqs.extend(
+            (int(s), str(rid))
+            for s, rid in conn.execute(select(p.c.seq, p.c.id).where(p.c.id.in_(chunk)))
+        )
     seqs.sort()
-    start = int(conn.execute(
-        select(func.coalesce(func.max(leaves.c.leaf_index) + 1, 0))).scalar_one())
-    conn.execute(insert(leaves), [
-        {"leaf_index": start + n, "seq": seq, "record_id": rid,
-         "leaf_hash": record_leaf_hash(by_id[rid])}
-        for n, (seq, rid) in enumerate(seqs)
-    ])
+    start = int(
+        conn.execute(select(func.coalesce(func.max(leaves.c.leaf_index) + 1, 0))).scalar_one()
+    )
+    conn.execute(
+        insert(leaves),
+        [
+            {
+                "leaf_index": start + n,
+                "seq": seq,
+                "record_id": rid,
+                "leaf_hash": record_leaf_hash(by_id[rid]),
+            }
+            for n, (seq, rid) in enumerate(seqs)
+        ],
+    )
 
 
 def backfill(conn: Connection) -> int:
     """Leaves for every record that has none (a database from before the tree), in seq order."""
     p, leaves = schema.processing_log, schema.log_leaves
     done = select(leaves.c.seq)
-    rows = [dict(r._mapping) for r in conn.execute(
-        select(p).where(p.c.seq.not_in(done)).order_by(p.c.seq))]
+    rows = [
+        dict(r._mapping)
+        for r in conn.execute(select(p).where(p.c.seq.not_in(done)).order_by(p.c.seq))
+    ]
     if not rows:
         return 0
-    start = int(conn.execute(
-        select(func.coalesce(func.max(leaves.c.leaf_index) + 1, 0))).scalar_one())
+    start = int(
+        conn.execute(select(func.coalesce(func.max(leaves.c.leaf_index) + 1, 0))).scalar_one()
+    )
     for i in range(0, len(rows), _CHUNK):
-        conn.execute(insert(leaves), [
-            {"leaf_index": start + i + n, "seq": r["seq"], "record_id": r["id"],
-             "leaf_hash": record_leaf_hash(r)}
-            for n, r in enumerate(rows[i:i + _CHUNK])
-        ])
+        conn.execute(
+            insert(leaves),
+            [
+                {
+                    "leaf_index": start + i + n,
+                    "seq": r["seq"],
+                    "record_id": r["id"],
+                    "leaf_hash": record_leaf_hash(r),
+                }
+                for n, r in enumerate(rows[i : i + _CHUNK])
+            ],
+        )
     return len(rows)
 
 
@@ -84,8 +104,9 @@ def read_leaves(conn: Connection, *, start: int = 0, batch: int = 10_000) -> Ite
     lv = schema.log_leaves
     position = start
     while True:
-        rows = conn.execute(select(lv).where(lv.c.leaf_index >= position)
-                            .order_by(lv.c.leaf_index).limit(batch)).all()
+        rows = conn.execute(
+            select(lv).where(lv.c.leaf_index >= position).order_by(lv.c.leaf_index).limit(batch)
+        ).all()
         for r in rows:
             yield Leaf(int(r.leaf_index), int(r.seq), r.record_id, bytes(r.leaf_hash))
         if len(rows) < batch:
@@ -96,13 +117,21 @@ def read_leaves(conn: Connection, *, start: int = 0, batch: int = 10_000) -> Ite
 def leaf_of_record(conn: Connection, record_id: str) -> Leaf | None:
     lv = schema.log_leaves
     r = conn.execute(select(lv).where(lv.c.record_id == record_id)).first()
-    return None if r is None else Leaf(int(r.leaf_index), int(r.seq), r.record_id,
-                                       bytes(r.leaf_hash))
+    return (
+        None if r is None else Leaf(int(r.leaf_index), int(r.seq), r.record_id, bytes(r.leaf_hash))
+    )
 
 
 def _checkpoint(r: Any) -> StoredCheckpoint:
-    return StoredCheckpoint(int(r.tree_size), bytes(r.root_hash), r.issued_at, r.origin,
-                            r.algorithm, bytes(r.signature), r.certificate)
+    return StoredCheckpoint(
+        int(r.tree_size),
+        bytes(r.root_hash),
+        r.issued_at,
+        r.origin,
+        r.algorithm,
+        bytes(r.signature),
+        r.certificate,
+    )
 
 
 def latest_checkpoint(conn: Connection) -> StoredCheckpoint | None:
@@ -123,14 +152,19 @@ def all_checkpoints(conn: Connection) -> list[StoredCheckpoint]:
 
 
 def checkpoint_values(cp: StoredCheckpoint) -> dict[str, Any]:
-    return {"tree_size": cp.tree_size, "root_hash": cp.root_hash, "issued_at": cp.issued_at,
-            "origin": cp.origin, "algorithm": cp.algorithm, "signature": cp.signature,
-            "certificate": cp.certificate}
+    return {
+        "tree_size": cp.tree_size,
+        "root_hash": cp.root_hash,
+        "issued_at": cp.issued_at,
+        "origin": cp.origin,
+        "algorithm": cp.algorithm,
+        "signature": cp.signature,
+        "certificate": cp.certificate,
+    }
 
 
 def controller_of(engine: Engine, record_id: str) -> str | None:
     p = schema.processing_log
     with engine.connect() as conn:
-        value = conn.execute(
-            select(p.c.controller).where(p.c.id == record_id)).scalar_one_or_none()
+        value = conn.execute(select(p.c.controller).where(p.c.id == record_id)).scalar_one_or_none()
     return None if value is None else str(value)

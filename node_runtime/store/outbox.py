@@ -96,13 +96,20 @@ class Outbox:
             result = conn.execute(
                 update(d)
                 .where(d.c.id == delivery_id, d.c.status == "pending")
-                .values(status="delivered", delivered_at=moment, acknowledged_at=moment,
-                        attempts=d.c.attempts + 1, lease_owner=None, lease_until=None,
-                        last_error=None)
+                .values(
+                    status="delivered",
+                    delivered_at=moment,
+                    acknowledged_at=moment,
+                    attempts=d.c.attempts + 1,
+                    lease_owner=None,
+                    lease_until=None,
+                    last_error=None,
+                )
             )
             if result.rowcount == 1:
-                insert_in_seq_order(conn, schema.processing_log,
-                                    [row_mapping.log_values(r) for r in log])
+                insert_in_seq_order(
+                    conn, schema.processing_log, [row_mapping.log_values(r) for r in log]
+                )
             return result.rowcount == 1
 
     def delivered_many(self, settled: Sequence[tuple[str, Sequence[LogRecord]]]) -> int:
@@ -113,16 +120,26 @@ class Outbox:
         moment = now()
         ids = [i for i, _ in settled]
         with self.store.transaction() as conn:
-            pending = {r[0] for r in conn.execute(
-                select(d.c.id).where(d.c.id.in_(ids), d.c.status == "pending"))}
+            pending = {
+                r[0]
+                for r in conn.execute(
+                    select(d.c.id).where(d.c.id.in_(ids), d.c.status == "pending")
+                )
+            }
             if not pending:
                 return 0
             conn.execute(
                 update(d)
                 .where(d.c.id.in_(list(pending)), d.c.status == "pending")
-                .values(status="delivered", delivered_at=moment, acknowledged_at=moment,
-                        attempts=d.c.attempts + 1, lease_owner=None, lease_until=None,
-                        last_error=None)
+                .values(
+                    status="delivered",
+                    delivered_at=moment,
+                    acknowledged_at=moment,
+                    attempts=d.c.attempts + 1,
+                    lease_owner=None,
+                    lease_until=None,
+                    last_error=None,
+                )
             )
             records = [row_mapping.log_values(r) for i, log in settled if i in pending for r in log]
             insert_in_seq_order(conn, schema.processing_log, records)
@@ -143,25 +160,34 @@ class Outbox:
             conn.execute(
                 update(d)
                 .where(d.c.id == delivery_id, d.c.status == "pending")
-                .values(status=status, attempts=d.c.attempts + 1, last_error=error[:2000],
-                        next_attempt_at=retry_at, lease_owner=None, lease_until=None)
+                .values(
+                    status=status,
+                    attempts=d.c.attempts + 1,
+                    last_error=error[:2000],
+                    next_attempt_at=retry_at,
+                    lease_owner=None,
+                    lease_until=None,
+                )
             )
-            insert_in_seq_order(conn, schema.processing_log,
-                                [row_mapping.log_values(r) for r in log])
+            insert_in_seq_order(
+                conn, schema.processing_log, [row_mapping.log_values(r) for r in log]
+            )
         return status
 
     def release(self, delivery_id: str) -> None:
         """Give a claimed delivery back untried (e.g. its circuit opened meanwhile)."""
         d = schema.deliveries
         with self.store.transaction() as conn:
-            conn.execute(update(d).where(d.c.id == delivery_id, d.c.status == "pending")
-                         .values(lease_owner=None, lease_until=None))
+            conn.execute(
+                update(d)
+                .where(d.c.id == delivery_id, d.c.status == "pending")
+                .values(lease_owner=None, lease_until=None)
+            )
 
     def attempts(self, delivery_id: str) -> int:
         d = schema.deliveries
         with self.engine.connect() as conn:
-            return int(conn.execute(select(d.c.attempts).where(d.c.id == delivery_id))
-                       .scalar_one())
+            return int(conn.execute(select(d.c.attempts).where(d.c.id == delivery_id)).scalar_one())
 
     def _filter(self, f: DeadLetterFilter) -> list[Any]:
         d = schema.deliveries
@@ -174,30 +200,42 @@ class Outbox:
             clauses.append(d.c.id.in_(list(f.ids)))
         return clauses
 
-    def dead_letters(self, f: DeadLetterFilter, *, limit: int = 100) -> list[tuple[DeliveryRecord,
-                                                                                     int, str]]:
+    def dead_letters(
+        self, f: DeadLetterFilter, *, limit: int = 100
+    ) -> list[tuple[DeliveryRecord, int, str]]:
         d = schema.deliveries
         query = select(d).where(*self._filter(f)).order_by(d.c.seq).limit(limit)
         with self.engine.connect() as conn:
-            return [(row_mapping.delivery(r), int(r.attempts), r.last_error or "")
-                    for r in conn.execute(query)]
+            return [
+                (row_mapping.delivery(r), int(r.attempts), r.last_error or "")
+                for r in conn.execute(query)
+            ]
 
     def replay(self, f: DeadLetterFilter) -> int:
         """Put dead letters back in the outbox (fresh attempt budget). Returns the count."""
         d = schema.deliveries
         with self.store.transaction() as conn:
             result = conn.execute(
-                update(d).where(*self._filter(f))
-                .values(status="pending", attempts=0, next_attempt_at=None, lease_owner=None,
-                        lease_until=None)
+                update(d)
+                .where(*self._filter(f))
+                .values(
+                    status="pending",
+                    attempts=0,
+                    next_attempt_at=None,
+                    lease_owner=None,
+                    lease_until=None,
+                )
             )
             return int(result.rowcount)
 
     def counts(self) -> dict[str, int]:
         d = schema.deliveries
         with self.engine.connect() as conn:
-            rows = conn.execute(select(d.c.status, func.count()).where(
-                d.c.delivery_mode == "push").group_by(d.c.status))
+            rows = conn.execute(
+                select(d.c.status, func.count())
+                .where(d.c.delivery_mode == "push")
+                .group_by(d.c.status)
+            )
             return {r[0]: int(r[1]) for r in rows}
 
     def created_at(self, delivery_id: str) -> datetime | None:

@@ -61,29 +61,41 @@ class Retention:
                 d.c.created_at < cutoff,
             ]
             if rule.gemeente is not None:
-                clauses.append(and_(d.c.mailbox_kind == "gemeente",
-                                    d.c.mailbox_id == rule.gemeente))
+                clauses.append(
+                    and_(d.c.mailbox_kind == "gemeente", d.c.mailbox_id == rule.gemeente)
+                )
             else:
                 others = [g for (c, g) in specific if c == rule.connector and g is not None]
                 if others:
-                    clauses.append(not_(and_(d.c.mailbox_kind == "gemeente",
-                                             d.c.mailbox_id.in_(others))))
+                    clauses.append(
+                        not_(and_(d.c.mailbox_kind == "gemeente", d.c.mailbox_id.in_(others)))
+                    )
             with self.store.transaction() as conn:
-                rows = list(conn.execute(select(d).where(*clauses).order_by(d.c.seq)
-                                         .limit(batch)))
+                rows = list(conn.execute(select(d).where(*clauses).order_by(d.c.seq).limit(batch)))
                 if not rows:
                     continue
-                conn.execute(update(d).where(d.c.id.in_([r.id for r in rows]))
-                             .values(content=None, purged_at=now, status="purged"))
+                conn.execute(
+                    update(d)
+                    .where(d.c.id.in_([r.id for r in rows]))
+                    .values(content=None, purged_at=now, status="purged")
+                )
                 records: list[LogRecord] = []
                 for r in rows:
-                    item = PurgedDelivery(r.id, r.message_id, r.mailbox_id, r.connector,
-                                          r.message_type, r.purpose, r.legal_basis,
-                                          tuple(json.loads(r.subject_refs)))
+                    item = PurgedDelivery(
+                        r.id,
+                        r.message_id,
+                        r.mailbox_id,
+                        r.connector,
+                        r.message_type,
+                        r.purpose,
+                        r.legal_basis,
+                        tuple(json.loads(r.subject_refs)),
+                    )
                     purged.append(item)
                     records.extend(log_for(item))
-                insert_in_seq_order(conn, schema.processing_log,
-                                    [row_mapping.log_values(x) for x in records])
+                insert_in_seq_order(
+                    conn, schema.processing_log, [row_mapping.log_values(x) for x in records]
+                )
         return purged
 
     def purge_message_payloads(self, connector_days: dict[str, int], *, now: datetime) -> int:
@@ -94,16 +106,21 @@ class Retention:
             unpurged = select(d.c.id).where(d.c.message_id == m.c.id, d.c.purged_at.is_(None))
             with self.store.transaction() as conn:
                 result = conn.execute(
-                    update(m).where(m.c.connector == connector, m.c.purged_at.is_(None),
-                                    m.c.received_at < now - timedelta(days=days),
-                                    ~unpurged.exists())
+                    update(m)
+                    .where(
+                        m.c.connector == connector,
+                        m.c.purged_at.is_(None),
+                        m.c.received_at < now - timedelta(days=days),
+                        ~unpurged.exists(),
+                    )
                     .values(payload=None, purged_at=now)
                 )
                 total += int(result.rowcount)
         return total
 
-    def purge_log(self, *, days: int, now: datetime,
-                  log_for: Callable[[int, int], list[LogRecord]]) -> int:
+    def purge_log(
+        self, *, days: int, now: datetime, log_for: Callable[[int, int], list[LogRecord]]
+    ) -> int:
         """Delete the processing-log records older than `days`, as one prefix in commit order
         (up to the oldest record that stays), and log the purge itself in the same
         transaction: ``log_for(count, through_leaf)`` builds that record. The records' Merkle
@@ -112,7 +129,8 @@ class Retention:
         cutoff = now - timedelta(days=days)
         with self.store.transaction() as conn:
             oldest_kept = conn.execute(
-                select(func.min(p.c.seq)).where(p.c.timestamp >= cutoff)).scalar_one()
+                select(func.min(p.c.seq)).where(p.c.timestamp >= cutoff)
+            ).scalar_one()
             prefix = [p.c.timestamp < cutoff]
             if oldest_kept is not None:
                 prefix.append(p.c.seq < oldest_kept)
@@ -120,12 +138,19 @@ class Retention:
             if through_seq is None:
                 return 0
             through_leaf = conn.execute(
-                select(func.max(lv.c.leaf_index)).where(lv.c.seq <= through_seq)).scalar_one()
-            count = int(conn.execute(
-                select(func.count()).select_from(p).where(p.c.seq <= through_seq)).scalar_one())
+                select(func.max(lv.c.leaf_index)).where(lv.c.seq <= through_seq)
+            ).scalar_one()
+            count = int(
+                conn.execute(
+                    select(func.count()).select_from(p).where(p.c.seq <= through_seq)
+                ).scalar_one()
+            )
             # The purge's own record first: it takes the next number while the purged rows
             # still exist (SQLite would otherwise hand out a purged row's number again).
-            insert_in_seq_order(conn, schema.processing_log, [
-                row_mapping.log_values(r) for r in log_for(count, int(through_leaf or 0))])
+            insert_in_seq_order(
+                conn,
+                schema.processing_log,
+                [row_mapping.log_values(r) for r in log_for(count, int(through_leaf or 0))],
+            )
             conn.execute(delete(p).where(p.c.seq <= through_seq))
             return count

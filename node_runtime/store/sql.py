@@ -88,8 +88,9 @@ def _v4(conn: Connection) -> None:
 def _v5(conn: Connection) -> None:
     """The processing log's Merkle tree: leaves (backfilled for existing records, in commit
     order) and signed checkpoints."""
-    schema.metadata.create_all(conn, tables=[schema.log_leaves, schema.log_checkpoints],
-                               checkfirst=True)
+    schema.metadata.create_all(
+        conn, tables=[schema.log_leaves, schema.log_checkpoints], checkfirst=True
+    )
     if inspect(conn).has_table("processing_log"):
         log_tree.backfill(conn)
 
@@ -100,7 +101,13 @@ def _v6(conn: Connection) -> None:
 
 
 MIGRATIONS: list[tuple[int, Migration]] = [
-    (1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5), (6, _v6)]
+    (1, _v1),
+    (2, _v2),
+    (3, _v3),
+    (4, _v4),
+    (5, _v5),
+    (6, _v6),
+]
 
 
 def now() -> datetime:
@@ -118,7 +125,7 @@ def normalise_url(url: str) -> str:
     """
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 
@@ -182,15 +189,25 @@ def _insert_intakes(conn: Connection, commits: Sequence[Write]) -> None:
     unique index), then their deliveries and all log records (also those of log-only writes)
     in commit order."""
     intakes = [c for c in commits if isinstance(c, IntakeCommit)]
-    ordered = sorted(intakes, key=lambda c: (
-        c.message.connector, c.message.sender, c.message.sender_message_id))
+    ordered = sorted(
+        intakes, key=lambda c: (c.message.connector, c.message.sender, c.message.sender_message_id)
+    )
     if ordered:
         conn.execute(_INSERTS["messages"], [row_mapping.message_values(c.message) for c in ordered])
-    insert_in_seq_order(conn, schema.deliveries,
-                        [row_mapping.delivery_values(d) for c in intakes for d in c.deliveries])
-    insert_in_seq_order(conn, schema.processing_log, [
-        row_mapping.log_values(r) for c in commits
-        for r in (c.log if isinstance(c, IntakeCommit) else c.records)])
+    insert_in_seq_order(
+        conn,
+        schema.deliveries,
+        [row_mapping.delivery_values(d) for c in intakes for d in c.deliveries],
+    )
+    insert_in_seq_order(
+        conn,
+        schema.processing_log,
+        [
+            row_mapping.log_values(r)
+            for c in commits
+            for r in (c.log if isinstance(c, IntakeCommit) else c.records)
+        ],
+    )
     conversations.apply(conn, [e for c in intakes for e in c.conversations])
 
 
@@ -232,9 +249,11 @@ class SqlStore:
         # SQLite has one writer at a time; serialising writers in-process avoids its busy
         # handler, which sleeps in growing steps and wrecks latency under contention.
         self._write_lock: threading.Lock | None = (
-            threading.Lock() if self.dialect == "sqlite" else None)
-        self._intake_group: GroupCommit[Write, tuple[MessageRecord, bool] | None] = (
-            GroupCommit(self._commit_intake_batch))
+            threading.Lock() if self.dialect == "sqlite" else None
+        )
+        self._intake_group: GroupCommit[Write, tuple[MessageRecord, bool] | None] = GroupCommit(
+            self._commit_intake_batch
+        )
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -265,7 +284,8 @@ class SqlStore:
             if done and max(done) > newest:
                 raise RuntimeError(
                     f"database schema version {max(done)} is newer than this runtime knows "
-                    f"({newest}); refusing to run an older runtime against it")
+                    f"({newest}); refusing to run an older runtime against it"
+                )
             for version, step in MIGRATIONS:
                 if version not in done:
                     step(conn)
@@ -288,9 +308,14 @@ class SqlStore:
         self, connector: str, sender: str, sender_message_id: str
     ) -> MessageRecord | None:
         with self.engine.connect() as conn:
-            row = conn.execute(_FIND_MESSAGE, {
-                "connector": connector, "sender": sender, "sender_message_id": sender_message_id,
-            }).first()
+            row = conn.execute(
+                _FIND_MESSAGE,
+                {
+                    "connector": connector,
+                    "sender": sender,
+                    "sender_message_id": sender_message_id,
+                },
+            ).first()
         return None if row is None else row_mapping.message(row)
 
     def commit_intake(self, commit: IntakeCommit) -> tuple[MessageRecord, bool]:
@@ -312,11 +337,13 @@ class SqlStore:
             try:
                 with self.transaction() as conn:
                     _insert_intakes(conn, commits)
-                return [(c.message, True) if isinstance(c, IntakeCommit) else None
-                        for c in commits]
+                return [(c.message, True) if isinstance(c, IntakeCommit) else None for c in commits]
             except Exception as exc:  # noqa: BLE001 - a duplicate or a bad item
-                logger.debug("group commit of %d writes fell back to one by one: %s",
-                             len(commits), type(exc).__name__)
+                logger.debug(
+                    "group commit of %d writes fell back to one by one: %s",
+                    len(commits),
+                    type(exc).__name__,
+                )
         outcomes: list[tuple[MessageRecord, bool] | BaseException | None] = []
         for commit in commits:
             try:
@@ -341,14 +368,18 @@ class SqlStore:
             return existing, False
         return msg, True
 
-    def first_assertion_use(self, issuer: str, jti: str, expires_at: int, *,
-                            purge_before: int | None = None) -> bool:
+    def first_assertion_use(
+        self, issuer: str, jti: str, expires_at: int, *, purge_before: int | None = None
+    ) -> bool:
         """Record an acting-for assertion id; False when any replica recorded it before.
         ``purge_before``: also drop ids that expired before that moment (epoch seconds)."""
         t = schema.used_assertions
-        statement = (pg_insert(t) if self.dialect == "postgresql" else sqlite_insert(t)).values(
-            issuer=issuer, jti=jti, expires_at=expires_at
-        ).on_conflict_do_nothing(index_elements=["issuer", "jti"]).returning(t.c.jti)
+        statement = (
+            (pg_insert(t) if self.dialect == "postgresql" else sqlite_insert(t))
+            .values(issuer=issuer, jti=jti, expires_at=expires_at)
+            .on_conflict_do_nothing(index_elements=["issuer", "jti"])
+            .returning(t.c.jti)
+        )
         with self.transaction() as conn:
             if purge_before is not None:
                 conn.execute(delete(t).where(t.c.expires_at < purge_before))
@@ -400,8 +431,9 @@ class SqlStore:
             conn.execute(
                 update(d).where(d.c.id == delivery_id).values(read_count=d.c.read_count + 1)
             )
-            insert_in_seq_order(conn, schema.processing_log,
-                                [row_mapping.log_values(r) for r in log])
+            insert_in_seq_order(
+                conn, schema.processing_log, [row_mapping.log_values(r) for r in log]
+            )
 
     def acknowledge(
         self, kind: MailboxKind, mailbox_id: str, delivery_id: str, log: Sequence[LogRecord]
@@ -420,8 +452,9 @@ class SqlStore:
                 .values(acknowledged_at=now(), status="acknowledged")
             )
             if result.rowcount == 1:
-                insert_in_seq_order(conn, schema.processing_log,
-                                    [row_mapping.log_values(r) for r in log])
+                insert_in_seq_order(
+                    conn, schema.processing_log, [row_mapping.log_values(r) for r in log]
+                )
                 return True
             exists = conn.execute(
                 select(func.count())

@@ -18,8 +18,12 @@ async def read_body(request: Request, limit: int, *, whose: str = "node") -> byt
             if int(declared) > limit:
                 raise too_large(limit, whose)
         except ValueError as exc:
-            raise Problem.of("invalid", "bad-content-length", "Invalid Content-Length",
-                             "Content-Length is not a number.") from exc
+            raise Problem.of(
+                "invalid",
+                "bad-content-length",
+                "Invalid Content-Length",
+                "Content-Length is not a number.",
+            ) from exc
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -31,6 +35,10 @@ async def read_body(request: Request, limit: int, *, whose: str = "node") -> byt
 
 
 def too_large(limit: int, whose: str = "node") -> Problem:
-    return Problem.of("too-large", "body-too-large", "Message too large",
-                      f"The body exceeds the {whose}'s limit of {limit} bytes.",
-                      extra={"maxBytes": limit})
+    return Problem.of(
+        "too-large",
+        "body-too-large",
+        "Message too large",
+        f"The body exceeds the {whose}'s limit of {limit} bytes.",
+        extra={"maxBytes": limit},
+    )

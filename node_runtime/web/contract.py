@@ -26,10 +26,10 @@ XML_MEDIA_TYPES = ("application/xml", "text/xml")
 DESCRIPTIONS: dict[int, str] = {
     400: "Invalid request: parameters, body or cursor (problem details).",
     401: "No acceptable client certificate: none forwarded by a trusted proxy, or the "
-         "certificate of this connection was revoked or expired (problem details; the "
-         "connection is closed).",
+    "certificate of this connection was revoked or expired (problem details; the "
+    "connection is closed).",
     403: "The certificate's organisation may not do this: not registered, not its own "
-         "resource, or its issuing CA may not speak for it (problem details).",
+    "resource, or its issuing CA may not speak for it (problem details).",
     404: "No such resource (problem details).",
     405: "Method not allowed (problem details).",
     409: "Conflict (problem details).",
@@ -56,14 +56,17 @@ class ProblemDetails(BaseModel):
 
     model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
 
-    type: str = Field(pattern=r"^https://knooppunt\.nl/problems/[a-z0-9-]+$",
-                      description="The problem type: https://knooppunt.nl/problems/<slug>.")
+    type: str = Field(
+        pattern=r"^https://knooppunt\.nl/problems/[a-z0-9-]+$",
+        description="The problem type: https://knooppunt.nl/problems/<slug>.",
+    )
     title: str
     status: int = Field(ge=400, le=599)
     detail: str
     instance: str | None = None
     errors: list[ProblemViolation] | None = Field(
-        default=None, description="Individual violations (invalid input).")
+        default=None, description="Individual violations (invalid input)."
+    )
 
 
 def problem_content() -> dict[str, Any]:
@@ -72,23 +75,29 @@ def problem_content() -> dict[str, Any]:
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """``responses=`` entries for problem answers of a route."""
-    return {s: {"description": DESCRIPTIONS.get(s, "Problem details."),
-                "content": problem_content()} for s in statuses}
+    return {
+        s: {"description": DESCRIPTIONS.get(s, "Problem details."), "content": problem_content()}
+        for s in statuses
+    }
 
 
 def xml_request_body(description: str) -> dict[str, Any]:
     """``openapi_extra`` for a route that reads a raw XML body."""
     schema = {"type": "string", "description": description}
-    return {"requestBody": {"required": True, "description": description,
-                            "content": {m: {"schema": schema} for m in XML_MEDIA_TYPES}}}
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {m: {"schema": schema} for m in XML_MEDIA_TYPES},
+        }
+    }
 
 
 def _has_inputs(operation: dict[str, Any]) -> bool:
     return bool(operation.get("parameters")) or "requestBody" in operation
 
 
-def install(app: FastAPI, *, description: str,
-            authenticated: tuple[str, ...] = ("/api/",)) -> None:
+def install(app: FastAPI, *, description: str, authenticated: tuple[str, ...] = ("/api/",)) -> None:
     """Replace ``app.openapi`` with the contract described in the module docstring.
 
     ``authenticated``: path prefixes of operations that require a registered organisation
@@ -98,17 +107,20 @@ def install(app: FastAPI, *, description: str,
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
-        schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                             routes=app.routes)
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
         components = schema.setdefault("components", {})
         schemas = components.setdefault("schemas", {})
         problem_schema = ProblemDetails.model_json_schema(
-            ref_template="#/components/schemas/{model}")
+            ref_template="#/components/schemas/{model}"
+        )
         for name, sub in problem_schema.pop("$defs", {}).items():
             schemas[name] = sub
         schemas["ProblemDetails"] = problem_schema
-        components["securitySchemes"] = {"mutualTLS": {"type": "mutualTLS",
-                                                       "description": description}}
+        components["securitySchemes"] = {
+            "mutualTLS": {"type": "mutualTLS", "description": description}
+        }
         schema["security"] = [{"mutualTLS": []}]
         for path, item in schema.get("paths", {}).items():
             for operation in item.values():

@@ -23,8 +23,12 @@ HTTP_PROBLEMS: dict[int, tuple[str, str]] = {
 
 
 def problem_response(problem: Problem, request: Request) -> JSONResponse:
-    return JSONResponse(problem.body(instance=request.url.path), status_code=problem.status,
-                        media_type=PROBLEM, headers={"Knooppunt-Outcome": "refused"})
+    return JSONResponse(
+        problem.body(instance=request.url.path),
+        status_code=problem.status,
+        media_type=PROBLEM,
+        headers={"Knooppunt-Outcome": "refused"},
+    )
 
 
 def install(
@@ -50,8 +54,15 @@ def install(
             for e in exc.errors()
         ]
         return problem_response(
-            Problem(400, "invalid-request", "Invalid request",
-                    "The request parameters or body are invalid.", violations), request)
+            Problem(
+                400,
+                "invalid-request",
+                "Invalid request",
+                "The request parameters or body are invalid.",
+                violations,
+            ),
+            request,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def handle_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -69,12 +80,15 @@ def install(
     @app.exception_handler(ClientDisconnect)
     async def handle_disconnect(request: Request, _exc: ClientDisconnect) -> Response:
         # Nobody is left to answer: one line for the operator, no traceback, nothing stored.
-        log.warning("client disconnected before the request body was complete",
-                    extra={"path": request.url.path, "role": role})
+        log.warning(
+            "client disconnected before the request body was complete",
+            extra={"path": request.url.path, "role": role},
+        )
         return Response(status_code=400)
 
     @app.exception_handler(Exception)
     async def handle_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", extra={"path": request.url.path, "role": role})
-        return problem_response(Problem(500, "internal-error", "Internal error", internal_detail),
-                                request)
+        return problem_response(
+            Problem(500, "internal-error", "Internal error", internal_detail), request
+        )

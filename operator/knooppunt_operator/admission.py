@@ -41,8 +41,12 @@ class ServiceWebhookServer(kopf.WebhookServer):
     def __init__(
         self, *, service: str, namespace: str, port: int, cert_dir: str | None = None
     ) -> None:
-        names = [service, f"{service}.{namespace}", f"{service}.{namespace}.svc",
-                 f"{service}.{namespace}.svc.cluster.local"]
+        names = [
+            service,
+            f"{service}.{namespace}",
+            f"{service}.{namespace}.svc",
+            f"{service}.{namespace}.svc.cluster.local",
+        ]
         if cert_dir:
             root = Path(cert_dir)
             cert, key = root / "tls.crt", root / "tls.key"
@@ -61,9 +65,7 @@ class ServiceWebhookServer(kopf.WebhookServer):
         self.service = service
         self.namespace = namespace
 
-    async def __call__(
-        self, fn: kopf.WebhookFn
-    ) -> AsyncIterator[kopf.WebhookClientConfig]:
+    async def __call__(self, fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
         async for config in super().__call__(fn):
             client_config = kopf.WebhookClientConfig(
                 service=kopf.WebhookClientConfigService(

@@ -67,9 +67,9 @@ class Applied:
 
 
 class Client(Protocol):
-    async def get(self, kind: kube.Kind, namespace: str | None, name: str) -> (
-        dict[str, Any] | None
-    ): ...
+    async def get(
+        self, kind: kube.Kind, namespace: str | None, name: str
+    ) -> dict[str, Any] | None: ...
 
     async def apply(
         self, kind: kube.Kind, namespace: str | None, name: str, body: Mapping[str, Any]
@@ -137,6 +137,4 @@ async def apply(
     if current is not None and is_current(current, desired):
         return Applied(target, ApplyResult.UNCHANGED, current)
     result = await client.apply(target.kind, target.namespace, target.name, stamped(desired))
-    return Applied(
-        target, ApplyResult.CREATED if current is None else ApplyResult.PATCHED, result
-    )
+    return Applied(target, ApplyResult.CREATED if current is None else ApplyResult.PATCHED, result)

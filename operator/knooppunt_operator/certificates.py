@@ -91,8 +91,12 @@ def load_ca(material: CaMaterial) -> CertificateAuthority:
 
 
 def node_dns_names(name: str, namespace: str) -> list[str]:
-    return [name, f"{name}.{namespace}", f"{name}.{namespace}.svc",
-            f"{name}.{namespace}.svc.cluster.local"]
+    return [
+        name,
+        f"{name}.{namespace}",
+        f"{name}.{namespace}.svc",
+        f"{name}.{namespace}.svc.cluster.local",
+    ]
 
 
 def _chain(leaf: x509.Certificate, ca: CertificateAuthority) -> bytes:
@@ -202,8 +206,9 @@ def renewal_reason(
 
 
 def fingerprint(cert_pem: bytes) -> str:
-    return hashlib.sha256(first_certificate(cert_pem).public_bytes(
-        serialization.Encoding.DER)).hexdigest()
+    return hashlib.sha256(
+        first_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
+    ).hexdigest()
 
 
 def trust_bundle(pems: Iterable[bytes]) -> bytes:
@@ -245,9 +250,7 @@ def dump_revoked(entries: Iterable[Revoked]) -> str:
     return json.dumps([asdict(r) for r in ordered], separators=(",", ":"))
 
 
-def revoke(
-    entries: Sequence[Revoked], chain_pem: bytes, *, now: dt.datetime
-) -> list[Revoked]:
+def revoke(entries: Sequence[Revoked], chain_pem: bytes, *, now: dt.datetime) -> list[Revoked]:
     info = leaf_info(chain_pem)
     serial = info.serial_hex
     if any(r.serial == serial for r in entries):
@@ -341,8 +344,9 @@ def crls_signed_by(crl_pems: bytes | None, ca_pem: bytes) -> list[bytes]:
         return []
     cas = x509.load_pem_x509_certificates(ca_pem)
     out = []
-    for block in re.findall(rb"-----BEGIN X509 CRL-----.*?-----END X509 CRL-----", crl_pems,
-                            flags=re.DOTALL):
+    for block in re.findall(
+        rb"-----BEGIN X509 CRL-----.*?-----END X509 CRL-----", crl_pems, flags=re.DOTALL
+    ):
         try:
             crl = x509.load_pem_x509_crl(block)
         except ValueError:
@@ -365,8 +369,9 @@ def crl_bundle(blobs: Iterable[bytes]) -> bytes:
     seen: set[bytes] = set()
     out = b""
     for blob in blobs:
-        for block in re.findall(rb"-----BEGIN X509 CRL-----.*?-----END X509 CRL-----",
-                                blob or b"", flags=re.DOTALL):
+        for block in re.findall(
+            rb"-----BEGIN X509 CRL-----.*?-----END X509 CRL-----", blob or b"", flags=re.DOTALL
+        ):
             if block not in seen:
                 seen.add(block)
                 out += block + b"\n"
@@ -392,6 +397,9 @@ def issuer_policy_json(
             fp = cert.fingerprint(hashes.SHA256()).hex()
             if fp != own_fp and fp not in node_fps:
                 bound.setdefault(fp, set()).update(oins)
-    document = {"node": [own_fp], "nodes": node_fps,
-                "organisations": {fp: sorted(o) for fp, o in sorted(bound.items())}}
+    document = {
+        "node": [own_fp],
+        "nodes": node_fps,
+        "organisations": {fp: sorted(o) for fp, o in sorted(bound.items())},
+    }
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()

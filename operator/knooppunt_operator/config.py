@@ -26,7 +26,8 @@ class OperatorConfig(BaseSettings):
         default=2.0, gt=0, description="How often the leader renews and a standby retries."
     )
     renew_deadline_seconds: float | None = Field(
-        default=None, gt=0,
+        default=None,
+        gt=0,
         description="The leader stops when it could not renew for this long (before the lease "
         "runs out for the others); default two thirds of the lease.",
     )
@@ -41,12 +42,15 @@ class OperatorConfig(BaseSettings):
         default=10.0, gt=0, description="How often a node's rollout state is checked."
     )
     workers: int = Field(
-        default=4, ge=1, le=64,
+        default=4,
+        ge=1,
+        le=64,
         description="Reconciles the leader runs at the same time (a node goes before its "
         "connectors, those before gemeenten).",
     )
     resync_seconds: float = Field(
-        default=1800.0, gt=0,
+        default=1800.0,
+        gt=0,
         description="Every resource is reconciled again this often, changed or not "
         "(certificate renewal, drift).",
     )

@@ -71,9 +71,11 @@ def fingerprint(body: Mapping[str, Any]) -> Fingerprint:
         meta.get("generation"),
         bool(meta.get("deletionTimestamp")),
         tuple(sorted((meta.get("labels") or {}).items())),
-        tuple(sorted(
-            (k, v) for k, v in annotations.items() if k.startswith(WATCHED_ANNOTATION_PREFIXES)
-        )),
+        tuple(
+            sorted(
+                (k, v) for k, v in annotations.items() if k.startswith(WATCHED_ANNOTATION_PREFIXES)
+            )
+        ),
     )
 
 
@@ -141,7 +143,8 @@ class Controller:
             # Versions before the work queue let kopf put it there for its timer.
             self.legacy_finalizer.add(work)
         self.refs[work] = {
-            "apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+            "apiVersion": body.get("apiVersion"),
+            "kind": body.get("kind"),
             "metadata": {"name": work.name, "namespace": work.namespace, "uid": meta.get("uid")},
         }
         current = fingerprint(body)
@@ -169,7 +172,8 @@ class Controller:
     def gemeenten_for(self, namespace: str) -> Callable[[frozenset[str]], int]:
         def count(connectors: frozenset[str]) -> int:
             return sum(
-                1 for (ns, _), subs in self.subscriptions.items()
+                1
+                for (ns, _), subs in self.subscriptions.items()
                 if ns == namespace and subs & connectors
             )
 
@@ -288,6 +292,7 @@ class Controller:
         finalizers = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
         if present:
             finalizers.append(FINALIZER)
-        patch = {"metadata": {"finalizers": finalizers,
-                              "resourceVersion": meta.get("resourceVersion")}}
+        patch = {
+            "metadata": {"finalizers": finalizers, "resourceVersion": meta.get("resourceVersion")}
+        }
         return await self.ctx.client.merge_patch(kind, meta.get("namespace"), meta["name"], patch)

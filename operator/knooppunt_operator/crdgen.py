@@ -131,6 +131,7 @@ WEBHOOK_ONLY: dict[type[BaseModel], str] = {
     "valid XPaths",
 }
 
+
 def _ready_column() -> dict[str, Any]:
     return {
         "name": "Ready",
@@ -168,12 +169,24 @@ KINDS: tuple[KindSpec, ...] = (
         "knooppunt",
         [
             _ready_column(),
-            {"name": "Version", "type": "string", "jsonPath": ".status.version",
-             "description": "Runtime image version."},
-            {"name": "Gemeenten", "type": "integer", "jsonPath": ".status.gemeenten",
-             "description": "Gemeenten subscribed to the node's connectors."},
-            {"name": "Connectors", "type": "string", "jsonPath": ".status.connectorSummary",
-             "description": "Served connectors and revisions."},
+            {
+                "name": "Version",
+                "type": "string",
+                "jsonPath": ".status.version",
+                "description": "Runtime image version.",
+            },
+            {
+                "name": "Gemeenten",
+                "type": "integer",
+                "jsonPath": ".status.gemeenten",
+                "description": "Gemeenten subscribed to the node's connectors.",
+            },
+            {
+                "name": "Connectors",
+                "type": "string",
+                "jsonPath": ".status.connectorSummary",
+                "description": "Served connectors and revisions.",
+            },
             AGE_COLUMN,
         ],
     ),
@@ -185,8 +198,12 @@ KINDS: tuple[KindSpec, ...] = (
         [
             _ready_column(),
             {"name": "Standard", "type": "string", "jsonPath": ".spec.standard"},
-            {"name": "Version", "type": "string", "jsonPath": ".spec.standardVersion",
-             "description": "Version of the standard."},
+            {
+                "name": "Version",
+                "type": "string",
+                "jsonPath": ".spec.standardVersion",
+                "description": "Version of the standard.",
+            },
             {"name": "Revision", "type": "integer", "jsonPath": ".spec.revision"},
             AGE_COLUMN,
         ],
@@ -198,11 +215,19 @@ KINDS: tuple[KindSpec, ...] = (
         "gemeente",
         [
             _ready_column(),
-            {"name": "Code", "type": "string", "jsonPath": ".spec.gemeentecode",
-             "description": "CBS gemeentecode."},
+            {
+                "name": "Code",
+                "type": "string",
+                "jsonPath": ".spec.gemeentecode",
+                "description": "CBS gemeentecode.",
+            },
             {"name": "OIN", "type": "string", "jsonPath": ".spec.oin", "priority": 1},
-            {"name": "Connectors", "type": "string", "jsonPath": ".status.connectorSummary",
-             "description": "Connectors it subscribes to."},
+            {
+                "name": "Connectors",
+                "type": "string",
+                "jsonPath": ".status.connectorSummary",
+                "description": "Connectors it subscribes to.",
+            },
             AGE_COLUMN,
         ],
     ),
@@ -416,9 +441,24 @@ def crd(kind: KindSpec) -> dict[str, Any]:
 
 
 _KEY_ORDER = (
-    "type", "description", "default", "enum", "format", "pattern", "minimum", "exclusiveMinimum",
-    "maximum", "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems", "items",
-    "properties", "additionalProperties", "required",
+    "type",
+    "description",
+    "default",
+    "enum",
+    "format",
+    "pattern",
+    "minimum",
+    "exclusiveMinimum",
+    "maximum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "items",
+    "properties",
+    "additionalProperties",
+    "required",
 )
 
 

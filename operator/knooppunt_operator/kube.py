@@ -85,9 +85,22 @@ LEASE = Kind("coordination.k8s.io/v1", "Lease", "leases")
 KINDS: dict[tuple[str, str], Kind] = {
     (k.api_version, k.kind): k
     for k in (
-        KNOOPPUNT, SECTOR_CONNECTOR, GEMEENTE, CONFIG_MAP, SECRET, SERVICE, SERVICE_ACCOUNT,
-        PERSISTENT_VOLUME_CLAIM, EVENT, DEPLOYMENT, CONTROLLER_REVISION, POD_DISRUPTION_BUDGET,
-        NETWORK_POLICY, ROLE, ROLE_BINDING, LEASE,
+        KNOOPPUNT,
+        SECTOR_CONNECTOR,
+        GEMEENTE,
+        CONFIG_MAP,
+        SECRET,
+        SERVICE,
+        SERVICE_ACCOUNT,
+        PERSISTENT_VOLUME_CLAIM,
+        EVENT,
+        DEPLOYMENT,
+        CONTROLLER_REVISION,
+        POD_DISRUPTION_BUDGET,
+        NETWORK_POLICY,
+        ROLE,
+        ROLE_BINDING,
+        LEASE,
     )
 }
 
@@ -129,8 +142,10 @@ def _raise_for(response: httpx.Response) -> None:
         message = str(body.get("message") or response.text)
     except ValueError:
         reason, message = response.reason_phrase, response.text
-    cls = NotFound if response.status_code == 404 else (
-        Conflict if response.status_code == 409 else ApiError
+    cls = (
+        NotFound
+        if response.status_code == 404
+        else (Conflict if response.status_code == 409 else ApiError)
     )
     raise cls(response.status_code, reason, message[:2000])
 
@@ -178,7 +193,8 @@ class Credentials:
             token_file=directory / "token",
             ca_data=(directory / "ca.crt").read_bytes(),
             default_namespace=namespace_file.read_text().strip()
-            if namespace_file.is_file() else None,
+            if namespace_file.is_file()
+            else None,
         )
 
     @classmethod
@@ -219,9 +235,7 @@ class Credentials:
             return False
         if self.insecure:
             return False
-        context = ssl.create_default_context(
-            cadata=self.ca_data.decode() if self.ca_data else None
-        )
+        context = ssl.create_default_context(cadata=self.ca_data.decode() if self.ca_data else None)
         if self.ca_data is None:
             context.load_default_certs()
         if self.client_cert and self.client_key:
@@ -323,9 +337,12 @@ class KubeClient:
         items = [dict(i) for i in response.json().get("items") or []]
         if labels:  # the selector again, locally: cheap, and exact with any server
             items = [
-                i for i in items
-                if all(((i.get("metadata") or {}).get("labels") or {}).get(k) == v
-                       for k, v in labels.items())
+                i
+                for i in items
+                if all(
+                    ((i.get("metadata") or {}).get("labels") or {}).get(k) == v
+                    for k, v in labels.items()
+                )
             ]
         return items
 
@@ -443,7 +460,6 @@ class EventRecorder:
             await self.client.create(EVENT, namespace, event)
         except (ApiError, httpx.HTTPError) as exc:
             logger.warning("could not post event %s for %s: %s", reason, meta.get("name"), exc)
-
 
 
 def kopf_connection(credentials: Credentials) -> Any:

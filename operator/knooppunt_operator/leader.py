@@ -87,8 +87,7 @@ class LeaseElector:
         if self.renew_deadline is None:
             self.renew_deadline = self.lease_seconds * 2 / 3
         if not 0 < self.renew_seconds < self.renew_deadline < self.lease_seconds:
-            raise ValueError("leader election needs renew_seconds < renew_deadline < "
-                             "lease_seconds")
+            raise ValueError("leader election needs renew_seconds < renew_deadline < lease_seconds")
 
     @property
     def is_leader(self) -> bool:
@@ -166,9 +165,11 @@ class LeaseElector:
     def _observe(self, lease: Mapping[str, Any]) -> float:
         """Seconds (own monotonic clock) since this replica saw the Lease record change."""
         now = self.monotonic()
-        record = ((lease.get("metadata") or {}).get("resourceVersion"),
-                  (lease.get("spec") or {}).get("holderIdentity"),
-                  (lease.get("spec") or {}).get("renewTime"))
+        record = (
+            (lease.get("metadata") or {}).get("resourceVersion"),
+            (lease.get("spec") or {}).get("holderIdentity"),
+            (lease.get("spec") or {}).get("renewTime"),
+        )
         if record != self._observed:
             self._observed, self._observed_at = record, now
         return now - self._observed_at

@@ -154,9 +154,14 @@ def register(
     def gemeente_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         memo["controller"].on_event(GEMEENTE, type, body)
 
-    @kopf.on.event("apps", "v1", "deployments",
-                   labels={"app.kubernetes.io/managed-by": meta.MANAGED_BY},
-                   id="deployment-event", registry=registry)
+    @kopf.on.event(
+        "apps",
+        "v1",
+        "deployments",
+        labels={"app.kubernetes.io/managed-by": meta.MANAGED_BY},
+        id="deployment-event",
+        registry=registry,
+    )
     def deployment_event(
         type: str | None, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any
     ) -> None:
@@ -165,8 +170,11 @@ def register(
             memo["controller"].on_deployment(type, ns(namespace), node)
 
     async def connector_admission(
-        body: kopf.Body, memo: kopf.Memo, old: kopf.Body | None = None,
-        operation: str | None = None, **_: Any,
+        body: kopf.Body,
+        memo: kopf.Memo,
+        old: kopf.Body | None = None,
+        operation: str | None = None,
+        **_: Any,
     ) -> None:
         namespace = body.get("metadata", {}).get("namespace") or "default"
         problems = await connector.validate(
@@ -177,8 +185,12 @@ def register(
 
     if webhook_enabled(config):  # kopf refuses admission handlers without a server
         kopf.on.validate(
-            GROUP, VERSION, "sectorconnectors", id="validate-connector",
-            operations=["CREATE", "UPDATE"], registry=registry,
+            GROUP,
+            VERSION,
+            "sectorconnectors",
+            id="validate-connector",
+            operations=["CREATE", "UPDATE"],
+            registry=registry,
         )(connector_admission)
 
 

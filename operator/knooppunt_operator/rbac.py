@@ -38,35 +38,78 @@ class Use:
 
 
 USES: tuple[Use, ...] = (
-    Use(GROUP, ("knooppunten", "sectorconnectors", "gemeenten"), ("get", "list", "watch", "patch"),
-        "watch and reconcile the three resources; kopf's finalizer and progress annotations"),
-    Use(GROUP, ("knooppunten/status", "sectorconnectors/status", "gemeenten/status"),
-        ("get", "patch"), "conditions and observed state, written only when they change"),
-    Use("apps", ("deployments",), (*APPLY, "list", "watch"),
-        "the node's Deployment; its rollout state is watched for the conditions"),
-    Use("apps", ("controllerrevisions",), (*APPLY, "list", "delete"),
-        "recorded connector revisions; pruned beyond the history limit"),
-    Use("", ("configmaps",), (*APPLY, "delete"),
-        "the resources ConfigMap; connector bundles are read and snapshotted per revision"),
-    Use("", ("secrets",), (*APPLY, "delete"),
-        "node CA, TLS and pseudonym key; gemeente client certificates; provided certificates"),
-    Use("", ("services", "serviceaccounts", "persistentvolumeclaims"), APPLY,
-        "the node's Service, ServiceAccount and SQLite volume"),
+    Use(
+        GROUP,
+        ("knooppunten", "sectorconnectors", "gemeenten"),
+        ("get", "list", "watch", "patch"),
+        "watch and reconcile the three resources; kopf's finalizer and progress annotations",
+    ),
+    Use(
+        GROUP,
+        ("knooppunten/status", "sectorconnectors/status", "gemeenten/status"),
+        ("get", "patch"),
+        "conditions and observed state, written only when they change",
+    ),
+    Use(
+        "apps",
+        ("deployments",),
+        (*APPLY, "list", "watch"),
+        "the node's Deployment; its rollout state is watched for the conditions",
+    ),
+    Use(
+        "apps",
+        ("controllerrevisions",),
+        (*APPLY, "list", "delete"),
+        "recorded connector revisions; pruned beyond the history limit",
+    ),
+    Use(
+        "",
+        ("configmaps",),
+        (*APPLY, "delete"),
+        "the resources ConfigMap; connector bundles are read and snapshotted per revision",
+    ),
+    Use(
+        "",
+        ("secrets",),
+        (*APPLY, "delete"),
+        "node CA, TLS and pseudonym key; gemeente client certificates; provided certificates",
+    ),
+    Use(
+        "",
+        ("services", "serviceaccounts", "persistentvolumeclaims"),
+        APPLY,
+        "the node's Service, ServiceAccount and SQLite volume",
+    ),
     Use("policy", ("poddisruptionbudgets",), APPLY, "the node's disruption budget"),
     Use("networking.k8s.io", ("networkpolicies",), APPLY, "the node's network policy"),
-    Use("rbac.authorization.k8s.io", ("roles", "rolebindings"), APPLY,
-        "the node's Role: its runtime reads the gemeenten of its namespace"),
+    Use(
+        "rbac.authorization.k8s.io",
+        ("roles", "rolebindings"),
+        APPLY,
+        "the node's Role: its runtime reads the gemeenten of its namespace",
+    ),
     Use("", ("events",), ("create",), "Events about what the operator did"),
-    Use("admissionregistration.k8s.io",
-        ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"), ("create",),
+    Use(
+        "admissionregistration.k8s.io",
+        ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"),
+        ("create",),
         "kopf creates its managed webhook configurations when absent (the mutating one stays "
-        "empty)"),
-    Use("admissionregistration.k8s.io",
-        ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"), ("get", "patch"),
+        "empty)",
+    ),
+    Use(
+        "admissionregistration.k8s.io",
+        ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"),
+        ("get", "patch"),
         "kopf keeps the connector webhook's configuration current",
-        resource_names=(GROUP,)),
-    Use("coordination.k8s.io", ("leases",), APPLY,
-        "leader election: one active replica", scope="operator-namespace"),
+        resource_names=(GROUP,),
+    ),
+    Use(
+        "coordination.k8s.io",
+        ("leases",),
+        APPLY,
+        "leader election: one active replica",
+        scope="operator-namespace",
+    ),
 )
 
 
@@ -112,8 +155,11 @@ def manifests(namespace: str, service_account: str = FIELD_MANAGER) -> list[dict
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRoleBinding",
             "metadata": {"name": FIELD_MANAGER, "labels": labels},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": FIELD_MANAGER},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": FIELD_MANAGER,
+            },
             "subjects": subject,
         },
         {
@@ -126,8 +172,11 @@ def manifests(namespace: str, service_account: str = FIELD_MANAGER) -> list[dict
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "RoleBinding",
             "metadata": {"name": FIELD_MANAGER, "namespace": namespace, "labels": labels},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                        "name": FIELD_MANAGER},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": FIELD_MANAGER,
+            },
             "subjects": subject,
         },
     ]
@@ -135,9 +184,9 @@ def manifests(namespace: str, service_account: str = FIELD_MANAGER) -> list[dict
 
 def render(namespace: str, service_account: str = FIELD_MANAGER) -> str:
     header = "# Generated by `python -m knooppunt_operator.rbac`: the operator's RBAC.\n"
-    return header + str(yaml.safe_dump_all(
-        manifests(namespace, service_account), sort_keys=False, width=100
-    ))
+    return header + str(
+        yaml.safe_dump_all(manifests(namespace, service_account), sort_keys=False, width=100)
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -205,7 +205,8 @@ def merge_conditions(
                 "reason": obs.reason,
                 "message": obs.message,
                 "observedGeneration": generation,
-                "lastTransitionTime": now if flipped or old is None
+                "lastTransitionTime": now
+                if flipped or old is None
                 else old.get("lastTransitionTime", now),
             }
         )

@@ -82,8 +82,10 @@ def validate_connector(
     files: dict[str, bytes] | None = None
     if bundle.config_map:
         if config_map is None:
-            return [f"spec.bundle.configMap: ConfigMap {bundle.config_map!r} not found in the "
-                    f"namespace of connector {name}"]
+            return [
+                f"spec.bundle.configMap: ConfigMap {bundle.config_map!r} not found in the "
+                f"namespace of connector {name}"
+            ]
         bad = [p for key in _keys(config_map) if (p := bundle_key_problem(key))]
         if bad:
             return [f"spec.bundle.configMap: {p}" for p in bad]

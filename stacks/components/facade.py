@@ -142,38 +142,40 @@ def pod_spec(args: FacadeArgs) -> dict[str, Any]:
             "fsGroup": RUN_AS_USER,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [{
-            "name": "facade",
-            "image": args.image,
-            "imagePullPolicy": "IfNotPresent",
-            "command": list(args.command),
-            "env": container_env(args),
-            "ports": [
-                {"name": "https", "containerPort": HTTPS_PORT, "protocol": "TCP"},
-                {"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"},
-            ],
-            "readinessProbe": {"httpGet": {**probe, "path": "/readyz"}, "periodSeconds": 5},
-            "livenessProbe": {
-                "httpGet": {**probe, "path": "/healthz"},
-                "periodSeconds": 10,
-                "failureThreshold": 3,
-            },
-            "resources": args.resources.spec(),
-            "securityContext": {
-                "runAsNonRoot": True,
-                "allowPrivilegeEscalation": False,
-                "readOnlyRootFilesystem": True,
-                "capabilities": {"drop": ["ALL"]},
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "volumeMounts": [
-                {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
-                {"name": "trust", "mountPath": TRUST_DIR, "readOnly": True},
-                {"name": "crl", "mountPath": CRL_DIR, "readOnly": True},
-                {"name": "resources", "mountPath": RESOURCES_DIR, "readOnly": True},
-                {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir
-            ],
-        }],
+        "containers": [
+            {
+                "name": "facade",
+                "image": args.image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": list(args.command),
+                "env": container_env(args),
+                "ports": [
+                    {"name": "https", "containerPort": HTTPS_PORT, "protocol": "TCP"},
+                    {"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"},
+                ],
+                "readinessProbe": {"httpGet": {**probe, "path": "/readyz"}, "periodSeconds": 5},
+                "livenessProbe": {
+                    "httpGet": {**probe, "path": "/healthz"},
+                    "periodSeconds": 10,
+                    "failureThreshold": 3,
+                },
+                "resources": args.resources.spec(),
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"]},
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "volumeMounts": [
+                    {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
+                    {"name": "trust", "mountPath": TRUST_DIR, "readOnly": True},
+                    {"name": "crl", "mountPath": CRL_DIR, "readOnly": True},
+                    {"name": "resources", "mountPath": RESOURCES_DIR, "readOnly": True},
+                    {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir
+                ],
+            }
+        ],
         "volumes": [
             {"name": "tls", "secret": {"secretName": args.tls_secret, "defaultMode": 0o440}},
             {"name": "trust", "configMap": {"name": args.trust_config_map}},
@@ -181,12 +183,14 @@ def pod_spec(args: FacadeArgs) -> dict[str, Any]:
             {"name": "resources", "configMap": {"name": args.resources_config_map}},
             {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
         ],
-        "topologySpreadConstraints": [{
-            "maxSkew": 1,
-            "topologyKey": "kubernetes.io/hostname",
-            "whenUnsatisfiable": "ScheduleAnyway",
-            "labelSelector": {"matchLabels": selector_labels(args)},
-        }],
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector_labels(args)},
+            }
+        ],
         "terminationGracePeriodSeconds": 30,
     }
 
@@ -210,36 +214,48 @@ class Facade(pulumi.ComponentResource):
             )
 
         k8s.core.v1.ServiceAccount(
-            f"{name}-sa", metadata=meta(args.name), automount_service_account_token=False,
+            f"{name}-sa",
+            metadata=meta(args.name),
+            automount_service_account_token=False,
             opts=child,
         )
         if args.resource_documents:
             k8s.core.v1.ConfigMap(
-                f"{name}-resources", metadata=meta(args.resources_config_map),
-                data=dict(args.resource_documents), opts=child,
+                f"{name}-resources",
+                metadata=meta(args.resources_config_map),
+                data=dict(args.resource_documents),
+                opts=child,
             )
         k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=meta(args.name),
-            spec=cast(Any, {  # Kubernetes field names, as in a manifest
-                "replicas": args.replicas,
-                "revisionHistoryLimit": 5,
-                "selector": {"matchLabels": selector_labels(args)},
-                "strategy": {
-                    "type": "RollingUpdate",
-                    "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            spec=cast(
+                Any,
+                {  # Kubernetes field names, as in a manifest
+                    "replicas": args.replicas,
+                    "revisionHistoryLimit": 5,
+                    "selector": {"matchLabels": selector_labels(args)},
+                    "strategy": {
+                        "type": "RollingUpdate",
+                        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+                    },
+                    "template": {"metadata": {"labels": pod_labels(args)}, "spec": pod_spec(args)},
                 },
-                "template": {"metadata": {"labels": pod_labels(args)}, "spec": pod_spec(args)},
-            }),
+            ),
             opts=child,
         )
         load_balancer = args.entry.kind == "loadBalancer"
         service_spec: dict[str, Any] = {
             "type": "LoadBalancer" if load_balancer else "ClusterIP",
             "selector": selector_labels(args),
-            "ports": [{
-                "name": "https", "port": SERVICE_PORT, "targetPort": "https", "protocol": "TCP",
-            }],
+            "ports": [
+                {
+                    "name": "https",
+                    "port": SERVICE_PORT,
+                    "targetPort": "https",
+                    "protocol": "TCP",
+                }
+            ],
         }
         if load_balancer:
             # Keep the client's address (for logs and NetworkPolicy ipBlocks).
@@ -258,8 +274,9 @@ class Facade(pulumi.ComponentResource):
             k8s.policy.v1.PodDisruptionBudget(
                 f"{name}-pdb",
                 metadata=meta(args.name),
-                spec=cast(Any, {"minAvailable": 1,
-                                "selector": {"matchLabels": selector_labels(args)}}),
+                spec=cast(
+                    Any, {"minAvailable": 1, "selector": {"matchLabels": selector_labels(args)}}
+                ),
                 opts=child,
             )
         if args.entry.kind == "ingress":
@@ -269,20 +286,32 @@ class Facade(pulumi.ComponentResource):
                     args.name,
                     annotations={**PASSTHROUGH_ANNOTATIONS, **args.entry.annotations},
                 ),
-                spec=cast(Any, {
-                    "ingressClassName": args.entry.ingress_class,
-                    # Pass-through: no `tls` section, the controller must not terminate TLS.
-                    "rules": [{
-                        "host": args.entry.host,
-                        "http": {"paths": [{
-                            "path": "/",
-                            "pathType": "Prefix",
-                            "backend": {"service": {
-                                "name": args.name, "port": {"name": "https"},
-                            }},
-                        }]},
-                    }],
-                }),
+                spec=cast(
+                    Any,
+                    {
+                        "ingressClassName": args.entry.ingress_class,
+                        # Pass-through: no `tls` section, the controller must not terminate TLS.
+                        "rules": [
+                            {
+                                "host": args.entry.host,
+                                "http": {
+                                    "paths": [
+                                        {
+                                            "path": "/",
+                                            "pathType": "Prefix",
+                                            "backend": {
+                                                "service": {
+                                                    "name": args.name,
+                                                    "port": {"name": "https"},
+                                                }
+                                            },
+                                        }
+                                    ]
+                                },
+                            }
+                        ],
+                    },
+                ),
                 opts=child,
             )
         self.service_name = args.name

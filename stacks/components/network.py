@@ -73,9 +73,7 @@ class NetworkPoliciesArgs:
     # the federation's gemeenten: gemeentecode → name (what gemeente_client_cidrs may name)
     gemeenten: Mapping[str, str] = field(default_factory=dict)
     dns_namespace: str = "kube-system"
-    dns_pod_labels: Mapping[str, str] = field(
-        default_factory=lambda: {"k8s-app": "kube-dns"}
-    )
+    dns_pod_labels: Mapping[str, str] = field(default_factory=lambda: {"k8s-app": "kube-dns"})
 
     def __post_init__(self) -> None:
         if not self.api_server_cidrs:
@@ -91,8 +89,7 @@ class NetworkPoliciesArgs:
             ("sectorCidrs", self.sector_cidrs),
             ("deliveryCidrs", self.delivery_cidrs),
             ("databaseCidrs", self.database_cidrs),
-            *((f"gemeenteClientCidrs.{code}", c)
-              for code, c in self.gemeente_client_cidrs.items()),
+            *((f"gemeenteClientCidrs.{code}", c) for code, c in self.gemeente_client_cidrs.items()),
         ):
             for cidr in cidrs:
                 check_cidr(key, cidr)
@@ -135,9 +132,11 @@ def check_gemeenten(gemeenten: Mapping[str, str]) -> Mapping[str, str]:
 def _ns_selector(*names: str) -> Spec:
     if len(names) == 1:
         return {"matchLabels": {labels.NAMESPACE_NAME: names[0]}}
-    return {"matchExpressions": [
-        {"key": labels.NAMESPACE_NAME, "operator": "In", "values": list(names)}
-    ]}
+    return {
+        "matchExpressions": [
+            {"key": labels.NAMESPACE_NAME, "operator": "In", "values": list(names)}
+        ]
+    }
 
 
 def _ports(ports: Sequence[int], protocol: str = "TCP") -> list[Spec]:
@@ -160,13 +159,17 @@ def allow_dns(args: NetworkPoliciesArgs) -> Spec:
     return {
         "podSelector": {},
         "policyTypes": ["Egress"],
-        "egress": [{
-            "to": [{
-                "namespaceSelector": _ns_selector(args.dns_namespace),
-                "podSelector": {"matchLabels": dict(args.dns_pod_labels)},
-            }],
-            "ports": _ports([53], "UDP") + _ports([53], "TCP"),
-        }],
+        "egress": [
+            {
+                "to": [
+                    {
+                        "namespaceSelector": _ns_selector(args.dns_namespace),
+                        "podSelector": {"matchLabels": dict(args.dns_pod_labels)},
+                    }
+                ],
+                "ports": _ports([53], "UDP") + _ports([53], "TCP"),
+            }
+        ],
     }
 
 
@@ -221,10 +224,16 @@ def policies(args: NetworkPoliciesArgs) -> list[tuple[str, str, Spec]]:
     op = args.operator_namespace
     add(op, "operator-to-api-server", _egress(labels.OPERATOR_APP, api, args.api_server_ports))
     add(op, "operator-to-nodes", _egress(labels.OPERATOR_APP, [nodes_peer], [HTTPS_PORT]))
-    add(op, "operator-webhook-from-api-server",
-        _ingress(_pods(labels.OPERATOR_APP), _cidrs(webhook_sources), [WEBHOOK_PORT]))
-    add(op, "operator-from-monitoring",
-        _monitoring(args, labels.OPERATOR_APP, OPERATOR_METRICS_PORTS))
+    add(
+        op,
+        "operator-webhook-from-api-server",
+        _ingress(_pods(labels.OPERATOR_APP), _cidrs(webhook_sources), [WEBHOOK_PORT]),
+    )
+    add(
+        op,
+        "operator-from-monitoring",
+        _monitoring(args, labels.OPERATOR_APP, OPERATOR_METRICS_PORTS),
+    )
 
     fc = args.facade_namespace
     clients = _cidrs(args.facade_client_cidrs)
@@ -232,11 +241,15 @@ def policies(args: NetworkPoliciesArgs) -> list[tuple[str, str, Spec]]:
         clients.append({"namespaceSelector": _ns_selector(args.ingress_controller_namespace)})
     facade_pods = {"matchLabels": {labels.ACCESS: labels.ACCESS_FACADE}}
     add(fc, "facade-from-clients", _ingress(facade_pods, clients, [HTTPS_PORT]))
-    add(fc, "facade-to-nodes", {
-        "podSelector": facade_pods,
-        "policyTypes": ["Egress"],
-        "egress": [{"to": [nodes_peer], "ports": _ports([HTTPS_PORT])}],
-    })
+    add(
+        fc,
+        "facade-to-nodes",
+        {
+            "podSelector": facade_pods,
+            "policyTypes": ["Egress"],
+            "egress": [{"to": [nodes_peer], "ports": _ports([HTTPS_PORT])}],
+        },
+    )
     add(fc, "facade-from-monitoring", _monitoring(args, labels.FACADE_APP))
     for code, cidrs in sorted(args.gemeente_client_cidrs.items()):
         add(fc, f"facade-from-gemeente-{code}", _ingress(facade_pods, _cidrs(cidrs), [HTTPS_PORT]))
@@ -249,10 +262,13 @@ def policies(args: NetworkPoliciesArgs) -> list[tuple[str, str, Spec]]:
         "namespaceSelector": _ns_selector(args.operator_namespace),
         "podSelector": _pods(labels.OPERATOR_APP),
     }
-    sector_peers: list[Spec] = [{
-        "namespaceSelector": {},
-        "podSelector": {"matchLabels": {labels.ACCESS: labels.ACCESS_SECTOR}},
-    }, *_cidrs(args.sector_cidrs)]
+    sector_peers: list[Spec] = [
+        {
+            "namespaceSelector": {},
+            "podSelector": {"matchLabels": {labels.ACCESS: labels.ACCESS_SECTOR}},
+        },
+        *_cidrs(args.sector_cidrs),
+    ]
     node_pods = _pods(labels.NODE_APP)
     for ns in args.node_namespaces:
         add(ns, "nodes-from-facade", _ingress(node_pods, [facade_peer], [HTTPS_PORT]))
@@ -261,11 +277,17 @@ def policies(args: NetworkPoliciesArgs) -> list[tuple[str, str, Spec]]:
         add(ns, "nodes-from-monitoring", _monitoring(args, labels.NODE_APP))
         add(ns, "nodes-to-api-server", _egress(labels.NODE_APP, api, args.api_server_ports))
         if args.delivery_cidrs:
-            add(ns, "nodes-to-delivery-endpoints",
-                _egress(labels.NODE_APP, _cidrs(args.delivery_cidrs), DELIVERY_PORTS))
+            add(
+                ns,
+                "nodes-to-delivery-endpoints",
+                _egress(labels.NODE_APP, _cidrs(args.delivery_cidrs), DELIVERY_PORTS),
+            )
         if args.database_cidrs:
-            add(ns, "nodes-to-database",
-                _egress(labels.NODE_APP, _cidrs(args.database_cidrs), DATABASE_PORTS))
+            add(
+                ns,
+                "nodes-to-database",
+                _egress(labels.NODE_APP, _cidrs(args.database_cidrs), DATABASE_PORTS),
+            )
     return out
 
 

@@ -68,26 +68,49 @@ class LeafSpec:
     @classmethod
     def facade(cls, service: str, namespace: str, host: str | None, oin: str) -> LeafSpec:
         """The façade: serves gemeenten, and calls nodes as itself (both usages)."""
-        return cls(name="facade", namespace=namespace, secret_name=f"{service}-tls",
-                   common_name=host or service, oin=oin, usage="both",
-                   dns_names=tuple(filter(None, [host, *service_dns_names(service, namespace)])))
+        return cls(
+            name="facade",
+            namespace=namespace,
+            secret_name=f"{service}-tls",
+            common_name=host or service,
+            oin=oin,
+            usage="both",
+            dns_names=tuple(filter(None, [host, *service_dns_names(service, namespace)])),
+        )
 
     @classmethod
     def node(cls, name: str, namespace: str, oin: str | None) -> LeafSpec:
         """A node's server certificate (``Knooppunt.spec.security.tlsSecret``)."""
-        return cls(name=name, namespace=namespace, secret_name=f"{name}-federation-tls",
-                   common_name=name, dns_names=service_dns_names(name, namespace), oin=oin)
+        return cls(
+            name=name,
+            namespace=namespace,
+            secret_name=f"{name}-federation-tls",
+            common_name=name,
+            dns_names=service_dns_names(name, namespace),
+            oin=oin,
+        )
 
     @classmethod
     def gemeente(cls, name: str, namespace: str, oin: str) -> LeafSpec:
         """A test gemeente's client certificate."""
-        return cls(name=name, namespace=namespace, secret_name=f"{name}-client-tls",
-                   common_name=name, dns_names=(), oin=oin, usage="client")
+        return cls(
+            name=name,
+            namespace=namespace,
+            secret_name=f"{name}-client-tls",
+            common_name=name,
+            dns_names=(),
+            oin=oin,
+            usage="client",
+        )
 
 
 def service_dns_names(service: str, namespace: str) -> tuple[str, ...]:
-    return (service, f"{service}.{namespace}", f"{service}.{namespace}.svc",
-            f"{service}.{namespace}.svc.cluster.local")
+    return (
+        service,
+        f"{service}.{namespace}",
+        f"{service}.{namespace}.svc",
+        f"{service}.{namespace}.svc.cluster.local",
+    )
 
 
 @dataclass(frozen=True)
@@ -161,11 +184,13 @@ def development_crl(ca_key_pem: str, ca_cert_pem: str) -> str:
     """An empty CRL of the development CA, valid for the CA's whole lifetime."""
     key = serialization.load_pem_private_key(ca_key_pem.encode(), password=None)
     ca = x509.load_pem_x509_certificate(ca_cert_pem.encode())
-    builder = (x509.CertificateRevocationListBuilder()
-               .issuer_name(ca.subject)
-               .last_update(ca.not_valid_before_utc)
-               .next_update(ca.not_valid_after_utc)
-               .add_extension(x509.CRLNumber(1), critical=False))
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.subject)
+        .last_update(ca.not_valid_before_utc)
+        .next_update(ca.not_valid_after_utc)
+        .add_extension(x509.CRLNumber(1), critical=False)
+    )
     crl = builder.sign(key, hashes.SHA384())  # type: ignore[arg-type]
     return crl.public_bytes(serialization.Encoding.PEM).decode()
 
@@ -210,12 +235,14 @@ class PlatformPki(pulumi.ComponentResource):
             # façade and nodes check revocation (fail-closed) in development as in production,
             # where the platform publishes the TSP's current CRLs in the same ConfigMap.
             dev_crl = pulumi.Output.all(ca.key_pem, ca.cert_pem).apply(
-                lambda pems: development_crl(pems[0], pems[1]))
+                lambda pems: development_crl(pems[0], pems[1])
+            )
             for ns, ns_input in args.namespaces.items():
                 k8s.core.v1.ConfigMap(
                     f"{name}-crl-{ns}",
                     metadata=k8s.meta.v1.ObjectMetaArgs(
-                        name=CRL_CONFIG_MAP, namespace=ns_input, labels=meta_labels),
+                        name=CRL_CONFIG_MAP, namespace=ns_input, labels=meta_labels
+                    ),
                     data={CRL_KEY: dev_crl},
                     # ECDSA signatures differ per run: keep the first one, it is valid as long
                     # as the CA.
@@ -239,12 +266,14 @@ class PlatformPki(pulumi.ComponentResource):
         self.ca_fingerprints = self.ca_cert_pem.apply(
             lambda pem: [fingerprint(c) for c in certificates(pem)]
         )
-        self.register_outputs({
-            "caCertPem": self.ca_cert_pem,
-            "caFingerprints": self.ca_fingerprints,
-            "trustBundle": args.trust_bundle_name,
-            "secrets": self.secrets,
-        })
+        self.register_outputs(
+            {
+                "caCertPem": self.ca_cert_pem,
+                "caFingerprints": self.ca_fingerprints,
+                "trustBundle": args.trust_bundle_name,
+                "secrets": self.secrets,
+            }
+        )
 
     def _issue(
         self,

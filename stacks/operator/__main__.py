@@ -16,15 +16,18 @@ config = pulumi.Config()
 platform = pulumi.StackReference(config.require("platformStack"))
 namespaces = platform.require_output("namespaces")
 
-operator = OperatorRelease("operator", OperatorReleaseArgs(
-    namespace=namespaces.apply(lambda n: n["operator"]),
-    image_repository=config.get("imageRepository") or "ghcr.io/knooppunt/operator",
-    image_tag=config.get("imageTag"),
-    replicas=config.get_int("replicas") or 2,
-    watched_namespaces=namespaces.apply(lambda n: n["nodes"]),
-    resources=config.get_object("resources"),
-    values=config.get_object("values") or {},
-))
+operator = OperatorRelease(
+    "operator",
+    OperatorReleaseArgs(
+        namespace=namespaces.apply(lambda n: n["operator"]),
+        image_repository=config.get("imageRepository") or "ghcr.io/knooppunt/operator",
+        image_tag=config.get("imageTag"),
+        replicas=config.get_int("replicas") or 2,
+        watched_namespaces=namespaces.apply(lambda n: n["nodes"]),
+        resources=config.get_object("resources"),
+        values=config.get_object("values") or {},
+    ),
+)
 
 pulumi.export("release", operator.release.name)
 pulumi.export("namespace", operator.release.namespace)

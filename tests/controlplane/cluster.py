@@ -306,8 +306,9 @@ def client_from_kubeconfig(
     if token:
         headers["Authorization"] = f"Bearer {token}"
     kwargs.setdefault("timeout", 30.0)
-    return httpx.Client(base_url=creds.server, verify=creds.ssl_context(), headers=headers,
-                        **kwargs)
+    return httpx.Client(
+        base_url=creds.server, verify=creds.ssl_context(), headers=headers, **kwargs
+    )
 
 
 @dataclass
@@ -802,8 +803,11 @@ class ControlPlane(KubeCluster):
         policy = self._state / "audit-policy.yaml"
         policy.write_text(yaml.safe_dump(self.audit_policy))
         return [
-            f"--audit-policy-file={policy}", f"--audit-log-path={self._state / 'audit.log'}",
-            "--audit-log-format=json", "--audit-log-mode=blocking", "--audit-log-maxsize=0",
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self._state / 'audit.log'}",
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",
+            "--audit-log-maxsize=0",
         ]
 
     def _start_apiserver(self) -> None:
@@ -966,7 +970,6 @@ class ControlPlane(KubeCluster):
             )
             taints = node.get("spec", {}).get("taints", [])
             return ready and not any(t.get("effect") == "NoSchedule" for t in taints)
-
 
 
 def _remove_stale_state_dirs(parent: str | os.PathLike[str] | None) -> None:

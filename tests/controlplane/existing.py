@@ -133,7 +133,9 @@ class ExistingCluster(KubeCluster):
         headers = dict(kwargs.pop("headers", {}))
         if token is not None or client_cert is not None:
             creds = kube.Credentials(
-                server=self.server, ca_data=self._creds.ca_data, insecure=self._creds.insecure,
+                server=self.server,
+                ca_data=self._creds.ca_data,
+                insecure=self._creds.insecure,
                 client_cert=client_cert.cert.read_bytes() if client_cert else None,
                 client_key=client_cert.key.read_bytes() if client_cert else None,
             )
@@ -147,8 +149,9 @@ class ExistingCluster(KubeCluster):
                 headers.setdefault("Authorization", f"Bearer {admin_token}")
         kwargs.setdefault("timeout", 30.0)
         hooks = {"response": [self._remember]} if track else {}
-        return httpx.Client(base_url=self.server, verify=verify, headers=headers,
-                            event_hooks=hooks, **kwargs)
+        return httpx.Client(
+            base_url=self.server, verify=verify, headers=headers, event_hooks=hooks, **kwargs
+        )
 
     def kubeconfig_for_service_account(
         self, namespace: str, name: str, *, create: bool = True
@@ -158,7 +161,11 @@ class ExistingCluster(KubeCluster):
         user = f"system:serviceaccount:{namespace}:{name}"
         return write_kubeconfig(
             self._state / f"sa-{_dns_label(namespace)}-{_dns_label(name)}.kubeconfig",
-            self.server, self._ca_file, user=user, token=token, namespace=namespace,
+            self.server,
+            self._ca_file,
+            user=user,
+            token=token,
+            namespace=namespace,
             insecure=self._creds.insecure,
         )
 
@@ -169,8 +176,13 @@ class ExistingCluster(KubeCluster):
         cluster signs (`issue_client_cert`); no rights until RBAC grants some."""
         pair = self.issue_client_cert(user, groups)
         return write_kubeconfig(
-            self._state / f"{pair.cert.stem}.kubeconfig", self.server, self._ca_file,
-            user=user, client=pair, namespace=namespace, insecure=self._creds.insecure,
+            self._state / f"{pair.cert.stem}.kubeconfig",
+            self.server,
+            self._ca_file,
+            user=user,
+            client=pair,
+            namespace=namespace,
+            insecure=self._creds.insecure,
         )
 
     def issue_client_cert(
@@ -185,16 +197,22 @@ class ExistingCluster(KubeCluster):
         key = ec.generate_private_key(ec.SECP256R1())
         attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
         attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, user))
-        request = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(attrs)).sign(
-            key, hashes.SHA256())
+        request = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name(attrs))
+            .sign(key, hashes.SHA256())
+        )
         name = f"knooppunt-test-{_dns_label(user)[:40]}-{uuid.uuid4().hex[:6]}"
         body = {
-            "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+            "apiVersion": "certificates.k8s.io/v1",
+            "kind": "CertificateSigningRequest",
             "metadata": {"name": name},
             "spec": {
                 "request": base64.b64encode(
-                    request.public_bytes(serialization.Encoding.PEM)).decode(),
-                "signerName": CLIENT_SIGNER, "usages": ["client auth"],
+                    request.public_bytes(serialization.Encoding.PEM)
+                ).decode(),
+                "signerName": CLIENT_SIGNER,
+                "usages": ["client auth"],
                 "expirationSeconds": 86400,
             },
         }
@@ -203,19 +221,29 @@ class ExistingCluster(KubeCluster):
             r.raise_for_status()
             try:
                 approval = r.json()
-                approval["status"] = {"conditions": [{
-                    "type": "Approved", "status": "True", "reason": "KnooppuntTests",
-                    "message": "a test user of the Knooppunt test suite",
-                }]}
+                approval["status"] = {
+                    "conditions": [
+                        {
+                            "type": "Approved",
+                            "status": "True",
+                            "reason": "KnooppuntTests",
+                            "message": "a test user of the Knooppunt test suite",
+                        }
+                    ]
+                }
                 http.put(f"{CSR_PATH}/{name}/approval", json=approval).raise_for_status()
                 try:
-                    pem: bytes = wait_for(lambda: _issued(http, name) or b"", timeout=timeout,
-                                          message=f"CertificateSigningRequest {name} signed")
+                    pem: bytes = wait_for(
+                        lambda: _issued(http, name) or b"",
+                        timeout=timeout,
+                        message=f"CertificateSigningRequest {name} signed",
+                    )
                 except TimeoutError as exc:
                     why = f"{exc}: {exc.__cause__}" if exc.__cause__ else str(exc)
                     pytest.skip(
                         f"existing cluster: no client certificate for test user {user!r}: {why}"
-                        f" (the cluster does not sign {CLIENT_SIGNER} requests)")
+                        f" (the cluster does not sign {CLIENT_SIGNER} requests)"
+                    )
             finally:
                 http.delete(f"{CSR_PATH}/{name}")
         self._user_seq += 1
@@ -223,9 +251,13 @@ class ExistingCluster(KubeCluster):
         pair = CertPair(self._state / f"{stem}.crt", self._state / f"{stem}.key")
         pair.cert.write_bytes(pem)
         pair.key.touch(mode=0o600)
-        pair.key.write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()))
+        pair.key.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
         return pair
 
     def logs(self) -> dict[str, str]:
@@ -269,7 +301,8 @@ class ExistingCluster(KubeCluster):
         if left:
             raise ExistingClusterError(
                 f"clean-up of {self.server} incomplete after {self.cleanup_timeout:.0f}s; "
-                f"still there: {', '.join(left)}")
+                f"still there: {', '.join(left)}"
+            )
 
     def check_admin(self) -> None:
         try:
@@ -277,22 +310,27 @@ class ExistingCluster(KubeCluster):
                 version = http.get("/version")
                 review = http.post(
                     "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
-                    json={"apiVersion": "authorization.k8s.io/v1",
-                          "kind": "SelfSubjectAccessReview",
-                          "spec": {"resourceAttributes": {"verb": "*", "group": "*",
-                                                          "resource": "*"}}},
+                    json={
+                        "apiVersion": "authorization.k8s.io/v1",
+                        "kind": "SelfSubjectAccessReview",
+                        "spec": {
+                            "resourceAttributes": {"verb": "*", "group": "*", "resource": "*"}
+                        },
+                    },
                 )
         except httpx.HTTPError as exc:
             raise ExistingClusterError(f"cannot reach {self.server}: {exc}") from exc
         if version.status_code != 200 or review.status_code != 201:
             raise ExistingClusterError(
                 f"{self.server} refused the kubeconfig's user: /version {version.status_code}, "
-                f"SelfSubjectAccessReview {review.status_code} {review.text[:300]}")
+                f"SelfSubjectAccessReview {review.status_code} {review.text[:300]}"
+            )
         if not review.json().get("status", {}).get("allowed"):
             raise ExistingClusterError(
                 f"the kubeconfig's user may not do everything on {self.server}: the suite "
                 "needs cluster-admin (it installs CRDs and cluster RBAC, creates namespaces, "
-                "PersistentVolumes and service-account tokens, approves certificate requests)")
+                "PersistentVolumes and service-account tokens, approves certificate requests)"
+            )
 
     def cleanup(self) -> list[str]:
         """Delete the session's objects; return the paths still there after the timeout."""
@@ -312,7 +350,8 @@ class ExistingCluster(KubeCluster):
                 if not left or time.monotonic() > deadline:
                     return left
                 self._release_finalizers(
-                    http, [ns for ns in namespaces if f"/api/v1/namespaces/{ns}" in left])
+                    http, [ns for ns in namespaces if f"/api/v1/namespaces/{ns}" in left]
+                )
                 time.sleep(1.0)
 
     # ----------------------------------------------------------------- internals
@@ -340,29 +379,45 @@ class ExistingCluster(KubeCluster):
         if not name or name not in contexts:
             raise ExistingClusterError(
                 f"kubeconfig {self.source}: no context {name!r} "
-                f"(contexts: {', '.join(sorted(contexts)) or 'none'})")
-        user = next((u.get("user") or {} for u in config.get("users") or []
-                     if u["name"] == contexts[name].get("user")), {})
+                f"(contexts: {', '.join(sorted(contexts)) or 'none'})"
+            )
+        user = next(
+            (
+                u.get("user") or {}
+                for u in config.get("users") or []
+                if u["name"] == contexts[name].get("user")
+            ),
+            {},
+        )
         if user.get("auth-provider"):
             raise ExistingClusterError(
                 f"kubeconfig {self.source}, context {name}: auth-provider plugins are not "
-                "supported; use a token, a client certificate or an exec plugin")
+                "supported; use a token, a client certificate or an exec plugin"
+            )
         creds = kube.Credentials.from_kubeconfig(self.source, name)
         if user.get("exec"):
             token, cert, key = _exec_credential(user["exec"], self.source.parent)
             creds = kube.Credentials(
-                server=creds.server, token=token or creds.token, ca_data=creds.ca_data,
-                client_cert=cert or creds.client_cert, client_key=key or creds.client_key,
+                server=creds.server,
+                token=token or creds.token,
+                ca_data=creds.ca_data,
+                client_cert=cert or creds.client_cert,
+                client_key=key or creds.client_key,
                 insecure=creds.insecure,
             )
         token = creds.current_token()
         if not token and not (creds.client_cert and creds.client_key):
             raise ExistingClusterError(
                 f"kubeconfig {self.source}, context {name}: no credentials (token, client "
-                "certificate or exec plugin)")
+                "certificate or exec plugin)"
+            )
         self._credentials = creds = kube.Credentials(
-            server=creds.server, token=token, ca_data=creds.ca_data,
-            client_cert=creds.client_cert, client_key=creds.client_key, insecure=creds.insecure,
+            server=creds.server,
+            token=token,
+            ca_data=creds.ca_data,
+            client_cert=creds.client_cert,
+            client_key=creds.client_key,
+            insecure=creds.insecure,
         )
         self._verify = creds.ssl_context()
         if creds.ca_data:
@@ -374,8 +429,15 @@ class ExistingCluster(KubeCluster):
             pair.cert.write_bytes(creds.client_cert)
             pair.key.touch(mode=0o600)
             pair.key.write_bytes(creds.client_key)
-        write_kubeconfig(self.kubeconfig, creds.server, self._ca_file, user=name, client=pair,
-                         token=token, insecure=creds.insecure)
+        write_kubeconfig(
+            self.kubeconfig,
+            creds.server,
+            self._ca_file,
+            user=name,
+            client=pair,
+            token=token,
+            insecure=creds.insecure,
+        )
 
     def _remember(self, response: httpx.Response) -> None:
         """Response hook: note each object a request created (not dry runs, not reviews or
@@ -466,7 +528,8 @@ def _issued(http: httpx.Client, name: str) -> bytes | None:
     for cond in status.get("conditions") or []:
         if cond.get("type") in ("Denied", "Failed") and cond.get("status") == "True":
             raise ExistingClusterError(
-                f"CertificateSigningRequest {name} {cond['type']}: {cond.get('message', '')}")
+                f"CertificateSigningRequest {name} {cond['type']}: {cond.get('message', '')}"
+            )
     return base64.b64decode(status["certificate"]) if status.get("certificate") else None
 
 
@@ -481,23 +544,36 @@ def _exec_credential(
     if "/" in command and not os.path.isabs(command):
         command = str(base / command)
     env = {**os.environ, **{e["name"]: e["value"] for e in spec.get("env") or []}}
-    env["KUBERNETES_EXEC_INFO"] = json.dumps({
-        "apiVersion": spec.get("apiVersion", EXEC_INFO_VERSION), "kind": "ExecCredential",
-        "spec": {"interactive": False},
-    })
+    env["KUBERNETES_EXEC_INFO"] = json.dumps(
+        {
+            "apiVersion": spec.get("apiVersion", EXEC_INFO_VERSION),
+            "kind": "ExecCredential",
+            "spec": {"interactive": False},
+        }
+    )
     try:
-        out = subprocess.run([command, *map(str, spec.get("args") or [])], env=env,
-                             capture_output=True, text=True, timeout=120, check=False)
+        out = subprocess.run(
+            [command, *map(str, spec.get("args") or [])],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         raise ExistingClusterError(f"exec credential plugin {command}: {exc}") from exc
     if out.returncode != 0:
         raise ExistingClusterError(
             f"exec credential plugin {command} failed (rc={out.returncode}): "
-            f"{out.stderr.strip()[-500:]}")
+            f"{out.stderr.strip()[-500:]}"
+        )
     try:
         status = json.loads(out.stdout).get("status") or {}
     except ValueError as exc:
         raise ExistingClusterError(f"exec credential plugin {command}: not JSON") from exc
     cert, key = status.get("clientCertificateData"), status.get("clientKeyData")
-    return (status.get("token") or None, cert.encode() if cert else None,
-            key.encode() if key else None)
+    return (
+        status.get("token") or None,
+        cert.encode() if cert else None,
+        key.encode() if key else None,
+    )

@@ -61,8 +61,11 @@ AUDIT_POLICY = {
     "omitStages": ["RequestReceived", "ResponseStarted"],
     "rules": [
         # What the operator's service accounts change: tests tell who wrote what, and when.
-        {"level": "Metadata", "userGroups": [OPERATOR_ACCOUNTS],
-         "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
+        {
+            "level": "Metadata",
+            "userGroups": [OPERATOR_ACCOUNTS],
+            "verbs": ["create", "update", "patch", "delete", "deletecollection"],
+        },
         {"level": "None"},
     ],
 }
@@ -135,14 +138,16 @@ def _refuse_a_running_operator(cluster: ExistingCluster) -> None:
     """The tests run their own operator: one already installed would reconcile the tests'
     resources too, and the tests would overwrite its CRDs and RBAC."""
     with cluster.client(track=False) as http:
-        r = http.get(f"/apis/coordination.k8s.io/v1/namespaces/{OPERATOR_NAMESPACE}"
-                     f"/leases/{OPERATOR_LEASE}")
+        r = http.get(
+            f"/apis/coordination.k8s.io/v1/namespaces/{OPERATOR_NAMESPACE}/leases/{OPERATOR_LEASE}"
+        )
     holder = (r.json().get("spec") or {}).get("holderIdentity") if r.status_code == 200 else None
     if holder:
         raise ExistingClusterError(
             f"a Knooppunt operator already runs on {cluster.server} (Lease "
             f"{OPERATOR_NAMESPACE}/{OPERATOR_LEASE} held by {holder}); run the tests against "
-            "a cluster without it")
+            "a cluster without it"
+        )
 
 
 @pytest.fixture
@@ -184,10 +189,12 @@ def pytest_report_header(config: pytest.Config) -> str:
     except Exception as exc:  # reported again, as an error, by the fixture
         server = f"<unreadable: {exc}>"
     missing = capabilities.from_environment().missing
-    return (f"knooppunt cluster under test: existing cluster {server} "
-            f"({capabilities.KUBECONFIG_ENV}={target.kubeconfig}"
-            f"{f', context {target.context}' if target.context else ''}); "
-            f"without: {', '.join(missing) or 'nothing'}")
+    return (
+        f"knooppunt cluster under test: existing cluster {server} "
+        f"({capabilities.KUBECONFIG_ENV}={target.kubeconfig}"
+        f"{f', context {target.context}' if target.context else ''}); "
+        f"without: {', '.join(missing) or 'nothing'}"
+    )
 
 
 @pytest.hookimpl(tryfirst=True)

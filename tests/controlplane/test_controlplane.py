@@ -106,8 +106,11 @@ def test_apiserver_ready_and_versioned(
         # The admin may do everything (the suite installs CRDs and cluster RBAC).
         access = kc.post(
             "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
-            json={"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-                  "spec": {"resourceAttributes": {"verb": "*", "group": "*", "resource": "*"}}},
+            json={
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": {"verb": "*", "group": "*", "resource": "*"}},
+            },
         )
         access.raise_for_status()
         assert access.json()["status"]["allowed"] is True, access.json()["status"]

@@ -16,17 +16,20 @@ def ams(*args: int) -> datetime:
     return datetime(*args, tzinfo=AMS)  # type: ignore[misc]
 
 
-@pytest.mark.parametrize(("day", "working"), [
-    (date(2026, 4, 2), True),    # Thursday
-    (date(2026, 4, 3), False),   # Goede Vrijdag
-    (date(2026, 4, 4), False),   # Saturday
-    (date(2026, 4, 6), False),   # Tweede Paasdag
-    (date(2026, 4, 7), True),
-    (date(2026, 4, 27), False),  # Koningsdag (a Monday)
-    (date(2026, 5, 14), False),  # Hemelvaartsdag
-    (date(2026, 12, 25), False),  # Eerste Kerstdag
-    (date(2026, 12, 28), True),
-])
+@pytest.mark.parametrize(
+    ("day", "working"),
+    [
+        (date(2026, 4, 2), True),  # Thursday
+        (date(2026, 4, 3), False),  # Goede Vrijdag
+        (date(2026, 4, 4), False),  # Saturday
+        (date(2026, 4, 6), False),  # Tweede Paasdag
+        (date(2026, 4, 7), True),
+        (date(2026, 4, 27), False),  # Koningsdag (a Monday)
+        (date(2026, 5, 14), False),  # Hemelvaartsdag
+        (date(2026, 12, 25), False),  # Eerste Kerstdag
+        (date(2026, 12, 28), True),
+    ],
+)
 def test_working_days(day: date, working: bool) -> None:
     assert calendar.is_working_day(day) is working
 
@@ -44,15 +47,18 @@ def test_one_working_day_over_a_weekend() -> None:
 
 def test_working_days_over_easter_weekend_with_two_holidays() -> None:
     # Thursday 2 April 2026: Good Friday, the weekend and Easter Monday do not count
-    assert calendar.due(ams(2026, 4, 2, 15, 0), working_days=1) == \
-        datetime(2026, 4, 7, 22, 0, tzinfo=UTC)   # end of Tuesday 7 April (CEST)
-    assert calendar.due(ams(2026, 4, 2, 15, 0), working_days=5) == \
-        datetime(2026, 4, 13, 22, 0, tzinfo=UTC)  # end of Monday 13 April
+    assert calendar.due(ams(2026, 4, 2, 15, 0), working_days=1) == datetime(
+        2026, 4, 7, 22, 0, tzinfo=UTC
+    )  # end of Tuesday 7 April (CEST)
+    assert calendar.due(ams(2026, 4, 2, 15, 0), working_days=5) == datetime(
+        2026, 4, 13, 22, 0, tzinfo=UTC
+    )  # end of Monday 13 April
 
 
 def test_opening_on_a_holiday_counts_from_the_next_working_day() -> None:
-    assert calendar.due(ams(2026, 4, 6, 9, 0), working_days=1) == \
-        datetime(2026, 4, 7, 22, 0, tzinfo=UTC)
+    assert calendar.due(ams(2026, 4, 6, 9, 0), working_days=1) == datetime(
+        2026, 4, 7, 22, 0, tzinfo=UTC
+    )
 
 
 def test_hours_run_through_weekends() -> None:

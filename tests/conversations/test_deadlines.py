@@ -20,8 +20,8 @@ from tests.conftest import CONNECTOR, MESSAGES, PartyFactory
 AMS = ZoneInfo("Europe/Amsterdam")
 URL = f"/api/v1/connectors/{CONNECTOR}/messages"
 XML = {"content-type": "application/xml"}
-REQUEST = MESSAGES / "wmo315-anker-amsterdam.xml"      # Het Anker asks Amsterdam, 2 products
-ASSIGNMENT = MESSAGES / "wmo301-amsterdam-anker.xml"   # Amsterdam assigns both to Het Anker
+REQUEST = MESSAGES / "wmo315-anker-amsterdam.xml"  # Het Anker asks Amsterdam, 2 products
+ASSIGNMENT = MESSAGES / "wmo301-amsterdam-anker.xml"  # Amsterdam assigns both to Het Anker
 ANKER = "thuiszorg-het-anker"
 AMSTERDAM = "gemeente-amsterdam"
 
@@ -63,9 +63,16 @@ def states(party: PartyFactory, who: str, path: str) -> dict[str, int]:
 def gauge(running_node: RunningNode, state: str) -> float:
     node = running_node.node
     node.conversations.refresh()
-    value = node.metrics.registry.get_sample_value("knooppunt_conversations", {
-        "connector": CONNECTOR, "conversation": "verzoek-om-toewijzing", "gemeente": "0363",
-        "sender": "98000023", "state": state})
+    value = node.metrics.registry.get_sample_value(
+        "knooppunt_conversations",
+        {
+            "connector": CONNECTOR,
+            "conversation": "verzoek-om-toewijzing",
+            "gemeente": "0363",
+            "sender": "98000023",
+            "state": state,
+        },
+    )
     return value or 0.0
 
 
@@ -74,7 +81,8 @@ PARTICIPANT = f"/api/v1/participants/{ANKER}/conversations"
 
 
 def test_deadline_over_easter_weekend_and_a_late_answer(
-        running_node: RunningNode, party: PartyFactory, clock: Clock) -> None:
+    running_node: RunningNode, party: PartyFactory, clock: Clock
+) -> None:
     clock.set(2026, 4, 2, 15, 0)  # Thursday before Good Friday
     send(party, ANKER, REQUEST)
     items = party(AMSTERDAM).get(GEMEENTE).json()["items"]
@@ -88,8 +96,9 @@ def test_deadline_over_easter_weekend_and_a_late_answer(
     assert states(party, ANKER, PARTICIPANT) == {"open": 2}
     # nobody else sees them
     assert party("gemeente-utrecht").get(GEMEENTE).status_code == 403
-    assert party("gemeente-utrecht").get("/api/v1/gemeenten/0344/conversations") \
-        .json()["items"] == []
+    assert (
+        party("gemeente-utrecht").get("/api/v1/gemeenten/0344/conversations").json()["items"] == []
+    )
     assert party(ANKER).get(GEMEENTE).status_code == 403
 
     clock.set(2026, 4, 13, 23, 30)  # the last working day, before midnight
@@ -112,7 +121,8 @@ def test_deadline_over_easter_weekend_and_a_late_answer(
 
 
 def test_answer_before_request_closes_it_in_time(
-        running_node: RunningNode, party: PartyFactory, clock: Clock) -> None:
+    running_node: RunningNode, party: PartyFactory, clock: Clock
+) -> None:
     clock.set(2026, 11, 27, 16, 0)  # Friday
     send(party, AMSTERDAM, ASSIGNMENT)  # the toewijzing overtakes the verzoek
     assert states(party, AMSTERDAM, GEMEENTE) == {"unmatched": 2}

@@ -18,8 +18,11 @@ T0 = datetime(2026, 4, 2, 13, 0, tzinfo=UTC)
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
-    url = sqlite_url(tmp_path / "k.db") if request.param == "sqlite" else \
-        request.getfixturevalue("postgresql_url")
+    url = (
+        sqlite_url(tmp_path / "k.db")
+        if request.param == "sqlite"
+        else request.getfixturevalue("postgresql_url")
+    )
     s = SqlStore(url)
     s.migrate()
     try:
@@ -30,12 +33,21 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
 
 def event(kind: str, key: str, at: datetime, *, due: datetime | None = None) -> ConversationEvent:
     return ConversationEvent(
-        kind=kind, connector="iwmo-2-1", conversation="verzoek", key_hash=key,  # type: ignore[arg-type]
-        gemeente="0363", participant="98000023",
+        kind=kind,
+        connector="iwmo-2-1",
+        conversation="verzoek",
+        key_hash=key,  # type: ignore[arg-type]
+        gemeente="0363",
+        participant="98000023",
         sender="98000023" if kind == "open" else "0363",
         recipient="0363" if kind == "open" else "98000023",
-        message_id=f"m-{kind}-{key}-{at.isoformat()}", message_type="WMO315" if kind == "open"
-        else "WMO301", sender_message_id="REF", item=1, at=at, due_at=due)
+        message_id=f"m-{kind}-{key}-{at.isoformat()}",
+        message_type="WMO315" if kind == "open" else "WMO301",
+        sender_message_id="REF",
+        item=1,
+        at=at,
+        due_at=due,
+    )
 
 
 def apply(store: SqlStore, *events: ConversationEvent) -> None:

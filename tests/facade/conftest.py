@@ -59,26 +59,52 @@ class G:
 
 
 GEMEENTEN = (
-    G("gemeente-amsterdam", "0363", "00000001999000363000", "Gemeente Amsterdam", (
-        (IWMO, "wmo-uitvoering", "Wmo 2015 art. 5.1.1 jo. art. 2.3.5"),
-        (IWMO, "wmo-toewijzing", "Wmo 2015 art. 2.3.2 en 2.3.5"),
-        (VS, "schuldhulp-vroegsignalering", "Wgs art. 3a"),
-    )),
-    G("gemeente-rotterdam", "0599", "00000001999000599000", "Gemeente Rotterdam", (
-        (IWMO, "wmo-uitvoering", "Wmo 2015 art. 5.1.1 jo. art. 2.3.5"),
-        (VS, "schuldhulp-vroegsignalering", "Wgs art. 3a"),
-    )),
-    G("gemeente-utrecht", "0344", "00000001999000344000", "Gemeente Utrecht", (
-        (IWMO, "wmo-toewijzing", "Wmo 2015 art. 2.3.2 en 2.3.5"),
-        (IWMO, "wmo-beleidsinformatie", "Wmo 2015 art. 5.4.1"),
-    )),
-    G("gemeente-s-gravenhage", "0518", "00000001999000518000", "Gemeente 's-Gravenhage", (
-        (VS, "schuldhulp-beleidsinformatie", "Wgs art. 7"),
-    )),
+    G(
+        "gemeente-amsterdam",
+        "0363",
+        "00000001999000363000",
+        "Gemeente Amsterdam",
+        (
+            (IWMO, "wmo-uitvoering", "Wmo 2015 art. 5.1.1 jo. art. 2.3.5"),
+            (IWMO, "wmo-toewijzing", "Wmo 2015 art. 2.3.2 en 2.3.5"),
+            (VS, "schuldhulp-vroegsignalering", "Wgs art. 3a"),
+        ),
+    ),
+    G(
+        "gemeente-rotterdam",
+        "0599",
+        "00000001999000599000",
+        "Gemeente Rotterdam",
+        (
+            (IWMO, "wmo-uitvoering", "Wmo 2015 art. 5.1.1 jo. art. 2.3.5"),
+            (VS, "schuldhulp-vroegsignalering", "Wgs art. 3a"),
+        ),
+    ),
+    G(
+        "gemeente-utrecht",
+        "0344",
+        "00000001999000344000",
+        "Gemeente Utrecht",
+        (
+            (IWMO, "wmo-toewijzing", "Wmo 2015 art. 2.3.2 en 2.3.5"),
+            (IWMO, "wmo-beleidsinformatie", "Wmo 2015 art. 5.4.1"),
+        ),
+    ),
+    G(
+        "gemeente-s-gravenhage",
+        "0518",
+        "00000001999000518000",
+        "Gemeente 's-Gravenhage",
+        ((VS, "schuldhulp-beleidsinformatie", "Wgs art. 7"),),
+    ),
 )
-LATE = G("gemeente-zwolle", "0193", "00000001999000193000", "Gemeente Zwolle", (
-    (VS, "schuldhulp-vroegsignalering", "Wgs art. 3a"),
-))
+LATE = G(
+    "gemeente-zwolle",
+    "0193",
+    "00000001999000193000",
+    "Gemeente Zwolle",
+    ((VS, "schuldhulp-vroegsignalering", "Wgs art. 3a"),),
+)
 BY_CODE = {g.code: g for g in (*GEMEENTEN, LATE)}
 
 
@@ -89,19 +115,34 @@ def free_port() -> int:
 
 
 def gemeente_doc(g: G) -> dict[str, Any]:
-    return {"apiVersion": "knooppunt.nl/v1alpha1", "kind": "Gemeente",
-            "metadata": {"name": g.name},
-            "spec": {"gemeentecode": g.code, "oin": g.oin, "displayName": g.display,
-                     "subscriptions": [{"connector": c, "purpose": p, "legalBasis": b}
-                                       for c, p, b in g.subscriptions]}}
+    return {
+        "apiVersion": "knooppunt.nl/v1alpha1",
+        "kind": "Gemeente",
+        "metadata": {"name": g.name},
+        "spec": {
+            "gemeentecode": g.code,
+            "oin": g.oin,
+            "displayName": g.display,
+            "subscriptions": [
+                {"connector": c, "purpose": p, "legalBasis": b} for c, p, b in g.subscriptions
+            ],
+        },
+    }
 
 
 def knooppunt_doc(name: str, display: str, connector: str, port: int) -> dict[str, Any]:
-    return {"apiVersion": "knooppunt.nl/v1alpha1", "kind": "Knooppunt",
-            "metadata": {"name": name},
-            "spec": {"displayName": display, "connectors": [{"name": connector}],
-                     "replicas": 1, "endpoint": f"https://localhost:{port}",
-                     "security": {"facadeOins": [FACADE_OIN, SECOND_FACADE_OIN]}}}
+    return {
+        "apiVersion": "knooppunt.nl/v1alpha1",
+        "kind": "Knooppunt",
+        "metadata": {"name": name},
+        "spec": {
+            "displayName": display,
+            "connectors": [{"name": connector}],
+            "replicas": 1,
+            "endpoint": f"https://localhost:{port}",
+            "security": {"facadeOins": [FACADE_OIN, SECOND_FACADE_OIN]},
+        },
+    }
 
 
 @pytest.fixture(scope="session")
@@ -112,9 +153,11 @@ def facade_pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
         for p in connector.spec.participants:
             assert p.certificate.serial_number
             clients.append((p.name, p.display_name, p.certificate.serial_number))
-    clients += [("facade", "Gemeentelijke cloud façade", FACADE_OIN),
-                ("facade-2", "Gemeentelijke cloud façade (tweede instantie)", SECOND_FACADE_OIN),
-                ("facade-unlisted", "Niet-geregistreerde façade", UNLISTED_FACADE_OIN)]
+    clients += [
+        ("facade", "Gemeentelijke cloud façade", FACADE_OIN),
+        ("facade-2", "Gemeentelijke cloud façade (tweede instantie)", SECOND_FACADE_OIN),
+        ("facade-unlisted", "Niet-geregistreerde façade", UNLISTED_FACADE_OIN),
+    ]
     return ensure_dev_pki(tmp_path_factory.mktemp("facade-pki"), clients=clients)
 
 
@@ -135,8 +178,7 @@ class World:
     def _client(self, port: int, cert: str, timeout: float = 30) -> httpx.Client:
         paths = self.pki.clients[cert]
         ctx = client_context(paths.chain, paths.key, self.pki.ca_bundle)
-        client = httpx.Client(base_url=f"https://localhost:{port}", verify=ctx,
-                              timeout=timeout)
+        client = httpx.Client(base_url=f"https://localhost:{port}", verify=ctx, timeout=timeout)
         self._clients.append(client)
         return client
 
@@ -156,7 +198,8 @@ class World:
 
     def send(self, node: str, sender_cert: str, path: Path, connector: str) -> httpx.Response:
         resp = self.at_node(node, sender_cert).post(
-            f"/api/v1/connectors/{connector}/messages", content=path.read_bytes(), headers=XML)
+            f"/api/v1/connectors/{connector}/messages", content=path.read_bytes(), headers=XML
+        )
         assert resp.status_code == 202, resp.text
         return resp
 
@@ -186,28 +229,57 @@ def build_world(tmp: Path, pki: DevPki, *, node_timeout: float = 1.5) -> World:
     shutil.copy(EXAMPLES / "connector.yaml", root / "iwmo-connector.yaml")
     shutil.copytree(VS_DIR / "bundle", root / "bundle")
     shutil.copy(VS_DIR / "connector.yaml", root / "vroegsignalering-connector.yaml")
-    (root / "gemeenten.yaml").write_text(
-        yaml.safe_dump_all([gemeente_doc(g) for g in GEMEENTEN]))
+    (root / "gemeenten.yaml").write_text(yaml.safe_dump_all([gemeente_doc(g) for g in GEMEENTEN]))
     ports = {NODE_A: free_port(), NODE_B: free_port()}
-    (root / f"{NODE_A}.yaml").write_text(yaml.safe_dump(knooppunt_doc(
-        NODE_A, "Knooppunt Zorg en Ondersteuning (iWmo)", IWMO, ports[NODE_A])))
-    (root / f"{NODE_B}.yaml").write_text(yaml.safe_dump(knooppunt_doc(
-        NODE_B, "Knooppunt Schulden (vroegsignalering)", VS, ports[NODE_B])))
+    (root / f"{NODE_A}.yaml").write_text(
+        yaml.safe_dump(
+            knooppunt_doc(NODE_A, "Knooppunt Zorg en Ondersteuning (iWmo)", IWMO, ports[NODE_A])
+        )
+    )
+    (root / f"{NODE_B}.yaml").write_text(
+        yaml.safe_dump(
+            knooppunt_doc(NODE_B, "Knooppunt Schulden (vroegsignalering)", VS, ports[NODE_B])
+        )
+    )
     settings = {
-        name: Settings(node=name, resources=[root], data_dir=tmp / f"data-{name}",
-                       port=port, tls_cert=pki.server.chain, tls_key=pki.server.key,
-                       tls_trust=pki.ca_bundle, tls_crl=pki.crl, reload_interval=0.2,
-                       delivery_enabled=False)
+        name: Settings(
+            node=name,
+            resources=[root],
+            data_dir=tmp / f"data-{name}",
+            port=port,
+            tls_cert=pki.server.chain,
+            tls_key=pki.server.key,
+            tls_trust=pki.ca_bundle,
+            tls_crl=pki.crl,
+            reload_interval=0.2,
+            delivery_enabled=False,
+        )
         for name, port in ports.items()
     }
     facade_settings = FacadeSettings(
-        resources=[root], port=free_port(), tls_cert=pki.server.chain, tls_key=pki.server.key,
-        tls_trust=pki.ca_bundle, tls_crl=pki.crl, client_cert=pki.clients["facade"].chain,
-        client_key=pki.clients["facade"].key, node_timeout=node_timeout, reload_interval=0.2)
+        resources=[root],
+        port=free_port(),
+        tls_cert=pki.server.chain,
+        tls_key=pki.server.key,
+        tls_trust=pki.ca_bundle,
+        tls_crl=pki.crl,
+        client_cert=pki.clients["facade"].chain,
+        client_key=pki.clients["facade"].key,
+        node_timeout=node_timeout,
+        reload_interval=0.2,
+    )
     nodes = {name: start_in_thread(s) for name, s in settings.items()}
     facade = start_facade_in_thread(facade_settings)
-    return World(root=root, tmp=tmp, pki=pki, node_settings=settings, nodes=nodes,
-                 facade=facade, facade_settings=facade_settings, ports=ports)
+    return World(
+        root=root,
+        tmp=tmp,
+        pki=pki,
+        node_settings=settings,
+        nodes=nodes,
+        facade=facade,
+        facade_settings=facade_settings,
+        ports=ports,
+    )
 
 
 @pytest.fixture()

@@ -30,13 +30,22 @@ PATH = "/api/v1/gemeenten/0363/mailbox"
 
 
 def _cert(key: SigningKey, oin: str = FACADE_OIN) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "facade"),
-                      x509.NameAttribute(NameOID.SERIAL_NUMBER, oin)])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, "facade"),
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, oin),
+        ]
+    )
     now = dt.datetime.now(dt.UTC)
-    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - dt.timedelta(minutes=1))
-               .not_valid_after(now + dt.timedelta(days=1)))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+    )
     algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
     return builder.sign(key, algorithm)
 
@@ -50,8 +59,13 @@ KEYS = {
 
 
 def _sign(signer: AssertionSigner, **kwargs: object) -> str:
-    args: dict[str, object] = {"gemeente_oin": AMSTERDAM[0], "gemeentecode": AMSTERDAM[1],
-                               "audience": "knooppunt-zorg", "method": "GET", "path": PATH}
+    args: dict[str, object] = {
+        "gemeente_oin": AMSTERDAM[0],
+        "gemeentecode": AMSTERDAM[1],
+        "audience": "knooppunt-zorg",
+        "method": "GET",
+        "path": PATH,
+    }
     args.update(kwargs)
     return signer.sign(**args)  # type: ignore[arg-type]
 
@@ -76,6 +90,7 @@ def test_round_trip_per_key_type(alg: str) -> None:
     assert acting.facade_oin == FACADE_OIN  # type: ignore[attr-defined]
     # DER works as well as a parsed certificate
     from cryptography.hazmat.primitives.serialization import Encoding
+
     _verify(_sign(signer), cert.public_bytes(Encoding.DER))
 
 
@@ -84,8 +99,17 @@ def test_claims_and_limits() -> None:
     cert = _cert(key)
     signer = AssertionSigner(key, cert)
     claims = json.loads(_unb64(_sign(signer).split(".")[1]))
-    assert set(claims) == {"iss", "sub", "gemeentecode", "aud", "iat", "exp", "jti", "method",
-                           "path"}
+    assert set(claims) == {
+        "iss",
+        "sub",
+        "gemeentecode",
+        "aud",
+        "iat",
+        "exp",
+        "jti",
+        "method",
+        "path",
+    }
     assert 0 < claims["exp"] - claims["iat"] <= MAX_LIFETIME
     now = time.time()
     with pytest.raises(Problem) as expired:
@@ -102,9 +126,16 @@ def test_key_must_match_certificate_and_carry_an_oin() -> None:
         AssertionSigner(key, _cert(other))
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "no-oin")])
     now = dt.datetime.now(dt.UTC)
-    bare = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(1).not_valid_before(now)
-            .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
+    bare = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
     with pytest.raises(ValueError, match="serialNumber"):
         AssertionSigner(key, bare)
 
@@ -142,8 +173,9 @@ def test_the_shared_guard_records_every_use_and_purges_now_and_then() -> None:
     calls: list[tuple[str, str, int, int | None]] = []
 
     class Ledger:
-        def first_assertion_use(self, issuer: str, jti: str, expires_at: int, *,
-                                purge_before: int | None = None) -> bool:
+        def first_assertion_use(
+            self, issuer: str, jti: str, expires_at: int, *, purge_before: int | None = None
+        ) -> bool:
             calls.append((issuer, jti, expires_at, purge_before))
             return jti != "used"
 

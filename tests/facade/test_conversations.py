@@ -10,10 +10,12 @@ def test_conversations_through_the_facade(world: World) -> None:
     amsterdam = world.at_facade("gemeente-amsterdam")
     answer = amsterdam.get("/api/v1/gemeenten/0363/conversations").json()
     assert answer["complete"] is True and set(answer["nodes"]) == {NODE_A, NODE_B}
-    assert [(i["node"], i["state"], i["conversation"]) for i in answer["items"]] == \
-        [(NODE_A, "open", "verzoek-om-toewijzing")] * 2
-    overdue = amsterdam.get("/api/v1/gemeenten/0363/conversations",
-                            params={"state": "overdue"}).json()
+    assert [(i["node"], i["state"], i["conversation"]) for i in answer["items"]] == [
+        (NODE_A, "open", "verzoek-om-toewijzing")
+    ] * 2
+    overdue = amsterdam.get(
+        "/api/v1/gemeenten/0363/conversations", params={"state": "overdue"}
+    ).json()
     assert overdue["items"] == []
     utrecht = world.at_facade("gemeente-utrecht")
     assert utrecht.get("/api/v1/gemeenten/0363/conversations").status_code == 403

@@ -21,8 +21,7 @@ from tests.facade.conftest import (
 def _fill(world: World) -> None:
     """Messages for Amsterdam on both nodes, and for Rotterdam, Utrecht and Den Haag."""
     world.send(NODE_A, "zorggroep-de-linde", IWMO_MESSAGES / "wmo305-linde-amsterdam.xml", IWMO)
-    world.send(NODE_B, "woningcorporatie-ons-huis", VS_MESSAGES / "vs01-onshuis-amsterdam.xml",
-               VS)
+    world.send(NODE_B, "woningcorporatie-ons-huis", VS_MESSAGES / "vs01-onshuis-amsterdam.xml", VS)
     world.send(NODE_A, "thuiszorg-het-anker", IWMO_MESSAGES / "wmo315-anker-amsterdam.xml", IWMO)
     world.send(NODE_A, "thuiszorg-het-anker", IWMO_MESSAGES / "wmo305-anker-rotterdam.xml", IWMO)
     world.send(NODE_B, "energie-noord", VS_MESSAGES / "vs01-energienoord-rotterdam.xml", VS)
@@ -54,10 +53,14 @@ def test_one_mailbox_across_both_nodes(world: World) -> None:
     assert created == sorted(created)  # merged by time
     # The same items as each node lists for Amsterdam directly.
     for node in (NODE_A, NODE_B):
-        direct = world.at_node(node, "gemeente-amsterdam").get(
-            "/api/v1/gemeenten/0363/mailbox").json()["items"]
+        direct = (
+            world.at_node(node, "gemeente-amsterdam")
+            .get("/api/v1/gemeenten/0363/mailbox")
+            .json()["items"]
+        )
         assert sorted(d["id"] for d in direct) == sorted(
-            i["nodeItemId"] for i in items if i["node"] == node)
+            i["nodeItemId"] for i in items if i["node"] == node
+        )
     # Only its own nodes: Utrecht (iWmo only) and Den Haag (vroegsignalering only)
     utrecht = _mailbox(world, "gemeente-utrecht", "0344")
     assert set(utrecht["nodes"]) == {NODE_A} and {i["node"] for i in utrecht["items"]} == {NODE_A}
@@ -75,7 +78,8 @@ def test_fetch_is_the_nodes_document_unchanged(world: World) -> None:
         assert via.headers["knooppunt-node"] == item["node"]
         assert via.headers["knooppunt-delivery-id"] == item["id"]
         direct = world.at_node(item["node"], "gemeente-amsterdam").get(
-            f"/api/v1/gemeenten/0363/mailbox/{item['nodeItemId']}")
+            f"/api/v1/gemeenten/0363/mailbox/{item['nodeItemId']}"
+        )
         assert via.content == direct.content
         assert via.headers["content-type"] == direct.headers["content-type"]
     # Doelbinding still applies: Den Haag's beleidsinformatie purpose releases no BSN or name.
@@ -83,8 +87,9 @@ def test_fetch_is_the_nodes_document_unchanged(world: World) -> None:
     item = _mailbox(world, "gemeente-s-gravenhage", "0518")["items"][0]
     doc = dh.get(f"/api/v1/gemeenten/0518/mailbox/{item['id']}").json()
     assert set(doc["inhoud"]) <= {"dagtekening", "huishoudens"}
-    assert all(set(h) <= {"soortAchterstand", "bedrag", "maanden"}
-               for h in doc["inhoud"]["huishoudens"])
+    assert all(
+        set(h) <= {"soortAchterstand", "bedrag", "maanden"} for h in doc["inhoud"]["huishoudens"]
+    )
     assert "999990056" not in str(doc)
 
 
@@ -101,16 +106,18 @@ def test_ack_reaches_the_owning_node(world: World) -> None:
     assert first.headers["knooppunt-node"] == NODE_B
     # On the owning node the delivery is acknowledged, on the other node nothing changed.
     node_b = world.at_node(NODE_B, "gemeente-amsterdam")
-    everything = node_b.get("/api/v1/gemeenten/0363/mailbox",
-                            params={"includeAcknowledged": "true"}).json()["items"]
+    everything = node_b.get(
+        "/api/v1/gemeenten/0363/mailbox", params={"includeAcknowledged": "true"}
+    ).json()["items"]
     acked = next(i for i in everything if i["id"] == target["nodeItemId"])
     assert acked["acknowledgedAt"] is not None
     remaining = _mailbox(world, "gemeente-amsterdam", "0363")["items"]
     assert target["id"] not in [i["id"] for i in remaining]
     assert len(remaining) == len(items) - 1
     # The node's processing log names the gemeente as actor, and the façade it came through.
-    log = node_b.get("/api/v1/gemeenten/0363/processing-log",
-                     params={"activity": "acknowledge"}).json()["records"]
+    log = node_b.get(
+        "/api/v1/gemeenten/0363/processing-log", params={"activity": "acknowledge"}
+    ).json()["records"]
     assert log and all(r["actor"] == f"gemeente:0363 via facade:{FACADE_OIN}" for r in log)
 
 
@@ -129,8 +136,9 @@ def test_mailbox_pagination_across_nodes(world: World) -> None:
         if cursor is None:
             break
     assert len(seen) == len(set(seen)) and set(seen) == expected
-    bad = world.at_facade("gemeente-amsterdam").get("/api/v1/gemeenten/0363/mailbox",
-                                                    params={"after": "not a cursor!"})
+    bad = world.at_facade("gemeente-amsterdam").get(
+        "/api/v1/gemeenten/0363/mailbox", params={"after": "not a cursor!"}
+    )
     assert bad.status_code == 400 and bad.json()["type"].endswith("/invalid-cursor")
 
 
@@ -147,29 +155,38 @@ def test_one_processing_log_merged_and_filtered(world: World) -> None:
     stamps = [r["timestamp"] for r in records]
     assert stamps == sorted(stamps)
     for node in (NODE_A, NODE_B):
-        direct = world.at_node(node, "gemeente-amsterdam").get(
-            "/api/v1/gemeenten/0363/processing-log", params={"limit": 1000}).json()["records"]
+        direct = (
+            world.at_node(node, "gemeente-amsterdam")
+            .get("/api/v1/gemeenten/0363/processing-log", params={"limit": 1000})
+            .json()["records"]
+        )
         assert {r["id"] for r in direct} <= {r["id"] for r in records if r["node"] == node}
     # by connector: only the node serving it is asked
-    only_vs = ams.get("/api/v1/gemeenten/0363/processing-log",
-                      params={"connector": VS, "limit": 1000}).json()
+    only_vs = ams.get(
+        "/api/v1/gemeenten/0363/processing-log", params={"connector": VS, "limit": 1000}
+    ).json()
     assert set(only_vs["nodes"]) == {NODE_B}
     assert only_vs["records"] and {r["connector"] for r in only_vs["records"]} == {VS}
     # by purpose
-    purpose = ams.get("/api/v1/gemeenten/0363/processing-log",
-                      params={"purpose": "wmo-toewijzing"}).json()["records"]
+    purpose = ams.get(
+        "/api/v1/gemeenten/0363/processing-log", params={"purpose": "wmo-toewijzing"}
+    ).json()["records"]
     assert purpose and {r["purpose"] for r in purpose} == {"wmo-toewijzing"}
     # by subject reference (each node pseudonymises with its own key)
     ref = next(r["subjectRef"] for r in records if r["node"] == NODE_B and r["subjectRef"])
-    by_ref = ams.get("/api/v1/gemeenten/0363/processing-log",
-                     params={"subjectRef": ref}).json()["records"]
+    by_ref = ams.get("/api/v1/gemeenten/0363/processing-log", params={"subjectRef": ref}).json()[
+        "records"
+    ]
     assert by_ref and {r["subjectRef"] for r in by_ref} == {ref}
     # by period: nothing before the first record, everything from it on
     first = records[0]["timestamp"]
-    assert ams.get("/api/v1/gemeenten/0363/processing-log",
-                   params={"until": first}).json()["records"] == []
-    since = ams.get("/api/v1/gemeenten/0363/processing-log",
-                    params={"since": first, "limit": 1000}).json()["records"]
+    assert (
+        ams.get("/api/v1/gemeenten/0363/processing-log", params={"until": first}).json()["records"]
+        == []
+    )
+    since = ams.get(
+        "/api/v1/gemeenten/0363/processing-log", params={"since": first, "limit": 1000}
+    ).json()["records"]
     assert len(since) == len(records)
     # pagination walks the merged log without gaps or repeats
     walked: list[str] = []
@@ -212,7 +229,8 @@ def test_outbound_wmo301_answer_passed_back_unchanged(world: World) -> None:
     # The node answers the very same message (a duplicate) with the first answer, byte for byte:
     # the façade handed that answer over unchanged.
     direct = world.at_node(NODE_A, "gemeente-amsterdam").post(
-        f"/api/v1/connectors/{IWMO}/messages", content=body, headers=XML)
+        f"/api/v1/connectors/{IWMO}/messages", content=body, headers=XML
+    )
     assert direct.status_code == 202 and direct.headers["knooppunt-duplicate"] == "true"
     assert direct.content == via.content
     assert direct.headers["knooppunt-message-id"] == via.headers["knooppunt-message-id"]
@@ -236,12 +254,14 @@ def test_outbound_routed_by_connector_and_refusals_unchanged(world: World) -> No
     items = creditor.get("/api/v1/participants/woningcorporatie-ons-huis/mailbox").json()["items"]
     assert [i["messageType"] for i in items] == ["VS02"]
     # The node's refusals come back as the node gave them.
-    broken = ams.post(f"/api/v1/connectors/{IWMO}/messages", content=b"<not-xml",
-                      headers=XML)
+    broken = ams.post(f"/api/v1/connectors/{IWMO}/messages", content=b"<not-xml", headers=XML)
     assert broken.status_code == 400 and broken.headers["knooppunt-node"] == NODE_A
     assert broken.json()["type"].endswith("/not-well-formed")
-    wrong_type = ams.post(f"/api/v1/connectors/{IWMO}/messages", content=b"<a/>",
-                          headers={"content-type": "text/plain"})
+    wrong_type = ams.post(
+        f"/api/v1/connectors/{IWMO}/messages",
+        content=b"<a/>",
+        headers={"content-type": "text/plain"},
+    )
     assert wrong_type.status_code == 415
     unknown = ams.post("/api/v1/connectors/ijw-3-0/messages", content=vs02, headers=XML)
     assert unknown.status_code == 404 and unknown.json()["type"].endswith("/unknown-connector")
@@ -259,24 +279,29 @@ def test_catalogue_and_openapi(world: World) -> None:
     connectors = {c["name"]: c for c in ams["connectors"]}
     assert connectors[IWMO]["node"] == NODE_A and connectors[VS]["node"] == NODE_B
     purposes = {p["name"]: p["subscribed"] for p in connectors[IWMO]["purposes"]}
-    assert purposes == {"wmo-uitvoering": True, "wmo-toewijzing": True,
-                        "wmo-rechtmatigheid": False, "wmo-beleidsinformatie": False}
+    assert purposes == {
+        "wmo-uitvoering": True,
+        "wmo-toewijzing": True,
+        "wmo-rechtmatigheid": False,
+        "wmo-beleidsinformatie": False,
+    }
     assert connectors[IWMO]["outbound"] == ["WMO301"]
     assert connectors[VS]["outbound"] == ["VS02"]
     utrecht = world.at_facade("gemeente-utrecht").get("/api/v1/catalogue").json()
-    assert {n["name"]: n["subscribed"] for n in utrecht["nodes"]} == {NODE_A: True,
-                                                                       NODE_B: False}
+    assert {n["name"]: n["subscribed"] for n in utrecht["nodes"]} == {NODE_A: True, NODE_B: False}
     vs = next(c for c in utrecht["connectors"] if c["name"] == VS)
     assert vs["subscribed"] is False and vs["subscriptions"] == []
     assert set(utrecht["nodeStatus"]) == {NODE_A}
     spec = world.at_facade("gemeente-utrecht").get("/openapi.json").json()
-    for path in ("/api/v1/gemeenten/{gemeentecode}/mailbox",
-                 "/api/v1/gemeenten/{gemeentecode}/mailbox/{item_id}",
-                 "/api/v1/gemeenten/{gemeentecode}/mailbox/{item_id}/ack",
-                 "/api/v1/gemeenten/{gemeentecode}/processing-log",
-                 "/api/v1/gemeenten/{gemeentecode}/processing-log/search",
-                 "/api/v1/connectors/{connector}/messages",
-                 "/api/v1/catalogue"):
+    for path in (
+        "/api/v1/gemeenten/{gemeentecode}/mailbox",
+        "/api/v1/gemeenten/{gemeentecode}/mailbox/{item_id}",
+        "/api/v1/gemeenten/{gemeentecode}/mailbox/{item_id}/ack",
+        "/api/v1/gemeenten/{gemeentecode}/processing-log",
+        "/api/v1/gemeenten/{gemeentecode}/processing-log/search",
+        "/api/v1/connectors/{connector}/messages",
+        "/api/v1/catalogue",
+    ):
         assert path in spec["paths"], path
 
 
@@ -285,9 +310,12 @@ def test_trace_context_continues_through_the_facade(world: World) -> None:
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     ams = world.at_facade("gemeente-amsterdam")
     item = _mailbox(world, "gemeente-amsterdam", "0363")["items"][0]
-    resp = ams.get(f"/api/v1/gemeenten/0363/mailbox/{item['id']}",
-                   headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
+    resp = ams.get(
+        f"/api/v1/gemeenten/0363/mailbox/{item['id']}",
+        headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
+    )
     assert resp.headers["traceparent"].split("-")[1] == trace_id
     log = ams.get("/api/v1/gemeenten/0363/processing-log", params={"traceId": trace_id}).json()
-    assert [r["activity"] for r in log["records"]] and \
-        {r["activity"] for r in log["records"]} == {"read"}
+    assert [r["activity"] for r in log["records"]] and {r["activity"] for r in log["records"]} == {
+        "read"
+    }

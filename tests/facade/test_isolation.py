@@ -58,12 +58,25 @@ def signer(pki: DevPki, name: str) -> AssertionSigner:
     return AssertionSigner(key, cert)  # type: ignore[arg-type]
 
 
-def assertion(pki: DevPki, *, by: str = "facade", code: str = "0363", audience: str = NODE_A,
-              method: str = "GET", path: str = MAILBOX, **kwargs: Any) -> str:
+def assertion(
+    pki: DevPki,
+    *,
+    by: str = "facade",
+    code: str = "0363",
+    audience: str = NODE_A,
+    method: str = "GET",
+    path: str = MAILBOX,
+    **kwargs: Any,
+) -> str:
     g = BY_CODE[code]
-    return signer(pki, by).sign(gemeente_oin=kwargs.pop("oin", g.oin),
-                                gemeentecode=kwargs.pop("gemeentecode", code),
-                                audience=audience, method=method, path=path, **kwargs)
+    return signer(pki, by).sign(
+        gemeente_oin=kwargs.pop("oin", g.oin),
+        gemeentecode=kwargs.pop("gemeentecode", code),
+        audience=audience,
+        method=method,
+        path=path,
+        **kwargs,
+    )
 
 
 def _b64(data: bytes) -> str:
@@ -73,8 +86,11 @@ def _b64(data: bytes) -> str:
 def _parts(token: str) -> tuple[dict[str, Any], dict[str, Any], str]:
     h, p, s = token.split(".")
     pad = lambda x: x + "=" * (-len(x) % 4)  # noqa: E731
-    return (json.loads(base64.urlsafe_b64decode(pad(h))),
-            json.loads(base64.urlsafe_b64decode(pad(p))), s)
+    return (
+        json.loads(base64.urlsafe_b64decode(pad(h))),
+        json.loads(base64.urlsafe_b64decode(pad(p))),
+        s,
+    )
 
 
 def _problem(resp: httpx.Response) -> str:
@@ -99,18 +115,23 @@ def test_gemeente_sees_only_its_own_mailbox(shared: World) -> None:
     amsterdam = shared.at_facade("gemeente-amsterdam")
     rotterdam_item = rtd[0]["id"]
     # another gemeente's mailbox, message, acknowledgement, log and search: refused by the façade
-    for method, path in (("GET", "/api/v1/gemeenten/0599/mailbox"),
-                         ("GET", f"/api/v1/gemeenten/0599/mailbox/{rotterdam_item}"),
-                         ("POST", f"/api/v1/gemeenten/0599/mailbox/{rotterdam_item}/ack"),
-                         ("GET", "/api/v1/gemeenten/0599/processing-log")):
+    for method, path in (
+        ("GET", "/api/v1/gemeenten/0599/mailbox"),
+        ("GET", f"/api/v1/gemeenten/0599/mailbox/{rotterdam_item}"),
+        ("POST", f"/api/v1/gemeenten/0599/mailbox/{rotterdam_item}/ack"),
+        ("GET", "/api/v1/gemeenten/0599/processing-log"),
+    ):
         resp = amsterdam.request(method, path)
         assert resp.status_code == 403, (method, path, resp.text)
-    search = amsterdam.post("/api/v1/gemeenten/0599/processing-log/search",
-                            json={"bsn": "999990044"})
+    search = amsterdam.post(
+        "/api/v1/gemeenten/0599/processing-log/search", json={"bsn": "999990044"}
+    )
     assert search.status_code == 403
     # Rotterdam's item id under Amsterdam's own code: the node holds no such message for 0363
-    for method, path in (("GET", f"/api/v1/gemeenten/0363/mailbox/{rotterdam_item}"),
-                         ("POST", f"/api/v1/gemeenten/0363/mailbox/{rotterdam_item}/ack")):
+    for method, path in (
+        ("GET", f"/api/v1/gemeenten/0363/mailbox/{rotterdam_item}"),
+        ("POST", f"/api/v1/gemeenten/0363/mailbox/{rotterdam_item}/ack"),
+    ):
         resp = amsterdam.request(method, path)
         assert resp.status_code == 404, resp.text
     # a node Amsterdam has no subscription on, or does not exist: no such message either
@@ -120,14 +141,16 @@ def test_gemeente_sees_only_its_own_mailbox(shared: World) -> None:
     assert amsterdam.get("/api/v1/gemeenten/0363/mailbox/nowhere~abc").status_code == 404
     assert amsterdam.get("/api/v1/gemeenten/0363/mailbox/..~..").status_code == 404
     # nothing was acknowledged for Rotterdam along the way
-    assert {i["id"] for i in _items(shared, "gemeente-rotterdam", "0599")} == \
-        {i["id"] for i in rtd}
+    assert {i["id"] for i in _items(shared, "gemeente-rotterdam", "0599")} == {i["id"] for i in rtd}
 
 
 def test_processing_log_only_own_records(shared: World) -> None:
     for cert, code in (("gemeente-amsterdam", "0363"), ("gemeente-rotterdam", "0599")):
-        records = shared.at_facade(cert).get(f"/api/v1/gemeenten/{code}/processing-log",
-                                             params={"limit": 1000}).json()["records"]
+        records = (
+            shared.at_facade(cert)
+            .get(f"/api/v1/gemeenten/{code}/processing-log", params={"limit": 1000})
+            .json()["records"]
+        )
         assert records and {r["controller"] for r in records} == {code}
 
 
@@ -139,15 +162,17 @@ def test_client_supplied_assertion_header_is_ignored(shared: World) -> None:
     assert resp.status_code == 403
     own = amsterdam.get(MAILBOX, headers={HEADER: forged})
     assert own.status_code == 200
-    assert {i["id"] for i in own.json()["items"]} == \
-        {i["id"] for i in _items(shared, "gemeente-amsterdam", "0363")}
+    assert {i["id"] for i in own.json()["items"]} == {
+        i["id"] for i in _items(shared, "gemeente-amsterdam", "0363")
+    }
 
 
 def test_outbound_sender_spoofing_is_refused(shared: World) -> None:
     """Amsterdam cannot send a WMO301 as Rotterdam through the façade."""
     body = (IWMO_MESSAGES / "wmo301-rotterdam-linde.xml").read_bytes()
     resp = shared.at_facade("gemeente-amsterdam").post(
-        f"/api/v1/connectors/{IWMO}/messages", content=body, headers=XML)
+        f"/api/v1/connectors/{IWMO}/messages", content=body, headers=XML
+    )
     assert resp.status_code == 403 and _problem(resp) == "sender-mismatch"
 
 
@@ -182,12 +207,15 @@ def _forged(pki: DevPki) -> dict[str, tuple[str, int, str]]:
     valid = assertion(pki)
     header, claims, signature = _parts(valid)
     tampered_claims = dict(claims, sub=BY_CODE["0599"].oin, gemeentecode="0599")
-    tampered = ".".join([valid.split(".")[0], _b64(json.dumps(tampered_claims).encode()),
-                         signature])
-    alg_none = ".".join([_b64(json.dumps(dict(header, alg="none")).encode()),
-                         valid.split(".")[1], ""])
-    hs256 = ".".join([_b64(json.dumps(dict(header, alg="HS256")).encode()),
-                      valid.split(".")[1], signature])
+    tampered = ".".join(
+        [valid.split(".")[0], _b64(json.dumps(tampered_claims).encode()), signature]
+    )
+    alg_none = ".".join(
+        [_b64(json.dumps(dict(header, alg="none")).encode()), valid.split(".")[1], ""]
+    )
+    hs256 = ".".join(
+        [_b64(json.dumps(dict(header, alg="HS256")).encode()), valid.split(".")[1], signature]
+    )
     return {
         "tampered-payload": (tampered, 401, "assertion-invalid"),
         "alg-none": (alg_none, 401, "assertion-invalid"),
@@ -197,8 +225,11 @@ def _forged(pki: DevPki) -> dict[str, tuple[str, int, str]]:
         "issued-in-future": (assertion(pki, now=now + 300), 401, "assertion-invalid"),
         "too-long-lived": (assertion(pki, lifetime=3600), 401, "assertion-invalid"),
         "wrong-audience": (assertion(pki, audience=NODE_B), 401, "assertion-invalid"),
-        "other-endpoint": (assertion(pki, path="/api/v1/gemeenten/0363/processing-log"), 401,
-                           "assertion-invalid"),
+        "other-endpoint": (
+            assertion(pki, path="/api/v1/gemeenten/0363/processing-log"),
+            401,
+            "assertion-invalid",
+        ),
         "other-method": (assertion(pki, method="POST"), 401, "assertion-invalid"),
         # minted by another (listed) façade: not the certificate of this connection
         "other-facade-key": (assertion(pki, by="facade-2"), 401, "assertion-invalid"),
@@ -206,17 +237,33 @@ def _forged(pki: DevPki) -> dict[str, tuple[str, int, str]]:
         "gemeente-key": (assertion(pki, by="gemeente-amsterdam"), 401, "assertion-invalid"),
         "code-oin-mismatch": (assertion(pki, gemeentecode="0599"), 403, "unknown-organisation"),
         # 's-Gravenhage is not served by the iWmo node
-        "gemeente-not-on-node": (assertion(pki, code="0518",
-                                           path="/api/v1/gemeenten/0518/mailbox"), 403,
-                                 "unknown-organisation"),
+        "gemeente-not-on-node": (
+            assertion(pki, code="0518", path="/api/v1/gemeenten/0518/mailbox"),
+            403,
+            "unknown-organisation",
+        ),
     }
 
 
-@pytest.mark.parametrize("case", [
-    "tampered-payload", "alg-none", "alg-hs256", "garbage", "expired", "issued-in-future",
-    "too-long-lived", "wrong-audience", "other-endpoint", "other-method", "other-facade-key",
-    "gemeente-key", "code-oin-mismatch", "gemeente-not-on-node",
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "tampered-payload",
+        "alg-none",
+        "alg-hs256",
+        "garbage",
+        "expired",
+        "issued-in-future",
+        "too-long-lived",
+        "wrong-audience",
+        "other-endpoint",
+        "other-method",
+        "other-facade-key",
+        "gemeente-key",
+        "code-oin-mismatch",
+        "gemeente-not-on-node",
+    ],
+)
 def test_node_refuses_bad_assertions(shared: World, case: str) -> None:
     value, status, problem = _forged(shared.pki)[case]
     path = "/api/v1/gemeenten/0518/mailbox" if case == "gemeente-not-on-node" else MAILBOX
@@ -248,8 +295,11 @@ def test_refusals_are_in_the_nodes_processing_log_without_gemeente_data(shared: 
     resp = _node(shared).get(MAILBOX, headers={HEADER: "x.y.z"})
     assert resp.status_code == 401
     # the gemeente's own log is unaffected: a refused façade call produced no gemeente records
-    records = _node(shared, "gemeente-amsterdam").get(
-        "/api/v1/gemeenten/0363/processing-log", params={"activity": "refuse"}).json()["records"]
+    records = (
+        _node(shared, "gemeente-amsterdam")
+        .get("/api/v1/gemeenten/0363/processing-log", params={"activity": "refuse"})
+        .json()["records"]
+    )
     assert records == []
 
 
@@ -270,11 +320,18 @@ def test_trusted_proxy_mode_verifies_against_the_forwarded_certificate(world: Wo
     façade certificate, not the proxy's own connection."""
     from urllib.parse import quote
 
-    world.write_knooppunt(NODE_A, security={
-        "facadeOins": ["00000001999000000777"], "trustedProxies": [{"address": "127.0.0.1"}]})
+    world.write_knooppunt(
+        NODE_A,
+        security={
+            "facadeOins": ["00000001999000000777"],
+            "trustedProxies": [{"address": "127.0.0.1"}],
+        },
+    )
     proxy = world.at_node(NODE_A, "facade-unlisted")  # the proxy's own certificate
-    forwarded = quote(world.pki.clients["facade"].chain.read_text().split(
-        "-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n")
+    forwarded = quote(
+        world.pki.clients["facade"].chain.read_text().split("-----END CERTIFICATE-----")[0]
+        + "-----END CERTIFICATE-----\n"
+    )
 
     def call(value: str) -> httpx.Response:
         return proxy.get(MAILBOX, headers={"x-ssl-client-cert": forwarded, HEADER: value})

@@ -24,16 +24,17 @@ def test_onboarding_a_gemeente_live(world: World) -> None:
     (world.root / "zwolle.yaml").write_text(yaml.safe_dump(gemeente_doc(LATE)))
     world.wait_for(lambda: zwolle.get("/api/v1/catalogue").status_code == 200)
     catalogue = zwolle.get("/api/v1/catalogue").json()
-    assert {n["name"]: n["subscribed"] for n in catalogue["nodes"]} == {NODE_A: False,
-                                                                         NODE_B: True}
+    assert {n["name"]: n["subscribed"] for n in catalogue["nodes"]} == {NODE_A: False, NODE_B: True}
     # the vroegsignalering node picked Zwolle up too: a signal for Zwolle reaches its mailbox
     body = (VS_MESSAGES / "vs01-onshuis-amsterdam.xml").read_bytes()
     body = body.replace(b"<vs:Ontvanger>0363<", b"<vs:Ontvanger>0193<").replace(
-        b"OH-2026-0001", b"OH-2026-0193")
+        b"OH-2026-0001", b"OH-2026-0193"
+    )
 
     def accepted() -> bool:
         resp = world.at_node(NODE_B, "woningcorporatie-ons-huis").post(
-            f"/api/v1/connectors/{VS}/messages", content=body, headers=XML)
+            f"/api/v1/connectors/{VS}/messages", content=body, headers=XML
+        )
         return resp.status_code == 202
 
     world.wait_for(accepted)
@@ -50,8 +51,12 @@ def test_a_new_subscription_adds_a_node_live(world: World) -> None:
     for doc in docs:
         if doc["spec"]["gemeentecode"] == "0344":
             doc["spec"]["subscriptions"].append(
-                {"connector": VS, "purpose": "schuldhulp-beleidsinformatie",
-                 "legalBasis": "Wgs art. 7"})
+                {
+                    "connector": VS,
+                    "purpose": "schuldhulp-beleidsinformatie",
+                    "legalBasis": "Wgs art. 7",
+                }
+            )
     path.write_text(yaml.safe_dump_all(docs))
 
     def both() -> bool:

@@ -39,13 +39,11 @@ def black_hole() -> Iterator[int]:
 
 def _fill(world: World) -> None:
     world.send(NODE_A, "zorggroep-de-linde", IWMO_MESSAGES / "wmo305-linde-amsterdam.xml", IWMO)
-    world.send(NODE_B, "woningcorporatie-ons-huis", VS_MESSAGES / "vs01-onshuis-amsterdam.xml",
-               VS)
+    world.send(NODE_B, "woningcorporatie-ons-huis", VS_MESSAGES / "vs01-onshuis-amsterdam.xml", VS)
 
 
 def _client(world: World) -> Any:
-    return world.at_facade("gemeente-amsterdam",
-                           timeout=10 * world.facade_settings.node_timeout)
+    return world.at_facade("gemeente-amsterdam", timeout=10 * world.facade_settings.node_timeout)
 
 
 def _unacknowledged_on_b(world: World) -> set[str]:
@@ -84,9 +82,11 @@ def test_node_down_degraded_answers_and_no_false_ack(world: World) -> None:
     assert ack.status_code == 502
     assert ack.json()["acknowledged"] is False
     assert ack.json()["type"].endswith("/node-unavailable")
-    outbound = ams.post(f"/api/v1/connectors/{VS}/messages",
-                        content=(VS_MESSAGES / "vs02-amsterdam-onshuis.xml").read_bytes(),
-                        headers={"content-type": "application/xml"})
+    outbound = ams.post(
+        f"/api/v1/connectors/{VS}/messages",
+        content=(VS_MESSAGES / "vs02-amsterdam-onshuis.xml").read_bytes(),
+        headers={"content-type": "application/xml"},
+    )
     assert outbound.status_code == 502 and outbound.json()["submitted"] is False
 
     # the other node keeps working through the façade

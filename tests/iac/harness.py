@@ -32,11 +32,13 @@ from pulumi.runtime import sync_await
 REPO = Path(__file__).resolve().parents[2]
 STACKS = REPO / "stacks"
 
+
 def fake_key() -> str:
     """A real private key (PKCS#8 PEM): the API server parses the key of a TLS Secret."""
     key = ec.generate_private_key(ec.SECP256R1())
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
 
 
 def fake_cert(name: str, *, ca: bool = True) -> str:
@@ -49,21 +51,30 @@ def _name(common_name: str) -> x509.Name:
 
 
 def _sign(
-    key: Any, issuer: tuple[x509.Certificate, Any] | None, name: str | x509.Name, *,
-    ca: bool, public_key: Any = None, sans: list[str] | None = None,
+    key: Any,
+    issuer: tuple[x509.Certificate, Any] | None,
+    name: str | x509.Name,
+    *,
+    ca: bool,
+    public_key: Any = None,
+    sans: list[str] | None = None,
 ) -> str:
     subject = _name(name) if isinstance(name, str) else name
     now = dt.datetime.now(dt.UTC)
     builder = (
-        x509.CertificateBuilder().subject_name(subject)
+        x509.CertificateBuilder()
+        .subject_name(subject)
         .issuer_name(issuer[0].subject if issuer else subject)
-        .public_key(public_key or key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+        .public_key(public_key or key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
     if sans:
         builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(n) for n in sans]), critical=False)
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in sans]), critical=False
+        )
     signer = issuer[1] if issuer else key
     return builder.sign(signer, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
 
@@ -117,9 +128,13 @@ class Run:
         return [r for r in self.resources if r.type == token]
 
     def kubernetes(self) -> list[Registered]:
-        return [r for r in self.resources if r.type.startswith("kubernetes:")
-                and not r.type.startswith("kubernetes:helm.sh/")
-                and r.type != "pulumi:providers:kubernetes"]
+        return [
+            r
+            for r in self.resources
+            if r.type.startswith("kubernetes:")
+            and not r.type.startswith("kubernetes:helm.sh/")
+            and r.type != "pulumi:providers:kubernetes"
+        ]
 
 
 class CapturingMocks(pulumi.runtime.Mocks):
@@ -137,8 +152,12 @@ class CapturingMocks(pulumi.runtime.Mocks):
             state["outputs"] = dict(self.stack_outputs.get(inputs.get("name", args.name), {}))
             state["secretOutputNames"] = []
         elif args.typ == "kubernetes:helm.sh/v3:Release":
-            state["status"] = {"status": "deployed", "name": inputs.get("name"),
-                               "namespace": inputs.get("namespace"), "revision": 1}
+            state["status"] = {
+                "status": "deployed",
+                "name": inputs.get("name"),
+                "namespace": inputs.get("namespace"),
+                "revision": 1,
+            }
         return f"{args.name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
@@ -178,8 +197,9 @@ def run_stack(
     run = Run(project=name, stack=stack)
     outputs: dict[str, Any] = {}
     _ensure_event_loop()
-    pulumi.runtime.set_mocks(CapturingMocks(run, stack_outputs or {}), project=name,
-                             stack=stack, preview=False)
+    pulumi.runtime.set_mocks(
+        CapturingMocks(run, stack_outputs or {}), project=name, stack=stack, preview=False
+    )
     pulumi.runtime.set_all_config(config)
 
     def export(key: str, value: Any) -> None:

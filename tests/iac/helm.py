@@ -21,8 +21,9 @@ def helm_path() -> Path:
     """Where the helm binary is expected (never builds)."""
     if os.environ.get(HELM_ENV):
         return Path(os.environ[HELM_ENV])
-    out = subprocess.run(["bash", str(BUILD), "--path"], check=True, capture_output=True,
-                         text=True, timeout=30)
+    out = subprocess.run(
+        ["bash", str(BUILD), "--path"], check=True, capture_output=True, text=True, timeout=30
+    )
     return Path(out.stdout.strip())
 
 
@@ -30,14 +31,18 @@ class Helm:
     def __init__(self, binary: Path, home: Path) -> None:
         self.binary = binary
         # Keep helm's caches and config out of the user's home.
-        self.env = {**os.environ, "HELM_CACHE_HOME": str(home / "cache"),
-                    "HELM_CONFIG_HOME": str(home / "config"),
-                    "HELM_DATA_HOME": str(home / "data")}
+        self.env = {
+            **os.environ,
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_DATA_HOME": str(home / "data"),
+        }
         self.values_dir = home
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([str(self.binary), *args], capture_output=True, text=True,
-                                env=self.env, timeout=120)
+        result = subprocess.run(
+            [str(self.binary), *args], capture_output=True, text=True, env=self.env, timeout=120
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
         return result
@@ -47,8 +52,9 @@ class Helm:
         path.write_text(yaml.safe_dump(dict(values)))
         return path
 
-    def template_args(self, values: Mapping[str, Any] | None, namespace: str,
-                      release: str, extra: Sequence[str]) -> list[str]:
+    def template_args(
+        self, values: Mapping[str, Any] | None, namespace: str, release: str, extra: Sequence[str]
+    ) -> list[str]:
         args = ["template", release, str(CHART), "--namespace", namespace, *extra]
         if values:
             args += ["--values", str(self.values_file(values))]

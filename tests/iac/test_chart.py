@@ -42,10 +42,22 @@ def test_lint_strict_with_watched_namespaces(helm: Any, tmp_path: Any) -> None:
 
 def test_renders_the_expected_objects(default: list[dict[str, Any]]) -> None:
     kinds = sorted(d["kind"] for d in default)
-    assert kinds == sorted([
-        "ServiceAccount", "Secret", "ClusterRole", "ClusterRole", "ClusterRoleBinding",
-        "ClusterRoleBinding", "Role", "RoleBinding", "Service", "Service", "Deployment",
-        "PodDisruptionBudget"])
+    assert kinds == sorted(
+        [
+            "ServiceAccount",
+            "Secret",
+            "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "Service",
+            "Deployment",
+            "PodDisruptionBudget",
+        ]
+    )
     for doc in default:
         if doc["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
             assert doc["metadata"]["namespace"] == "knooppunt-system", doc["kind"]
@@ -55,20 +67,27 @@ def test_renders_the_expected_objects(default: list[dict[str, Any]]) -> None:
 def test_crds_come_with_the_chart(helm: Any) -> None:
     docs = helm.template(include_crds=True)
     assert {d["metadata"]["name"] for d in of_kind(docs, "CustomResourceDefinition")} == {
-        "knooppunten.knooppunt.nl", "sectorconnectors.knooppunt.nl", "gemeenten.knooppunt.nl"}
+        "knooppunten.knooppunt.nl",
+        "sectorconnectors.knooppunt.nl",
+        "gemeenten.knooppunt.nl",
+    }
 
 
-def test_two_replicas_with_leader_election(default: list[dict[str, Any]],
-                                           container: dict[str, Any]) -> None:
+def test_two_replicas_with_leader_election(
+    default: list[dict[str, Any]], container: dict[str, Any]
+) -> None:
     [deployment] = of_kind(default, "Deployment")
     assert deployment["spec"]["replicas"] == 2
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     env = {e["name"]: e for e in container["env"]}
     assert env["KNOOPPUNT_OPERATOR_LEADER_ELECTION"]["value"] == "true"
-    assert env["KNOOPPUNT_OPERATOR_IDENTITY"]["valueFrom"]["fieldRef"]["fieldPath"] == \
-        "metadata.name"
-    assert env["KNOOPPUNT_OPERATOR_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == \
-        "metadata.namespace"
+    assert (
+        env["KNOOPPUNT_OPERATOR_IDENTITY"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    )
+    assert (
+        env["KNOOPPUNT_OPERATOR_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"]
+        == "metadata.namespace"
+    )
     assert container["command"][:4] == ["kopf", "run", "-m", "knooppunt_operator.main"]
     assert "--all-namespaces" in container["command"]
     affinity = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
@@ -87,8 +106,9 @@ def test_operator_config_env_names_exist(container: dict[str, Any]) -> None:
     assert unknown <= {"KNOOPPUNT_OPERATOR_METRICS_PORT"}, unknown
 
 
-def test_restricted_non_root_read_only_with_limits(default: list[dict[str, Any]],
-                                                   container: dict[str, Any]) -> None:
+def test_restricted_non_root_read_only_with_limits(
+    default: list[dict[str, Any]], container: dict[str, Any]
+) -> None:
     [deployment] = of_kind(default, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -102,12 +122,14 @@ def test_restricted_non_root_read_only_with_limits(default: list[dict[str, Any]]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
 
-def test_webhook_service_certificate_and_mount(default: list[dict[str, Any]],
-                                               container: dict[str, Any]) -> None:
+def test_webhook_service_certificate_and_mount(
+    default: list[dict[str, Any]], container: dict[str, Any]
+) -> None:
     services = {s["metadata"]["name"]: s for s in of_kind(default, "Service")}
     webhook = services["knooppunt-operator-webhook"]
     assert webhook["spec"]["ports"] == [
-        {"name": "https", "port": 443, "targetPort": "webhook", "protocol": "TCP"}]
+        {"name": "https", "port": 443, "targetPort": "webhook", "protocol": "TCP"}
+    ]
     metrics = services["knooppunt-operator-metrics"]
     assert {p["name"] for p in metrics["spec"]["ports"]} == {"metrics", "health"}
 
@@ -124,7 +146,8 @@ def test_webhook_service_certificate_and_mount(default: list[dict[str, Any]],
     leaf.verify_directly_issued_by(ca)
     names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "knooppunt-operator-webhook.knooppunt-system.svc" in names.get_values_for_type(
-        x509.DNSName)
+        x509.DNSName
+    )
     assert b"PRIVATE KEY" in data["tls.key"]
 
 
@@ -143,8 +166,13 @@ def test_rbac_is_the_generated_least_privilege(default: list[dict[str, Any]]) ->
                 assert not {"list", "watch"} & set(rule["verbs"])
     bindings = of_kind(default, "ClusterRoleBinding")
     for binding in bindings:
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "knooppunt-operator",
-                                        "namespace": "knooppunt-system"}]
+        assert binding["subjects"] == [
+            {
+                "kind": "ServiceAccount",
+                "name": "knooppunt-operator",
+                "namespace": "knooppunt-system",
+            }
+        ]
 
 
 def test_watched_namespaces_get_role_bindings_not_cluster_rights(helm: Any) -> None:
@@ -163,13 +191,15 @@ def test_webhook_can_be_switched_off_or_given_a_certificate(helm: Any) -> None:
     docs = helm.template({"webhook": {"enabled": False}})
     assert not of_kind(docs, "Secret")
     assert [s["metadata"]["name"] for s in of_kind(docs, "Service")] == [
-        "knooppunt-operator-metrics"]
+        "knooppunt-operator-metrics"
+    ]
     [deployment] = of_kind(docs, "Deployment")
     env = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert "KNOOPPUNT_OPERATOR_WEBHOOK_SERVICE" not in env
 
-    docs = helm.template({"webhook": {"enabled": True,
-                                      "certificate": {"existingSecret": "from-cert-manager"}}})
+    docs = helm.template(
+        {"webhook": {"enabled": True, "certificate": {"existingSecret": "from-cert-manager"}}}
+    )
     assert not of_kind(docs, "Secret")
     [deployment] = of_kind(docs, "Deployment")
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
@@ -178,8 +208,9 @@ def test_webhook_can_be_switched_off_or_given_a_certificate(helm: Any) -> None:
 
 def test_image_tag_and_digest(helm: Any) -> None:
     def image(tag: str) -> str:
-        [deployment] = of_kind(helm.template({"image": {"repository": "r.example/op",
-                                                         "tag": tag}}), "Deployment")
+        [deployment] = of_kind(
+            helm.template({"image": {"repository": "r.example/op", "tag": tag}}), "Deployment"
+        )
         return str(deployment["spec"]["template"]["spec"]["containers"][0]["image"])
 
     digest = "sha256:" + "a" * 64
@@ -188,20 +219,33 @@ def test_image_tag_and_digest(helm: Any) -> None:
     assert image(digest) == f"r.example/op@{digest}"
 
 
-@pytest.mark.parametrize(("values", "message"), [
-    ({"replicaCount": 0}, "/replicaCount"),
-    ({"replicaCount": "2"}, "/replicaCount"),
-    ({"imagee": {}}, "additional properties 'imagee'"),
-    ({"image": {"repository": "ghcr.io/knooppunt/operator", "tag": "latest tag"}}, "/image/tag"),
-    ({"watchNamespaces": ["Not_A_Namespace"]}, "/watchNamespaces/0"),
-    ({"resources": {"limits": None}}, "missing property 'limits'"),  # null removes it
-    ({"resources": {"requests": {"cpu": "lots", "memory": "1Gi"},
-                    "limits": {"cpu": "1", "memory": "1Gi"}}}, "/resources/requests/cpu"),
-    ({"logLevel": "trace"}, "/logLevel"),
-    ({"operatorOin": "123"}, "/operatorOin"),
-    ({"webhook": {"enabled": True, "port": 80}}, "/webhook/port"),
-    ({"extraEnv": [{"name": "PATH", "value": "/tmp"}]}, "/extraEnv/0/name"),
-])
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"replicaCount": 0}, "/replicaCount"),
+        ({"replicaCount": "2"}, "/replicaCount"),
+        ({"imagee": {}}, "additional properties 'imagee'"),
+        (
+            {"image": {"repository": "ghcr.io/knooppunt/operator", "tag": "latest tag"}},
+            "/image/tag",
+        ),
+        ({"watchNamespaces": ["Not_A_Namespace"]}, "/watchNamespaces/0"),
+        ({"resources": {"limits": None}}, "missing property 'limits'"),  # null removes it
+        (
+            {
+                "resources": {
+                    "requests": {"cpu": "lots", "memory": "1Gi"},
+                    "limits": {"cpu": "1", "memory": "1Gi"},
+                }
+            },
+            "/resources/requests/cpu",
+        ),
+        ({"logLevel": "trace"}, "/logLevel"),
+        ({"operatorOin": "123"}, "/operatorOin"),
+        ({"webhook": {"enabled": True, "port": 80}}, "/webhook/port"),
+        ({"extraEnv": [{"name": "PATH", "value": "/tmp"}]}, "/extraEnv/0/name"),
+    ],
+)
 def test_bad_values_fail_at_install(helm: Any, values: dict[str, Any], message: str) -> None:
     error = helm.template_error(values)
     assert "values don't meet the specifications of the schema" in error

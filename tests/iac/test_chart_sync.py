@@ -15,8 +15,13 @@ REPO_CRDS = REPO / "crds"
 
 
 def test_chart_crds_and_rbac_match_their_generators() -> None:
-    result = subprocess.run([sys.executable, str(REPO / "charts" / "sync_chart.py"), "--check"],
-                            capture_output=True, text=True, cwd=REPO, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "charts" / "sync_chart.py"), "--check"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
 
 

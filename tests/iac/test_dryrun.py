@@ -45,15 +45,20 @@ class Applier:
     def apply(self, obj: dict[str, Any], *, source: str, dry_run: bool = True) -> None:
         meta = obj["metadata"]
         try:
-            path = self.cp.resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"),
-                                         meta["name"])
+            path = self.cp.resource_path(
+                obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"]
+            )
         except (KeyError, httpx.HTTPStatusError) as exc:
             raise AssertionError(f"{source}: {exc} (apiVersion or kind not served)") from exc
         params = {"fieldManager": FIELD_MANAGER, "force": "true", "fieldValidation": "Strict"}
         if dry_run:
             params["dryRun"] = "All"
-        r = self.http.patch(path, params=params, content=json.dumps(obj),
-                            headers={"Content-Type": "application/apply-patch+yaml"})
+        r = self.http.patch(
+            path,
+            params=params,
+            content=json.dumps(obj),
+            headers={"Content-Type": "application/apply-patch+yaml"},
+        )
         what = f"{source}: {obj['kind']} {meta.get('namespace', '')}/{meta['name']}"
         assert r.status_code < 400, f"{what} refused: {r.status_code} {r.text}"
         warnings = r.headers.get_list("warning")
@@ -75,8 +80,12 @@ def platform_overrides(stack: str, bundle: tuple[Path, str]) -> dict[str, Any]:
     overrides = platform_config(stack, bundle)
     _, config = load_config(STACKS / "platform", stack)
     ns = json.loads(config["knooppunt-platform:namespaces"])
-    ns = {**ns, "operator": renamed(ns["operator"]), "facade": renamed(ns["facade"]),
-          "nodes": [renamed(n) for n in ns["nodes"]]}
+    ns = {
+        **ns,
+        "operator": renamed(ns["operator"]),
+        "facade": renamed(ns["facade"]),
+        "nodes": [renamed(n) for n in ns["nodes"]],
+    }
     pki = overrides.get("knooppunt-platform:pki") or json.loads(config["knooppunt-platform:pki"])
     for node in pki.get("nodes", []):
         node["namespace"] = renamed(node["namespace"])
@@ -98,12 +107,20 @@ def crds(applier: Applier, helm: Any) -> list[str]:
         applier.apply(crd, source="chart CRDs (installed)", dry_run=False)
     http = applier.http
     for crd in docs:
-        wait_for(lambda c=crd: any(
-            cond["type"] == "Established" and cond["status"] == "True"
-            for cond in http.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
-                                 f"{c['metadata']['name']}").json()
-            .get("status", {}).get("conditions", [])
-        ), timeout=60, message=f"CRD {crd['metadata']['name']} established")
+        wait_for(
+            lambda c=crd: any(
+                cond["type"] == "Established" and cond["status"] == "True"
+                for cond in http.get(
+                    f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
+                    f"{c['metadata']['name']}"
+                )
+                .json()
+                .get("status", {})
+                .get("conditions", [])
+            ),
+            timeout=60,
+            message=f"CRD {crd['metadata']['name']} established",
+        )
     applier.cp.forget_discovery()
     return [d["metadata"]["name"] for d in docs]
 
@@ -121,9 +138,7 @@ def stacks(pulumi_available: None, ca_bundle: tuple[Path, str]) -> dict[tuple[st
 
 
 @pytest.fixture(scope="module")
-def namespaces(
-    applier: Applier, stacks: dict[tuple[str, str], Run]
-) -> Iterator[dict[str, str]]:
+def namespaces(applier: Applier, stacks: dict[tuple[str, str], Run]) -> Iterator[dict[str, str]]:
     """The platform's namespaces, dry-run and then created for real (dev and prod alike)."""
     made: dict[str, str] = {}
     for stack in ("dev", "prod"):
@@ -140,11 +155,17 @@ def namespaces(
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 @pytest.mark.parametrize("project", ["platform", "facade"])
 def test_stack_objects_dry_run(
-    applier: Applier, namespaces: dict[str, str], stacks: dict[tuple[str, str], Run],
-    project: str, stack: str,
+    applier: Applier,
+    namespaces: dict[str, str],
+    stacks: dict[tuple[str, str], Run],
+    project: str,
+    stack: str,
 ) -> None:
-    objects = [manifest(r) for r in stacks[(project, stack)].kubernetes()
-               if r.type != "kubernetes:core/v1:Namespace"]
+    objects = [
+        manifest(r)
+        for r in stacks[(project, stack)].kubernetes()
+        if r.type != "kubernetes:core/v1:Namespace"
+    ]
     for obj in objects:
         ns = obj["metadata"].get("namespace")
         assert ns is None or ns in namespaces, f"{obj['kind']} in unknown namespace {ns}"
@@ -153,16 +174,21 @@ def test_stack_objects_dry_run(
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_operator_release_objects_dry_run(
-    applier: Applier, crds: list[str], namespaces: dict[str, str],
-    stacks: dict[tuple[str, str], Run], helm: Any, stack: str,
+    applier: Applier,
+    crds: list[str],
+    namespaces: dict[str, str],
+    stacks: dict[tuple[str, str], Run],
+    helm: Any,
+    stack: str,
 ) -> None:
     """The operator stack declares a Helm release: render its chart with the release's own
     values and namespace, CRDs included, and dry-run every object."""
     [release] = stacks[("operator", stack)].of_type("kubernetes:helm.sh/v3:Release")
     inputs = plain(release.inputs)
     assert inputs["namespace"] in namespaces
-    docs = helm.template(inputs["values"], namespace=inputs["namespace"],
-                         release=inputs["name"], include_crds=True)
+    docs = helm.template(
+        inputs["values"], namespace=inputs["namespace"], release=inputs["name"], include_crds=True
+    )
     applier.apply_all(docs, source=f"operator/{stack} (chart)")
 
 
@@ -175,8 +201,11 @@ def test_chart_variants_dry_run(
     values = {
         "defaults": None,
         "watch-namespaces": {"watchNamespaces": [nodes_ns], "replicaCount": 3},
-        "no-webhook": {"webhook": {"enabled": False}, "metrics": {"enabled": False},
-                       "podDisruptionBudget": {"enabled": False}},
+        "no-webhook": {
+            "webhook": {"enabled": False},
+            "metrics": {"enabled": False},
+            "podDisruptionBudget": {"enabled": False},
+        },
     }[variant]
     docs = helm.template(values, namespace=operator_ns, release=f"kp-{variant}")
     applier.apply_all(docs, source=f"chart ({variant})")
@@ -187,9 +216,11 @@ def test_first_resources_dry_run(
 ) -> None:
     """What docs/deploy.md applies first: the Knooppunt, its SectorConnector, the Gemeenten."""
     nodes_ns = next(n for n in namespaces if n.startswith("knooppunten"))
-    files = [STACKS / "facade" / "resources" / "knooppunt-zorg.yaml",
-             REPO / "examples" / "iwmo" / "connector.yaml",
-             REPO / "examples" / "iwmo" / "gemeenten.yaml"]
+    files = [
+        STACKS / "facade" / "resources" / "knooppunt-zorg.yaml",
+        REPO / "examples" / "iwmo" / "connector.yaml",
+        REPO / "examples" / "iwmo" / "gemeenten.yaml",
+    ]
     docs = [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
     for doc in docs:
         doc["metadata"]["namespace"] = nodes_ns
@@ -201,20 +232,34 @@ def test_a_broken_object_is_refused(applier: Applier, namespaces: dict[str, str]
     """The check has teeth: an unknown field, an unserved apiVersion and a pod that
     Pod Security restricted would refuse all fail."""
     nodes_ns = next(n for n in namespaces if n.startswith("knooppunten"))
-    bad_field = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                 "metadata": {"name": "bad", "namespace": nodes_ns},
-                 "spec": {"podSelector": {}, "policyType": ["Ingress"]}}
+    bad_field = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "bad", "namespace": nodes_ns},
+        "spec": {"podSelector": {}, "policyType": ["Ingress"]},
+    }
     with pytest.raises(AssertionError, match="field not declared in schema"):
         applier.apply(bad_field, source="negative")
-    old_api = {"apiVersion": "policy/v1beta1", "kind": "PodDisruptionBudget",
-               "metadata": {"name": "bad", "namespace": nodes_ns}, "spec": {}}
+    old_api = {
+        "apiVersion": "policy/v1beta1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "bad", "namespace": nodes_ns},
+        "spec": {},
+    }
     with pytest.raises(AssertionError, match="not served"):
         applier.apply(old_api, source="negative")
-    root = {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "bad", "namespace": nodes_ns},
-            "spec": {"selector": {"matchLabels": {"app": "bad"}},
-                     "template": {"metadata": {"labels": {"app": "bad"}},
-                                  "spec": {"containers": [{"name": "c", "image": "x:1"}]}}}}
+    root = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "bad", "namespace": nodes_ns},
+        "spec": {
+            "selector": {"matchLabels": {"app": "bad"}},
+            "template": {
+                "metadata": {"labels": {"app": "bad"}},
+                "spec": {"containers": [{"name": "c", "image": "x:1"}]},
+            },
+        },
+    }
     with pytest.raises(AssertionError, match="violate PodSecurity"):
         applier.apply(root, source="negative")
     COVERED.pop("negative", None)

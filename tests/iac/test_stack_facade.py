@@ -112,7 +112,8 @@ def test_production_entry_is_a_restricted_load_balancer(runs: dict[Any, Run]) ->
     assert service["spec"]["loadBalancerSourceRanges"] == ["10.100.0.0/16"]
     assert service["spec"]["externalTrafficPolicy"] == "Local"
     assert service["spec"]["ports"] == [
-        {"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}]
+        {"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}
+    ]
     [deployment] = objects(run, "Deployment")
     assert deployment["spec"]["replicas"] >= 2
     [pdb] = objects(run, "PodDisruptionBudget")
@@ -122,20 +123,24 @@ def test_production_entry_is_a_restricted_load_balancer(runs: dict[Any, Run]) ->
 
 def test_args_refuse_unsafe_settings() -> None:
     with pytest.raises(ValueError, match="at least 2 replicas"):
-        FacadeArgs(environment="prod", namespace="x", tls_secret="s", trust_config_map="t",
-                   replicas=1)
+        FacadeArgs(
+            environment="prod", namespace="x", tls_secret="s", trust_config_map="t", replicas=1
+        )
     with pytest.raises(ValueError, match="pin the façade image"):
-        FacadeArgs(environment="dev", namespace="x", tls_secret="s", trust_config_map="t",
-                   image="ghcr.io/knooppunt/node-runtime")
+        FacadeArgs(
+            environment="dev",
+            namespace="x",
+            tls_secret="s",
+            trust_config_map="t",
+            image="ghcr.io/knooppunt/node-runtime",
+        )
     with pytest.raises(ValueError, match="needs host and ingressClass"):
         Entry(kind="ingress")
     with pytest.raises(ValueError, match="loadBalancer or ingress"):
         Entry(kind="nodePort")
 
 
-def test_development_resources_are_a_valid_federation(
-    runs: dict[Any, Run], tmp_path: Path
-) -> None:
+def test_development_resources_are_a_valid_federation(runs: dict[Any, Run], tmp_path: Path) -> None:
     """The façade's resources load with the typed model, and agree with the platform stack."""
     from node_runtime.model.loading import load_paths
 
@@ -145,10 +150,12 @@ def test_development_resources_are_a_valid_federation(
         (tmp_path / name).write_text(text)
     resources = load_paths([tmp_path])
     platform = runs[("platform", "dev")].exports
-    docs = yaml.safe_load((Path(__file__).parents[2] / "stacks/facade/resources"
-                           / "knooppunt-zorg.yaml").read_text())
-    assert docs["spec"]["security"]["tlsSecret"] == \
-        platform["nodeTlsSecrets"].value["knooppunt-zorg"]
+    docs = yaml.safe_load(
+        (Path(__file__).parents[2] / "stacks/facade/resources" / "knooppunt-zorg.yaml").read_text()
+    )
+    assert (
+        docs["spec"]["security"]["tlsSecret"] == platform["nodeTlsSecrets"].value["knooppunt-zorg"]
+    )
     assert docs["spec"]["endpoint"] == "https://knooppunt-zorg.knooppunten.svc:8443"
     assert "00000001999000000100" in docs["spec"]["security"]["facadeOins"]
     assert resources  # loaded without errors

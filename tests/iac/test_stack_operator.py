@@ -47,16 +47,23 @@ def test_the_chart_renders_with_the_release_values(release: dict[str, Any], helm
     [container] = spec["template"]["spec"]["containers"]
     assert container["resources"] == release["values"]["resources"]
     assert "--namespace=knooppunten" in container["command"]
-    bindings = [d for d in docs if d["kind"] == "RoleBinding"
-                and d["metadata"]["namespace"] == "knooppunten"]
+    bindings = [
+        d
+        for d in docs
+        if d["kind"] == "RoleBinding" and d["metadata"]["namespace"] == "knooppunten"
+    ]
     assert bindings, "the watched namespace gets the operator's rights"
 
 
 def test_args() -> None:
     with pytest.raises(ValueError, match="no Helm chart"):
         OperatorReleaseArgs(namespace="x", chart=Path("/nonexistent"))
-    values = OperatorReleaseArgs(namespace="x", image_tag="1.2.3",
-                                 values={"image": {"pullPolicy": "Always"}}).chart_values()
-    assert values["image"] == {"repository": "ghcr.io/knooppunt/operator", "tag": "1.2.3",
-                               "pullPolicy": "Always"}
+    values = OperatorReleaseArgs(
+        namespace="x", image_tag="1.2.3", values={"image": {"pullPolicy": "Always"}}
+    ).chart_values()
+    assert values["image"] == {
+        "repository": "ghcr.io/knooppunt/operator",
+        "tag": "1.2.3",
+        "pullPolicy": "Always",
+    }
     assert deep_merge({"a": {"b": 1}}, {"a": {"c": 2}}) == {"a": {"b": 1, "c": 2}}

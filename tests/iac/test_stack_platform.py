@@ -40,7 +40,10 @@ def platform(runs: dict[tuple[str, str], Run], env: str) -> Run:
 def test_namespaces_enforce_audit_and_warn_restricted(platform: Run) -> None:
     namespaces = k8s(platform, "Namespace")
     assert {n["metadata"]["name"] for n in namespaces} == {
-        "knooppunt-system", "knooppunt-facade", "knooppunten"}
+        "knooppunt-system",
+        "knooppunt-facade",
+        "knooppunten",
+    }
     for ns in namespaces:
         got = ns["metadata"]["labels"]
         for mode in ("enforce", "audit", "warn"):
@@ -54,8 +57,11 @@ def test_namespaces_enforce_audit_and_warn_restricted(platform: Run) -> None:
 def test_every_namespace_denies_all_traffic_by_default(platform: Run) -> None:
     policies = k8s(platform, "NetworkPolicy")
     for ns in ("knooppunt-system", "knooppunt-facade", "knooppunten"):
-        [deny] = [p for p in policies if p["metadata"]["namespace"] == ns
-                  and p["metadata"]["name"] == "default-deny-all"]
+        [deny] = [
+            p
+            for p in policies
+            if p["metadata"]["namespace"] == ns and p["metadata"]["name"] == "default-deny-all"
+        ]
         assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
 
 
@@ -77,8 +83,11 @@ def test_production_opens_no_address_to_the_whole_internet(runs: dict[Any, Run])
 
 
 def _policy(run: Run, ns: str, name: str) -> dict[str, Any]:
-    [found] = [p for p in k8s(run, "NetworkPolicy")
-               if p["metadata"]["namespace"] == ns and p["metadata"]["name"] == name]
+    [found] = [
+        p
+        for p in k8s(run, "NetworkPolicy")
+        if p["metadata"]["namespace"] == ns and p["metadata"]["name"] == name
+    ]
     return found["spec"]
 
 
@@ -96,8 +105,7 @@ def test_explicit_allows_between_facade_nodes_and_operator(platform: Run) -> Non
 
     [rule] = _policy(platform, "knooppunten", "nodes-from-operator")["ingress"]
     assert ns_of(rule["from"][0]) == "knooppunt-system"
-    assert rule["from"][0]["podSelector"] == {
-        "matchLabels": {labels.NAME: "knooppunt-operator"}}
+    assert rule["from"][0]["podSelector"] == {"matchLabels": {labels.NAME: "knooppunt-operator"}}
 
     [rule] = _policy(platform, "knooppunt-facade", "facade-to-nodes")["egress"]
     assert rule["to"][0]["podSelector"] == {"matchLabels": {labels.NAME: "knooppunt"}}
@@ -120,10 +128,14 @@ def test_labels_agree_with_the_operator() -> None:
 
 
 def test_trust_bundle_in_every_namespace(platform: Run) -> None:
-    maps = [m for m in k8s(platform, "ConfigMap")
-            if m["metadata"]["name"] == "knooppunt-trust-bundle"]
+    maps = [
+        m for m in k8s(platform, "ConfigMap") if m["metadata"]["name"] == "knooppunt-trust-bundle"
+    ]
     assert {m["metadata"]["namespace"] for m in maps} == {
-        "knooppunt-system", "knooppunt-facade", "knooppunten"}
+        "knooppunt-system",
+        "knooppunt-facade",
+        "knooppunten",
+    }
     for m in maps:
         assert pki.certificates(m["data"]["ca.crt"])
 
@@ -133,9 +145,13 @@ def test_development_crl_in_every_namespace(runs: dict[Any, Run]) -> None:
     run = runs[("platform", "dev")]
     maps = [m for m in k8s(run, "ConfigMap") if m["metadata"]["name"] == pki.CRL_CONFIG_MAP]
     assert {m["metadata"]["namespace"] for m in maps} == {
-        "knooppunt-system", "knooppunt-facade", "knooppunten"}
-    [bundle] = [m for m in k8s(run, "ConfigMap")
-                if m["metadata"]["name"] == "knooppunt-trust-bundle"][:1]
+        "knooppunt-system",
+        "knooppunt-facade",
+        "knooppunten",
+    }
+    [bundle] = [
+        m for m in k8s(run, "ConfigMap") if m["metadata"]["name"] == "knooppunt-trust-bundle"
+    ][:1]
     [ca] = pki.certificates(bundle["data"]["ca.crt"])
     for m in maps:
         crl = x509.load_pem_x509_crl(m["data"]["crl.pem"].encode())
@@ -158,8 +174,11 @@ def test_development_ca_settings(runs: dict[Any, Run]) -> None:
     assert ca["curve"] == "P384"
     assert ca["common_name"].endswith("CA (dev)")
     assert 0 < ca["early_renewal_hours"] < ca["validity_hours"]
-    assert all(c["kind"] == "leaf" and c["curve"] == "P256"
-               for name, c in certs.items() if name != "federation-ca")
+    assert all(
+        c["kind"] == "leaf" and c["curve"] == "P256"
+        for name, c in certs.items()
+        if name != "federation-ca"
+    )
 
 
 def test_development_leaves_carry_oin_and_the_right_usages(runs: dict[Any, Run]) -> None:
@@ -186,13 +205,19 @@ def test_development_certificates_are_what_the_provider_issues(runs: dict[Any, R
     """The provider's own create ran (under mocks): the Secret's chain verifies against the
     CA, with the OIN in the subject and the extended key usages of its role."""
     run = runs[("platform", "dev")]
-    secrets = {manifest(s)["metadata"]["name"]: manifest(s)["stringData"]
-               for s in run.kubernetes() if s.type == "kubernetes:core/v1:Secret"}
+    secrets = {
+        manifest(s)["metadata"]["name"]: manifest(s)["stringData"]
+        for s in run.kubernetes()
+        if s.type == "kubernetes:core/v1:Secret"
+    }
     body = secrets["knooppunt-facade-tls"]
     leaf, ca = x509.load_pem_x509_certificates(body["tls.crt"].encode())
     assert ca.subject == leaf.issuer
-    ca.public_key().verify(leaf.signature, leaf.tbs_certificate_bytes,  # type: ignore[call-arg]
-                           ec.ECDSA(leaf.signature_hash_algorithm))  # type: ignore[arg-type]
+    ca.public_key().verify(
+        leaf.signature,
+        leaf.tbs_certificate_bytes,  # type: ignore[call-arg]
+        ec.ECDSA(leaf.signature_hash_algorithm),
+    )  # type: ignore[arg-type]
     serial = leaf.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
     assert [a.value for a in serial] == ["00000001999000000100"]
     usages = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
@@ -204,8 +229,11 @@ def test_tls_secrets_carry_the_key_only_as_a_secret(runs: dict[Any, Run]) -> Non
     run = runs[("platform", "dev")]
     secrets = [r for r in run.kubernetes() if r.type == "kubernetes:core/v1:Secret"]
     assert {manifest(s)["metadata"]["name"] for s in secrets} == {
-        "knooppunt-facade-tls", "knooppunt-zorg-federation-tls",
-        "gemeente-amsterdam-client-tls", "gemeente-rotterdam-client-tls"}
+        "knooppunt-facade-tls",
+        "knooppunt-zorg-federation-tls",
+        "gemeente-amsterdam-client-tls",
+        "gemeente-rotterdam-client-tls",
+    }
     for secret in secrets:
         assert secret.inputs["type"] == "kubernetes.io/tls"
         assert secret_paths(secret.inputs) == [".stringData"]
@@ -227,8 +255,15 @@ def test_no_private_key_outside_a_secret(runs: dict[Any, Run], env: str) -> None
 def test_exports_are_public_facts(runs: dict[Any, Run], env: str) -> None:
     run = runs[("platform", env)]
     assert set(run.exports) == {
-        "environment", "namespaces", "trustBundleConfigMap", "caCertificate",
-        "caFingerprints", "facadeTlsSecret", "nodeTlsSecrets", "gemeenteClientSecrets"}
+        "environment",
+        "namespaces",
+        "trustBundleConfigMap",
+        "caCertificate",
+        "caFingerprints",
+        "facadeTlsSecret",
+        "nodeTlsSecrets",
+        "gemeenteClientSecrets",
+    }
     assert pki.certificates(run.exports["caCertificate"].value)
     assert all(len(f) == 64 for f in run.exports["caFingerprints"].value)
 
@@ -270,7 +305,9 @@ def test_production_bundle_must_exist_and_hold_ca_certificates(tmp_path: Path) -
         pki.check_bundle("garbage", ())
     with pytest.raises(ValueError, match="issues no certificates"):
         pki.PlatformPkiArgs(
-            environment="prod", namespaces={"x": "x"}, mode="external",
+            environment="prod",
+            namespaces={"x": "x"},
+            mode="external",
             external_bundle_pem=fake_cert("ca"),
             leaves=(pki.LeafSpec("a", "x", "a", ("a",)),),
         )

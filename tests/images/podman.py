@@ -32,8 +32,9 @@ def ulimit_args() -> list[str]:
 def podman(
     *args: str, check: bool = True, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*podman_command(), *args], capture_output=True, text=True,
-                          check=check, timeout=timeout)
+    return subprocess.run(
+        [*podman_command(), *args], capture_output=True, text=True, check=check, timeout=timeout
+    )
 
 
 def available() -> str | None:
@@ -56,8 +57,9 @@ class Images:
 
 
 def refs() -> Images:
-    out = subprocess.run(["bash", str(BUILD_SCRIPT), "--refs"], capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = subprocess.run(
+        ["bash", str(BUILD_SCRIPT), "--refs"], capture_output=True, text=True, check=True
+    ).stdout.split()
     return Images(node_runtime=out[0], operator=out[1])
 
 
@@ -95,8 +97,7 @@ def pause_archive(cache: Path) -> tuple[str, Path]:
     context.mkdir(exist_ok=True)
     shutil.copy(binary, context / "catatonit")
     (context / "Containerfile").write_text(
-        "FROM scratch\nCOPY catatonit /pause\nUSER 65535:65535\n"
-        'ENTRYPOINT ["/pause", "-P"]\n'
+        'FROM scratch\nCOPY catatonit /pause\nUSER 65535:65535\nENTRYPOINT ["/pause", "-P"]\n'
     )
     podman("build", "--quiet", "--tag", ref, str(context))
     tmp = archive.with_suffix(".tmp")

@@ -54,8 +54,16 @@ def test_image_runs_read_only_as_non_root_without_build_tools(
         "try:\n    open('/opt/knooppunt/x', 'w')\nexcept OSError as e:\n    print('ro', e.errno)\n"
     )
     out = podman.podman(
-        "run", "--rm", "--read-only", "--cap-drop=ALL", "--security-opt=no-new-privileges",
-        *podman.ulimit_args(), getattr(images, which), "python3", "-c", script,
+        "run",
+        "--rm",
+        "--read-only",
+        "--cap-drop=ALL",
+        "--security-opt=no-new-privileges",
+        *podman.ulimit_args(),
+        getattr(images, which),
+        "python3",
+        "-c",
+        script,
     ).stdout.splitlines()
     assert out[0] == f"{UID} {UID} {VERSION}"
     assert out[1] == "", f"build tools in the final image: {out[1]}"
@@ -102,16 +110,31 @@ def node_container(
         "KNOOPPUNT_TLS_CRL": "/etc/knooppunt/tls/crl.pem",
     }
     podman.podman(
-        "run", "--detach", "--name", name, "--read-only", "--cap-drop=ALL",
-        "--security-opt=no-new-privileges", *podman.ulimit_args(),
-        "--publish", f"127.0.0.1:{port}:8443", "--publish", f"127.0.0.1:{health}:8080",
-        "--volume", f"{resources}:/etc/knooppunt/resources:ro",
-        "--volume", f"{tls}:/etc/knooppunt/tls:ro",
-        "--volume", f"{data}:/var/lib/knooppunt",
+        "run",
+        "--detach",
+        "--name",
+        name,
+        "--read-only",
+        "--cap-drop=ALL",
+        "--security-opt=no-new-privileges",
+        *podman.ulimit_args(),
+        "--publish",
+        f"127.0.0.1:{port}:8443",
+        "--publish",
+        f"127.0.0.1:{health}:8080",
+        "--volume",
+        f"{resources}:/etc/knooppunt/resources:ro",
+        "--volume",
+        f"{tls}:/etc/knooppunt/tls:ro",
+        "--volume",
+        f"{data}:/var/lib/knooppunt",
         *[a for k, v in env.items() for a in ("--env", f"{k}={v}")],
-        images.node_runtime, "knooppunt", "serve",
+        images.node_runtime,
+        "knooppunt",
+        "serve",
     )
     try:
+
         def ready() -> bool:
             state = podman.podman("inspect", "--format", "{{.State.Running}}", name).stdout
             if state.strip() != "true":
@@ -150,8 +173,11 @@ def test_node_image_serves_the_iwmo_example_over_mutual_tls(
         mt = "WMO" + {"414": "301", "418": "305", "420": "307", "444": "315"}[head["BerichtCode"]]
         if mt != "WMO301":  # toewijzingen go to the provider's mailbox
             g = example_resources.gemeenten[gemeente_name(example_resources, head["Ontvanger"])]
-            subs = [s for s in g.spec.subscriptions if mt in purposes[s.purpose].messages
-                    and (not s.messages or mt in s.messages)]
+            subs = [
+                s
+                for s in g.spec.subscriptions
+                if mt in purposes[s.purpose].messages and (not s.messages or mt in s.messages)
+            ]
             expected[head["Ontvanger"]] = expected.get(head["Ontvanger"], 0) + len(subs)
     assert sum(expected.values()) > 0
     for g in example_resources.gemeenten.values():

@@ -51,8 +51,11 @@ def node(tmp_path: Path, resource_dir: Path, dev_pki: DevPki) -> Iterator[Runnin
 
 def client(node: RunningNode, pki: DevPki, name: str) -> httpx.Client:
     paths = pki.store.paths(name)
-    return httpx.Client(base_url=f"https://localhost:{node.port}", timeout=30,
-                        verify=client_context(paths.chain, paths.key, pki.ca_bundle))
+    return httpx.Client(
+        base_url=f"https://localhost:{node.port}",
+        timeout=30,
+        verify=client_context(paths.chain, paths.key, pki.ca_bundle),
+    )
 
 
 def b64(value: str) -> bytes:
@@ -67,20 +70,28 @@ def send(provider: httpx.Client, n: int) -> str:
 
 
 def test_gemeente_verifies_checkpoint_inclusion_and_consistency(
-        node: RunningNode, dev_pki: DevPki, example_resources: ResourceSet,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    node: RunningNode,
+    dev_pki: DevPki,
+    example_resources: ResourceSet,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     trust = x509.load_pem_x509_certificates(dev_pki.ca_bundle.read_bytes())
     sender = header(MESSAGE.read_bytes())["Afzender"]
-    PROVIDER = next(p.name for p in example_resources.connectors[CONNECTOR].spec.participants
-                    if sender in p.identifiers)
+    PROVIDER = next(
+        p.name
+        for p in example_resources.connectors[CONNECTOR].spec.participants
+        if sender in p.identifiers
+    )
     with client(node, dev_pki, PROVIDER) as provider:
         code = send(provider, 1)
     gemeente = {g.spec.gemeentecode: g.name for g in example_resources.gemeenten.values()}
     owner_name = gemeente[code]
     other_name, other_code = next((n, c) for c, n in gemeente.items() if c != code)
-    with client(node, dev_pki, owner_name) as owner, \
-            client(node, dev_pki, other_name) as other, \
-            client(node, dev_pki, "admin") as admin:
+    with (
+        client(node, dev_pki, owner_name) as owner,
+        client(node, dev_pki, other_name) as other,
+        client(node, dev_pki, "admin") as admin,
+    ):
         base = f"/api/v1/gemeenten/{code}/processing-log"
         # the latest checkpoint may predate the message: ask for a fresh one, then the
         # latest is that one
@@ -97,16 +108,24 @@ def test_gemeente_verifies_checkpoint_inclusion_and_consistency(
             assert proof["treeSize"] == first.tree_size
             leaf = merkle.leaf_hash(leaf_data_from_api(record))
             assert b64(proof["leafHash"]) == leaf
-            merkle.verify_inclusion(proof["leafIndex"], proof["treeSize"], leaf,
-                                    [b64(h) for h in proof["auditPath"]], first.root_hash)
+            merkle.verify_inclusion(
+                proof["leafIndex"],
+                proof["treeSize"],
+                leaf,
+                [b64(h) for h in proof["auditPath"]],
+                first.root_hash,
+            )
         # another gemeente: no proof for someone else's record, by either path
         rid = records[0]["id"]
         assert other.get(f"{base}/records/{rid}/inclusion-proof").status_code == 403
         assert other.get(f"{base}/checkpoint").status_code == 403
         foreign = other.get(
-            f"/api/v1/gemeenten/{other_code}/processing-log/records/{rid}/inclusion-proof")
-        missing = other.get(f"/api/v1/gemeenten/{other_code}/processing-log/records/"
-                            "00000000-0000-0000-0000-000000000000/inclusion-proof")
+            f"/api/v1/gemeenten/{other_code}/processing-log/records/{rid}/inclusion-proof"
+        )
+        missing = other.get(
+            f"/api/v1/gemeenten/{other_code}/processing-log/records/"
+            "00000000-0000-0000-0000-000000000000/inclusion-proof"
+        )
         assert foreign.status_code == missing.status_code == 404  # indistinguishable
         assert foreign.json()["title"] == missing.json()["title"]
 
@@ -116,12 +135,17 @@ def test_gemeente_verifies_checkpoint_inclusion_and_consistency(
         second = Checkpoint.from_json(owner.post(f"{base}/checkpoint").json())
         verify_checkpoint(second, trust=trust)
         assert second.tree_size > first.tree_size
-        consistency = owner.get(f"{base}/consistency-proof",
-                                params={"from": first.tree_size, "to": second.tree_size}).json()
-        merkle.verify_consistency(first.tree_size, second.tree_size, first.root_hash,
-                                  second.root_hash, [b64(h) for h in consistency["proof"]])
-        older = Checkpoint.from_json(
-            owner.get(f"{base}/checkpoints/{first.tree_size}").json())
+        consistency = owner.get(
+            f"{base}/consistency-proof", params={"from": first.tree_size, "to": second.tree_size}
+        ).json()
+        merkle.verify_consistency(
+            first.tree_size,
+            second.tree_size,
+            first.root_hash,
+            second.root_hash,
+            [b64(h) for h in consistency["proof"]],
+        )
+        older = Checkpoint.from_json(owner.get(f"{base}/checkpoints/{first.tree_size}").json())
         assert older == first
         # a record after the checkpoint: 409 until a new one is signed
         with client(node, dev_pki, PROVIDER) as provider:
@@ -138,9 +162,18 @@ def test_gemeente_verifies_checkpoint_inclusion_and_consistency(
         assert f"knooppunt_log_checkpoint_size {float(second.tree_size)}" in metrics
 
     admin_paths = dev_pki.store.paths("admin")
-    remote = ["log", "verify", "--url", f"https://localhost:{node.port}", "--cert",
-              str(admin_paths.chain), "--key", str(admin_paths.key), "--trust",
-              str(dev_pki.ca_bundle)]
+    remote = [
+        "log",
+        "verify",
+        "--url",
+        f"https://localhost:{node.port}",
+        "--cert",
+        str(admin_paths.chain),
+        "--key",
+        str(admin_paths.key),
+        "--trust",
+        str(dev_pki.ca_bundle),
+    ]
     assert main(remote) == 0
     assert capsys.readouterr().out.startswith("OK: ")
 
@@ -151,7 +184,8 @@ def test_gemeente_verifies_checkpoint_inclusion_and_consistency(
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM processing_log WHERE id = :id"), {"id": rid})
     engine.dispose()
-    assert main(["log", "verify", "--data-dir", str(data_dir),
-                 "--trust", str(dev_pki.ca_bundle)]) == 1
+    assert (
+        main(["log", "verify", "--data-dir", str(data_dir), "--trust", str(dev_pki.ca_bundle)]) == 1
+    )
     out = capsys.readouterr().out
     assert out.startswith("FAILED") and f"deleted: record {rid}" in out

@@ -51,25 +51,37 @@ def signer(dev_pki: DevPki) -> Signer:
 def records(n: int, *, controller: str = "0363", start: datetime = T0) -> list[LogRecord]:
     builder = LogBuilder(from_header(None), "AGB:12345678")
     for i in range(n):
-        builder.add(activity="receive", controller=controller, purpose="wmo-toewijzing",
-                    legal_basis="Wmo 2015 art. 2.3.2", outcome="success",
-                    subject_ref=f"ref-{i:04d}", connector="iwmo-2-1", message_type="WMO305",
-                    detail=f"record {i}")
-    return [LogRecord(**{**r.__dict__, "timestamp": start + timedelta(minutes=i)})
-            for i, r in enumerate(builder.records)]
+        builder.add(
+            activity="receive",
+            controller=controller,
+            purpose="wmo-toewijzing",
+            legal_basis="Wmo 2015 art. 2.3.2",
+            outcome="success",
+            subject_ref=f"ref-{i:04d}",
+            connector="iwmo-2-1",
+            message_type="WMO305",
+            detail=f"record {i}",
+        )
+    return [
+        LogRecord(**{**r.__dict__, "timestamp": start + timedelta(minutes=i)})
+        for i, r in enumerate(builder.records)
+    ]
 
 
 def fill(store: SqlStore, n: int = 12) -> list[LogRecord]:
     written = records(n)
     for i in range(0, n, 3):  # several transactions, as intakes write them
-        store.write_log(written[i:i + 3])
+        store.write_log(written[i : i + 3])
     return written
 
 
 def seq_of(store: SqlStore, record_id: str) -> int:
     with store.engine.connect() as conn:
-        return int(conn.execute(text("SELECT seq FROM processing_log WHERE id = :id"),
-                                {"id": record_id}).scalar_one())
+        return int(
+            conn.execute(
+                text("SELECT seq FROM processing_log WHERE id = :id"), {"id": record_id}
+            ).scalar_one()
+        )
 
 
 def sql(store: SqlStore, statement: str, **params: object) -> None:
@@ -77,13 +89,15 @@ def sql(store: SqlStore, statement: str, **params: object) -> None:
         conn.execute(text(statement), params)
 
 
-def test_intact_log_verifies_and_checkpoint_is_signed(store: SqlStore, signer: Signer,
-                                                      dev_pki: DevPki) -> None:
+def test_intact_log_verifies_and_checkpoint_is_signed(
+    store: SqlStore, signer: Signer, dev_pki: DevPki
+) -> None:
     fill(store)
     tree = LogTree(store.engine, origin="knooppunt.nl/test")
     cp = tree.checkpoint(signer, now=NOW)
     assert cp.tree_size == 12
     from cryptography import x509
+
     trust = x509.load_pem_x509_certificates(dev_pki.ca_bundle.read_bytes())
     verify_checkpoint(cp, trust=trust)
     report = verify(store.engine, trust=trust)
@@ -95,8 +109,7 @@ def test_intact_log_verifies_and_checkpoint_is_signed(store: SqlStore, signer: S
 def test_altered_row_is_named(store: SqlStore, signer: Signer) -> None:
     written = fill(store)
     LogTree(store.engine, origin="o").checkpoint(signer, now=NOW)
-    sql(store, "UPDATE processing_log SET outcome = 'rejected' WHERE id = :id",
-        id=written[5].id)
+    sql(store, "UPDATE processing_log SET outcome = 'rejected' WHERE id = :id", id=written[5].id)
     report = verify(store.engine)
     assert not report.ok
     finding = report.findings[0]
@@ -116,11 +129,17 @@ def test_inserted_row_is_named(store: SqlStore) -> None:
     fourth = seq_of(store, written[3].id)
     sql(store, "UPDATE processing_log SET seq = seq + 1000 WHERE seq > :s", s=fourth)
     forged = records(1, start=T0 + timedelta(minutes=3, seconds=30))[0]
-    sql(store, "INSERT INTO processing_log (seq, id, timestamp, trace_id, span_id, activity, "
+    sql(
+        store,
+        "INSERT INTO processing_log (seq, id, timestamp, trace_id, span_id, activity, "
         "purpose, legal_basis, controller, actor, outcome) VALUES (:seq, :id, :ts, :trace, "
         ":span, 'read', 'wmo-toewijzing', 'Wmo 2015', '0363', 'someone', 'success')",
-        seq=fourth + 1, id=forged.id, ts=forged.timestamp, trace=forged.trace_id,
-        span=forged.span_id)
+        seq=fourth + 1,
+        id=forged.id,
+        ts=forged.timestamp,
+        trace=forged.trace_id,
+        span=forged.span_id,
+    )
     finding = verify(store.engine).findings[0]
     assert (finding.kind, finding.record_id) == ("inserted", forged.id)
     assert finding.leaf_index == 4
@@ -129,10 +148,16 @@ def test_inserted_row_is_named(store: SqlStore) -> None:
 def test_appended_row_is_named(store: SqlStore) -> None:
     fill(store)
     forged = records(1)[0]
-    sql(store, "INSERT INTO processing_log (id, timestamp, trace_id, span_id, activity, "
+    sql(
+        store,
+        "INSERT INTO processing_log (id, timestamp, trace_id, span_id, activity, "
         "purpose, legal_basis, controller, actor, outcome) VALUES (:id, :ts, :trace, :span, "
         "'read', 'p', 'l', '0363', 'someone', 'success')",
-        id=forged.id, ts=forged.timestamp, trace=forged.trace_id, span=forged.span_id)
+        id=forged.id,
+        ts=forged.timestamp,
+        trace=forged.trace_id,
+        span=forged.span_id,
+    )
     finding = verify(store.engine).findings[0]
     assert (finding.kind, finding.record_id) == ("inserted", forged.id)
 
@@ -144,27 +169,35 @@ def test_reordered_rows_are_named(store: SqlStore) -> None:
     sql(store, "UPDATE processing_log SET seq = :a WHERE seq = :b", a=a, b=b)
     sql(store, "UPDATE processing_log SET seq = :b WHERE seq = -1", b=b)
     finding = verify(store.engine).findings[0]
-    assert (finding.kind, finding.record_id, finding.leaf_index) == (
-        "reordered", written[2].id, 2)
+    assert (finding.kind, finding.record_id, finding.leaf_index) == ("reordered", written[2].id, 2)
 
 
 def test_row_and_leaf_rewritten_together_break_the_signed_checkpoint(
-        store: SqlStore, signer: Signer) -> None:
+    store: SqlStore, signer: Signer
+) -> None:
     written = fill(store)
     LogTree(store.engine, origin="o").checkpoint(signer, now=NOW)
-    sql(store, "UPDATE processing_log SET outcome = 'rejected' WHERE id = :id",
-        id=written[5].id)
+    sql(store, "UPDATE processing_log SET outcome = 'rejected' WHERE id = :id", id=written[5].id)
     with store.engine.connect() as conn:
-        row = dict(conn.execute(text("SELECT * FROM processing_log WHERE id = :id"),
-                                {"id": written[5].id}).mappings().one())
+        row = dict(
+            conn.execute(text("SELECT * FROM processing_log WHERE id = :id"), {"id": written[5].id})
+            .mappings()
+            .one()
+        )
     from node_runtime.ledger.leaves import record_leaf_hash
-    sql(store, "UPDATE log_leaves SET leaf_hash = :h WHERE record_id = :id",
-        h=record_leaf_hash(row), id=written[5].id)
+
+    sql(
+        store,
+        "UPDATE log_leaves SET leaf_hash = :h WHERE record_id = :id",
+        h=record_leaf_hash(row),
+        id=written[5].id,
+    )
     findings = verify(store.engine).findings
     assert [f.kind for f in findings] == ["leaves-rewritten"]
     assert "size 12" in findings[0].message
     # and the node refuses to sign over it
     from node_runtime.ledger.tree import TreeError
+
     store.write_log(records(1))
     with pytest.raises(TreeError):
         LogTree(store.engine, origin="o").checkpoint(signer, now=NOW)
@@ -177,22 +210,31 @@ def test_retention_purge_keeps_the_log_verifiable(store: SqlStore, signer: Signe
 
     def log_for(count: int, through: int) -> list[LogRecord]:
         builder = LogBuilder(from_header(None), "knooppunt:test")
-        builder.add(activity=LOG_PURGE, controller="knooppunt:test", purpose="p",
-                    legal_basis="retention", outcome="success",
-                    detail=purge_detail(count, through))
+        builder.add(
+            activity=LOG_PURGE,
+            controller="knooppunt:test",
+            purpose="p",
+            legal_basis="retention",
+            outcome="success",
+            detail=purge_detail(count, through),
+        )
         return builder.records
 
     # records 0..4 are older than 7 minutes after T0 + 12 minutes
-    purged = Retention(store).purge_log(days=0, now=T0 + timedelta(minutes=5),
-                                        log_for=log_for)
+    purged = Retention(store).purge_log(days=0, now=T0 + timedelta(minutes=5), log_for=log_for)
     assert purged == 5
     report = verify(store.engine)
     assert report.ok, report.text()
     assert (report.records, report.leaves, report.purged_through_leaf) == (8, 13, 4)
     after = tree.checkpoint(signer, now=NOW)
     assert after.tree_size == 13
-    merkle.verify_consistency(before.tree_size, after.tree_size, before.root_hash,
-                              after.root_hash, tree.consistency(12, 13))
+    merkle.verify_consistency(
+        before.tree_size,
+        after.tree_size,
+        before.root_hash,
+        after.root_hash,
+        tree.consistency(12, 13),
+    )
     # a deletion beyond the purged prefix is still found
     sql(store, "DELETE FROM processing_log WHERE id = :id", id=written[6].id)
     finding = verify(store.engine).findings[0]
@@ -227,8 +269,9 @@ def test_two_replicas_on_postgresql_write_one_tree(postgresql_url: str, signer: 
         report = verify(replicas[0].engine)
         assert report.ok, report.text()
         with replicas[0].engine.connect() as conn:
-            rows = conn.execute(text("SELECT leaf_index, seq FROM log_leaves "
-                                     "ORDER BY leaf_index")).all()
+            rows = conn.execute(
+                text("SELECT leaf_index, seq FROM log_leaves ORDER BY leaf_index")
+            ).all()
             total = conn.execute(text("SELECT count(*) FROM processing_log")).scalar_one()
         expected = 2 * sum(1 + (i + w) % 3 for w in range(4) for i in range(25))
         assert report.records == report.leaves == total == expected
@@ -241,8 +284,9 @@ def test_two_replicas_on_postgresql_write_one_tree(postgresql_url: str, signer: 
         final.sync()
         for size, root in every:
             assert final.tree.root(size) == root
-            merkle.verify_consistency(size, total, root, final.tree.root(),
-                                      final.consistency(size, total))
+            merkle.verify_consistency(
+                size, total, root, final.tree.root(), final.consistency(size, total)
+            )
     finally:
         for r in replicas:
             r.close()

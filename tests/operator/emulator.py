@@ -38,8 +38,13 @@ STATUS_SUBRESOURCE = {
     ("knooppunt.nl", "gemeenten"),
     ("apps", "deployments"),
 }
-NO_GENERATION = {("", "configmaps"), ("", "secrets"), ("", "events"),
-                 ("coordination.k8s.io", "leases"), ("", "serviceaccounts")}
+NO_GENERATION = {
+    ("", "configmaps"),
+    ("", "secrets"),
+    ("", "events"),
+    ("coordination.k8s.io", "leases"),
+    ("", "serviceaccounts"),
+}
 
 # (group, version, plural) → (kind, namespaced, subresources)
 RESOURCES: dict[tuple[str, str, str], tuple[str, bool, tuple[str, ...]]] = {
@@ -61,13 +66,21 @@ RESOURCES: dict[tuple[str, str, str], tuple[str, bool, tuple[str, ...]]] = {
     ("rbac.authorization.k8s.io", "v1", "rolebindings"): ("RoleBinding", True, ()),
     ("coordination.k8s.io", "v1", "leases"): ("Lease", True, ()),
     ("apiextensions.k8s.io", "v1", "customresourcedefinitions"): (
-        "CustomResourceDefinition", False, ()
+        "CustomResourceDefinition",
+        False,
+        (),
     ),
 }
 VERBS = {"get", "list", "watch", "create", "patch", "update", "delete"}
 
-_SERVER_META = ("uid", "resourceVersion", "generation", "creationTimestamp",
-                "deletionTimestamp", "managedFields")
+_SERVER_META = (
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "managedFields",
+)
 
 
 @attrs.mutable(weakref_slot=True)
@@ -194,8 +207,9 @@ class ApiEmulator(kmock.KubernetesEmulator):
         sub = request.subresource
         agent = request.headers.get("User-Agent", "")
         if agent.startswith(("knooppunt-operator", "kopf")) and plural:  # not discovery
-            self.access.add((_verb(request), group, plural + (f"/{sub}" if sub else ""),
-                             request.namespace))
+            self.access.add(
+                (_verb(request), group, plural + (f"/{sub}" if sub else ""), request.namespace)
+            )
             if request.action == enums.action.UPDATE:
                 self.writes[(plural, request.name or "", sub)] += 1
         if request.action == enums.action.CREATE:
@@ -205,7 +219,8 @@ class ApiEmulator(kmock.KubernetesEmulator):
         deleting = request.action == enums.action.DELETE or (
             request.action == enums.action.UPDATE
             and ((self._current(self._key(request)) or {}).get("metadata") or {}).get(
-                "deletionTimestamp")
+                "deletionTimestamp"
+            )
         )
         response = await super()._handle(request)
         if deleting:
@@ -259,7 +274,8 @@ class ApiEmulator(kmock.KubernetesEmulator):
             wanted = ((data or {}).get("metadata") or {}).get("resourceVersion")
             if wanted is not None and wanted != current["metadata"].get("resourceVersion"):
                 raise k8s.KubernetesError(
-                    status=409, reason="Conflict",
+                    status=409,
+                    reason="Conflict",
                     message="the object has been modified; please apply your changes to the "
                     "latest version and try again",
                 )
@@ -320,7 +336,8 @@ class ApiEmulator(kmock.KubernetesEmulator):
             async with self._lock:
                 live = {
                     (obj.raw.get("metadata") or {}).get("uid")
-                    for obj in self._objects.values() if not obj.deleted
+                    for obj in self._objects.values()
+                    if not obj.deleted
                 }
                 orphans = []
                 for key, obj in self._objects.items():
@@ -335,15 +352,24 @@ class ApiEmulator(kmock.KubernetesEmulator):
                     meta = obj.raw.get("metadata") or {}
                     if meta.get("finalizers"):
                         if not meta.get("deletionTimestamp"):
-                            obj.patch({"metadata": {"deletionTimestamp": _now(),
-                                                    "resourceVersion": self._bump()}})
+                            obj.patch(
+                                {
+                                    "metadata": {
+                                        "deletionTimestamp": _now(),
+                                        "resourceVersion": self._bump(),
+                                    }
+                                }
+                            )
                             await self._buses[resource].put({"type": "MODIFIED", "object": obj.raw})
                         continue
                     raw = obj.raw
                     obj.delete()
                     await self._buses[resource].put({"type": "DELETED", "object": raw})
-                if all((o.raw.get("metadata") or {}).get("finalizers")
-                       for _k, o in orphans if not o.deleted):
+                if all(
+                    (o.raw.get("metadata") or {}).get("finalizers")
+                    for _k, o in orphans
+                    if not o.deleted
+                ):
                     return
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 from node_runtime.security.tls.contexts import client_context, server_context
 
 
-def mutual_tls(secret: Mapping[str, bytes], *, server_name: str, client_chain: bytes,
-               client_key: bytes) -> str | None:
+def mutual_tls(
+    secret: Mapping[str, bytes], *, server_name: str, client_chain: bytes, client_key: bytes
+) -> str | None:
     """Handshake a client certificate against a server built from ``secret`` (``tls.crt``,
     ``tls.key``, ``ca.crt``, ``crl.pem``): ``None`` when accepted, else the server's reason."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -23,8 +24,9 @@ def mutual_tls(secret: Mapping[str, bytes], *, server_name: str, client_chain: b
             (root / name).write_bytes(data)
         (root / "client.crt").write_bytes(client_chain)
         (root / "client.key").write_bytes(client_key)
-        server = server_context(root / "tls.crt", root / "tls.key", root / "ca.crt",
-                                root / "crl.pem")
+        server = server_context(
+            root / "tls.crt", root / "tls.key", root / "ca.crt", root / "crl.pem"
+        )
         client = client_context(root / "client.crt", root / "client.key", root / "ca.crt")
         outcome: list[str | None] = []
         with socket.create_server(("127.0.0.1", 0)) as listener:
@@ -42,8 +44,10 @@ def mutual_tls(secret: Mapping[str, bytes], *, server_name: str, client_chain: b
             thread = threading.Thread(target=serve, daemon=True)
             thread.start()
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
-                        client.wrap_socket(raw, server_hostname=server_name) as tls:
+                with (
+                    socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+                    client.wrap_socket(raw, server_hostname=server_name) as tls,
+                ):
                     tls.recv(2)
             except (ssl.SSLError, OSError):
                 pass

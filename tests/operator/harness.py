@@ -63,10 +63,12 @@ class Cluster:
         assert obj is not None, f"{kind.kind} {name} does not exist"
         return obj
 
-    async def patch(self, kind: kube.Kind, name: str, patch: Mapping[str, Any],
-                    subresource: str | None = None) -> dict[str, Any] | None:
-        return await self.client.merge_patch(kind, self.namespace, name, patch,
-                                             subresource=subresource)
+    async def patch(
+        self, kind: kube.Kind, name: str, patch: Mapping[str, Any], subresource: str | None = None
+    ) -> dict[str, Any] | None:
+        return await self.client.merge_patch(
+            kind, self.namespace, name, patch, subresource=subresource
+        )
 
     async def delete(self, kind: kube.Kind, name: str) -> bool:
         return await self.client.delete(kind, self.namespace, name)
@@ -75,7 +77,11 @@ class Cluster:
         return await self.client.list(kind, self.namespace, labels=labels or None)
 
     async def eventually(
-        self, probe: Callable[[], Awaitable[T]], *, timeout: float = 15.0, what: str = "",
+        self,
+        probe: Callable[[], Awaitable[T]],
+        *,
+        timeout: float = 15.0,
+        what: str = "",
         interval: float = 0.05,
     ) -> T:
         """Poll until ``probe`` returns something truthy; fail with the last value."""
@@ -96,8 +102,15 @@ class Cluster:
         return None
 
     async def wait_condition(
-        self, kind: kube.Kind, name: str, type_: str, status: str, *,
-        reason: str | None = None, timeout: float = 15.0, interval: float = 0.05,
+        self,
+        kind: kube.Kind,
+        name: str,
+        type_: str,
+        status: str,
+        *,
+        reason: str | None = None,
+        timeout: float = 15.0,
+        interval: float = 0.05,
     ) -> dict[str, Any]:
         async def probe() -> dict[str, Any] | None:
             cond = await self.condition(kind, name, type_)
@@ -106,7 +119,9 @@ class Cluster:
             return None
 
         return await self.eventually(
-            probe, timeout=timeout, interval=interval,
+            probe,
+            timeout=timeout,
+            interval=interval,
             what=f"{kind.kind} {name} {type_}={status} ({reason})",
         )
 
@@ -129,11 +144,13 @@ class Cluster:
             "updatedReplicas": replicas,
             "readyReplicas": available,
             "availableReplicas": available,
-            "conditions": [{
-                "type": "Progressing",
-                "status": "True",
-                "reason": "NewReplicaSetAvailable" if ready else "ReplicaSetUpdated",
-            }],
+            "conditions": [
+                {
+                    "type": "Progressing",
+                    "status": "True",
+                    "reason": "NewReplicaSetAvailable" if ready else "ReplicaSetUpdated",
+                }
+            ],
         }
         patched = await self.patch(kube.DEPLOYMENT, name, {"status": status}, subresource="status")
         assert patched is not None
@@ -159,7 +176,9 @@ async def running_operator(
     main.register(registry, config, credentials=credentials)
     client = kube.KubeClient(credentials)
     ctx = Context(
-        client=client, config=config, pending=pending or StaticPending(),
+        client=client,
+        config=config,
+        pending=pending or StaticPending(),
         events=kube.EventRecorder(client),
     )
     settings = kopf.OperatorSettings()
@@ -171,9 +190,14 @@ async def running_operator(
     async def operate() -> None:
         try:
             await kopf.operator(
-                registry=registry, settings=settings, clusterwide=not namespaces,
-                namespaces=namespaces or (), standalone=True,
-                memo=kopf.Memo(ctx=ctx), stop_flag=stop, ready_flag=ready,
+                registry=registry,
+                settings=settings,
+                clusterwide=not namespaces,
+                namespaces=namespaces or (),
+                standalone=True,
+                memo=kopf.Memo(ctx=ctx),
+                stop_flag=stop,
+                ready_flag=ready,
             )
         finally:
             await client.aclose()
@@ -215,9 +239,14 @@ async def operator_on(
     """Scenarios against any API server: a base URL and credentials in, a running operator and
     a :class:`Cluster` for the scenario out."""
     credentials = kube.Credentials(
-        server=server.rstrip("/"), token=token, ca_data=ca_data, client_cert=client_cert,
+        server=server.rstrip("/"),
+        token=token,
+        ca_data=ca_data,
+        client_cert=client_cert,
         client_key=client_key,
     )
-    async with running_operator(credentials, config or fast_config(), pending=pending) as ctx, \
-            kube.KubeClient(credentials, user_agent="knooppunt-tests") as client:
+    async with (
+        running_operator(credentials, config or fast_config(), pending=pending) as ctx,
+        kube.KubeClient(credentials, user_agent="knooppunt-tests") as client,
+    ):
         yield Cluster(client, namespace), ctx

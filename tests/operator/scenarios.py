@@ -57,8 +57,13 @@ def gemeente_resource(index: int) -> dict[str, Any]:
             "gemeentecode": code,
             "oin": f"00000001999{index:06d}000",
             "displayName": f"Gemeente {code}",
-            "subscriptions": [{"connector": CONNECTOR, "purpose": "wmo-uitvoering",
-                               "legalBasis": "Wmo 2015 art. 5.1.1"}],
+            "subscriptions": [
+                {
+                    "connector": CONNECTOR,
+                    "purpose": "wmo-uitvoering",
+                    "legalBasis": "Wmo 2015 art. 5.1.1",
+                }
+            ],
         },
     }
 
@@ -82,8 +87,10 @@ async def ready_node(cluster: Cluster, **spec: Any) -> None:
     await cluster.eventually(lambda: cluster.get(kube.DEPLOYMENT, NODE), what="Deployment")
     await cluster.set_rollout(NODE, ready=True)
     await cluster.wait_condition(kube.KNOOPPUNT, NODE, "Ready", "True")
+
     async def last_good() -> Any:
         return ((await cluster.must_get(kube.KNOOPPUNT, NODE)).get("status") or {}).get("lastGood")
+
     await cluster.eventually(last_good, what="lastGood")
 
 
@@ -92,26 +99,36 @@ async def ready_node(cluster: Cluster, **spec: Any) -> None:
 
 async def create_knooppunt_makes_its_children(cluster: Cluster) -> None:
     await cluster.create(connector_resource())
-    await cluster.wait_condition(kube.SECTOR_CONNECTOR, CONNECTOR, "Ready", "True",
-                                 reason="Recorded")
+    await cluster.wait_condition(
+        kube.SECTOR_CONNECTOR, CONNECTOR, "Ready", "True", reason="Recorded"
+    )
     kp = await cluster.create(knooppunt_resource())
     uid = kp["metadata"]["uid"]
-    deployment = await cluster.eventually(lambda: cluster.get(kube.DEPLOYMENT, NODE),
-                                          what="Deployment")
+    deployment = await cluster.eventually(
+        lambda: cluster.get(kube.DEPLOYMENT, NODE), what="Deployment"
+    )
     children = [
-        (kube.SERVICE_ACCOUNT, NODE), (kube.ROLE, f"{NODE}-runtime"),
-        (kube.ROLE_BINDING, f"{NODE}-runtime"), (kube.CONFIG_MAP, f"{NODE}-resources"),
-        (kube.SECRET, f"{NODE}-ca"), (kube.SECRET, f"{NODE}-tls"),
-        (kube.SECRET, f"{NODE}-pseudonym"), (kube.DEPLOYMENT, NODE), (kube.SERVICE, NODE),
-        (kube.POD_DISRUPTION_BUDGET, NODE), (kube.NETWORK_POLICY, NODE),
+        (kube.SERVICE_ACCOUNT, NODE),
+        (kube.ROLE, f"{NODE}-runtime"),
+        (kube.ROLE_BINDING, f"{NODE}-runtime"),
+        (kube.CONFIG_MAP, f"{NODE}-resources"),
+        (kube.SECRET, f"{NODE}-ca"),
+        (kube.SECRET, f"{NODE}-tls"),
+        (kube.SECRET, f"{NODE}-pseudonym"),
+        (kube.DEPLOYMENT, NODE),
+        (kube.SERVICE, NODE),
+        (kube.POD_DISRUPTION_BUDGET, NODE),
+        (kube.NETWORK_POLICY, NODE),
         (kube.PERSISTENT_VOLUME_CLAIM, f"{NODE}-data"),
     ]
     for kind, name in children:
-        child = await cluster.eventually(lambda kind=kind, name=name: cluster.get(kind, name),
-                                         what=f"{kind.kind} {name}")
+        child = await cluster.eventually(
+            lambda kind=kind, name=name: cluster.get(kind, name), what=f"{kind.kind} {name}"
+        )
         owners = child["metadata"].get("ownerReferences") or []
         assert [(o["kind"], o["uid"], o.get("controller")) for o in owners] == [
-            ("Knooppunt", uid, True)], f"{kind.kind} {name}"
+            ("Knooppunt", uid, True)
+        ], f"{kind.kind} {name}"
         assert child["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "knooppunt-operator"
 
     config = await cluster.must_get(kube.CONFIG_MAP, f"{NODE}-resources")
@@ -139,18 +156,19 @@ async def create_knooppunt_makes_its_children(cluster: Cluster) -> None:
     since = ready["lastTransitionTime"]
 
     await cluster.set_rollout(NODE, ready=True)
-    ready = await cluster.wait_condition(kube.KNOOPPUNT, NODE, "Ready", "True",
-                                         reason="Available")
+    ready = await cluster.wait_condition(kube.KNOOPPUNT, NODE, "Ready", "True", reason="Available")
     assert ready["observedGeneration"] == 1
-    await cluster.wait_condition(kube.KNOOPPUNT, NODE, "Progressing", "False",
-                                 reason="RolloutComplete")
+    await cluster.wait_condition(
+        kube.KNOOPPUNT, NODE, "Progressing", "False", reason="RolloutComplete"
+    )
     await cluster.wait_condition(kube.KNOOPPUNT, NODE, "Degraded", "False")
     status = (await cluster.must_get(kube.KNOOPPUNT, NODE))["status"]
     assert status["version"] == "0.1.0"
     assert status["connectorSummary"] == "iwmo-2-1@r1"
     assert status["lastGood"]["revisions"] == {CONNECTOR: 1}
-    assert status["connectors"] == [{"name": CONNECTOR, "revision": 1, "desiredRevision": 1,
-                                     "standardVersion": "2.1"}]
+    assert status["connectors"] == [
+        {"name": CONNECTOR, "revision": 1, "desiredRevision": 1, "standardVersion": "2.1"}
+    ]
     assert since  # the Ready transition time moved when Ready flipped
     assert ready["lastTransitionTime"] >= since
 
@@ -164,8 +182,9 @@ async def create_knooppunt_makes_its_children(cluster: Cluster) -> None:
 async def a_node_waits_for_its_connector(cluster: Cluster) -> None:
     """A node never starts half-configured: no Deployment until its connector is valid."""
     await cluster.create(knooppunt_resource())
-    degraded = await cluster.wait_condition(kube.KNOOPPUNT, NODE, "Degraded", "True",
-                                            reason="ConfigurationProblem")
+    degraded = await cluster.wait_condition(
+        kube.KNOOPPUNT, NODE, "Degraded", "True", reason="ConfigurationProblem"
+    )
     assert "connector iwmo-2-1: no valid revision recorded" in degraded["message"]
     assert await cluster.get(kube.DEPLOYMENT, NODE) is None
     assert await cluster.get(kube.SERVICE, NODE) is not None
@@ -209,8 +228,7 @@ async def connector_change_rolls_the_pods(cluster: Cluster) -> None:
 
     await cluster.eventually(rolled, what="a new pod template")
     assert await served_revision(cluster) == 2
-    await cluster.wait_condition(kube.KNOOPPUNT, NODE, "Progressing", "True",
-                                 reason="RollingOut")
+    await cluster.wait_condition(kube.KNOOPPUNT, NODE, "Progressing", "True", reason="RollingOut")
     await cluster.set_rollout(NODE, ready=True)
     await cluster.wait_condition(kube.KNOOPPUNT, NODE, "Ready", "True")
     status = (await cluster.must_get(kube.KNOOPPUNT, NODE))["status"]
@@ -224,8 +242,11 @@ async def pinned_node_is_not_restarted_until_promoted(cluster: Cluster) -> None:
     await ready_node(cluster, connectors=[{"name": CONNECTOR, "revision": 1}])
     first = await template_hash(cluster)
     deployment = await cluster.must_get(kube.DEPLOYMENT, NODE)
-    await cluster.patch(kube.SECTOR_CONNECTOR, CONNECTOR,
-                        {"spec": connector_resource(revision=2, payloadRetentionDays=30)["spec"]})
+    await cluster.patch(
+        kube.SECTOR_CONNECTOR,
+        CONNECTOR,
+        {"spec": connector_resource(revision=2, payloadRetentionDays=30)["spec"]},
+    )
 
     async def recorded() -> bool:
         c = await cluster.must_get(kube.SECTOR_CONNECTOR, CONNECTOR)
@@ -241,8 +262,9 @@ async def pinned_node_is_not_restarted_until_promoted(cluster: Cluster) -> None:
     assert status["connectors"][0]["revision"] == 1
 
     # Explicit promotion: pin the new revision.
-    await cluster.patch(kube.KNOOPPUNT, NODE,
-                        {"spec": {"connectors": [{"name": CONNECTOR, "revision": 2}]}})
+    await cluster.patch(
+        kube.KNOOPPUNT, NODE, {"spec": {"connectors": [{"name": CONNECTOR, "revision": 2}]}}
+    )
 
     async def promoted() -> bool:
         return await served_revision(cluster) == 2 and await template_hash(cluster) != first
@@ -258,15 +280,21 @@ async def gemeenten_never_touch_the_deployment(cluster: Cluster, *, count: int =
         await cluster.create(gemeente_resource(index))
 
     async def certified() -> bool:
-        secrets = await cluster.list(kube.SECRET, **{"app.kubernetes.io/component":
-                                                     "client-certificate"})
+        secrets = await cluster.list(
+            kube.SECRET, **{"app.kubernetes.io/component": "client-certificate"}
+        )
         return len(secrets) == count
 
     last = f"gemeente-{count:04d}"
-    await cluster.wait_condition(kube.GEMEENTE, last, "Ready", "True", reason="Served",
-                                 timeout=30 + count / 2)
-    await cluster.eventually(certified, timeout=30 + count / 4, interval=0.05 + count / 200,
-                             what=f"{count} client certificates")
+    await cluster.wait_condition(
+        kube.GEMEENTE, last, "Ready", "True", reason="Served", timeout=30 + count / 2
+    )
+    await cluster.eventually(
+        certified,
+        timeout=30 + count / 4,
+        interval=0.05 + count / 200,
+        what=f"{count} client certificates",
+    )
     secret = await cluster.must_get(kube.SECRET, f"{last}-client-tls")
     info = certificates.leaf_info(unb64(secret["data"], "tls.crt") or b"")
     assert info.subject_serial_number == f"00000001999{count:06d}000"
@@ -281,8 +309,7 @@ async def gemeenten_never_touch_the_deployment(cluster: Cluster, *, count: int =
 
     await cluster.eventually(counted, what="gemeenten counted in the node status")
     # Changing and removing a gemeente does not touch the node's pods either.
-    await cluster.patch(kube.GEMEENTE, "gemeente-0001",
-                        {"spec": {"displayName": "Gemeente Eén"}})
+    await cluster.patch(kube.GEMEENTE, "gemeente-0001", {"spec": {"displayName": "Gemeente Eén"}})
     await cluster.delete(kube.GEMEENTE, "gemeente-0002")
     await cluster.eventually(
         lambda: _absent(cluster, kube.GEMEENTE, "gemeente-0002"), what="gemeente removed"
@@ -303,16 +330,20 @@ async def _absent(cluster: Cluster, kind: kube.Kind, name: str) -> bool:
 async def failed_rollout_rolls_back(cluster: Cluster) -> None:
     await ready_node(cluster)
     good = await template_hash(cluster)
-    await cluster.patch(kube.SECTOR_CONNECTOR, CONNECTOR,
-                        {"spec": connector_resource(revision=2, payloadRetentionDays=45)["spec"]})
+    await cluster.patch(
+        kube.SECTOR_CONNECTOR,
+        CONNECTOR,
+        {"spec": connector_resource(revision=2, payloadRetentionDays=45)["spec"]},
+    )
 
     async def rolled() -> bool:
         return await template_hash(cluster) != good
 
     await cluster.eventually(rolled, what="rollout of revision 2")
     await cluster.set_rollout(NODE, ready=False)  # the new pods never become ready
-    degraded = await cluster.wait_condition(kube.KNOOPPUNT, NODE, "Degraded", "True",
-                                            reason="RolledBack", timeout=20)
+    degraded = await cluster.wait_condition(
+        kube.KNOOPPUNT, NODE, "Degraded", "True", reason="RolledBack", timeout=20
+    )
     assert "revision 2 of connector iwmo-2-1 did not become ready" in degraded["message"]
     assert "rolled back to revision 1" in degraded["message"]
 
@@ -324,14 +355,21 @@ async def failed_rollout_rolls_back(cluster: Cluster) -> None:
     await cluster.wait_condition(kube.KNOOPPUNT, NODE, "Ready", "True")
     status = (await cluster.must_get(kube.KNOOPPUNT, NODE))["status"]
     assert status["failedRollout"]["revisions"] == {CONNECTOR: 2}
-    assert status["connectors"][0] == {"name": CONNECTOR, "revision": 1, "desiredRevision": 2,
-                                       "standardVersion": "2.1"}
+    assert status["connectors"][0] == {
+        "name": CONNECTOR,
+        "revision": 1,
+        "desiredRevision": 2,
+        "standardVersion": "2.1",
+    }
     events = {e["reason"] for e in await cluster.list(kube.EVENT)}
     assert "RolledBack" in events
 
     # A newer connector revision is tried again (the held-back one stays held back).
-    await cluster.patch(kube.SECTOR_CONNECTOR, CONNECTOR,
-                        {"spec": connector_resource(revision=3, payloadRetentionDays=40)["spec"]})
+    await cluster.patch(
+        kube.SECTOR_CONNECTOR,
+        CONNECTOR,
+        {"spec": connector_resource(revision=3, payloadRetentionDays=40)["spec"]},
+    )
 
     async def third() -> bool:
         return await served_revision(cluster) == 3
@@ -345,8 +383,9 @@ async def invalid_connector_is_never_recorded(cluster: Cluster) -> None:
     broken = connector_resource()
     broken["spec"]["purposes"][0]["fields"].append("clienten[].onbekend")
     await cluster.create(broken)
-    ready = await cluster.wait_condition(kube.SECTOR_CONNECTOR, CONNECTOR, "Ready", "False",
-                                         reason="Invalid")
+    ready = await cluster.wait_condition(
+        kube.SECTOR_CONNECTOR, CONNECTOR, "Ready", "False", reason="Invalid"
+    )
     assert "field 'clienten[].onbekend' is not produced by the conversion" in ready["message"]
     assert await cluster.list(kube.CONTROLLER_REVISION, **{meta.CONNECTOR_LABEL: CONNECTOR}) == []
 
@@ -359,8 +398,9 @@ async def gemeente_deletion_waits_for_undelivered_messages(
     await cluster.create(gemeente_resource(1))
     await cluster.wait_condition(kube.GEMEENTE, "gemeente-0001", "Ready", "True")
     await cluster.delete(kube.GEMEENTE, "gemeente-0001")
-    blocked = await cluster.wait_condition(kube.GEMEENTE, "gemeente-0001", "Ready", "False",
-                                           reason="DeletionBlocked")
+    blocked = await cluster.wait_condition(
+        kube.GEMEENTE, "gemeente-0001", "Ready", "False", reason="DeletionBlocked"
+    )
     assert "3 undelivered messages for gemeente 0001" in blocked["message"]
     gemeente = await cluster.must_get(kube.GEMEENTE, "gemeente-0001")
     assert gemeente["metadata"].get("deletionTimestamp")
@@ -368,8 +408,10 @@ async def gemeente_deletion_waits_for_undelivered_messages(
 
     # Delivered meanwhile: the finalizer lets go.
     pending.gemeenten["0001"] = 0
-    await cluster.eventually(lambda: _absent(cluster, kube.GEMEENTE, "gemeente-0001"),
-                             what="gemeente deleted after delivery")
+    await cluster.eventually(
+        lambda: _absent(cluster, kube.GEMEENTE, "gemeente-0001"),
+        what="gemeente deleted after delivery",
+    )
     tls = (await cluster.must_get(kube.SECRET, f"{NODE}-ca"))["data"]
     revoked = certificates.parse_revoked(unb64(tls, "revoked.json"))
     assert [r.subject for r in revoked] == ["00000001999000001000"]
@@ -379,12 +421,15 @@ async def gemeente_deletion_waits_for_undelivered_messages(
     await cluster.create(gemeente_resource(2))
     await cluster.wait_condition(kube.GEMEENTE, "gemeente-0002", "Ready", "True")
     await cluster.delete(kube.GEMEENTE, "gemeente-0002")
-    await cluster.wait_condition(kube.GEMEENTE, "gemeente-0002", "Ready", "False",
-                                 reason="DeletionBlocked")
-    await cluster.patch(kube.GEMEENTE, "gemeente-0002",
-                        {"metadata": {"annotations": {meta.FORCE_DELETE: "true"}}})
-    await cluster.eventually(lambda: _absent(cluster, kube.GEMEENTE, "gemeente-0002"),
-                             what="forced deletion")
+    await cluster.wait_condition(
+        kube.GEMEENTE, "gemeente-0002", "Ready", "False", reason="DeletionBlocked"
+    )
+    await cluster.patch(
+        kube.GEMEENTE, "gemeente-0002", {"metadata": {"annotations": {meta.FORCE_DELETE: "true"}}}
+    )
+    await cluster.eventually(
+        lambda: _absent(cluster, kube.GEMEENTE, "gemeente-0002"), what="forced deletion"
+    )
     reasons = {e["reason"] for e in await cluster.list(kube.EVENT)}
     assert {"DeletionBlocked", "ForceDeleted", "CertificateRevoked"} <= reasons
 
@@ -398,24 +443,33 @@ async def connector_deletion_waits_for_undelivered_messages(
 
     async def blocked() -> bool:
         events = await cluster.list(kube.EVENT)
-        return any(e["reason"] == "DeletionBlocked" and e["involvedObject"]["name"] == CONNECTOR
-                   for e in events)
+        return any(
+            e["reason"] == "DeletionBlocked" and e["involvedObject"]["name"] == CONNECTOR
+            for e in events
+        )
 
     await cluster.eventually(blocked, what="connector deletion blocked")
     assert await cluster.get(kube.SECTOR_CONNECTOR, CONNECTOR) is not None
     pending.connectors[CONNECTOR] = 0
-    await cluster.eventually(lambda: _absent(cluster, kube.SECTOR_CONNECTOR, CONNECTOR),
-                             what="connector deleted")
+    await cluster.eventually(
+        lambda: _absent(cluster, kube.SECTOR_CONNECTOR, CONNECTOR), what="connector deleted"
+    )
 
 
 async def deleting_the_knooppunt_removes_its_children(cluster: Cluster) -> None:
     await ready_node(cluster)
     await cluster.delete(kube.KNOOPPUNT, NODE)
-    for kind, name in [(kube.DEPLOYMENT, NODE), (kube.CONFIG_MAP, f"{NODE}-resources"),
-                       (kube.SECRET, f"{NODE}-tls"), (kube.SERVICE, NODE),
-                       (kube.NETWORK_POLICY, NODE)]:
-        await cluster.eventually(lambda kind=kind, name=name: _absent(cluster, kind, name),
-                                 what=f"{kind.kind} {name} garbage-collected")
+    for kind, name in [
+        (kube.DEPLOYMENT, NODE),
+        (kube.CONFIG_MAP, f"{NODE}-resources"),
+        (kube.SECRET, f"{NODE}-tls"),
+        (kube.SERVICE, NODE),
+        (kube.NETWORK_POLICY, NODE),
+    ]:
+        await cluster.eventually(
+            lambda kind=kind, name=name: _absent(cluster, kind, name),
+            what=f"{kind.kind} {name} garbage-collected",
+        )
 
 
 async def provided_certificate_is_trusted_by_the_node(cluster: Cluster) -> None:
@@ -424,17 +478,31 @@ async def provided_certificate_is_trusted_by_the_node(cluster: Cluster) -> None:
     external = certificates.load_ca(certificates.create_node_ca("pkio", "extern"))
     oin = "00000001999000344000"
     leaf = certificates.issue_gemeente_client(
-        external, oin=oin, organisation="Gemeente Utrecht", common_name="gemeente-utrecht",
-        days=365, now=datetime.datetime.now(datetime.UTC))
+        external,
+        oin=oin,
+        organisation="Gemeente Utrecht",
+        common_name="gemeente-utrecht",
+        days=365,
+        now=datetime.datetime.now(datetime.UTC),
+    )
     ca_pem = certificates.pem_cert(external.certificate)
-    crl_pem = certificates.build_crl_pem(external, [], number=1,
-                                         now=datetime.datetime.now(datetime.UTC))
-    await cluster.create({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pkio-utrecht"},
-        "type": "kubernetes.io/tls",
-        "data": {"tls.crt": b64(leaf.chain_pem), "tls.key": b64(leaf.key_pem),
-                 "ca.crt": b64(ca_pem), "crl.pem": b64(crl_pem)},
-    })
+    crl_pem = certificates.build_crl_pem(
+        external, [], number=1, now=datetime.datetime.now(datetime.UTC)
+    )
+    await cluster.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "pkio-utrecht"},
+            "type": "kubernetes.io/tls",
+            "data": {
+                "tls.crt": b64(leaf.chain_pem),
+                "tls.key": b64(leaf.key_pem),
+                "ca.crt": b64(ca_pem),
+                "crl.pem": b64(crl_pem),
+            },
+        }
+    )
     gemeente = gemeente_resource(344)
     gemeente["spec"]["oin"] = oin
     gemeente["spec"]["certificate"] = {"secret": "pkio-utrecht"}
@@ -450,15 +518,25 @@ async def provided_certificate_is_trusted_by_the_node(cluster: Cluster) -> None:
         return ca_pem in (unb64(tls, "ca.crt") or b"")
 
     await cluster.eventually(trusted, what="the external CA in the node's trust bundle")
-    tls = {k: unb64(data, k) or b"" for data in [(await cluster.must_get(
-        kube.SECRET, f"{NODE}-tls"))["data"]] for k in data}
+    tls = {
+        k: unb64(data, k) or b""
+        for data in [(await cluster.must_get(kube.SECRET, f"{NODE}-tls"))["data"]]
+        for k in data
+    }
     assert crl_pem in tls["crl.pem"]  # its CRL too: the node checks revocation per issuing CA
     # the provided CA speaks for Utrecht's OIN only (issue 19, defect 5)
     policy = json.loads(tls["issuers.json"])
     assert policy["organisations"] == {certificates.ca_fingerprint(ca_pem): [oin]}
-    assert await asyncio.to_thread(
-        handshake.mutual_tls, tls, server_name=f"{NODE}.{cluster.namespace}.svc",
-        client_chain=leaf.chain_pem, client_key=leaf.key_pem) is None
+    assert (
+        await asyncio.to_thread(
+            handshake.mutual_tls,
+            tls,
+            server_name=f"{NODE}.{cluster.namespace}.svc",
+            client_chain=leaf.chain_pem,
+            client_key=leaf.key_pem,
+        )
+        is None
+    )
 
     wrong = gemeente_resource(345)
     wrong["spec"]["certificate"] = {"secret": "pkio-utrecht"}  # someone else's certificate
@@ -476,11 +554,13 @@ async def two_nodes_carry_each_others_crl(cluster: Cluster) -> None:
     body = knooppunt_resource()
     body["metadata"]["name"] = second
     await cluster.create(body)
-    await cluster.eventually(lambda: cluster.get(kube.SECRET, f"{second}-tls"),
-                             what="second node's TLS Secret")
+    await cluster.eventually(
+        lambda: cluster.get(kube.SECRET, f"{second}-tls"), what="second node's TLS Secret"
+    )
     await cluster.create(gemeente_resource(363))
     client = await cluster.eventually(
-        lambda: cluster.get(kube.SECRET, "gemeente-0363-client-tls"), what="client certificate")
+        lambda: cluster.get(kube.SECRET, "gemeente-0363-client-tls"), what="client certificate"
+    )
     chain, key = unb64(client["data"], "tls.crt") or b"", unb64(client["data"], "tls.key") or b""
     issuer_ca = unb64(client["data"], "ca.crt") or b""
     issuer = client["metadata"]["labels"][meta.NODE_LABEL]
@@ -489,15 +569,23 @@ async def two_nodes_carry_each_others_crl(cluster: Cluster) -> None:
     async def material() -> dict[str, bytes] | None:
         data = (await cluster.must_get(kube.SECRET, f"{other}-tls"))["data"]
         tls = {k: unb64(data, k) or b"" for k in data}
-        if issuer_ca not in tls["ca.crt"] or not certificates.crls_signed_by(tls["crl.pem"],
-                                                                             issuer_ca):
+        if issuer_ca not in tls["ca.crt"] or not certificates.crls_signed_by(
+            tls["crl.pem"], issuer_ca
+        ):
             return None
         return tls
 
     tls = await cluster.eventually(material, what=f"{issuer}'s CA and CRL in {other}'s Secret")
-    assert await asyncio.to_thread(
-        handshake.mutual_tls, tls, server_name=f"{other}.{cluster.namespace}.svc",
-        client_chain=chain, client_key=key) is None
+    assert (
+        await asyncio.to_thread(
+            handshake.mutual_tls,
+            tls,
+            server_name=f"{other}.{cluster.namespace}.svc",
+            client_chain=chain,
+            client_key=key,
+        )
+        is None
+    )
     policy = json.loads(tls["issuers.json"])
     assert certificates.ca_fingerprint(issuer_ca) in policy["nodes"]  # never the administrator
 
@@ -509,9 +597,16 @@ async def two_nodes_carry_each_others_crl(cluster: Cluster) -> None:
     async def revoked() -> bool:
         data = (await cluster.must_get(kube.SECRET, f"{other}-tls"))["data"]
         crl = unb64(data, "crl.pem") or b""
-        return crl != before and await asyncio.to_thread(
-            handshake.mutual_tls, {k: unb64(data, k) or b"" for k in data},
-            server_name=f"{other}.{cluster.namespace}.svc", client_chain=chain,
-            client_key=key) == "certificate revoked"
+        return (
+            crl != before
+            and await asyncio.to_thread(
+                handshake.mutual_tls,
+                {k: unb64(data, k) or b"" for k in data},
+                server_name=f"{other}.{cluster.namespace}.svc",
+                client_chain=chain,
+                client_key=key,
+            )
+            == "certificate revoked"
+        )
 
     await cluster.eventually(revoked, what=f"the revocation in {other}'s CRL ({pki_name})")

@@ -38,7 +38,8 @@ async def test_create_patch_unchanged_delete(client: kube.KubeClient) -> None:
     assert stored is not None
     assert stored["data"] == {"a": "1"}
     assert stored["metadata"]["annotations"][apply.APPLIED_HASH] == apply.desired_hash(
-        config_map(a="1"))
+        config_map(a="1")
+    )
 
     again = await apply.apply(client, config_map(a="1"))
     assert again.result is apply.ApplyResult.UNCHANGED and not again.result.changed
@@ -69,8 +70,9 @@ async def test_drift_made_by_someone_else_is_put_right(client: kube.KubeClient) 
 @pytest.mark.asyncio
 async def test_fields_added_by_the_server_are_not_drift(client: kube.KubeClient) -> None:
     await apply.apply(client, config_map(a="1"))
-    await client.merge_patch(kube.CONFIG_MAP, "zorg", "settings",
-                             {"metadata": {"labels": {"added-by": "someone"}}})
+    await client.merge_patch(
+        kube.CONFIG_MAP, "zorg", "settings", {"metadata": {"labels": {"added-by": "someone"}}}
+    )
     assert (await apply.apply(client, config_map(a="1"))).result is apply.ApplyResult.UNCHANGED
 
 

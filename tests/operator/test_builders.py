@@ -38,21 +38,32 @@ def metadata(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
 
 
 def make_kp(**spec: Any) -> Knooppunt:
-    return Knooppunt.model_validate({
-        "apiVersion": "knooppunt.nl/v1alpha1",
-        "kind": "Knooppunt",
-        "metadata": {"name": "kp", "namespace": NS, "uid": "uid-kp", "generation": 3,
-                     "labels": {"team": "zorg"}},
-        "spec": {"displayName": "Knooppunt Zorg", "connectors": [{"name": "iwmo-2-1"}], **spec},
-    })
+    return Knooppunt.model_validate(
+        {
+            "apiVersion": "knooppunt.nl/v1alpha1",
+            "kind": "Knooppunt",
+            "metadata": {
+                "name": "kp",
+                "namespace": NS,
+                "uid": "uid-kp",
+                "generation": 3,
+                "labels": {"team": "zorg"},
+            },
+            "spec": {"displayName": "Knooppunt Zorg", "connectors": [{"name": "iwmo-2-1"}], **spec},
+        }
+    )
 
 
 CONNECTOR_DOC = {
     "apiVersion": "knooppunt.nl/v1alpha1",
     "kind": "SectorConnector",
     "metadata": {"name": "iwmo-2-1"},
-    "spec": {"standard": "iWmo", "standardVersion": "2.1", "revision": 2,
-             "bundle": {"configMap": "iwmo-bundle"}},
+    "spec": {
+        "standard": "iWmo",
+        "standardVersion": "2.1",
+        "revision": 2,
+        "bundle": {"configMap": "iwmo-bundle"},
+    },
 }
 REVISION = ConnectorRevision(
     "iwmo-2-1", 2, CONNECTOR_DOC, "iwmo-2-1-bundle-r2", ("retour__wmo306.xsl", "wmo305.xsd")
@@ -76,9 +87,14 @@ def test_service_account_role_and_binding() -> None:
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": metadata("kp-runtime"),
-        "rules": [{"apiGroups": ["knooppunt.nl"], "resources": ["gemeenten"],
-                   "verbs": ["get", "list", "watch"]},
-                  {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}],
+        "rules": [
+            {
+                "apiGroups": ["knooppunt.nl"],
+                "resources": ["gemeenten"],
+                "verbs": ["get", "list", "watch"],
+            },
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+        ],
     }
     assert node.role_binding(kp) == {
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -105,11 +121,14 @@ def test_resources_config_map_holds_knooppunt_and_pinned_connectors() -> None:
                     "spec": {
                         "displayName": "Knooppunt Zorg",
                         "connectors": [{"name": "iwmo-2-1"}],
-                        "security": {"administrators": ["00000001999000000001",
-                                                        "00000000000000000001"]},
+                        "security": {
+                            "administrators": ["00000001999000000001", "00000000000000000001"]
+                        },
                     },
                 },
-                sort_keys=False, allow_unicode=True, width=100,
+                sort_keys=False,
+                allow_unicode=True,
+                width=100,
             ),
             "connector-iwmo-2-1.yaml": yaml.safe_dump(
                 CONNECTOR_DOC, sort_keys=False, allow_unicode=True, width=100
@@ -122,19 +141,36 @@ def test_config_hash_ignores_replicas_but_not_connector_revisions() -> None:
     one = node.resources_data(make_kp(replicas=1), [REVISION], operator_oin="0" * 20)
     three = node.resources_data(make_kp(replicas=3), [REVISION], operator_oin="0" * 20)
     assert node.config_hash(one) == node.config_hash(three)
-    newer = ConnectorRevision("iwmo-2-1", 3, {**CONNECTOR_DOC, "spec": {
-        **CONNECTOR_DOC["spec"], "revision": 3, "standardVersion": "2.2"}})
+    newer = ConnectorRevision(
+        "iwmo-2-1",
+        3,
+        {
+            **CONNECTOR_DOC,
+            "spec": {**CONNECTOR_DOC["spec"], "revision": 3, "standardVersion": "2.2"},
+        },
+    )
     changed = node.resources_data(make_kp(replicas=1), [newer], operator_oin="0" * 20)
     assert node.config_hash(changed) != node.config_hash(one)
 
 
 def test_pod_template_and_deployment_postgresql(config: OperatorConfig) -> None:
-    kp = make_kp(replicas=3, image="registry.example/knooppunt:1.2.3", storage={
-        "backend": "postgresql", "postgresqlDsnSecret": {"name": "pg", "key": "dsn"}})
-    template = node.pod_template(kp, config_hash="abc", connectors=[REVISION],
-                                 tls_secret="kp-tls", tls_managed=True, config=config)
-    probe = {"httpGet": {"path": "/healthz", "port": "metrics", "scheme": "HTTP"},
-             "timeoutSeconds": 2}
+    kp = make_kp(
+        replicas=3,
+        image="registry.example/knooppunt:1.2.3",
+        storage={"backend": "postgresql", "postgresqlDsnSecret": {"name": "pg", "key": "dsn"}},
+    )
+    template = node.pod_template(
+        kp,
+        config_hash="abc",
+        connectors=[REVISION],
+        tls_secret="kp-tls",
+        tls_managed=True,
+        config=config,
+    )
+    probe = {
+        "httpGet": {"path": "/healthz", "port": "metrics", "scheme": "HTTP"},
+        "timeoutSeconds": 2,
+    }
     assert template == {
         "metadata": {"labels": LABELS, "annotations": {"knooppunt.nl/config-hash": "abc"}},
         "spec": {
@@ -143,84 +179,132 @@ def test_pod_template_and_deployment_postgresql(config: OperatorConfig) -> None:
             "enableServiceLinks": False,
             "terminationGracePeriodSeconds": 60,
             "securityContext": {
-                "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                "runAsNonRoot": True,
+                "runAsUser": 10001,
+                "runAsGroup": 10001,
+                "fsGroup": 10001,
                 "fsGroupChangePolicy": "OnRootMismatch",
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
             "topologySpreadConstraints": [
-                {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
-                 "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": SELECTOR},
-                 "matchLabelKeys": ["pod-template-hash"]},
-                {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
-                 "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": SELECTOR},
-                 "matchLabelKeys": ["pod-template-hash"]},
-            ],
-            "containers": [{
-                "name": "knooppunt",
-                "image": "registry.example/knooppunt:1.2.3",
-                "imagePullPolicy": "IfNotPresent",
-                "command": ["knooppunt", "serve"],
-                "env": [
-                    {"name": "KNOOPPUNT_NODE", "value": "kp"},
-                    {"name": "KNOOPPUNT_NAMESPACE", "valueFrom": {"fieldRef": {
-                        "apiVersion": "v1", "fieldPath": "metadata.namespace"}}},
-                    {"name": "KNOOPPUNT_RESOURCES", "value": '["/etc/knooppunt/resources"]'},
-                    {"name": "KNOOPPUNT_GEMEENTEN_SOURCE", "value": "kubernetes"},
-                    {"name": "KNOOPPUNT_DATA_DIR", "value": "/var/lib/knooppunt"},
-                    {"name": "KNOOPPUNT_HOST", "value": "0.0.0.0"},
-                    {"name": "KNOOPPUNT_PORT", "value": "8443"},
-                    {"name": "KNOOPPUNT_HEALTH_PORT", "value": "8080"},
-                    {"name": "KNOOPPUNT_TLS_CERT", "value": "/etc/knooppunt/tls/tls.crt"},
-                    {"name": "KNOOPPUNT_TLS_KEY", "value": "/etc/knooppunt/tls/tls.key"},
-                    {"name": "KNOOPPUNT_TLS_TRUST", "value": "/etc/knooppunt/tls/ca.crt"},
-                    {"name": "KNOOPPUNT_TLS_CRL", "value": "/etc/knooppunt/tls/crl.pem"},
-                    {"name": "KNOOPPUNT_TLS_ISSUERS",
-                     "value": "/etc/knooppunt/tls/issuers.json"},
-                    {"name": "KNOOPPUNT_PSEUDONYM_KEY_FILE",
-                     "value": "/etc/knooppunt/pseudonym/key"},
-                    {"name": "KNOOPPUNT_CONFIG_MAP_ROOT", "value": "/etc/knooppunt/bundles"},
-                    {"name": "KNOOPPUNT_DATABASE_URL", "valueFrom": {"secretKeyRef": {
-                        "name": "pg", "key": "dsn"}}},
-                ],
-                "ports": [
-                    {"name": "https", "containerPort": 8443, "protocol": "TCP"},
-                    {"name": "metrics", "containerPort": 8080, "protocol": "TCP"},
-                ],
-                "startupProbe": {**probe, "periodSeconds": 2, "failureThreshold": 90},
-                "livenessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 3},
-                "readinessProbe": {**probe, "httpGet": {**probe["httpGet"], "path": "/readyz"},
-                                   "periodSeconds": 5, "failureThreshold": 2},
-                "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
-                "resources": {"requests": {"cpu": "100m", "memory": "256Mi"},
-                              "limits": {"cpu": "1", "memory": "512Mi"}},
-                "securityContext": {
-                    "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                    "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]},
-                    "seccompProfile": {"type": "RuntimeDefault"},
+                {
+                    "maxSkew": 1,
+                    "topologyKey": "kubernetes.io/hostname",
+                    "whenUnsatisfiable": "DoNotSchedule",
+                    "labelSelector": {"matchLabels": SELECTOR},
+                    "matchLabelKeys": ["pod-template-hash"],
                 },
-                "volumeMounts": [
-                    {"name": "resources", "mountPath": "/etc/knooppunt/resources",
-                     "readOnly": True},
-                    {"name": "tls", "mountPath": "/etc/knooppunt/tls", "readOnly": True},
-                    {"name": "pseudonym", "mountPath": "/etc/knooppunt/pseudonym",
-                     "readOnly": True},
-                    {"name": "data", "mountPath": "/var/lib/knooppunt"},
-                    {"name": "tmp", "mountPath": "/tmp"},
-                    {"name": "bundle-f54ef6afa0", "mountPath": "/etc/knooppunt/bundles/iwmo-2-1",
-                     "readOnly": True},
-                ],
-            }],
+                {
+                    "maxSkew": 1,
+                    "topologyKey": "topology.kubernetes.io/zone",
+                    "whenUnsatisfiable": "ScheduleAnyway",
+                    "labelSelector": {"matchLabels": SELECTOR},
+                    "matchLabelKeys": ["pod-template-hash"],
+                },
+            ],
+            "containers": [
+                {
+                    "name": "knooppunt",
+                    "image": "registry.example/knooppunt:1.2.3",
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["knooppunt", "serve"],
+                    "env": [
+                        {"name": "KNOOPPUNT_NODE", "value": "kp"},
+                        {
+                            "name": "KNOOPPUNT_NAMESPACE",
+                            "valueFrom": {
+                                "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}
+                            },
+                        },
+                        {"name": "KNOOPPUNT_RESOURCES", "value": '["/etc/knooppunt/resources"]'},
+                        {"name": "KNOOPPUNT_GEMEENTEN_SOURCE", "value": "kubernetes"},
+                        {"name": "KNOOPPUNT_DATA_DIR", "value": "/var/lib/knooppunt"},
+                        {"name": "KNOOPPUNT_HOST", "value": "0.0.0.0"},
+                        {"name": "KNOOPPUNT_PORT", "value": "8443"},
+                        {"name": "KNOOPPUNT_HEALTH_PORT", "value": "8080"},
+                        {"name": "KNOOPPUNT_TLS_CERT", "value": "/etc/knooppunt/tls/tls.crt"},
+                        {"name": "KNOOPPUNT_TLS_KEY", "value": "/etc/knooppunt/tls/tls.key"},
+                        {"name": "KNOOPPUNT_TLS_TRUST", "value": "/etc/knooppunt/tls/ca.crt"},
+                        {"name": "KNOOPPUNT_TLS_CRL", "value": "/etc/knooppunt/tls/crl.pem"},
+                        {
+                            "name": "KNOOPPUNT_TLS_ISSUERS",
+                            "value": "/etc/knooppunt/tls/issuers.json",
+                        },
+                        {
+                            "name": "KNOOPPUNT_PSEUDONYM_KEY_FILE",
+                            "value": "/etc/knooppunt/pseudonym/key",
+                        },
+                        {"name": "KNOOPPUNT_CONFIG_MAP_ROOT", "value": "/etc/knooppunt/bundles"},
+                        {
+                            "name": "KNOOPPUNT_DATABASE_URL",
+                            "valueFrom": {"secretKeyRef": {"name": "pg", "key": "dsn"}},
+                        },
+                    ],
+                    "ports": [
+                        {"name": "https", "containerPort": 8443, "protocol": "TCP"},
+                        {"name": "metrics", "containerPort": 8080, "protocol": "TCP"},
+                    ],
+                    "startupProbe": {**probe, "periodSeconds": 2, "failureThreshold": 90},
+                    "livenessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 3},
+                    "readinessProbe": {
+                        **probe,
+                        "httpGet": {**probe["httpGet"], "path": "/readyz"},
+                        "periodSeconds": 5,
+                        "failureThreshold": 2,
+                    },
+                    "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
+                    "resources": {
+                        "requests": {"cpu": "100m", "memory": "256Mi"},
+                        "limits": {"cpu": "1", "memory": "512Mi"},
+                    },
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "readOnlyRootFilesystem": True,
+                        "runAsNonRoot": True,
+                        "capabilities": {"drop": ["ALL"]},
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "volumeMounts": [
+                        {
+                            "name": "resources",
+                            "mountPath": "/etc/knooppunt/resources",
+                            "readOnly": True,
+                        },
+                        {"name": "tls", "mountPath": "/etc/knooppunt/tls", "readOnly": True},
+                        {
+                            "name": "pseudonym",
+                            "mountPath": "/etc/knooppunt/pseudonym",
+                            "readOnly": True,
+                        },
+                        {"name": "data", "mountPath": "/var/lib/knooppunt"},
+                        {"name": "tmp", "mountPath": "/tmp"},
+                        {
+                            "name": "bundle-f54ef6afa0",
+                            "mountPath": "/etc/knooppunt/bundles/iwmo-2-1",
+                            "readOnly": True,
+                        },
+                    ],
+                }
+            ],
             "volumes": [
                 {"name": "resources", "configMap": {"name": "kp-resources"}},
                 {"name": "tls", "secret": {"secretName": "kp-tls", "defaultMode": 0o440}},
-                {"name": "pseudonym",
-                 "secret": {"secretName": "kp-pseudonym", "defaultMode": 0o440}},
+                {
+                    "name": "pseudonym",
+                    "secret": {"secretName": "kp-pseudonym", "defaultMode": 0o440},
+                },
                 {"name": "data", "emptyDir": {}},
                 {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
-                {"name": "bundle-f54ef6afa0", "configMap": {"name": "iwmo-2-1-bundle-r2", "items": [
-                    {"key": "retour__wmo306.xsl", "path": "retour/wmo306.xsl"},
-                    {"key": "wmo305.xsd", "path": "wmo305.xsd"},
-                ]}},
+                {
+                    "name": "bundle-f54ef6afa0",
+                    "configMap": {
+                        "name": "iwmo-2-1-bundle-r2",
+                        "items": [
+                            {"key": "retour__wmo306.xsl", "path": "retour/wmo306.xsl"},
+                            {"key": "wmo305.xsd", "path": "wmo305.xsd"},
+                        ],
+                    },
+                },
             ],
         },
     }
@@ -231,8 +315,10 @@ def test_pod_template_and_deployment_postgresql(config: OperatorConfig) -> None:
         "spec": {
             "replicas": 3,
             "selector": {"matchLabels": SELECTOR},
-            "strategy": {"type": "RollingUpdate",
-                         "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
             "revisionHistoryLimit": 5,
             "progressDeadlineSeconds": 600,
             "template": template,
@@ -242,10 +328,13 @@ def test_pod_template_and_deployment_postgresql(config: OperatorConfig) -> None:
 
 def test_sqlite_node_runs_one_replica_on_its_volume(config: OperatorConfig) -> None:
     kp = make_kp(replicas=2)
-    template = node.pod_template(kp, config_hash="h", connectors=[], tls_secret="kp-tls",
-                                 tls_managed=True, config=config)
+    template = node.pod_template(
+        kp, config_hash="h", connectors=[], tls_secret="kp-tls", tls_managed=True, config=config
+    )
     assert template["spec"]["volumes"][3] == {
-        "name": "data", "persistentVolumeClaim": {"claimName": "kp-data"}}
+        "name": "data",
+        "persistentVolumeClaim": {"claimName": "kp-data"},
+    }
     deployment = node.deployment(kp, template=template, config=config)
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
@@ -255,15 +344,30 @@ def test_sqlite_node_runs_one_replica_on_its_volume(config: OperatorConfig) -> N
         "metadata": metadata("kp-data"),
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2Gi"}}},
     }
-    assert node.data_volume_claim(make_kp(storage={
-        "backend": "postgresql", "postgresqlDsnSecret": {"name": "pg", "key": "dsn"}}),
-        size="2Gi") is None
+    assert (
+        node.data_volume_claim(
+            make_kp(
+                storage={
+                    "backend": "postgresql",
+                    "postgresqlDsnSecret": {"name": "pg", "key": "dsn"},
+                }
+            ),
+            size="2Gi",
+        )
+        is None
+    )
 
 
 def test_provided_tls_secret_is_mounted_with_crl_and_issuer_policy(config: OperatorConfig) -> None:
     kp = make_kp(security={"tlsSecret": "pkioverheid"})
-    template = node.pod_template(kp, config_hash="h", connectors=[], tls_secret="pkioverheid",
-                                 tls_managed=False, config=config)
+    template = node.pod_template(
+        kp,
+        config_hash="h",
+        connectors=[],
+        tls_secret="pkioverheid",
+        tls_managed=False,
+        config=config,
+    )
     env = {e["name"] for e in template["spec"]["containers"][0]["env"]}
     assert {"KNOOPPUNT_TLS_CRL", "KNOOPPUNT_TLS_ISSUERS"} <= env  # fail-closed: always a CRL
     assert template["spec"]["volumes"][1]["secret"]["secretName"] == "pkioverheid"
@@ -288,8 +392,11 @@ def test_service_pdb_and_network_policy() -> None:
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": metadata("kp"),
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": SELECTOR},
-                 "unhealthyPodEvictionPolicy": "AlwaysAllow"},
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": SELECTOR},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
     }
     assert node.network_policy(kp, operator_namespace="knooppunt-system") == {
         "apiVersion": "networking.k8s.io/v1",
@@ -299,18 +406,45 @@ def test_service_pdb_and_network_policy() -> None:
             "podSelector": {"matchLabels": SELECTOR},
             "policyTypes": ["Ingress"],
             "ingress": [
-                {"from": [{"namespaceSelector": {}, "podSelector": {"matchExpressions": [
-                    {"key": "knooppunt.nl/access", "operator": "In",
-                     "values": ["facade", "sector"]}]}}],
-                 "ports": [{"protocol": "TCP", "port": 8443}]},
-                {"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {
-                    "knooppunt.nl/access": "monitoring"}}}],
-                 "ports": [{"protocol": "TCP", "port": 8080}]},
-                {"from": [{"namespaceSelector": {"matchLabels": {
-                    "kubernetes.io/metadata.name": "knooppunt-system"}},
-                    "podSelector": {"matchLabels": {
-                        "app.kubernetes.io/name": "knooppunt-operator"}}}],
-                 "ports": [{"protocol": "TCP", "port": 8443}]},
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {},
+                            "podSelector": {
+                                "matchExpressions": [
+                                    {
+                                        "key": "knooppunt.nl/access",
+                                        "operator": "In",
+                                        "values": ["facade", "sector"],
+                                    }
+                                ]
+                            },
+                        }
+                    ],
+                    "ports": [{"protocol": "TCP", "port": 8443}],
+                },
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {},
+                            "podSelector": {"matchLabels": {"knooppunt.nl/access": "monitoring"}},
+                        }
+                    ],
+                    "ports": [{"protocol": "TCP", "port": 8080}],
+                },
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": "knooppunt-system"}
+                            },
+                            "podSelector": {
+                                "matchLabels": {"app.kubernetes.io/name": "knooppunt-operator"}
+                            },
+                        }
+                    ],
+                    "ports": [{"protocol": "TCP", "port": 8443}],
+                },
             ],
         },
     }
@@ -333,13 +467,20 @@ def test_secrets() -> None:
         "data": {"tls.crt": "Qw==", "tls.key": "Sw==", "ca.crt": "VA==", "crl.pem": "Ug=="},
     }
     assert secrets.pseudonym_secret(kp, key_hex="ab" * 32)["data"] == {
-        "key": secrets.b64("ab" * 32)}
-    gemeente = Gemeente.model_validate({
-        "apiVersion": "knooppunt.nl/v1alpha1", "kind": "Gemeente",
-        "metadata": {"name": "gemeente-utrecht", "namespace": NS, "uid": "uid-g"},
-        "spec": {"gemeentecode": "0344", "oin": "00000001999000344000",
-                 "displayName": "Gemeente Utrecht"},
-    })
+        "key": secrets.b64("ab" * 32)
+    }
+    gemeente = Gemeente.model_validate(
+        {
+            "apiVersion": "knooppunt.nl/v1alpha1",
+            "kind": "Gemeente",
+            "metadata": {"name": "gemeente-utrecht", "namespace": NS, "uid": "uid-g"},
+            "spec": {
+                "gemeentecode": "0344",
+                "oin": "00000001999000344000",
+                "displayName": "Gemeente Utrecht",
+            },
+        }
+    )
     assert secrets.client_tls_secret(
         gemeente, node="kp", chain_pem=b"C", key_pem=b"K", ca_pem=b"A"
     ) == {
@@ -355,11 +496,16 @@ def test_secrets() -> None:
                 "knooppunt.nl/gemeente": "gemeente-utrecht",
                 "knooppunt.nl/knooppunt": "kp",
             },
-            "ownerReferences": [{
-                "apiVersion": "knooppunt.nl/v1alpha1", "kind": "Gemeente",
-                "name": "gemeente-utrecht", "uid": "uid-g", "controller": True,
-                "blockOwnerDeletion": True,
-            }],
+            "ownerReferences": [
+                {
+                    "apiVersion": "knooppunt.nl/v1alpha1",
+                    "kind": "Gemeente",
+                    "name": "gemeente-utrecht",
+                    "uid": "uid-g",
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
         },
         "type": "kubernetes.io/tls",
         "data": {"tls.crt": "Qw==", "tls.key": "Sw==", "ca.crt": "QQ=="},
@@ -369,34 +515,58 @@ def test_secrets() -> None:
 def test_connector_revision_and_bundle_snapshot() -> None:
     connector = {
         **CONNECTOR_DOC,
-        "metadata": {"name": "iwmo-2-1", "namespace": NS, "uid": "uid-c", "generation": 4,
-                     "resourceVersion": "77", "labels": {"knooppunt.nl/standard": "iwmo"}},
+        "metadata": {
+            "name": "iwmo-2-1",
+            "namespace": NS,
+            "uid": "uid-c",
+            "generation": 4,
+            "resourceVersion": "77",
+            "labels": {"knooppunt.nl/standard": "iwmo"},
+        },
         "status": {"revision": 1},
     }
-    owner = {"apiVersion": "knooppunt.nl/v1alpha1", "kind": "SectorConnector",
-             "name": "iwmo-2-1", "uid": "uid-c", "controller": True, "blockOwnerDeletion": True}
-    labels = {"app.kubernetes.io/part-of": "knooppunt",
-              "app.kubernetes.io/managed-by": "knooppunt-operator",
-              "knooppunt.nl/connector": "iwmo-2-1", "knooppunt.nl/revision": "2"}
+    owner = {
+        "apiVersion": "knooppunt.nl/v1alpha1",
+        "kind": "SectorConnector",
+        "name": "iwmo-2-1",
+        "uid": "uid-c",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    labels = {
+        "app.kubernetes.io/part-of": "knooppunt",
+        "app.kubernetes.io/managed-by": "knooppunt-operator",
+        "knooppunt.nl/connector": "iwmo-2-1",
+        "knooppunt.nl/revision": "2",
+    }
     source = {"data": {"wmo305.xsd": "<xs:schema/>"}, "binaryData": {"logo.png": "AAEC"}}
     assert revisions.bundle_snapshot(connector, source) == {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": "iwmo-2-1-bundle-r2", "namespace": NS, "labels": labels,
-                     "ownerReferences": [owner]},
+        "metadata": {
+            "name": "iwmo-2-1-bundle-r2",
+            "namespace": NS,
+            "labels": labels,
+            "ownerReferences": [owner],
+        },
         "immutable": True,
         "data": {"wmo305.xsd": "<xs:schema/>"},
         "binaryData": {"logo.png": "AAEC"},
     }
     record = revisions.controller_revision(
-        connector, bundle_config_map="iwmo-2-1-bundle-r2",
+        connector,
+        bundle_config_map="iwmo-2-1-bundle-r2",
         bundle_keys=revisions.bundle_keys_of(source),
     )
     assert record == {
         "apiVersion": "apps/v1",
         "kind": "ControllerRevision",
-        "metadata": {"name": "iwmo-2-1-r2", "namespace": NS, "labels": labels,
-                     "ownerReferences": [owner]},
+        "metadata": {
+            "name": "iwmo-2-1-r2",
+            "namespace": NS,
+            "labels": labels,
+            "ownerReferences": [owner],
+        },
         "revision": 2,
         "data": {
             "connector": {
@@ -409,8 +579,9 @@ def test_connector_revision_and_bundle_snapshot() -> None:
         },
     }
     parsed = revisions.parse_controller_revision(json.loads(json.dumps(record)))
-    assert parsed == ConnectorRevision("iwmo-2-1", 2, {}, "iwmo-2-1-bundle-r2",
-                                       ("logo.png", "wmo305.xsd"))
+    assert parsed == ConnectorRevision(
+        "iwmo-2-1", 2, {}, "iwmo-2-1-bundle-r2", ("logo.png", "wmo305.xsd")
+    )
     assert parsed.standard_version == "2.1"
     assert revisions.same_content(parsed, connector)
 

@@ -39,8 +39,13 @@ class ManualGate:
 async def ctx() -> AsyncIterator[Context]:
     async with ApiEmulator() as emu, kmock.Server(emu):
         async with kube.KubeClient(kube.Credentials(server=str(emu.url).rstrip("/"))) as c:
-            context = Context(client=c, config=fast_config(), pending=StaticPending(),
-                              events=kube.EventRecorder(c), gate=ManualGate())
+            context = Context(
+                client=c,
+                config=fast_config(),
+                pending=StaticPending(),
+                events=kube.EventRecorder(c),
+                gate=ManualGate(),
+            )
             yield context
 
 
@@ -80,8 +85,11 @@ async def test_status_and_finalizers_do_not_call_for_a_reconcile() -> None:
     same["metadata"]["annotations"] = {"kubectl.kubernetes.io/last-applied-configuration": "{}"}
     assert fingerprint(same) == fingerprint(body)
     for change in (
-        {"generation": 2}, {"deletionTimestamp": "2026-11-29T10:00:00Z"}, {"uid": "u2"},
-        {"annotations": {"knooppunt.nl/force-delete": "true"}}, {"labels": {"team": "x"}},
+        {"generation": 2},
+        {"deletionTimestamp": "2026-11-29T10:00:00Z"},
+        {"uid": "u2"},
+        {"annotations": {"knooppunt.nl/force-delete": "true"}},
+        {"labels": {"team": "x"}},
     ):
         changed = copy.deepcopy(body)
         changed["metadata"].update(change)
@@ -133,7 +141,8 @@ async def test_a_standby_writes_nothing_and_reconciles_everything_it_saw_once_it
 
 
 async def test_deletion_lets_go_of_the_finalizer_when_nothing_is_undelivered(
-    ctx: Context, leading: Controller,
+    ctx: Context,
+    leading: Controller,
 ) -> None:
     body = await create_gemeente(ctx, 7)
     leading.on_event(GEMEENTE, None, body)
@@ -155,7 +164,8 @@ async def test_deletion_lets_go_of_the_finalizer_when_nothing_is_undelivered(
 
 
 async def test_a_failing_reconcile_is_retried_and_reported_once_per_problem(
-    ctx: Context, leading: Controller,
+    ctx: Context,
+    leading: Controller,
 ) -> None:
     body = scenarios.gemeente_resource(8)
     body["metadata"]["namespace"] = NS
@@ -173,8 +183,9 @@ async def test_a_failing_reconcile_is_retried_and_reported_once_per_problem(
     _name, reason, message = warnings[0]
     assert reason == "ReconcileFailed" and "gemeentecode" in message
 
-    fixed = await ctx.client.merge_patch(kube.GEMEENTE, NS, "gemeente-0008",
-                                         {"spec": {"gemeentecode": "0008"}})
+    fixed = await ctx.client.merge_patch(
+        kube.GEMEENTE, NS, "gemeente-0008", {"spec": {"gemeentecode": "0008"}}
+    )
     assert fixed is not None
     leading.on_event(GEMEENTE, "MODIFIED", fixed)
 

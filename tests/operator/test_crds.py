@@ -71,9 +71,11 @@ def test_schemas_are_structural(plural: str) -> None:
 
 
 def test_names_short_names_category_status_and_columns() -> None:
-    for plural, kind, short in [("knooppunten", "Knooppunt", ["kp"]),
-                                ("sectorconnectors", "SectorConnector", ["sc", "connector"]),
-                                ("gemeenten", "Gemeente", ["gem"])]:
+    for plural, kind, short in [
+        ("knooppunten", "Knooppunt", ["kp"]),
+        ("sectorconnectors", "SectorConnector", ["sc", "connector"]),
+        ("gemeenten", "Gemeente", ["gem"]),
+    ]:
         crd = load(plural)
         assert crd["metadata"]["name"] == f"{plural}.knooppunt.nl"
         names = crd["spec"]["names"]
@@ -85,8 +87,9 @@ def test_names_short_names_category_status_and_columns() -> None:
         assert crd["spec"]["scope"] == "Namespaced"
         columns = [c["name"] for c in version["additionalPrinterColumns"]]
         assert columns[0] == "Ready" and columns[-1] == "Age"
-    columns = {c["name"]: c for c in
-               load("knooppunten")["spec"]["versions"][0]["additionalPrinterColumns"]}
+    columns = {
+        c["name"]: c for c in load("knooppunten")["spec"]["versions"][0]["additionalPrinterColumns"]
+    }
     assert set(columns) == {"Ready", "Version", "Gemeenten", "Connectors", "Age"}
     assert columns["Gemeenten"]["type"] == "integer"
     assert columns["Ready"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
@@ -98,8 +101,9 @@ def test_identifier_patterns_enums_and_defaults() -> None:
     assert g["gemeentecode"]["pattern"] == "^[0-9]{4}$"
     assert g["subscriptions"]["items"]["properties"]["delivery"]["properties"]["mode"] == {
         "type": "string",
-        "description": g["subscriptions"]["items"]["properties"]["delivery"]["properties"]
-        ["mode"]["description"],
+        "description": g["subscriptions"]["items"]["properties"]["delivery"]["properties"]["mode"][
+            "description"
+        ],
         "default": "pull",
         "enum": ["pull", "push"],
     }
@@ -113,8 +117,7 @@ def test_identifier_patterns_enums_and_defaults() -> None:
     rules = [v["rule"] for v in c["x-kubernetes-validations"]]
     assert any("^[0-9]{8}$" in r for r in rules), "AGB-codes are 8 digits"
     rule_kind = c["properties"]["messages"]["items"]["properties"]["rules"]["items"]
-    assert rule_kind["properties"]["kind"]["enum"] == ["elfproef", "tenant", "participant",
-                                                       "xpath"]
+    assert rule_kind["properties"]["kind"]["enum"] == ["elfproef", "tenant", "participant", "xpath"]
     assert rule_kind["properties"]["retourcode"]["pattern"] == "^[0-9A-Z]{4}$"
 
 
@@ -124,8 +127,12 @@ def test_conditions_are_a_map_list_and_status_is_structured() -> None:
         conditions = status["properties"]["conditions"]
         assert conditions["x-kubernetes-list-type"] == "map"
         assert conditions["x-kubernetes-list-map-keys"] == ["type"]
-        assert set(conditions["items"]["required"]) == {"type", "status", "reason",
-                                                        "lastTransitionTime"}
+        assert set(conditions["items"]["required"]) == {
+            "type",
+            "status",
+            "reason",
+            "lastTransitionTime",
+        }
         assert "observedGeneration" in status["properties"]
 
 
@@ -156,15 +163,20 @@ def test_cel_rules_land_on_their_models() -> None:
     assert bundle == [dict(r) for r in crdgen.VALIDATIONS[connector.BundleSource]]
     message = c["messages"]["items"]
     assert message["properties"]["conversion"]["x-kubernetes-validations"][0]["rule"] == (
-        "has(self.mapping) != has(self.xslt)")
+        "has(self.mapping) != has(self.xslt)"
+    )
     assert message["properties"]["rules"]["items"]["x-kubernetes-validations"][0]["rule"] == (
-        "self.kind == 'xpath' ? has(self.test) : has(self.value)")
+        "self.kind == 'xpath' ? has(self.test) : has(self.value)"
+    )
     delivery = schema("gemeenten")["properties"]["spec"]["properties"]["subscriptions"]["items"][
-        "properties"]["delivery"]
+        "properties"
+    ]["delivery"]
     assert delivery["x-kubernetes-validations"][0]["rule"] == (
-        "!has(self.mode) || self.mode != 'push' || has(self.endpoint)")
+        "!has(self.mode) || self.mode != 'push' || has(self.endpoint)"
+    )
     assert schema("knooppunten")["x-kubernetes-validations"][0]["rule"].startswith(
-        "self.metadata.name.size() <= 50")
+        "self.metadata.name.size() <= 50"
+    )
 
 
 def test_lists_under_cel_rules_are_bounded_and_the_examples_fit() -> None:

@@ -10,21 +10,34 @@ from knooppunt_operator import kube
 
 
 def test_explicit_url() -> None:
-    creds = kube.Credentials.from_env({"KNOOPPUNT_OPERATOR_KUBE_URL": "http://127.0.0.1:8001/",
-                                       "KNOOPPUNT_OPERATOR_KUBE_TOKEN": "t"})
+    creds = kube.Credentials.from_env(
+        {
+            "KNOOPPUNT_OPERATOR_KUBE_URL": "http://127.0.0.1:8001/",
+            "KNOOPPUNT_OPERATOR_KUBE_TOKEN": "t",
+        }
+    )
     assert creds.server == "http://127.0.0.1:8001" and creds.current_token() == "t"
     assert creds.ssl_context() is False
 
 
 def test_kubeconfig(tmp_path: Path) -> None:
     config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "ops",
-        "clusters": [{"name": "c", "cluster": {
-            "server": "https://api.example:6443",
-            "certificate-authority-data": base64.b64encode(b"CA").decode()}}],
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "ops",
+        "clusters": [
+            {
+                "name": "c",
+                "cluster": {
+                    "server": "https://api.example:6443",
+                    "certificate-authority-data": base64.b64encode(b"CA").decode(),
+                },
+            }
+        ],
         "users": [{"name": "u", "user": {"token": "secret-token"}}],
-        "contexts": [{"name": "ops", "context": {"cluster": "c", "user": "u",
-                                                 "namespace": "zorg"}}],
+        "contexts": [
+            {"name": "ops", "context": {"cluster": "c", "user": "u", "namespace": "zorg"}}
+        ],
     }
     path = tmp_path / "config"
     path.write_text(yaml.safe_dump(config))
@@ -51,6 +64,7 @@ def test_in_cluster_token_is_read_per_request(tmp_path: Path) -> None:
 
 def test_paths() -> None:
     assert kube.DEPLOYMENT.path("zorg", "kp", "status") == (
-        "/apis/apps/v1/namespaces/zorg/deployments/kp/status")
+        "/apis/apps/v1/namespaces/zorg/deployments/kp/status"
+    )
     assert kube.SECRET.path("zorg") == "/api/v1/namespaces/zorg/secrets"
     assert kube.kind_of({"apiVersion": "v1", "kind": "Secret"}) is kube.SECRET

@@ -33,20 +33,25 @@ async def client() -> AsyncIterator[kube.KubeClient]:
             yield c
 
 
-def elector(client: kube.KubeClient, identity: str, clock: Clock, *,
-            skew: float = 0.0) -> leader.LeaseElector:
+def elector(
+    client: kube.KubeClient, identity: str, clock: Clock, *, skew: float = 0.0
+) -> leader.LeaseElector:
     """An elector whose wall clock is ``skew`` seconds off; its monotonic clock follows the
     test's clock (time passes equally everywhere)."""
     return leader.LeaseElector(
-        client, "knooppunt-system", identity=identity,
+        client,
+        "knooppunt-system",
+        identity=identity,
         clock=lambda: clock() + dt.timedelta(seconds=skew),
         monotonic=lambda: clock().timestamp(),
-        lease_seconds=15, renew_seconds=0.05,
+        lease_seconds=15,
+        renew_seconds=0.05,
     )
 
 
-async def leading(client: kube.KubeClient, clock: Clock) -> tuple[leader.LeaseElector,
-                                                                  asyncio.Event]:
+async def leading(
+    client: kube.KubeClient, clock: Clock
+) -> tuple[leader.LeaseElector, asyncio.Event]:
     """pod-a, started and leading; the event is set when it gives up leadership."""
     lost = asyncio.Event()
     a = elector(client, "pod-a", clock)
@@ -91,21 +96,31 @@ async def test_a_stale_write_loses(client: kube.KubeClient) -> None:
     assert await a.try_acquire_or_renew()
     lease = await client.get(kube.LEASE, "knooppunt-system", "knooppunt-operator")
     assert lease is not None
-    await client.merge_patch(kube.LEASE, "knooppunt-system", "knooppunt-operator",
-                             {"spec": {"renewTime": "2026-03-01T09:00:01.000000Z"}})
+    await client.merge_patch(
+        kube.LEASE,
+        "knooppunt-system",
+        "knooppunt-operator",
+        {"spec": {"renewTime": "2026-03-01T09:00:01.000000Z"}},
+    )
     with pytest.raises(kube.Conflict):
-        await client.merge_patch(kube.LEASE, "knooppunt-system", "knooppunt-operator", {
-            "metadata": {"resourceVersion": lease["metadata"]["resourceVersion"]},
-            "spec": {"holderIdentity": "pod-b"},
-        })
+        await client.merge_patch(
+            kube.LEASE,
+            "knooppunt-system",
+            "knooppunt-operator",
+            {
+                "metadata": {"resourceVersion": lease["metadata"]["resourceVersion"]},
+                "spec": {"holderIdentity": "pod-b"},
+            },
+        )
 
 
 async def test_losing_the_lease_stops_the_replica(client: kube.KubeClient) -> None:
     clock = Clock()
     a, lost = await leading(client, clock)
     # Someone else holds it now (e.g. after a network partition outlasted the lease).
-    await client.merge_patch(kube.LEASE, "knooppunt-system", "knooppunt-operator",
-                             {"spec": {"holderIdentity": "pod-b"}})
+    await client.merge_patch(
+        kube.LEASE, "knooppunt-system", "knooppunt-operator", {"spec": {"holderIdentity": "pod-b"}}
+    )
     await asyncio.wait_for(lost.wait(), 5)
     assert not a.is_leader
     await a.stop()
@@ -149,8 +164,13 @@ async def test_a_leader_that_cannot_renew_steps_down_before_the_lease_runs_out(
 
 async def test_timings_must_leave_room_for_the_others() -> None:
     with pytest.raises(ValueError, match="renew_deadline"):
-        leader.LeaseElector(None, "ns", lease_seconds=15, renew_seconds=2,  # type: ignore[arg-type]
-                            renew_deadline=15)
+        leader.LeaseElector(
+            None,
+            "ns",
+            lease_seconds=15,
+            renew_seconds=2,  # type: ignore[arg-type]
+            renew_deadline=15,
+        )
 
 
 async def test_always_leader_gate() -> None:

@@ -48,8 +48,9 @@ OPERATOR_NAMESPACE = "knooppunt-system"
 def install_operator(controlplane: KubeCluster) -> Path:
     """CRDs installed; the operator's namespace and service account with the generated RBAC;
     returns that account's kubeconfig."""
-    controlplane.apply({"apiVersion": "v1", "kind": "Namespace",
-                        "metadata": {"name": OPERATOR_NAMESPACE}})
+    controlplane.apply(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}}
+    )
     for path in sorted((REPO / "crds").glob("knooppunt.nl_*.yaml")):
         controlplane.apply(yaml.safe_load(path.read_text()))
     for manifest in rbac.manifests(OPERATOR_NAMESPACE):
@@ -119,8 +120,8 @@ def has_default_storage_class(controlplane: KubeCluster) -> bool:
         r = http.get("/apis/storage.k8s.io/v1/storageclasses")
         r.raise_for_status()
     return any(
-        (sc["metadata"].get("annotations") or {}).get(
-            "storageclass.kubernetes.io/is-default-class") == "true"
+        (sc["metadata"].get("annotations") or {}).get("storageclass.kubernetes.io/is-default-class")
+        == "true"
         for sc in r.json()["items"]
     )
 
@@ -155,12 +156,17 @@ def rollout_driver(controlplane: KubeCluster, capabilities: Capabilities) -> Rol
         if fake_node:
             await asyncio.to_thread(set_schedulable, controlplane, True)
         try:
+
             async def rolled_out() -> bool:
                 deployment = await cluster.must_get(kube.DEPLOYMENT, name)
                 return status.rollout_state(deployment).complete
 
-            await cluster.eventually(rolled_out, timeout=60 if fake_node else 300,
-                                     interval=0.2, what=f"Deployment {name} rolled out")
+            await cluster.eventually(
+                rolled_out,
+                timeout=60 if fake_node else 300,
+                interval=0.2,
+                what=f"Deployment {name} rolled out",
+            )
         finally:
             if fake_node:
                 await asyncio.to_thread(set_schedulable, controlplane, False)
@@ -187,11 +193,17 @@ async def running(
     deadline = 3 if cluster_capabilities.has(FAKE_NODE) else 300
     config = fast_config(namespace=OPERATOR_NAMESPACE, rollout_deadline_seconds=deadline)
     with node_data_volume(controlplane, controlplane_namespace):
-        async with running_operator(operator_credentials, config, pending=pending,
-                                    namespaces=[controlplane_namespace]) as ctx, \
-                kube.KubeClient(admin, user_agent="knooppunt-tests") as client:
-            cluster = Cluster(client, controlplane_namespace,
-                              rollout_driver=rollout_driver(controlplane, cluster_capabilities))
+        async with (
+            running_operator(
+                operator_credentials, config, pending=pending, namespaces=[controlplane_namespace]
+            ) as ctx,
+            kube.KubeClient(admin, user_agent="knooppunt-tests") as client,
+        ):
+            cluster = Cluster(
+                client,
+                controlplane_namespace,
+                rollout_driver=rollout_driver(controlplane, cluster_capabilities),
+            )
             yield Running(cluster, ctx, pending)
 
 
@@ -285,8 +297,12 @@ def test_the_api_server_accepts_the_examples_and_applies_the_cel_rules(
             if doc:
                 doc["metadata"]["namespace"] = controlplane_namespace
                 controlplane.apply(doc)
-    stored = controlplane.apply({**scenarios.gemeente_resource(7), "metadata": {
-        "name": "gemeente-0007", "namespace": controlplane_namespace}})
+    stored = controlplane.apply(
+        {
+            **scenarios.gemeente_resource(7),
+            "metadata": {"name": "gemeente-0007", "namespace": controlplane_namespace},
+        }
+    )
     assert stored["spec"]["subscriptions"][0]["delivery"] == {"mode": "pull"}, "defaults"
     assert stored["spec"]["certificate"] == {"issue": True}
 
@@ -315,9 +331,14 @@ def test_the_api_server_accepts_the_examples_and_applies_the_cel_rules(
 
 
 WEBHOOK_CONFIGURATION = (
-    "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/knooppunt.nl")
-WEBHOOK_CONFIGURATIONS = [WEBHOOK_CONFIGURATION, WEBHOOK_CONFIGURATION.replace(
-    "/validatingwebhookconfigurations/", "/mutatingwebhookconfigurations/")]
+    "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/knooppunt.nl"
+)
+WEBHOOK_CONFIGURATIONS = [
+    WEBHOOK_CONFIGURATION,
+    WEBHOOK_CONFIGURATION.replace(
+        "/validatingwebhookconfigurations/", "/mutatingwebhookconfigurations/"
+    ),
+]
 
 
 @pytest.fixture()
@@ -335,8 +356,10 @@ def webhook_configurations_removed(controlplane: KubeCluster) -> Iterator[None]:
 @pytest.mark.asyncio
 @pytest.mark.cluster_needs(WEBHOOK_CALLBACK)
 async def test_the_api_server_calls_the_webhook_and_refuses_a_broken_connector(
-    controlplane: KubeCluster, controlplane_namespace: str,
-    operator_credentials: kube.Credentials, cluster_capabilities: Capabilities,
+    controlplane: KubeCluster,
+    controlplane_namespace: str,
+    operator_credentials: kube.Credentials,
+    cluster_capabilities: Capabilities,
     webhook_configurations_removed: None,
 ) -> None:
     """kubectl-apply a broken connector: the API server asks the operator and says why not."""
@@ -344,10 +367,9 @@ async def test_the_api_server_calls_the_webhook_and_refuses_a_broken_connector(
     with socket.socket() as sock:
         sock.bind((host, 0))
         port = int(sock.getsockname()[1])
-    config = fast_config(namespace=OPERATOR_NAMESPACE, webhook_url_host=host,
-                         webhook_port=port)
-    async with running_operator(operator_credentials, config,
-                                namespaces=[controlplane_namespace]):
+    config = fast_config(namespace=OPERATOR_NAMESPACE, webhook_url_host=host, webhook_port=port)
+    async with running_operator(operator_credentials, config, namespaces=[controlplane_namespace]):
+
         def registered() -> bool:
             with controlplane.client() as http:
                 r = http.get(WEBHOOK_CONFIGURATION)
@@ -364,8 +386,10 @@ async def test_the_api_server_calls_the_webhook_and_refuses_a_broken_connector(
             await asyncio.to_thread(controlplane.apply, broken)
         message = refused.value.response.json()["message"]
         assert 'admission webhook "validate-connector.knooppunt.nl" denied the request' in message
-        assert ("connector iwmo-2-1 purpose wmo-toewijzing: field 'clienten[].postcode' is not "
-                "produced by the conversion of WMO315") in message
+        assert (
+            "connector iwmo-2-1 purpose wmo-toewijzing: field 'clienten[].postcode' is not "
+            "produced by the conversion of WMO315"
+        ) in message
         good = scenarios.connector_resource()
         good["metadata"]["namespace"] = controlplane_namespace
         await asyncio.to_thread(controlplane.apply, good)

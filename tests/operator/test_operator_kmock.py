@@ -67,8 +67,7 @@ async def test_a_node_waits_for_its_connector(running: Running) -> None:
 async def test_conditions_are_written_only_when_they_change(running: Running) -> None:
     await scenarios.conditions_are_written_only_when_they_change(
         running.cluster,
-        status_writes=lambda: running.emulator.writes[
-            ("knooppunten", scenarios.NODE, "status")],
+        status_writes=lambda: running.emulator.writes[("knooppunten", scenarios.NODE, "status")],
     )
 
 
@@ -135,12 +134,21 @@ def admission_review(obj: dict[str, Any], *, old: dict[str, Any] | None = None) 
         "request": {
             "uid": "0df28fbd-5f5f-43b3-a2fa-4e0b5d4f3a3e",
             "kind": {"group": "knooppunt.nl", "version": "v1alpha1", "kind": "SectorConnector"},
-            "resource": {"group": "knooppunt.nl", "version": "v1alpha1",
-                         "resource": "sectorconnectors"},
-            "requestKind": {"group": "knooppunt.nl", "version": "v1alpha1",
-                            "kind": "SectorConnector"},
-            "requestResource": {"group": "knooppunt.nl", "version": "v1alpha1",
-                                "resource": "sectorconnectors"},
+            "resource": {
+                "group": "knooppunt.nl",
+                "version": "v1alpha1",
+                "resource": "sectorconnectors",
+            },
+            "requestKind": {
+                "group": "knooppunt.nl",
+                "version": "v1alpha1",
+                "kind": "SectorConnector",
+            },
+            "requestResource": {
+                "group": "knooppunt.nl",
+                "version": "v1alpha1",
+                "resource": "sectorconnectors",
+            },
             "name": obj["metadata"]["name"],
             "namespace": NAMESPACE,
             "operation": "UPDATE" if old else "CREATE",
@@ -170,12 +178,12 @@ async def test_admission_webhook_refuses_a_broken_connector(emulator: ApiEmulato
                 except httpx.ConnectError:
                     await asyncio.sleep(0.05)
             allowed = (await http.post("/validate-connector", json=admission_review(good))).json()
-            refused = (await http.post("/validate-connector",
-                                       json=admission_review(broken))).json()
+            refused = (await http.post("/validate-connector", json=admission_review(broken))).json()
             unbumped = copy.deepcopy(good)
             unbumped["spec"]["payloadRetentionDays"] = 7
-            stale = (await http.post("/validate-connector",
-                                     json=admission_review(unbumped, old=good))).json()
+            stale = (
+                await http.post("/validate-connector", json=admission_review(unbumped, old=good))
+            ).json()
     assert allowed["response"]["allowed"] is True
     assert refused["response"]["allowed"] is False
     assert refused["response"]["status"] == {

@@ -58,11 +58,17 @@ FINALIZER = "knooppunt.nl/finalizer"
 MANAGED = {"app.kubernetes.io/managed-by": "knooppunt-operator"}
 GEMEENTEN = 3
 NODE_CHILDREN = [
-    (kube.SERVICE_ACCOUNT, NODE), (kube.ROLE, f"{NODE}-runtime"),
-    (kube.ROLE_BINDING, f"{NODE}-runtime"), (kube.CONFIG_MAP, f"{NODE}-resources"),
-    (kube.SECRET, f"{NODE}-ca"), (kube.SECRET, f"{NODE}-tls"),
-    (kube.SECRET, f"{NODE}-pseudonym"), (kube.DEPLOYMENT, NODE), (kube.SERVICE, NODE),
-    (kube.POD_DISRUPTION_BUDGET, NODE), (kube.NETWORK_POLICY, NODE),
+    (kube.SERVICE_ACCOUNT, NODE),
+    (kube.ROLE, f"{NODE}-runtime"),
+    (kube.ROLE_BINDING, f"{NODE}-runtime"),
+    (kube.CONFIG_MAP, f"{NODE}-resources"),
+    (kube.SECRET, f"{NODE}-ca"),
+    (kube.SECRET, f"{NODE}-tls"),
+    (kube.SECRET, f"{NODE}-pseudonym"),
+    (kube.DEPLOYMENT, NODE),
+    (kube.SERVICE, NODE),
+    (kube.POD_DISRUPTION_BUDGET, NODE),
+    (kube.NETWORK_POLICY, NODE),
     (kube.PERSISTENT_VOLUME_CLAIM, f"{NODE}-data"),
 ]
 # Kinds the operator creates; listed by its managed-by label to find strays.
@@ -120,12 +126,18 @@ class Replica:
         return samples
 
     def applied(self) -> float:
-        return sum(v for k, v in self.metrics().items()
-                   if k.startswith("knooppunt_operator_applied_total{"))
+        return sum(
+            v
+            for k, v in self.metrics().items()
+            if k.startswith("knooppunt_operator_applied_total{")
+        )
 
     def reconciled(self) -> float:
-        return sum(v for k, v in self.metrics().items()
-                   if k.startswith("knooppunt_operator_reconciles_total{"))
+        return sum(
+            v
+            for k, v in self.metrics().items()
+            if k.startswith("knooppunt_operator_reconciles_total{")
+        )
 
     def leads(self) -> bool | None:
         value = self.metrics().get("knooppunt_operator_leader")
@@ -162,9 +174,22 @@ class Replicas:
         log = self.logs / f"operator-{identity}.log"
         with log.open("wb") as out:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "kopf", "run", "--standalone", "--verbose",
-                 "--namespace", self.namespace, "-m", "knooppunt_operator.main"],
-                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "kopf",
+                    "run",
+                    "--standalone",
+                    "--verbose",
+                    "--namespace",
+                    self.namespace,
+                    "-m",
+                    "knooppunt_operator.main",
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         replica = Replica(identity, popen, port, log)
@@ -210,32 +235,47 @@ class Setup:
         return ((await self.lease() or {}).get("spec") or {}).get("holderIdentity")
 
     def logs(self) -> str:
-        return "\n".join(f"----- {r.identity} (rc={r.popen.poll()}) -----\n"
-                         f"{self.replicas.tail(r)}" for r in self.replicas.started)
+        return "\n".join(
+            f"----- {r.identity} (rc={r.popen.poll()}) -----\n{self.replicas.tail(r)}"
+            for r in self.replicas.started
+        )
 
 
 @pytest_asyncio.fixture()
 async def setup(
-    controlplane: KubeCluster, controlplane_namespace: str, operator_kubeconfig: Path,
-    cluster_capabilities: Capabilities, tmp_path: Path,
+    controlplane: KubeCluster,
+    controlplane_namespace: str,
+    operator_kubeconfig: Path,
+    cluster_capabilities: Capabilities,
+    tmp_path: Path,
 ) -> AsyncIterator[Setup]:
     admin_credentials = kube.Credentials.from_kubeconfig(controlplane.kubeconfig)
-    replicas = Replicas(operator_kubeconfig, controlplane_namespace,
-                        f"knooppunt-operator-{uuid.uuid4().hex[:8]}", tmp_path)
+    replicas = Replicas(
+        operator_kubeconfig,
+        controlplane_namespace,
+        f"knooppunt-operator-{uuid.uuid4().hex[:8]}",
+        tmp_path,
+    )
     # New pods stay Pending until a rollout may succeed (local control plane).
-    with rollouts_held(controlplane, cluster_capabilities), \
-            node_data_volume(controlplane, controlplane_namespace):
+    with (
+        rollouts_held(controlplane, cluster_capabilities),
+        node_data_volume(controlplane, controlplane_namespace),
+    ):
         try:
             async with kube.KubeClient(admin_credentials, user_agent="knooppunt-tests") as admin:
-                cluster = Cluster(admin, controlplane_namespace,
-                                  rollout_driver=rollout_driver(controlplane,
-                                                                cluster_capabilities))
+                cluster = Cluster(
+                    admin,
+                    controlplane_namespace,
+                    rollout_driver=rollout_driver(controlplane, cluster_capabilities),
+                )
                 yield Setup(cluster, replicas, admin)
         finally:
             replicas.stop_all()
             with controlplane.client() as http:
-                http.delete(f"/apis/coordination.k8s.io/v1/namespaces/{OPERATOR_NAMESPACE}"
-                            f"/leases/{replicas.lease}")
+                http.delete(
+                    f"/apis/coordination.k8s.io/v1/namespaces/{OPERATOR_NAMESPACE}"
+                    f"/leases/{replicas.lease}"
+                )
 
 
 @contextlib.contextmanager
@@ -260,20 +300,25 @@ async def create_resources(cluster: Cluster) -> None:
 async def converged(cluster: Cluster, gemeenten: int = GEMEENTEN) -> None:
     """What an uninterrupted run ends with (cf. scenarios.create_knooppunt_makes_its_children
     and scenarios.gemeenten_never_touch_the_deployment)."""
-    await cluster.wait_condition(kube.SECTOR_CONNECTOR, CONNECTOR, "Ready", "True",
-                                 reason="Recorded", timeout=30)
-    await cluster.eventually(lambda: cluster.get(kube.DEPLOYMENT, NODE), timeout=30,
-                             what="Deployment")
+    await cluster.wait_condition(
+        kube.SECTOR_CONNECTOR, CONNECTOR, "Ready", "True", reason="Recorded", timeout=30
+    )
+    await cluster.eventually(
+        lambda: cluster.get(kube.DEPLOYMENT, NODE), timeout=30, what="Deployment"
+    )
     await cluster.set_rollout(NODE, ready=True)
-    await cluster.wait_condition(kube.KNOOPPUNT, NODE, "Ready", "True", reason="Available",
-                                 timeout=30)
-    await cluster.wait_condition(kube.KNOOPPUNT, NODE, "Progressing", "False",
-                                 reason="RolloutComplete")
+    await cluster.wait_condition(
+        kube.KNOOPPUNT, NODE, "Ready", "True", reason="Available", timeout=30
+    )
+    await cluster.wait_condition(
+        kube.KNOOPPUNT, NODE, "Progressing", "False", reason="RolloutComplete"
+    )
     await cluster.wait_condition(kube.KNOOPPUNT, NODE, "Degraded", "False")
     for index in range(1, gemeenten + 1):
         name = f"gemeente-{index:04d}"
-        await cluster.wait_condition(kube.GEMEENTE, name, "Ready", "True", reason="Served",
-                                     timeout=30)
+        await cluster.wait_condition(
+            kube.GEMEENTE, name, "Ready", "True", reason="Served", timeout=30
+        )
         status = (await cluster.must_get(kube.GEMEENTE, name))["status"]
         assert status["nodes"] == [NODE], name
         assert status["certificate"]["issuer"] == NODE, name
@@ -283,8 +328,11 @@ async def converged(cluster: Cluster, gemeenten: int = GEMEENTEN) -> None:
         return status.get("gemeenten") == gemeenten and status.get("availableReplicas") == 1
 
     await cluster.eventually(counted, timeout=15, what=f"{gemeenten} gemeenten counted")
-    await cluster.eventually(lambda: no_kopf_state(cluster), timeout=30,
-                             what="no kopf state, the operator's finalizers in place")
+    await cluster.eventually(
+        lambda: no_kopf_state(cluster),
+        timeout=30,
+        what="no kopf state, the operator's finalizers in place",
+    )
     status = (await cluster.must_get(kube.KNOOPPUNT, NODE))["status"]
     assert status["connectorSummary"] == "iwmo-2-1@r1"
     assert status["lastGood"]["revisions"] == {CONNECTOR: 1}
@@ -327,13 +375,15 @@ async def no_strays(cluster: Cluster, gemeenten: int = GEMEENTEN) -> None:
         refs = obj["metadata"].get("ownerReferences") or []
         owner_kind, owner_name = expected[key]
         assert [(r["kind"], r["name"], r["uid"], r.get("controller")) for r in refs] == [
-            (owner_kind, owner_name, owners[(owner_kind, owner_name)], True)], key
+            (owner_kind, owner_name, owners[(owner_kind, owner_name)], True)
+        ], key
 
     # One recorded connector revision; one ReplicaSet (one pod template) for the node.
     revisions = await cluster.list(kube.CONTROLLER_REVISION)
     assert len(revisions) == 1, [r["metadata"]["name"] for r in revisions]
     replica_sets = await cluster.client.list(
-        kube.Kind("apps/v1", "ReplicaSet", "replicasets"), cluster.namespace)
+        kube.Kind("apps/v1", "ReplicaSet", "replicasets"), cluster.namespace
+    )
     assert len(replica_sets) == 1, [r["metadata"]["name"] for r in replica_sets]
 
     # The node kept one CA: its serving and client certificates trust the CA that is stored.
@@ -364,8 +414,9 @@ async def test_the_operator_killed_mid_reconcile_converges_after_restart(setup: 
                     present.append(f"{kind.kind}/{name}")
             return present
 
-        partial = await cluster.eventually(first_child, timeout=30, interval=0.01,
-                                           what="the first child object")
+        partial = await cluster.eventually(
+            first_child, timeout=30, interval=0.01, what="the first child object"
+        )
         first.kill()  # SIGKILL mid-reconcile: no clean-up, the Lease is not given back
         assert first.popen.returncode == -signal.SIGKILL
         ready = await cluster.condition(kube.KNOOPPUNT, NODE, "Ready")
@@ -376,8 +427,9 @@ async def test_the_operator_killed_mid_reconcile_converges_after_restart(setup: 
         second = replicas.start("replica-b")
         await replicas.wait_up(second)
         # replica-b waits for replica-a's Lease to expire (3 s), then takes over.
-        await cluster.eventually(lambda: _is(setup.holder(), "replica-b"), timeout=20,
-                                 what="replica-b takes the Lease")
+        await cluster.eventually(
+            lambda: _is(setup.holder(), "replica-b"), timeout=20, what="replica-b takes the Lease"
+        )
         await converged(cluster)
         await no_strays(cluster)
         lease = await setup.lease()
@@ -400,12 +452,19 @@ def replica_kubeconfig(controlplane: KubeCluster, account: str) -> Path:
         metadata: dict[str, Any] = {"name": account}
         if namespace:
             metadata["namespace"] = namespace
-        controlplane.apply({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": f"{kind}Binding",
-            "metadata": metadata, "subjects": subjects,
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind,
-                        "name": "knooppunt-operator"},
-        })
+        controlplane.apply(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": f"{kind}Binding",
+                "metadata": metadata,
+                "subjects": subjects,
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": kind,
+                    "name": "knooppunt-operator",
+                },
+            }
+        )
     return controlplane.kubeconfig_for_service_account(OPERATOR_NAMESPACE, account)
 
 
@@ -475,7 +534,8 @@ async def test_two_replicas_never_reconcile_at_the_same_time(
         writers = by_user(operator_writes(controlplane, mark, cluster.namespace))
         assert writers[user_of(accounts[holder])] > 0, writers
         assert writers[user_of(accounts[standby_name])] == 0, (
-            f"the standby wrote while {holder} led: {writers}")
+            f"the standby wrote while {holder} led: {writers}"
+        )
 
         # Hand-over: the leader stops cleanly and gives the Lease back (SIGTERM), or dies
         # without a word (SIGKILL: the standby waits until the Lease record has stood still
@@ -486,19 +546,31 @@ async def test_two_replicas_never_reconcile_at_the_same_time(
             assert leader.terminate() == 0
         else:
             leader.kill()
-        await cluster.eventually(lambda: _is(setup.holder(), standby_name), timeout=20,
-                                 what=f"{standby_name} takes the Lease")
+        await cluster.eventually(
+            lambda: _is(setup.holder(), standby_name),
+            timeout=20,
+            what=f"{standby_name} takes the Lease",
+        )
         await cluster.create(scenarios.gemeente_resource(GEMEENTEN + 1))
-        await cluster.wait_condition(kube.GEMEENTE, f"gemeente-{GEMEENTEN + 1:04d}", "Ready",
-                                     "True", reason="Served", timeout=30)
+        await cluster.wait_condition(
+            kube.GEMEENTE,
+            f"gemeente-{GEMEENTEN + 1:04d}",
+            "Ready",
+            "True",
+            reason="Served",
+            timeout=30,
+        )
 
         async def counted() -> bool:
             node_status = (await cluster.must_get(kube.KNOOPPUNT, NODE)).get("status") or {}
             return node_status.get("gemeenten") == GEMEENTEN + 1
 
         await cluster.eventually(counted, timeout=15, what="the new gemeente counted")
-        await cluster.eventually(lambda: no_kopf_state(cluster), timeout=15,
-                                 what="no kopf state, the operator's finalizers in place")
+        await cluster.eventually(
+            lambda: no_kopf_state(cluster),
+            timeout=15,
+            what="no kopf state, the operator's finalizers in place",
+        )
         await no_strays(cluster, GEMEENTEN + 1)
         assert standby.leads() is True and standby.reconciled() > 0
 
@@ -509,9 +581,9 @@ async def test_two_replicas_never_reconcile_at_the_same_time(
         last_old = max(moment(e["stageTimestamp"]) for e in old)
         first_new = min(moment(e["requestReceivedTimestamp"]) for e in new)
         assert last_old < first_new, (
-            f"{standby_name} wrote at {first_new} before {holder} had stopped ({last_old})")
+            f"{standby_name} wrote at {first_new} before {holder} had stopped ({last_old})"
+        )
         after = by_user(operator_writes(controlplane, handover, cluster.namespace))
         assert set(after) == {user_of(accounts[standby_name])}, after
         lease = await setup.lease()
         assert lease is not None and lease["spec"]["leaseTransitions"] == 1
-

@@ -16,38 +16,59 @@ from tests.operator.harness import fast_config
 def test_manifests() -> None:
     cluster_role, binding, role, role_binding = rbac.manifests("knooppunt-system")
     assert cluster_role["kind"] == "ClusterRole" and cluster_role["metadata"]["name"] == (
-        "knooppunt-operator")
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "knooppunt-operator",
-                                    "namespace": "knooppunt-system"}]
+        "knooppunt-operator"
+    )
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "knooppunt-operator", "namespace": "knooppunt-system"}
+    ]
     assert role["metadata"]["namespace"] == "knooppunt-system"
-    assert role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                              "verbs": ["get", "create", "patch"]}]
+    assert role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "create", "patch"],
+        }
+    ]
     assert role_binding["roleRef"]["name"] == "knooppunt-operator"
     verbs = {v for rule in cluster_role["rules"] for v in rule["verbs"]}
     assert "update" not in verbs and "*" not in verbs and "escalate" not in verbs
     secret_rules = [r for r in cluster_role["rules"] if "secrets" in r["resources"]]
-    assert secret_rules == [{"apiGroups": [""], "resources": ["secrets"],
-                             "verbs": ["get", "create", "patch", "delete"]}], "never lists Secrets"
+    assert secret_rules == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "patch", "delete"]}
+    ], "never lists Secrets"
     webhook = [r for r in cluster_role["rules"] if r.get("resourceNames")]
-    assert webhook == [{"apiGroups": ["admissionregistration.k8s.io"],
-                        "resources": ["validatingwebhookconfigurations",
-                                      "mutatingwebhookconfigurations"],
-                        "verbs": ["get", "patch"], "resourceNames": ["knooppunt.nl"]}]
+    assert webhook == [
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"],
+            "verbs": ["get", "patch"],
+            "resourceNames": ["knooppunt.nl"],
+        }
+    ]
 
 
 def test_every_kind_a_builder_makes_can_be_applied() -> None:
     kinds = {
-        ("", "serviceaccounts"), ("rbac.authorization.k8s.io", "roles"),
-        ("rbac.authorization.k8s.io", "rolebindings"), ("", "configmaps"),
-        ("", "persistentvolumeclaims"), ("apps", "deployments"), ("", "services"),
-        ("policy", "poddisruptionbudgets"), ("networking.k8s.io", "networkpolicies"),
-        ("", "secrets"), ("apps", "controllerrevisions"),
+        ("", "serviceaccounts"),
+        ("rbac.authorization.k8s.io", "roles"),
+        ("rbac.authorization.k8s.io", "rolebindings"),
+        ("", "configmaps"),
+        ("", "persistentvolumeclaims"),
+        ("apps", "deployments"),
+        ("", "services"),
+        ("policy", "poddisruptionbudgets"),
+        ("networking.k8s.io", "networkpolicies"),
+        ("", "secrets"),
+        ("apps", "controllerrevisions"),
     }
     assert node and revisions and secrets  # the builders whose output these are
     for group, resource in kinds:
         for verb in ("get", "create", "patch"):
             assert rbac.allows(verb, group, resource, namespaced_in_operator_ns=False), (
-                group, resource, verb)
+                group,
+                resource,
+                verb,
+            )
 
 
 def test_the_node_role_grants_only_what_the_operator_holds() -> None:
@@ -57,11 +78,14 @@ def test_the_node_role_grants_only_what_the_operator_holds() -> None:
 
 
 def test_cli_prints_yaml() -> None:
-    out = subprocess.run([sys.executable, "-m", "knooppunt_operator.rbac", "--namespace", "ops"],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "knooppunt_operator.rbac", "--namespace", "ops"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     docs = list(yaml.safe_load_all(out))
-    assert [d["kind"] for d in docs] == ["ClusterRole", "ClusterRoleBinding", "Role",
-                                         "RoleBinding"]
+    assert [d["kind"] for d in docs] == ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
     assert docs[2]["metadata"]["namespace"] == "ops"
 
 

@@ -26,8 +26,12 @@ def bundle_config_map() -> dict[str, Any]:
     for path in BUILTIN.rglob("*"):
         if path.is_file() and path.suffix in (".xsd", ".xsl"):
             data[str(path.relative_to(BUILTIN)).replace("/", "__")] = path.read_text()
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "iwmo-bundle"},
-            "data": data}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "iwmo-bundle"},
+        "data": data,
+    }
 
 
 def test_the_example_connector_is_valid(connector: dict[str, Any]) -> None:
@@ -46,7 +50,8 @@ def test_schema_that_does_not_exist(connector: dict[str, Any]) -> None:
     connector["spec"]["messages"][1]["schema"] = "wmo305-v3.xsd"
     [problem] = webhook.validate_connector(connector)
     assert problem.startswith(
-        "connector iwmo-2-1 message WMO305: schema 'wmo305-v3.xsd' does not compile")
+        "connector iwmo-2-1 message WMO305: schema 'wmo305-v3.xsd' does not compile"
+    )
 
 
 def test_conversion_that_does_not_compile(connector: dict[str, Any]) -> None:
@@ -64,7 +69,8 @@ def test_model_rules_are_reported_with_their_place(connector: dict[str, Any]) ->
     ]
     connector["spec"]["bundle"] = {}
     assert "spec.bundle: bundle needs exactly one of builtin, configMap, path" in (
-        webhook.validate_connector(connector))
+        webhook.validate_connector(connector)
+    )
 
 
 def test_local_bundle_paths_are_refused_on_a_cluster(connector: dict[str, Any]) -> None:

@@ -196,8 +196,15 @@ def test_add_pki_commands_wires_into_a_parent_cli(pki_dir: Path) -> None:
 
 def test_module_entry_point(pki_dir: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "node_runtime.security.pki.cli", "pki", "list",
-         "--dir", str(pki_dir)],
+        [
+            sys.executable,
+            "-m",
+            "node_runtime.security.pki.cli",
+            "pki",
+            "list",
+            "--dir",
+            str(pki_dir),
+        ],
         capture_output=True,
         text=True,
         cwd=REPO,

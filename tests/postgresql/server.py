@@ -56,8 +56,9 @@ def find_bin_dir() -> Path | None:
     if env:
         candidates.append(Path(env))
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True,
-                             timeout=10, check=True)
+        out = subprocess.run(
+            ["pg_config", "--bindir"], capture_output=True, text=True, timeout=10, check=True
+        )
         candidates.append(Path(out.stdout.strip()))
 
     def version(p: Path) -> tuple[int, ...]:
@@ -128,8 +129,9 @@ class PostgresServer:
 
     def url_for(self, database: str, *, admin: bool = False) -> str:
         """SQLAlchemy URL (psycopg 3) over TCP to one database."""
-        user, password = (SUPERUSER, self.superuser_password) if admin else (
-            APP_ROLE, self.password)
+        user, password = (
+            (SUPERUSER, self.superuser_password) if admin else (APP_ROLE, self.password)
+        )
         return f"postgresql+psycopg://{user}:{password}@127.0.0.1:{self.port}/{database}"
 
     @property
@@ -142,8 +144,7 @@ class PostgresServer:
         return self.url_for("postgres", admin=True)
 
     def _dsn(self, database: str = "postgres", *, admin: bool = True) -> str:
-        return self.url_for(database, admin=admin).replace("postgresql+psycopg://",
-                                                           "postgresql://")
+        return self.url_for(database, admin=admin).replace("postgresql+psycopg://", "postgresql://")
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -151,8 +152,12 @@ class PostgresServer:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def start(self) -> None:
@@ -208,18 +213,35 @@ class PostgresServer:
         pwfile.chmod(0o600)
         self._chown(pwfile)
         result = subprocess.run(
-            [str(self.bin_dir / "initdb"), "--pgdata", str(self.data_dir),
-             "--username", SUPERUSER, "--pwfile", str(pwfile),
-             "--auth-local", "scram-sha-256", "--auth-host", "scram-sha-256",
-             "--encoding", "UTF8", "--locale", "C", "--no-instructions"],
-            capture_output=True, timeout=120, check=False,
+            [
+                str(self.bin_dir / "initdb"),
+                "--pgdata",
+                str(self.data_dir),
+                "--username",
+                SUPERUSER,
+                "--pwfile",
+                str(pwfile),
+                "--auth-local",
+                "scram-sha-256",
+                "--auth-host",
+                "scram-sha-256",
+                "--encoding",
+                "UTF8",
+                "--locale",
+                "C",
+                "--no-instructions",
+            ],
+            capture_output=True,
+            timeout=120,
+            check=False,
             **self._child_kwargs(),  # type: ignore[arg-type]
         )
         pwfile.unlink()
         if result.returncode != 0:
             raise PostgresError(
                 f"initdb failed ({result.returncode}):\n"
-                + result.stdout.decode(errors="replace") + result.stderr.decode(errors="replace")
+                + result.stdout.decode(errors="replace")
+                + result.stderr.decode(errors="replace")
             )
 
     def _start_server(self) -> None:
@@ -229,20 +251,37 @@ class PostgresServer:
             log = self.log_path.open("ab")
             try:
                 self._proc = subprocess.Popen(
-                    [str(self.bin_dir / "postgres"), "-D", str(self.data_dir),
-                     "-c", f"port={self.port}",
-                     "-c", "listen_addresses=127.0.0.1",
-                     "-c", f"unix_socket_directories={self.socket_dir}",
-                     "-c", "fsync=on",
-                     "-c", "synchronous_commit=on",
-                     "-c", "full_page_writes=on",
-                     "-c", "max_connections=300",
-                     "-c", "shared_buffers=64MB",
-                     "-c", "log_min_messages=warning",
-                     "-c", "log_line_prefix=%m [%p] %q%u@%d ",
-                     "-c", "log_timezone=UTC",
-                     "-c", "timezone=UTC"],
-                    stdout=log, stderr=subprocess.STDOUT,
+                    [
+                        str(self.bin_dir / "postgres"),
+                        "-D",
+                        str(self.data_dir),
+                        "-c",
+                        f"port={self.port}",
+                        "-c",
+                        "listen_addresses=127.0.0.1",
+                        "-c",
+                        f"unix_socket_directories={self.socket_dir}",
+                        "-c",
+                        "fsync=on",
+                        "-c",
+                        "synchronous_commit=on",
+                        "-c",
+                        "full_page_writes=on",
+                        "-c",
+                        "max_connections=300",
+                        "-c",
+                        "shared_buffers=64MB",
+                        "-c",
+                        "log_min_messages=warning",
+                        "-c",
+                        "log_line_prefix=%m [%p] %q%u@%d ",
+                        "-c",
+                        "log_timezone=UTC",
+                        "-c",
+                        "timezone=UTC",
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                     preexec_fn=_pdeathsig(),  # type: ignore[arg-type]
                     **self._child_kwargs(),  # type: ignore[arg-type]
                 )
@@ -271,8 +310,11 @@ class PostgresServer:
 
     def _bootstrap(self) -> None:
         with psycopg.connect(self._dsn(), autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                sql.Identifier(APP_ROLE), sql.Literal(self.password)))
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(APP_ROLE), sql.Literal(self.password)
+                )
+            )
         self.create_database(self.database)
 
     def create_database(self, name: str) -> str:
@@ -280,15 +322,19 @@ class PostgresServer:
         if not _NAME.match(name):
             raise ValueError(f"not a plain database name: {name!r}")
         with psycopg.connect(self._dsn(), autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(name), sql.Identifier(APP_ROLE)))
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(name), sql.Identifier(APP_ROLE)
+                )
+            )
         return self.url_for(name)
 
     def drop_database(self, name: str) -> None:
         """DROP DATABASE, disconnecting whatever is still connected to it."""
         with psycopg.connect(self._dsn(), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None

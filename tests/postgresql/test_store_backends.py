@@ -51,6 +51,7 @@ CONNECTOR = "iwmo-2-1"
 
 # -- backends --------------------------------------------------------------------------------
 
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty database: a SQLite file, or a fresh PostgreSQL database."""
@@ -84,58 +85,107 @@ def store(open_store: Callable[[], SqlStore]) -> SqlStore:
 
 # -- records ---------------------------------------------------------------------------------
 
+
 def _id() -> str:
     return str(uuid.uuid4())
 
 
 def message(
-    sender_message_id: str | None = None, *, sender: str = AANBIEDER,
-    recipient: str = AMSTERDAM, at: datetime = T0, payload: bytes = b"<WMO305/>",
+    sender_message_id: str | None = None,
+    *,
+    sender: str = AANBIEDER,
+    recipient: str = AMSTERDAM,
+    at: datetime = T0,
+    payload: bytes = b"<WMO305/>",
 ) -> MessageRecord:
     return MessageRecord(
-        id=_id(), connector=CONNECTOR, connector_revision=3, message_type="WMO305",
-        direction="toGemeente", sender=sender, recipient=recipient,
+        id=_id(),
+        connector=CONNECTOR,
+        connector_revision=3,
+        message_type="WMO305",
+        direction="toGemeente",
+        sender=sender,
+        recipient=recipient,
         sender_message_id=sender_message_id or _id(),
-        payload_sha256=hashlib.sha256(payload).hexdigest(), payload=payload,
-        received_at=at, trace_id=uuid.uuid4().hex, controller=recipient,
-        answer_status=200, answer_body=b"<WMO306/>", answer_content_type="application/xml",
+        payload_sha256=hashlib.sha256(payload).hexdigest(),
+        payload=payload,
+        received_at=at,
+        trace_id=uuid.uuid4().hex,
+        controller=recipient,
+        answer_status=200,
+        answer_body=b"<WMO306/>",
+        answer_content_type="application/xml",
     )
 
 
 def delivery(
-    msg: MessageRecord, *, kind: MailboxKind = "gemeente", mailbox: str = AMSTERDAM,
-    purpose: str | None = "toewijzing", mode: str = "pull", content: bytes = b"<m/>",
-    order_key: str | None = None, at: datetime = T0,
+    msg: MessageRecord,
+    *,
+    kind: MailboxKind = "gemeente",
+    mailbox: str = AMSTERDAM,
+    purpose: str | None = "toewijzing",
+    mode: str = "pull",
+    content: bytes = b"<m/>",
+    order_key: str | None = None,
+    at: datetime = T0,
 ) -> DeliveryRecord:
     return DeliveryRecord(
-        id=_id(), message_id=msg.id, mailbox_kind=kind, mailbox_id=mailbox,
-        connector=msg.connector, message_type=msg.message_type, purpose=purpose,
-        legal_basis="Wmo 2015 art. 2.3.5" if purpose else None, content=content,
-        content_type="application/xml", subject_refs=("ps-1", "ps-2"), order_key=order_key,
-        created_at=at, delivery_mode=mode,
+        id=_id(),
+        message_id=msg.id,
+        mailbox_kind=kind,
+        mailbox_id=mailbox,
+        connector=msg.connector,
+        message_type=msg.message_type,
+        purpose=purpose,
+        legal_basis="Wmo 2015 art. 2.3.5" if purpose else None,
+        content=content,
+        content_type="application/xml",
+        subject_refs=("ps-1", "ps-2"),
+        order_key=order_key,
+        created_at=at,
+        delivery_mode=mode,
         endpoint="https://gemeente.example/inbox" if mode == "push" else None,
     )
 
 
 def log(
-    *, controller: str = AMSTERDAM, activity: str = "ontvangen", purpose: str = "toewijzing",
-    subject_ref: str | None = "ps-1", connector: str | None = CONNECTOR,
-    trace_id: str | None = None, at: datetime = T0, message_id: str | None = None,
-    delivery_id: str | None = None, outcome: str = "ok",
+    *,
+    controller: str = AMSTERDAM,
+    activity: str = "ontvangen",
+    purpose: str = "toewijzing",
+    subject_ref: str | None = "ps-1",
+    connector: str | None = CONNECTOR,
+    trace_id: str | None = None,
+    at: datetime = T0,
+    message_id: str | None = None,
+    delivery_id: str | None = None,
+    outcome: str = "ok",
 ) -> LogRecord:
     return LogRecord(
-        id=_id(), timestamp=at, trace_id=trace_id or uuid.uuid4().hex,
-        span_id=uuid.uuid4().hex[:16], parent_span_id=None, activity=activity,
-        purpose=purpose, legal_basis="Wmo 2015", controller=controller,
-        actor="knooppunt-zorg", subject_ref=subject_ref, connector=connector,
-        message_type="WMO305" if connector else None, message_id=message_id,
-        delivery_id=delivery_id, outcome=outcome, detail=None,
+        id=_id(),
+        timestamp=at,
+        trace_id=trace_id or uuid.uuid4().hex,
+        span_id=uuid.uuid4().hex[:16],
+        parent_span_id=None,
+        activity=activity,
+        purpose=purpose,
+        legal_basis="Wmo 2015",
+        controller=controller,
+        actor="knooppunt-zorg",
+        subject_ref=subject_ref,
+        connector=connector,
+        message_type="WMO305" if connector else None,
+        message_id=message_id,
+        delivery_id=delivery_id,
+        outcome=outcome,
+        detail=None,
     )
 
 
 def intake(msg: MessageRecord, *deliveries: DeliveryRecord, logs: int = 1) -> IntakeCommit:
     return IntakeCommit(
-        message=msg, deliveries=list(deliveries),
+        message=msg,
+        deliveries=list(deliveries),
         log=[log(message_id=msg.id, at=msg.received_at) for _ in range(logs)],
     )
 
@@ -154,12 +204,18 @@ def run_together(n: int, fn: Callable[[int], Any]) -> list[Any]:
 
 def migration_rows(s: SqlStore) -> list[int]:
     with s.engine.connect() as conn:
-        return [r[0] for r in conn.execute(
-            sa.select(schema.schema_migrations.c.version)
-            .order_by(schema.schema_migrations.c.version))]
+        return [
+            r[0]
+            for r in conn.execute(
+                sa.select(schema.schema_migrations.c.version).order_by(
+                    schema.schema_migrations.c.version
+                )
+            )
+        ]
 
 
 # -- migrations ------------------------------------------------------------------------------
+
 
 def test_migrate_creates_schema_and_is_idempotent(open_store: Callable[[], SqlStore]) -> None:
     first = open_store()
@@ -205,6 +261,7 @@ def test_failed_migration_leaves_nothing_behind(
 
 
 # -- intake ----------------------------------------------------------------------------------
+
 
 def test_commit_intake_round_trip(store: SqlStore) -> None:
     msg = message(payload=bytes(range(256)))  # arbitrary bytes survive (bytea / blob)
@@ -309,8 +366,9 @@ def test_concurrent_intakes_on_one_store_share_commits_and_stay_separate(
     assert isinstance(results[-1], IntegrityError)
     outcomes = results[:-1]
     assert all(not isinstance(r, Exception) for r in outcomes)
-    created = {r[0].sender_message_id: r[0] for r in outcomes
-               if not isinstance(r, Exception) and r[1]}
+    created = {
+        r[0].sender_message_id: r[0] for r in outcomes if not isinstance(r, Exception) and r[1]
+    }
     replays = [r[0] for r in outcomes if not isinstance(r, Exception) and not r[1]]
     assert sorted(created) == sorted(m.sender_message_id for m in msgs)
     assert len(replays) == 3
@@ -337,8 +395,9 @@ def test_log_writes_join_the_intake_group_commit_and_survive_a_broken_batch(
     broken = message("mixed-broken")
     good = delivery(broken)
     commits.append(intake(broken, good, replace(delivery(broken, mailbox=UTRECHT), id=good.id)))
-    refusals = [[log(activity="refuse", outcome="unknown-connector", subject_ref=None)]
-                for _ in range(12)]
+    refusals = [
+        [log(activity="refuse", outcome="unknown-connector", subject_ref=None)] for _ in range(12)
+    ]
 
     def submit(i: int) -> object:
         try:
@@ -351,8 +410,7 @@ def test_log_writes_join_the_intake_group_commit_and_survive_a_broken_batch(
 
     results = run_together(len(commits) + len(refusals), submit)
     assert isinstance(results[len(commits) - 1], IntegrityError)
-    assert all(not isinstance(r, Exception) for i, r in enumerate(results)
-               if i != len(commits) - 1)
+    assert all(not isinstance(r, Exception) for i, r in enumerate(results) if i != len(commits) - 1)
     assert store.count_rows() == {
         "messages": 8,
         "deliveries": 8,
@@ -371,14 +429,17 @@ def test_write_log(store: SqlStore) -> None:
 
 # -- mailbox ---------------------------------------------------------------------------------
 
+
 def _fill_mailboxes(store: SqlStore) -> list[DeliveryRecord]:
     """Five deliveries for Amsterdam (in intake order) and noise for other mailboxes."""
     mine: list[DeliveryRecord] = []
     for i in range(5):
         msg = message(at=T0 + timedelta(minutes=i))
         d = delivery(msg, content=f"<m n='{i}'/>".encode(), at=msg.received_at)
-        noise = [delivery(msg, mailbox=UTRECHT),
-                 delivery(msg, kind="participant", mailbox=AMSTERDAM, purpose=None)]
+        noise = [
+            delivery(msg, mailbox=UTRECHT),
+            delivery(msg, kind="participant", mailbox=AMSTERDAM, purpose=None),
+        ]
         store.commit_intake(intake(msg, noise[0], d, noise[1]))
         mine.append(d)
     return mine
@@ -436,7 +497,8 @@ def test_concurrent_acknowledgements_take_effect_once(
     target = _fill_mailboxes(replicas[0])[0]
     logs = [[log(activity="afgeleverd", delivery_id=target.id)] for _ in replicas]
     results = run_together(
-        4, lambda i: replicas[i].acknowledge("gemeente", AMSTERDAM, target.id, logs[i]))
+        4, lambda i: replicas[i].acknowledge("gemeente", AMSTERDAM, target.id, logs[i])
+    )
     assert sorted(results) == [False, False, False, True]
     logged = replicas[0].query_log(LogQuery(controller=AMSTERDAM, activity="afgeleverd"))
     assert len(logged) == 1
@@ -448,8 +510,7 @@ def test_record_read_counts_and_logs(store: SqlStore) -> None:
     store.record_read(target.id, [])
     got = store.get_delivery("gemeente", AMSTERDAM, target.id)
     assert got is not None and got.read_count == 2
-    others = [d.read_count for d in store.list_mailbox("gemeente", AMSTERDAM)
-              if d.id != target.id]
+    others = [d.read_count for d in store.list_mailbox("gemeente", AMSTERDAM) if d.id != target.id]
     assert others == [0, 0, 0, 0]
     logged = store.query_log(LogQuery(controller=AMSTERDAM, activity="geraadpleegd"))
     assert [r.delivery_id for r in logged] == [target.id]
@@ -459,8 +520,12 @@ def test_count_pending(store: SqlStore) -> None:
     assert store.count_pending() == 0
     mine = _fill_mailboxes(store)
     other = message()
-    store.commit_intake(IntakeCommit(message=replace(other, connector="ijw-3-2"),
-                                     deliveries=[replace(delivery(other), connector="ijw-3-2")]))
+    store.commit_intake(
+        IntakeCommit(
+            message=replace(other, connector="ijw-3-2"),
+            deliveries=[replace(delivery(other), connector="ijw-3-2")],
+        )
+    )
     assert store.count_pending() == 16
     assert store.count_pending(gemeente=AMSTERDAM) == 6
     assert store.count_pending(connector=CONNECTOR) == 15
@@ -469,11 +534,14 @@ def test_count_pending(store: SqlStore) -> None:
     store.acknowledge("gemeente", AMSTERDAM, mine[0].id, [])
     assert store.count_pending(gemeente=AMSTERDAM, connector=CONNECTOR) == 4
     assert store.pending_count() == {
-        ("gemeente", AMSTERDAM): 5, ("gemeente", UTRECHT): 5, ("participant", AMSTERDAM): 5,
+        ("gemeente", AMSTERDAM): 5,
+        ("gemeente", UTRECHT): 5,
+        ("participant", AMSTERDAM): 5,
     }
 
 
 # -- processing log --------------------------------------------------------------------------
+
 
 def test_query_log_filters(store: SqlStore) -> None:
     trace = uuid.uuid4().hex
@@ -510,16 +578,19 @@ def test_query_log_filters(store: SqlStore) -> None:
 
 # -- the PostgreSQL fixtures themselves ------------------------------------------------------
 
+
 @pytest.mark.postgresql
 def test_postgresql_url_is_a_fresh_private_database(postgresql_url: str) -> None:
     engine = sa.create_engine(postgresql_url)
     try:
         with engine.connect() as conn:
-            row = conn.execute(sa.text(
-                "SELECT current_user, current_database(), inet_server_addr()::text,"
-                " current_setting('fsync'), current_setting('synchronous_commit'),"
-                " (SELECT count(*) FROM pg_tables WHERE schemaname = 'public')"
-            )).one()
+            row = conn.execute(
+                sa.text(
+                    "SELECT current_user, current_database(), inet_server_addr()::text,"
+                    " current_setting('fsync'), current_setting('synchronous_commit'),"
+                    " (SELECT count(*) FROM pg_tables WHERE schemaname = 'public')"
+                )
+            ).one()
     finally:
         engine.dispose()
     user, database, address, fsync, sync_commit, tables = row
@@ -546,18 +617,26 @@ def test_v2_adds_push_columns_to_a_v1_database(tmp_path) -> None:  # type: ignor
     url = f"sqlite+pysqlite:///{tmp_path / 'old.db'}"
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
-                          "applied_at TIMESTAMP NOT NULL)"))
+        conn.execute(
+            text(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+                "applied_at TIMESTAMP NOT NULL)"
+            )
+        )
         conn.execute(text("INSERT INTO schema_migrations VALUES (1, '2026-01-01')"))
         conn.execute(text("CREATE TABLE messages (id VARCHAR(36) PRIMARY KEY)"))
-        conn.execute(text(
-            "CREATE TABLE deliveries (seq INTEGER PRIMARY KEY, id VARCHAR(36), message_id "
-            "VARCHAR(36), mailbox_kind VARCHAR(16), mailbox_id VARCHAR(64), connector "
-            "VARCHAR(63), message_type VARCHAR(63), purpose VARCHAR(63), legal_basis TEXT, "
-            "content BLOB, content_type VARCHAR(100), subject_refs TEXT, order_key VARCHAR(64), "
-            "delivery_mode VARCHAR(8), endpoint TEXT, created_at TIMESTAMP, acknowledged_at "
-            "TIMESTAMP, read_count INTEGER, status VARCHAR(16), attempts INTEGER, "
-            "next_attempt_at TIMESTAMP, last_error TEXT, purged_at TIMESTAMP)"))
+        conn.execute(
+            text(
+                "CREATE TABLE deliveries (seq INTEGER PRIMARY KEY, id VARCHAR(36), message_id "
+                "VARCHAR(36), mailbox_kind VARCHAR(16), mailbox_id VARCHAR(64), connector "
+                "VARCHAR(63), message_type VARCHAR(63), purpose VARCHAR(63), legal_basis TEXT, "
+                "content BLOB, content_type VARCHAR(100), subject_refs TEXT, "
+                "order_key VARCHAR(64), "
+                "delivery_mode VARCHAR(8), endpoint TEXT, created_at TIMESTAMP, acknowledged_at "
+                "TIMESTAMP, read_count INTEGER, status VARCHAR(16), attempts INTEGER, "
+                "next_attempt_at TIMESTAMP, last_error TEXT, purged_at TIMESTAMP)"
+            )
+        )
     engine.dispose()
     store = SqlStore(url)
     assert store.migrate() == max(v for v, _ in MIGRATIONS)

@@ -90,36 +90,74 @@ def test_sigkill_under_load_loses_nothing_and_applies_nothing_twice(
     own = pki.clients[node_client_name(NODE)]
     port = free_port()
     data = tmp_path / "data"
-    runtime = Runtime([sys.executable, "-m", "node_runtime.cli", "up", "-f", str(resource_dir),
-                       "--node", NODE, "--data-dir", str(data), "--port", str(port),
-                       "--tls-cert", str(pki.server.chain), "--tls-key", str(pki.server.key),
-                       "--tls-trust", str(pki.ca_bundle), "--tls-crl", str(pki.crl),
-                       "--delivery-cert", str(own.chain), "--delivery-key", str(own.key),
-                       "--log-level", "WARNING"], port, tmp_path / "runtime.log")
+    runtime = Runtime(
+        [
+            sys.executable,
+            "-m",
+            "node_runtime.cli",
+            "up",
+            "-f",
+            str(resource_dir),
+            "--node",
+            NODE,
+            "--data-dir",
+            str(data),
+            "--port",
+            str(port),
+            "--tls-cert",
+            str(pki.server.chain),
+            "--tls-key",
+            str(pki.server.key),
+            "--tls-trust",
+            str(pki.ca_bundle),
+            "--tls-crl",
+            str(pki.crl),
+            "--delivery-cert",
+            str(own.chain),
+            "--delivery-key",
+            str(own.key),
+            "--log-level",
+            "WARNING",
+        ],
+        port,
+        tmp_path / "runtime.log",
+    )
 
-    base = next(p.read_bytes() for p in sorted(MESSAGES.glob("wmo305*.xml"))
-                if header(p.read_bytes())["Ontvanger"] == ROTTERDAM)
+    base = next(
+        p.read_bytes()
+        for p in sorted(MESSAGES.glob("wmo305*.xml"))
+        if header(p.read_bytes())["Ontvanger"] == ROTTERDAM
+    )
     agb = header(base)["Afzender"]
-    provider = next(p.name for p in resources.connectors[CONNECTOR].spec.participants
-                    if agb in p.identifiers)
+    provider = next(
+        p.name for p in resources.connectors[CONNECTOR].spec.participants if agb in p.identifiers
+    )
     bsns = valid_bsns(25)
-    bodies = [replace_first(with_new_id(base, f"K{i:011d}"), "Bsn", bsns[i % len(bsns)])
-              for i in range(MESSAGE_COUNT)]
+    bodies = [
+        replace_first(with_new_id(base, f"K{i:011d}"), "Bsn", bsns[i % len(bsns)])
+        for i in range(MESSAGE_COUNT)
+    ]
     accepted: dict[str, str] = {}  # sender identification -> node message id
     lock = threading.Lock()
     done = threading.Event()
     paths = pki.clients[provider]
 
     def send(part: list[bytes]) -> None:
-        client = httpx.Client(base_url=f"https://localhost:{port}", timeout=30,
-                              verify=client_context(paths.chain, paths.key, pki.ca_bundle))
+        client = httpx.Client(
+            base_url=f"https://localhost:{port}",
+            timeout=30,
+            verify=client_context(paths.chain, paths.key, pki.ca_bundle),
+        )
         for body in part:
             ident = re.search(rb"<(?:\w+:)?Identificatie>([^<]+)<", body)
             assert ident
             while True:
                 try:
-                    resp = client.post(f"/api/v1/connectors/{CONNECTOR}/messages",
-                                       content=body, headers={"content-type": "application/xml"})
+                    resp = client.post(
+                        f"/api/v1/connectors/{CONNECTOR}/messages",
+                        content=body,
+                        headers={"content-type": "application/xml"},
+                    )
                 except httpx.TransportError:
                     time.sleep(0.05)  # no answer: the sender must send again
                     continue
@@ -131,8 +169,9 @@ def test_sigkill_under_load_loses_nothing_and_applies_nothing_twice(
 
     runtime.start()
     try:
-        senders = [threading.Thread(target=send, args=(bodies[i::SENDERS],))
-                   for i in range(SENDERS)]
+        senders = [
+            threading.Thread(target=send, args=(bodies[i::SENDERS],)) for i in range(SENDERS)
+        ]
         for t in senders:
             t.start()
 
@@ -160,8 +199,13 @@ def test_sigkill_under_load_loses_nothing_and_applies_nothing_twice(
 
         def unsettled() -> int:
             with store.engine.connect() as conn:
-                return int(conn.execute(select(func.count()).select_from(d).where(
-                    d.c.delivery_mode == "push", d.c.status != "delivered")).scalar_one())
+                return int(
+                    conn.execute(
+                        select(func.count())
+                        .select_from(d)
+                        .where(d.c.delivery_mode == "push", d.c.status != "delivered")
+                    ).scalar_one()
+                )
 
         deadline = time.monotonic() + 180
         while unsettled() and time.monotonic() < deadline:
@@ -174,15 +218,21 @@ def test_sigkill_under_load_loses_nothing_and_applies_nothing_twice(
     assert len(accepted) == MESSAGE_COUNT
     with store.engine.connect() as conn:
         stored = int(conn.execute(select(func.count()).select_from(schema.messages)).scalar_one())
-        pushed = int(conn.execute(select(func.count()).select_from(d).where(
-            d.c.delivery_mode == "push")).scalar_one())
+        pushed = int(
+            conn.execute(
+                select(func.count()).select_from(d).where(d.c.delivery_mode == "push")
+            ).scalar_one()
+        )
     store.close()
     assert stored == MESSAGE_COUNT, "an intake retry created a second message"
     assert pushed == MESSAGE_COUNT, "one push delivery per message and subscription"
-    applied_messages = [env["hoofdObject"].removeprefix("urn:uuid:")
-                        for env in receiver.applied.values()]
+    applied_messages = [
+        env["hoofdObject"].removeprefix("urn:uuid:") for env in receiver.applied.values()
+    ]
     assert sorted(applied_messages) == sorted(accepted.values()), "lost or doubled"
     assert len(set(applied_messages)) == len(applied_messages)
-    print(f"\n{MESSAGE_COUNT} messages, {runtime.kills} SIGKILLs, "
-          f"{receiver.received} push requests, {receiver.duplicates} redeliveries dropped by "
-          f"idempotency key, 0 lost, 0 applied twice")
+    print(
+        f"\n{MESSAGE_COUNT} messages, {runtime.kills} SIGKILLs, "
+        f"{receiver.received} push requests, {receiver.duplicates} redeliveries dropped by "
+        f"idempotency key, 0 lost, 0 applied twice"
+    )

@@ -31,8 +31,9 @@ MESSAGES_PER_RUN = 600
 
 @pytest.mark.postgresql
 @pytest.mark.slow
-def test_two_replicas_one_killed(tmp_path: Path, resource_dir: Path, dev_pki: DevPki,
-                                 receiver: Receiver, postgresql_url: str) -> None:
+def test_two_replicas_one_killed(
+    tmp_path: Path, resource_dir: Path, dev_pki: DevPki, receiver: Receiver, postgresql_url: str
+) -> None:
     configure(resource_dir, receiver.url, circuitBreakerThreshold=1000)
     resources = load_paths([resource_dir])
     pki = ensure_for_resources(dev_pki.store.directory, resources, NODE)
@@ -44,32 +45,70 @@ def test_two_replicas_one_killed(tmp_path: Path, resource_dir: Path, dev_pki: De
     try:
         for i in range(2):
             port = free_port()
-            replicas.append(Runtime(
-                [sys.executable, "-m", "node_runtime.cli", "up", "-f", str(resource_dir),
-                 "--node", NODE, "--data-dir", str(tmp_path / f"r{i}"), "--port", str(port),
-                 "--database-url", postgresql_url,
-                 "--tls-cert", str(pki.server.chain), "--tls-key", str(pki.server.key),
-                 "--tls-trust", str(pki.ca_bundle), "--tls-crl", str(pki.crl),
-                 "--delivery-cert", str(own.chain), "--delivery-key", str(own.key),
-                 "--log-level", "WARNING"], port, tmp_path / f"replica{i}.log"))
+            replicas.append(
+                Runtime(
+                    [
+                        sys.executable,
+                        "-m",
+                        "node_runtime.cli",
+                        "up",
+                        "-f",
+                        str(resource_dir),
+                        "--node",
+                        NODE,
+                        "--data-dir",
+                        str(tmp_path / f"r{i}"),
+                        "--port",
+                        str(port),
+                        "--database-url",
+                        postgresql_url,
+                        "--tls-cert",
+                        str(pki.server.chain),
+                        "--tls-key",
+                        str(pki.server.key),
+                        "--tls-trust",
+                        str(pki.ca_bundle),
+                        "--tls-crl",
+                        str(pki.crl),
+                        "--delivery-cert",
+                        str(own.chain),
+                        "--delivery-key",
+                        str(own.key),
+                        "--log-level",
+                        "WARNING",
+                    ],
+                    port,
+                    tmp_path / f"replica{i}.log",
+                )
+            )
         for r in replicas:
             r.start()
-        base = next(p.read_bytes() for p in sorted(MESSAGES.glob("wmo305*.xml"))
-                    if header(p.read_bytes())["Ontvanger"] == "0599")
+        base = next(
+            p.read_bytes()
+            for p in sorted(MESSAGES.glob("wmo305*.xml"))
+            if header(p.read_bytes())["Ontvanger"] == "0599"
+        )
         agb = header(base)["Afzender"]
-        provider = next(p.name for p in resources.connectors[CONNECTOR].spec.participants
-                        if agb in p.identifiers)
+        provider = next(
+            p.name
+            for p in resources.connectors[CONNECTOR].spec.participants
+            if agb in p.identifiers
+        )
         bsns = valid_bsns(20)
-        bodies = [replace_first(with_new_id(base, f"R{i:011d}"), "Bsn", bsns[i % len(bsns)])
-                  for i in range(MESSAGES_PER_RUN)]
+        bodies = [
+            replace_first(with_new_id(base, f"R{i:011d}"), "Bsn", bsns[i % len(bsns)])
+            for i in range(MESSAGES_PER_RUN)
+        ]
         accepted: dict[str, str] = {}
         lock = threading.Lock()
         paths = pki.clients[provider]
         ctx = client_context(paths.chain, paths.key, pki.ca_bundle)
 
         def send(part: list[bytes], prefer: int) -> None:
-            clients = [httpx.Client(base_url=f"https://localhost:{r.port}", verify=ctx,
-                                    timeout=30) for r in replicas]
+            clients = [
+                httpx.Client(base_url=f"https://localhost:{r.port}", verify=ctx, timeout=30)
+                for r in replicas
+            ]
             for body in part:
                 ident = re.search(rb"<(?:\w+:)?Identificatie>([^<]+)<", body)
                 assert ident
@@ -77,8 +116,10 @@ def test_two_replicas_one_killed(tmp_path: Path, resource_dir: Path, dev_pki: De
                 while True:
                     try:
                         resp = clients[target].post(
-                            f"/api/v1/connectors/{CONNECTOR}/messages", content=body,
-                            headers={"content-type": "application/xml"})
+                            f"/api/v1/connectors/{CONNECTOR}/messages",
+                            content=body,
+                            headers={"content-type": "application/xml"},
+                        )
                     except httpx.TransportError:
                         target = 1 - target  # fail over to the other replica
                         time.sleep(0.05)
@@ -102,16 +143,22 @@ def test_two_replicas_one_killed(tmp_path: Path, resource_dir: Path, dev_pki: De
 
         def unsettled() -> int:
             with store.engine.connect() as conn:
-                return int(conn.execute(select(func.count()).select_from(d).where(
-                    d.c.delivery_mode == "push", d.c.status != "delivered")).scalar_one())
+                return int(
+                    conn.execute(
+                        select(func.count())
+                        .select_from(d)
+                        .where(d.c.delivery_mode == "push", d.c.status != "delivered")
+                    ).scalar_one()
+                )
 
         deadline = time.monotonic() + 180
         while unsettled() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert unsettled() == 0
         with store.engine.connect() as conn:
-            stored = int(conn.execute(select(func.count()).select_from(schema.messages))
-                         .scalar_one())
+            stored = int(
+                conn.execute(select(func.count()).select_from(schema.messages)).scalar_one()
+            )
         store.close()
     finally:
         os.environ.pop("KNOOPPUNT_PSEUDONYM_KEY_FILE", None)

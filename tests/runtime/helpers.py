@@ -25,8 +25,9 @@ def header(xml: bytes) -> dict[str, str]:
 
 def retourcodes(xml: bytes) -> list[str]:
     root = etree.fromstring(xml)
-    return [e.text or "" for e in root.iter() if isinstance(e.tag, str)
-            and local(e) == "RetourCode"]
+    return [
+        e.text or "" for e in root.iter() if isinstance(e.tag, str) and local(e) == "RetourCode"
+    ]
 
 
 def retour_schema(name: str) -> etree.XMLSchema:
@@ -39,8 +40,9 @@ def bsns(xml: bytes) -> list[str]:
 
 
 def with_new_id(xml: bytes, new_id: str) -> bytes:
-    return re.sub(rb"(<(\w+:)?Identificatie>)[^<]*(</)", rb"\g<1>" + new_id.encode() + rb"\g<3>",
-                  xml, count=1)
+    return re.sub(
+        rb"(<(\w+:)?Identificatie>)[^<]*(</)", rb"\g<1>" + new_id.encode() + rb"\g<3>", xml, count=1
+    )
 
 
 def replace_first(xml: bytes, element: str, value: str) -> bytes:

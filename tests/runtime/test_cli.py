@@ -19,11 +19,19 @@ KNOOPPUNT = [sys.executable, "-m", "node_runtime.cli"]
 
 
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    out = subprocess.run([*KNOOPPUNT, "demo", "--dir", str(tmp_path / "demo"),
-                          "-f", str(EXAMPLES)], capture_output=True, text=True, timeout=300,
-                         cwd=REPO, check=True).stdout
-    summary = re.search(r"Summary: accepted (\d+), rejected with retourcodes (\d+), refused with "
-                        r"problem details (\d+), delivered (\d+) \(pushed (\d+)", out)
+    out = subprocess.run(
+        [*KNOOPPUNT, "demo", "--dir", str(tmp_path / "demo"), "-f", str(EXAMPLES)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        check=True,
+    ).stdout
+    summary = re.search(
+        r"Summary: accepted (\d+), rejected with retourcodes (\d+), refused with "
+        r"problem details (\d+), delivered (\d+) \(pushed (\d+)",
+        out,
+    )
     assert summary, out
     accepted, rejected, refused, delivered, pushed = map(int, summary.groups())
     examples = len(list((EXAMPLES / "messages").glob("*.xml")))
@@ -32,29 +40,50 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert pushed >= 1 and delivered >= accepted
     assert "0435" in out and "0018" in out and "dtd-forbidden" in out
     # no BSN of the example messages in what the demo prints
-    bsns = set(re.findall(rb"Bsn>(\d{9})<", b"".join(
-        p.read_bytes() for p in (EXAMPLES / "messages").glob("*.xml"))))
+    bsns = set(
+        re.findall(
+            rb"Bsn>(\d{9})<",
+            b"".join(p.read_bytes() for p in (EXAMPLES / "messages").glob("*.xml")),
+        )
+    )
     assert not any(b.decode() in out for b in bsns)
 
 
 def test_validate_reports_broken_resources(tmp_path: Path) -> None:
-    ok = subprocess.run([*KNOOPPUNT, "validate", "-f", str(EXAMPLES)], capture_output=True,
-                        text=True, timeout=120, check=False)
+    ok = subprocess.run(
+        [*KNOOPPUNT, "validate", "-f", str(EXAMPLES)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert ok.returncode == 0 and "iwmo-2-1" in ok.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text((EXAMPLES / "connector.yaml").read_text().replace("wmo305.xsd", "missing.xsd"))
-    failed = subprocess.run([*KNOOPPUNT, "validate", "-f", str(bad)], capture_output=True,
-                            text=True, timeout=120, check=False)
+    failed = subprocess.run(
+        [*KNOOPPUNT, "validate", "-f", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert failed.returncode == 1 and "missing.xsd" in failed.stderr
 
 
 def test_serve_takes_its_settings_from_the_environment(tmp_path: Path, dev_pki: DevPki) -> None:
     port, health = free_port(), free_port()
-    env = dict(os.environ, KNOOPPUNT_NODE=NODE, KNOOPPUNT_RESOURCES=f'["{EXAMPLES}"]',
-               KNOOPPUNT_DATA_DIR=str(tmp_path), KNOOPPUNT_PORT=str(port),
-               KNOOPPUNT_HEALTH_PORT=str(health), KNOOPPUNT_TLS_CERT=str(dev_pki.server.chain),
-               KNOOPPUNT_TLS_KEY=str(dev_pki.server.key),
-               KNOOPPUNT_TLS_TRUST=str(dev_pki.ca_bundle), KNOOPPUNT_TLS_CRL=str(dev_pki.crl))
+    env = dict(
+        os.environ,
+        KNOOPPUNT_NODE=NODE,
+        KNOOPPUNT_RESOURCES=f'["{EXAMPLES}"]',
+        KNOOPPUNT_DATA_DIR=str(tmp_path),
+        KNOOPPUNT_PORT=str(port),
+        KNOOPPUNT_HEALTH_PORT=str(health),
+        KNOOPPUNT_TLS_CERT=str(dev_pki.server.chain),
+        KNOOPPUNT_TLS_KEY=str(dev_pki.server.key),
+        KNOOPPUNT_TLS_TRUST=str(dev_pki.ca_bundle),
+        KNOOPPUNT_TLS_CRL=str(dev_pki.crl),
+    )
     proc = subprocess.Popen([*KNOOPPUNT, "serve", "--log-level", "WARNING"], env=env)
     try:
         deadline = time.monotonic() + 30

@@ -36,9 +36,9 @@ def test_push_is_a_cloudevent_by_default(push_node: Start, receiver: Receiver) -
     assert _wait(lambda: len(receiver.events) == 1)
     assert receiver.content_types == ["application/cloudevents+json"]
     key, raw = next(iter(receiver.events.items()))
-    event = http.from_structured_event(http.HTTPMessage(
-        {"content-type": "application/cloudevents+json"},
-        json.dumps(raw).encode()))
+    event = http.from_structured_event(
+        http.HTTPMessage({"content-type": "application/cloudevents+json"}, json.dumps(raw).encode())
+    )
     assert event.get_specversion() == "1.0"
     assert event.get_id() == key  # the delivery id: stable across retries
     assert event.get_source() == f"urn:nld:oin:{NODE_OIN}:systeem:knooppunt-zorg"
@@ -52,8 +52,9 @@ def test_push_is_a_cloudevent_by_default(push_node: Start, receiver: Receiver) -
     assert data["kenmerken"]["ontvanger"] == ROTTERDAM
 
 
-def test_plain_envelope_stays_available(push_node: Start, receiver: Receiver,
-                                        resource_dir: Path) -> None:
+def test_plain_envelope_stays_available(
+    push_node: Start, receiver: Receiver, resource_dir: Path
+) -> None:
     docs = list(yaml.safe_load_all((resource_dir / "gemeenten.yaml").read_text()))
     for doc in docs:
         for sub in doc["spec"]["subscriptions"]:

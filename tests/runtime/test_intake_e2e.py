@@ -41,8 +41,9 @@ def gemeente_name(resources: ResourceSet, code: str) -> str:
 
 
 def allowed(purpose_fields: list[str], path: str) -> bool:
-    return any(path == f or path.startswith(f + ".") or f.startswith(path + ".")
-               for f in purpose_fields)
+    return any(
+        path == f or path.startswith(f + ".") or f.startswith(path + ".") for f in purpose_fields
+    )
 
 
 def test_every_example_reaches_exactly_the_right_mailbox(
@@ -56,8 +57,9 @@ def test_every_example_reaches_exactly_the_right_mailbox(
     for path in messages:
         body = path.read_bytes()
         head = header(body)
-        resp = party(sender_of(example_resources, head["Afzender"])).post(URL, content=body,
-                                                                          headers=XML)
+        resp = party(sender_of(example_resources, head["Afzender"])).post(
+            URL, content=body, headers=XML
+        )
         assert resp.status_code == 202, resp.text
         assert resp.headers["knooppunt-outcome"] == "accepted"
         assert resp.headers["knooppunt-message-id"]
@@ -69,8 +71,11 @@ def test_every_example_reaches_exactly_the_right_mailbox(
         assert retour_schema(RETOUR[mt]).validate(etree.fromstring(resp.content))
         if mt != "WMO301":
             g = example_resources.gemeenten[gemeente_name(example_resources, head["Ontvanger"])]
-            subs = [s for s in g.spec.subscriptions if mt in purposes[s.purpose].messages
-                    and (not s.messages or mt in s.messages)]
+            subs = [
+                s
+                for s in g.spec.subscriptions
+                if mt in purposes[s.purpose].messages and (not s.messages or mt in s.messages)
+            ]
             expected[head["Ontvanger"]] = expected.get(head["Ontvanger"], 0) + len(subs)
 
     for g in example_resources.gemeenten.values():
@@ -107,8 +112,9 @@ def _send_first_305(party: PartyFactory, resources: ResourceSet, body: bytes):  
     return party(sender_of(resources, head["Afzender"])).post(URL, content=body, headers=XML)
 
 
-def test_resend_is_idempotent(running_node: RunningNode, party: PartyFactory,
-                              example_resources: ResourceSet) -> None:
+def test_resend_is_idempotent(
+    running_node: RunningNode, party: PartyFactory, example_resources: ResourceSet
+) -> None:
     body = _first("wmo305")
     first = _send_first_305(party, example_resources, body)
     again = _send_first_305(party, example_resources, body)
@@ -131,8 +137,9 @@ def _assert_nothing_stored(running_node: RunningNode) -> None:
     assert rows["deliveries"] == 0
 
 
-def test_bsn_failing_elfproef_gets_0435_retour(running_node: RunningNode, party: PartyFactory,
-                                               example_resources: ResourceSet) -> None:
+def test_bsn_failing_elfproef_gets_0435_retour(
+    running_node: RunningNode, party: PartyFactory, example_resources: ResourceSet
+) -> None:
     body = replace_first(with_new_id(_first("wmo305"), "T-BSN-1"), "Bsn", invalid_bsn())
     resp = _send_first_305(party, example_resources, body)
     assert resp.status_code == 422
@@ -144,8 +151,9 @@ def test_bsn_failing_elfproef_gets_0435_retour(running_node: RunningNode, party:
     _assert_nothing_stored(running_node)
 
 
-def test_unknown_recipient_gets_0018(running_node: RunningNode, party: PartyFactory,
-                                     example_resources: ResourceSet) -> None:
+def test_unknown_recipient_gets_0018(
+    running_node: RunningNode, party: PartyFactory, example_resources: ResourceSet
+) -> None:
     body = replace_first(with_new_id(_first("wmo305"), "T-GEM-1"), "Ontvanger", "9999")
     resp = _send_first_305(party, example_resources, body)
     assert resp.status_code == 422
@@ -156,14 +164,28 @@ def test_unknown_recipient_gets_0018(running_node: RunningNode, party: PartyFact
 HOSTILE = {
     "truncated": (lambda b: b[: len(b) // 2], 400, "not-well-formed"),
     "not-xml": (lambda b: b"this is not xml", 400, "not-well-formed"),
-    "xxe": (lambda b: b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM '
-            b'"file:///etc/passwd">]><x>&e;</x>', 400, "dtd-forbidden"),
-    "billion-laughs": (lambda b: b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaa">'
-                       b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;">'
-                       b']><l>&c;</l>', 400, "dtd-forbidden"),
+    "xxe": (
+        lambda b: (
+            b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><x>&e;</x>'
+        ),
+        400,
+        "dtd-forbidden",
+    ),
+    "billion-laughs": (
+        lambda b: (
+            b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaa">'
+            b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;">'
+            b"]><l>&c;</l>"
+        ),
+        400,
+        "dtd-forbidden",
+    ),
     "unknown-type": (lambda b: b"<Bericht xmlns='urn:x'/>", 400, "unknown-message-type"),
-    "xsd-invalid": (lambda b: replace_first(with_new_id(b, "T-XSD-1"), "Geslacht", "7"), 422,
-                    "schema-invalid"),
+    "xsd-invalid": (
+        lambda b: replace_first(with_new_id(b, "T-XSD-1"), "Geslacht", "7"),
+        422,
+        "schema-invalid",
+    ),
     "deep": (lambda b: b"<a>" * 200 + b"</a>" * 200, 400, "too-deep"),
 }
 
@@ -187,9 +209,9 @@ def test_hostile_input_is_refused_and_leaves_no_trace(
     assert ok.status_code == 202
 
 
-def test_schema_violation_names_rule_path_and_line(running_node: RunningNode,
-                                                   party: PartyFactory,
-                                                   example_resources: ResourceSet) -> None:
+def test_schema_violation_names_rule_path_and_line(
+    running_node: RunningNode, party: PartyFactory, example_resources: ResourceSet
+) -> None:
     body = replace_first(with_new_id(_first("wmo305"), "T-XSD-2"), "Geslacht", "7")
     problem = _send_first_305(party, example_resources, body).json()
     assert problem["retourcode"] == "0001"
@@ -197,8 +219,9 @@ def test_schema_violation_names_rule_path_and_line(running_node: RunningNode,
     assert err["rule"] == "xsd" and "Geslacht" in err["message"] and "Geslacht" in err["path"]
 
 
-def test_wrong_content_type_and_oversized_body(running_node: RunningNode, party: PartyFactory,
-                                               example_resources: ResourceSet) -> None:
+def test_wrong_content_type_and_oversized_body(
+    running_node: RunningNode, party: PartyFactory, example_resources: ResourceSet
+) -> None:
     head = header(_first("wmo305"))
     client = party(sender_of(example_resources, head["Afzender"]))
     resp = client.post(URL, content=_first("wmo305"), headers={"content-type": "application/json"})
@@ -220,12 +243,14 @@ def test_wrong_content_type_and_oversized_body(running_node: RunningNode, party:
     _assert_nothing_stored(running_node)
 
 
-def test_spoofed_afzender_is_refused(running_node: RunningNode, party: PartyFactory,
-                                     example_resources: ResourceSet) -> None:
+def test_spoofed_afzender_is_refused(
+    running_node: RunningNode, party: PartyFactory, example_resources: ResourceSet
+) -> None:
     body = _first("wmo305")
     real = sender_of(example_resources, header(body)["Afzender"])
-    other = next(p.name for p in example_resources.connectors[CONNECTOR].spec.participants
-                 if p.name != real)
+    other = next(
+        p.name for p in example_resources.connectors[CONNECTOR].spec.participants if p.name != real
+    )
     resp = party(other).post(URL, content=body, headers=XML)
     assert resp.status_code == 403
     assert resp.json()["type"].endswith("/sender-mismatch")
@@ -236,18 +261,21 @@ def test_spoofed_afzender_is_refused(running_node: RunningNode, party: PartyFact
     _assert_nothing_stored(running_node)
 
 
-def test_unknown_connector(running_node: RunningNode, party: PartyFactory,
-                           example_resources: ResourceSet) -> None:
+def test_unknown_connector(
+    running_node: RunningNode, party: PartyFactory, example_resources: ResourceSet
+) -> None:
     head = header(_first("wmo305"))
     resp = party(sender_of(example_resources, head["Afzender"])).post(
-        "/api/v1/connectors/ijw-3-0/messages", content=_first("wmo305"), headers=XML)
+        "/api/v1/connectors/ijw-3-0/messages", content=_first("wmo305"), headers=XML
+    )
     assert resp.status_code in (403, 404)
     assert resp.headers["content-type"].startswith("application/problem+json")
     _assert_nothing_stored(running_node)
 
 
-def test_no_bsn_in_processing_log(running_node: RunningNode, party: PartyFactory,
-                                  example_resources: ResourceSet) -> None:
+def test_no_bsn_in_processing_log(
+    running_node: RunningNode, party: PartyFactory, example_resources: ResourceSet
+) -> None:
     body = _first("wmo305")
     assert _send_first_305(party, example_resources, body).status_code == 202
     from sqlalchemy import select

@@ -32,17 +32,23 @@ def _install_crds(cp: KubeCluster) -> None:
         cp.apply(yaml.safe_load(crd.read_text()))
     with cp.client() as http:
         for plural in ("gemeenten", "sectorconnectors", "knooppunten"):
-            assert _wait(lambda p=plural: any(
-                c["type"] == "Established" and c["status"] == "True"
-                for c in http.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
-                                  f"{p}.knooppunt.nl").json().get("status", {})
-                .get("conditions", [])))
+            assert _wait(
+                lambda p=plural: any(
+                    c["type"] == "Established" and c["status"] == "True"
+                    for c in http.get(
+                        f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{p}.knooppunt.nl"
+                    )
+                    .json()
+                    .get("status", {})
+                    .get("conditions", [])
+                )
+            )
 
 
 @pytest.mark.controlplane
-def test_runtime_follows_gemeenten_in_the_api(controlplane: KubeCluster,
-                                              controlplane_namespace: str, tmp_path: Path,
-                                              dev_pki: DevPki) -> None:
+def test_runtime_follows_gemeenten_in_the_api(
+    controlplane: KubeCluster, controlplane_namespace: str, tmp_path: Path, dev_pki: DevPki
+) -> None:
     cp, ns = controlplane, controlplane_namespace
     _install_crds(cp)
     docs = [d for d in yaml.safe_load_all((EXAMPLES / "gemeenten.yaml").read_text()) if d]
@@ -53,9 +59,15 @@ def test_runtime_follows_gemeenten_in_the_api(controlplane: KubeCluster,
     files.mkdir()
     for name in ("knooppunt.yaml", "connector.yaml"):
         shutil.copy(EXAMPLES / name, files / name)
-    settings = Settings(node=NODE, resources=[files], data_dir=tmp_path / "data",
-                        gemeenten_source="kubernetes", namespace=ns,
-                        kubeconfig=cp.kubeconfig, delivery_enabled=False)
+    settings = Settings(
+        node=NODE,
+        resources=[files],
+        data_dir=tmp_path / "data",
+        gemeenten_source="kubernetes",
+        namespace=ns,
+        kubeconfig=cp.kubeconfig,
+        delivery_enabled=False,
+    )
     node = build_node(settings, identity=lambda request: None)
     try:
         codes = lambda: set(node.holder.current.gemeenten_by_code)  # noqa: E731
@@ -70,13 +82,19 @@ def test_runtime_follows_gemeenten_in_the_api(controlplane: KubeCluster,
         docs[2]["spec"]["subscriptions"][0]["purpose"] = "wmo-uitvoering"
         cp.apply(docs[2])
         code = docs[2]["spec"]["gemeentecode"]
-        assert _wait(lambda: [s.purpose for s in node.holder.current.gemeenten_by_code[code]
-                              .spec.subscriptions] == ["wmo-uitvoering"])
+        assert _wait(
+            lambda: (
+                [s.purpose for s in node.holder.current.gemeenten_by_code[code].spec.subscriptions]
+                == ["wmo-uitvoering"]
+            )
+        )
         assert node.holder.current.generation > generation
         # removal
         with cp.client() as http:
-            http.delete(f"/apis/knooppunt.nl/v1alpha1/namespaces/{ns}/gemeenten/"
-                        f"{docs[0]['metadata']['name']}").raise_for_status()
+            http.delete(
+                f"/apis/knooppunt.nl/v1alpha1/namespaces/{ns}/gemeenten/"
+                f"{docs[0]['metadata']['name']}"
+            ).raise_for_status()
         assert _wait(lambda: docs[0]["spec"]["gemeentecode"] not in codes())
     finally:
         if node.gemeente_watch is not None:
@@ -86,7 +104,8 @@ def test_runtime_follows_gemeenten_in_the_api(controlplane: KubeCluster,
 
 @pytest.mark.controlplane
 def test_overdue_conversations_become_events_on_the_knooppunt(
-        controlplane: KubeCluster, controlplane_namespace: str) -> None:
+    controlplane: KubeCluster, controlplane_namespace: str
+) -> None:
     """The node records a ConversationOverdue Warning Event when an overdue count grows."""
     from node_runtime.conversations.events import EventSink
     from node_runtime.state.kubernetes_source import from_kubeconfig
@@ -97,8 +116,11 @@ def test_overdue_conversations_become_events_on_the_knooppunt(
     sink({}, {labels: 2})
     sink({labels: 2}, {labels: 2})  # unchanged: no new event
     with cp.client() as http:
-        events = [e for e in http.get(f"/api/v1/namespaces/{ns}/events").json()["items"]
-                  if e["reason"] == "ConversationOverdue"]
+        events = [
+            e
+            for e in http.get(f"/api/v1/namespaces/{ns}/events").json()["items"]
+            if e["reason"] == "ConversationOverdue"
+        ]
     assert len(events) == 1
     event = events[0]
     assert event["type"] == "Warning"

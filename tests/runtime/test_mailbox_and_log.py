@@ -17,8 +17,9 @@ XML = {"content-type": "application/xml"}
 
 
 def _participant(resources: ResourceSet, agb: str) -> str:
-    return next(p.name for p in resources.connectors[CONNECTOR].spec.participants
-                if agb in p.identifiers)
+    return next(
+        p.name for p in resources.connectors[CONNECTOR].spec.participants if agb in p.identifiers
+    )
 
 
 def _gemeente(resources: ResourceSet, code: str) -> str:
@@ -33,8 +34,9 @@ def _send(party: PartyFactory, resources: ResourceSet, path: Path) -> dict[str, 
     return head
 
 
-def test_mailbox_list_fetch_ack_and_isolation(running_node: RunningNode, party: PartyFactory,
-                                              example_resources: ResourceSet) -> None:
+def test_mailbox_list_fetch_ack_and_isolation(
+    running_node: RunningNode, party: PartyFactory, example_resources: ResourceSet
+) -> None:
     path = sorted(MESSAGES.glob("wmo305*.xml"))[0]
     head = _send(party, example_resources, path)
     code = head["Ontvanger"]
@@ -45,12 +47,19 @@ def test_mailbox_list_fetch_ack_and_isolation(running_node: RunningNode, party: 
     doc = owner.get(f"/api/v1/gemeenten/{code}/mailbox/{item['id']}")
     assert doc.status_code == 200 and doc.headers["content-type"].startswith("application/json")
     env = doc.json()
-    for key in ("kanaal", "hoofdObject", "resource", "resourceUrl", "actie", "aanmaakdatum",
-                "kenmerken", "inhoud"):
+    for key in (
+        "kanaal",
+        "hoofdObject",
+        "resource",
+        "resourceUrl",
+        "actie",
+        "aanmaakdatum",
+        "kenmerken",
+        "inhoud",
+    ):
         assert key in env
     # another gemeente can neither list, fetch, nor acknowledge it
-    other = next(g for g in example_resources.gemeenten.values()
-                 if g.spec.gemeentecode != code)
+    other = next(g for g in example_resources.gemeenten.values() if g.spec.gemeentecode != code)
     intruder = party(other.name)
     assert intruder.get(f"/api/v1/gemeenten/{code}/mailbox").status_code == 403
     assert intruder.get(f"/api/v1/gemeenten/{code}/mailbox/{item['id']}").status_code == 403
@@ -68,14 +77,16 @@ def test_mailbox_list_fetch_ack_and_isolation(running_node: RunningNode, party: 
     assert again.headers["knooppunt-acknowledged"] == "again"
     remaining = owner.get(f"/api/v1/gemeenten/{code}/mailbox").json()["items"]
     assert item["id"] not in [i["id"] for i in remaining]
-    everything = owner.get(f"/api/v1/gemeenten/{code}/mailbox",
-                           params={"includeAcknowledged": "true"}).json()["items"]
+    everything = owner.get(
+        f"/api/v1/gemeenten/{code}/mailbox", params={"includeAcknowledged": "true"}
+    ).json()["items"]
     acked = next(i for i in everything if i["id"] == item["id"])
     assert acked["acknowledgedAt"] and acked["readCount"] == 1
 
 
-def test_processing_log_per_subject_and_step(running_node: RunningNode, party: PartyFactory,
-                                             example_resources: ResourceSet) -> None:
+def test_processing_log_per_subject_and_step(
+    running_node: RunningNode, party: PartyFactory, example_resources: ResourceSet
+) -> None:
     path = sorted(MESSAGES.glob("wmo305*.xml"))[0]
     body = path.read_bytes()
     head = _send(party, example_resources, path)
@@ -83,11 +94,13 @@ def test_processing_log_per_subject_and_step(running_node: RunningNode, party: P
     owner = party(_gemeente(example_resources, code))
     item = owner.get(f"/api/v1/gemeenten/{code}/mailbox").json()["items"][0]
     traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    fetched = owner.get(f"/api/v1/gemeenten/{code}/mailbox/{item['id']}",
-                        headers={"traceparent": traceparent})
+    fetched = owner.get(
+        f"/api/v1/gemeenten/{code}/mailbox/{item['id']}", headers={"traceparent": traceparent}
+    )
     assert fetched.headers["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
-    records = owner.get(f"/api/v1/gemeenten/{code}/processing-log",
-                        params={"limit": 1000}).json()["records"]
+    records = owner.get(f"/api/v1/gemeenten/{code}/processing-log", params={"limit": 1000}).json()[
+        "records"
+    ]
     subjects = bsns(body)
     activities = {r["activity"] for r in records}
     assert {"receive", "validate", "convert", "route", "read"} <= activities
@@ -101,16 +114,17 @@ def test_processing_log_per_subject_and_step(running_node: RunningNode, party: P
     text = repr(records)
     assert not any(bsn in text for bsn in subjects)
     # search by BSN (in the body) finds that citizen's records only
-    found = owner.post(f"/api/v1/gemeenten/{code}/processing-log/search",
-                       json={"bsn": subjects[0]}).json()
+    found = owner.post(
+        f"/api/v1/gemeenten/{code}/processing-log/search", json={"bsn": subjects[0]}
+    ).json()
     assert found["records"]
     assert {r["subjectRef"] for r in found["records"]} == {found["subjectRef"]}
-    by_ref = owner.get(f"/api/v1/gemeenten/{code}/processing-log",
-                       params={"subjectRef": found["subjectRef"]}).json()["records"]
+    by_ref = owner.get(
+        f"/api/v1/gemeenten/{code}/processing-log", params={"subjectRef": found["subjectRef"]}
+    ).json()["records"]
     assert [r["id"] for r in by_ref] == [r["id"] for r in found["records"]]
     # another gemeente sees none of it
-    other = next(g for g in example_resources.gemeenten.values()
-                 if g.spec.gemeentecode != code)
+    other = next(g for g in example_resources.gemeenten.values() if g.spec.gemeentecode != code)
     intruder = party(other.name)
     assert intruder.get(f"/api/v1/gemeenten/{code}/processing-log").status_code == 403
     own = intruder.get(f"/api/v1/gemeenten/{other.spec.gemeentecode}/processing-log").json()
@@ -118,17 +132,27 @@ def test_processing_log_per_subject_and_step(running_node: RunningNode, party: P
     assert not {r["id"] for r in own["records"]} & {r["id"] for r in records}
 
 
-def test_new_gemeente_is_picked_up_live(running_node: RunningNode, party: PartyFactory,
-                                        resource_dir: Path, dev_pki: object) -> None:
+def test_new_gemeente_is_picked_up_live(
+    running_node: RunningNode, party: PartyFactory, resource_dir: Path, dev_pki: object
+) -> None:
     state = running_node.node.holder.current
     assert "0014" not in state.gemeenten_by_code
     doc = {
-        "apiVersion": "knooppunt.nl/v1alpha1", "kind": "Gemeente",
+        "apiVersion": "knooppunt.nl/v1alpha1",
+        "kind": "Gemeente",
         "metadata": {"name": "gemeente-groningen"},
-        "spec": {"gemeentecode": "0014", "oin": "00000001999000014000",
-                 "displayName": "Gemeente Groningen",
-                 "subscriptions": [{"connector": CONNECTOR, "purpose": "wmo-beleidsinformatie",
-                                    "legalBasis": "Wmo 2015 art. 5.4.1"}]},
+        "spec": {
+            "gemeentecode": "0014",
+            "oin": "00000001999000014000",
+            "displayName": "Gemeente Groningen",
+            "subscriptions": [
+                {
+                    "connector": CONNECTOR,
+                    "purpose": "wmo-beleidsinformatie",
+                    "legalBasis": "Wmo 2015 art. 5.4.1",
+                }
+            ],
+        },
     }
     (resource_dir / "groningen.yaml").write_text(yaml.safe_dump(doc))
     deadline = time.monotonic() + 10
@@ -138,9 +162,11 @@ def test_new_gemeente_is_picked_up_live(running_node: RunningNode, party: PartyF
         time.sleep(0.1)
     assert "0014" in running_node.node.holder.current.gemeenten_by_code
     # a broken change is refused and the last good configuration stays in force
-    (resource_dir / "broken.yaml").write_text("apiVersion: knooppunt.nl/v1alpha1\n"
-                                              "kind: Gemeente\nmetadata: {name: x}\n"
-                                              "spec: {gemeentecode: '12'}\n")
+    (resource_dir / "broken.yaml").write_text(
+        "apiVersion: knooppunt.nl/v1alpha1\n"
+        "kind: Gemeente\nmetadata: {name: x}\n"
+        "spec: {gemeentecode: '12'}\n"
+    )
     generation = running_node.node.holder.current.generation
     time.sleep(1.0)
     assert running_node.node.holder.current.generation == generation
@@ -149,8 +175,9 @@ def test_new_gemeente_is_picked_up_live(running_node: RunningNode, party: PartyF
     assert "knooppunt_config_reload_errors_total 1.0" in metrics
 
 
-def test_operability_endpoints(running_node: RunningNode, party: PartyFactory,
-                               example_resources: ResourceSet) -> None:
+def test_operability_endpoints(
+    running_node: RunningNode, party: PartyFactory, example_resources: ResourceSet
+) -> None:
     client = party("gemeente-amsterdam")
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz").json()
@@ -163,14 +190,19 @@ def test_operability_endpoints(running_node: RunningNode, party: PartyFactory,
     assert "knooppunt_mailbox_pending" in metrics
     spec = client.get("/openapi.json").json()
     paths = set(spec["paths"])
-    for expected in ("/api/v1/connectors/{connector}/messages",
-                     "/api/v1/gemeenten/{gemeentecode}/mailbox",
-                     "/api/v1/gemeenten/{gemeentecode}/mailbox/{delivery_id}",
-                     "/api/v1/gemeenten/{gemeentecode}/mailbox/{delivery_id}/ack",
-                     "/api/v1/gemeenten/{gemeentecode}/processing-log",
-                     "/api/v1/gemeenten/{gemeentecode}/processing-log/search",
-                     "/api/v1/participants/{participant}/mailbox",
-                     "/api/v1/catalogue", "/healthz", "/readyz", "/metrics"):
+    for expected in (
+        "/api/v1/connectors/{connector}/messages",
+        "/api/v1/gemeenten/{gemeentecode}/mailbox",
+        "/api/v1/gemeenten/{gemeentecode}/mailbox/{delivery_id}",
+        "/api/v1/gemeenten/{gemeentecode}/mailbox/{delivery_id}/ack",
+        "/api/v1/gemeenten/{gemeentecode}/processing-log",
+        "/api/v1/gemeenten/{gemeentecode}/processing-log/search",
+        "/api/v1/participants/{participant}/mailbox",
+        "/api/v1/catalogue",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ):
         assert expected in paths
     catalogue = client.get("/api/v1/catalogue").json()
     assert catalogue["principal"] == {"kind": "gemeente", "id": "0363"}

@@ -42,8 +42,10 @@ def test_compilation_happens_once_per_revision() -> None:
 
 def test_invalid_gemeente_names_file_and_field(tmp_path: Path) -> None:
     f = tmp_path / "g.yaml"
-    f.write_text("apiVersion: knooppunt.nl/v1alpha1\nkind: Gemeente\nmetadata: {name: g}\n"
-                 "spec: {gemeentecode: '363', oin: '1', displayName: G}\n")
+    f.write_text(
+        "apiVersion: knooppunt.nl/v1alpha1\nkind: Gemeente\nmetadata: {name: g}\n"
+        "spec: {gemeentecode: '363', oin: '1', displayName: G}\n"
+    )
     with pytest.raises(ResourceError) as info:
         load_paths([f])
     text = str(info.value)
@@ -78,8 +80,13 @@ def test_bundle_files_cannot_escape_the_bundle(tmp_path: Path) -> None:
 def test_pinned_revision_mismatch_is_refused() -> None:
     res = load_paths([EXAMPLES])
     kp = res.knooppunten[NODE]
-    pinned = kp.model_copy(update={"spec": kp.spec.model_copy(update={
-        "connectors": [kp.spec.connectors[0].model_copy(update={"revision": 7})]})})
+    pinned = kp.model_copy(
+        update={
+            "spec": kp.spec.model_copy(
+                update={"connectors": [kp.spec.connectors[0].model_copy(update={"revision": 7})]}
+            )
+        }
+    )
     res.knooppunten[NODE] = pinned
     with pytest.raises(StateError, match="pinned to revision 7"):
         build_state(res, node=NODE, cache=ConnectorCache(config_map_root=Path("/x")))

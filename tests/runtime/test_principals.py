@@ -30,8 +30,9 @@ def _state(directory: Path, *, drop_participant: str | None = None) -> NodeState
         docs = list(yaml.safe_load_all((directory / "connector.yaml").read_text()))
         for doc in docs:
             if doc and doc["kind"] == "SectorConnector":
-                doc["spec"]["participants"] = [p for p in doc["spec"]["participants"]
-                                               if p["name"] != drop_participant]
+                doc["spec"]["participants"] = [
+                    p for p in doc["spec"]["participants"] if p["name"] != drop_participant
+                ]
         (directory / "connector.yaml").write_text(yaml.safe_dump_all(docs))
     cache = ConnectorCache(config_map_root=directory / "none")
     return build_state(load_paths([directory]), node=NODE, cache=cache)
@@ -41,8 +42,11 @@ def test_cached_principal_equals_resolve_and_follows_a_new_state(tmp_path: Path)
     before = _state(tmp_path / "a")
     connector = next(iter(before.connectors.values()))
     participant = next(iter(connector.participants_by_identifier.values()))
-    serial = next(s for s, entries in before.participants_by_serial.items()
-                  if entries[0].participant.name == participant)
+    serial = next(
+        s
+        for s, entries in before.participants_by_serial.items()
+        if entries[0].participant.name == participant
+    )
     cert = Cert(serial, "ab" * 32)
     cache = PrincipalCache()
 

@@ -33,9 +33,12 @@ ROTTERDAM = "0599"
 def configure(resource_dir: Path, endpoint: str, **delivery: Any) -> None:
     kp = yaml.safe_load((resource_dir / "knooppunt.yaml").read_text())
     kp["spec"]["oin"] = NODE_OIN
-    kp["spec"]["delivery"] = {"initialBackoffSeconds": 0.05, "maxBackoffSeconds": 0.2,
-                              "timeoutSeconds": 3,
-                              **delivery}
+    kp["spec"]["delivery"] = {
+        "initialBackoffSeconds": 0.05,
+        "maxBackoffSeconds": 0.2,
+        "timeoutSeconds": 3,
+        **delivery,
+    }
     kp["spec"].setdefault("security", {})["administrators"] = [ADMIN_OIN]
     (resource_dir / "knooppunt.yaml").write_text(yaml.safe_dump(kp))
     docs = list(yaml.safe_load_all((resource_dir / "gemeenten.yaml").read_text()))
@@ -50,8 +53,9 @@ Start = Callable[..., tuple[RunningNode, DevPki]]
 
 
 @pytest.fixture()
-def push_node(tmp_path: Path, resource_dir: Path, receiver: Receiver,
-              dev_pki: DevPki) -> Iterator[Start]:
+def push_node(
+    tmp_path: Path, resource_dir: Path, receiver: Receiver, dev_pki: DevPki
+) -> Iterator[Start]:
     started: list[RunningNode] = []
 
     def start(**delivery: Any) -> tuple[RunningNode, DevPki]:
@@ -61,8 +65,13 @@ def push_node(tmp_path: Path, resource_dir: Path, receiver: Receiver,
         if not pki.store.has("admin"):
             pki.store.issue_client("admin", organisation="Beheer", oin=ADMIN_OIN)
         node_cert = pki.clients[node_client_name(NODE)]
-        settings = node_settings(resource_dir, tmp_path / "data", pki,
-                                 delivery_cert=node_cert.chain, delivery_key=node_cert.key)
+        settings = node_settings(
+            resource_dir,
+            tmp_path / "data",
+            pki,
+            delivery_cert=node_cert.chain,
+            delivery_key=node_cert.key,
+        )
         running = start_in_thread(settings)
         started.append(running)
         return running, pki
@@ -74,8 +83,11 @@ def push_node(tmp_path: Path, resource_dir: Path, receiver: Receiver,
 
 def _client(running: RunningNode, pki: DevPki, name: str) -> httpx.Client:
     paths = pki.store.paths(name)
-    return httpx.Client(base_url=f"https://localhost:{running.port}", timeout=30,
-                        verify=client_context(paths.chain, paths.key, pki.ca_bundle))
+    return httpx.Client(
+        base_url=f"https://localhost:{running.port}",
+        timeout=30,
+        verify=client_context(paths.chain, paths.key, pki.ca_bundle),
+    )
 
 
 def _rotterdam_message(kind: str = "wmo305") -> bytes:
@@ -88,8 +100,7 @@ def _rotterdam_message(kind: str = "wmo305") -> bytes:
 def _provider(body: bytes) -> str:
     agb = header(body)["Afzender"]
     res = load_paths([Path(MESSAGES).parent])
-    return next(p.name for p in res.connectors[CONNECTOR].spec.participants
-                if agb in p.identifiers)
+    return next(p.name for p in res.connectors[CONNECTOR].spec.participants if agb in p.identifiers)
 
 
 def _wait(predicate: Callable[[], bool], timeout: float = 20) -> bool:
@@ -118,8 +129,9 @@ def test_push_reaches_the_endpoint_over_mtls_once(push_node: Start, receiver: Re
             return key not in [i["id"] for i in items] and len(items) == 1
 
         assert _wait(settled)
-        log = g.get(f"/api/v1/gemeenten/{ROTTERDAM}/processing-log",
-                    params={"activity": "deliver"}).json()["records"]
+        log = g.get(
+            f"/api/v1/gemeenten/{ROTTERDAM}/processing-log", params={"activity": "deliver"}
+        ).json()["records"]
         assert log and all(r["deliveryId"] == key for r in log)
     time.sleep(0.5)
     assert receiver.received == 1 and receiver.duplicates == 0
@@ -142,8 +154,9 @@ def test_retry_then_dead_letter_then_replay(push_node: Start, receiver: Receiver
         # never deleted by failure: the content is still there and replayable
         assert admin.post("/api/v1/admin/dead-letters/replay", json={}).status_code == 400
         receiver.always_fail = False
-        replayed = admin.post("/api/v1/admin/dead-letters/replay",
-                              json={"ids": [dead["id"]]}).json()
+        replayed = admin.post(
+            "/api/v1/admin/dead-letters/replay", json={"ids": [dead["id"]]}
+        ).json()
         assert replayed == {"replayed": 1}
         assert _wait(lambda: dead["id"] in receiver.applied)
         assert admin.get("/api/v1/admin/dead-letters").json()["items"] == []
@@ -166,22 +179,27 @@ def test_a_stop_never_overtakes_its_start(push_node: Start, receiver: Receiver) 
         resp = c.post(URL, content=stop, headers=XML)
         assert resp.status_code == 202, resp.text
     assert _wait(lambda: len(receiver.order) >= 2)
-    kinds = [receiver.applied[k]["kenmerken"]["berichttype"] for k in receiver.order
-             if receiver.applied[k]["kenmerken"]["doel"] == "wmo-uitvoering"]
+    kinds = [
+        receiver.applied[k]["kenmerken"]["berichttype"]
+        for k in receiver.order
+        if receiver.applied[k]["kenmerken"]["doel"] == "wmo-uitvoering"
+    ]
     assert kinds == ["WMO305", "WMO307"]
 
 
 def replace_first_all(xml: bytes, element: str, value: str) -> bytes:
     import re
 
-    return re.sub(rb"(<(\w+:)?" + element.encode() + rb">)[^<]*(</)",
-                  rb"\g<1>" + value.encode() + rb"\g<3>", xml)
+    return re.sub(
+        rb"(<(\w+:)?" + element.encode() + rb">)[^<]*(</)",
+        rb"\g<1>" + value.encode() + rb"\g<3>",
+        xml,
+    )
 
 
 def test_one_dead_endpoint_does_not_block_the_others() -> None:
     clock = [0.0]
-    breakers = CircuitBreakers(threshold=lambda: 3, cooldown=lambda: 10.0,
-                               clock=lambda: clock[0])
+    breakers = CircuitBreakers(threshold=lambda: 3, cooldown=lambda: 10.0, clock=lambda: clock[0])
     for _ in range(2):
         assert not breakers.failure("https://dead")
     assert breakers.failure("https://dead")

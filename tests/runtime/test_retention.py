@@ -15,15 +15,26 @@ from tests.runtime.helpers import header
 URL = f"/api/v1/connectors/{CONNECTOR}/messages"
 
 
-def test_purge_after_retention(running_node: RunningNode, party: PartyFactory,
-                               example_resources: ResourceSet) -> None:
-    body = next(p.read_bytes() for p in sorted(MESSAGES.glob("wmo305*.xml"))
-                if header(p.read_bytes())["Ontvanger"] == "0363")
+def test_purge_after_retention(
+    running_node: RunningNode, party: PartyFactory, example_resources: ResourceSet
+) -> None:
+    body = next(
+        p.read_bytes()
+        for p in sorted(MESSAGES.glob("wmo305*.xml"))
+        if header(p.read_bytes())["Ontvanger"] == "0363"
+    )
     agb = header(body)["Afzender"]
-    provider = next(p.name for p in example_resources.connectors[CONNECTOR].spec.participants
-                    if agb in p.identifiers)
-    assert party(provider).post(URL, content=body,
-                                headers={"content-type": "application/xml"}).status_code == 202
+    provider = next(
+        p.name
+        for p in example_resources.connectors[CONNECTOR].spec.participants
+        if agb in p.identifiers
+    )
+    assert (
+        party(provider)
+        .post(URL, content=body, headers={"content-type": "application/xml"})
+        .status_code
+        == 202
+    )
     owner = party("gemeente-amsterdam")
     items = owner.get("/api/v1/gemeenten/0363/mailbox").json()["items"]
     assert len(items) == 1
@@ -41,13 +52,13 @@ def test_purge_after_retention(running_node: RunningNode, party: PartyFactory,
     assert result["deliveries"] == 1 and result["payloads"] == 1
     gone = owner.get(f"/api/v1/gemeenten/0363/mailbox/{items[0]['id']}")
     assert gone.status_code == 410
-    log = owner.get("/api/v1/gemeenten/0363/processing-log",
-                    params={"activity": "purge"}).json()["records"]
+    log = owner.get("/api/v1/gemeenten/0363/processing-log", params={"activity": "purge"}).json()[
+        "records"
+    ]
     assert log and all(r["deliveryId"] == items[0]["id"] for r in log)
     # idempotent
     assert run_retention(state, store, now=later)["deliveries"] == 0
     # the processing log has its own, longer period
     log_days = state.knooppunt.spec.processing_log.retention_days
     assert run_retention(state, store, now=later)["logRecords"] == 0
-    assert run_retention(state, store,
-                         now=now() + timedelta(days=log_days + 2))["logRecords"] > 0
+    assert run_retention(state, store, now=now() + timedelta(days=log_days + 2))["logRecords"] > 0

@@ -47,8 +47,7 @@ def secured(tmp_path: Path, resource_dir: Path, dev_pki: DevPki) -> Iterator[Run
         running.stop()
 
 
-def _client(port: int, pki: DevPki, name: str | None, *,
-            trust: Path | None = None) -> httpx.Client:
+def _client(port: int, pki: DevPki, name: str | None, *, trust: Path | None = None) -> httpx.Client:
     if name is None:
         ctx = ssl.create_default_context(cafile=str(trust or pki.ca_bundle))
     else:
@@ -81,21 +80,34 @@ def test_no_client_certificate_fails_the_handshake(secured: RunningNode, dev_pki
     assert _handshake_refused(_client(secured.port, dev_pki, None))
 
 
-def test_expired_and_not_yet_valid_fail_the_handshake(secured: RunningNode,
-                                                      dev_pki: DevPki) -> None:
+def test_expired_and_not_yet_valid_fail_the_handshake(
+    secured: RunningNode, dev_pki: DevPki
+) -> None:
     now = dt.datetime.now(dt.UTC)
-    _issue(dev_pki, "amsterdam-expired", AMSTERDAM_OIN, not_before=now - dt.timedelta(days=30),
-           not_after=now - dt.timedelta(days=1))
-    _issue(dev_pki, "amsterdam-future", AMSTERDAM_OIN, not_before=now + dt.timedelta(days=1),
-           not_after=now + dt.timedelta(days=30))
+    _issue(
+        dev_pki,
+        "amsterdam-expired",
+        AMSTERDAM_OIN,
+        not_before=now - dt.timedelta(days=30),
+        not_after=now - dt.timedelta(days=1),
+    )
+    _issue(
+        dev_pki,
+        "amsterdam-future",
+        AMSTERDAM_OIN,
+        not_before=now + dt.timedelta(days=1),
+        not_after=now + dt.timedelta(days=30),
+    )
     assert _handshake_refused(_client(secured.port, dev_pki, "amsterdam-expired"))
     assert _handshake_refused(_client(secured.port, dev_pki, "amsterdam-future"))
 
 
-def test_untrusted_ca_fails_the_handshake(secured: RunningNode, dev_pki: DevPki,
-                                          tmp_path: Path) -> None:
-    foreign = ensure_dev_pki(tmp_path / "foreign",
-                             clients=[("gemeente-amsterdam", "Gemeente Amsterdam", AMSTERDAM_OIN)])
+def test_untrusted_ca_fails_the_handshake(
+    secured: RunningNode, dev_pki: DevPki, tmp_path: Path
+) -> None:
+    foreign = ensure_dev_pki(
+        tmp_path / "foreign", clients=[("gemeente-amsterdam", "Gemeente Amsterdam", AMSTERDAM_OIN)]
+    )
     # same OIN, but issued by a CA the node does not trust
     paths = foreign.clients["gemeente-amsterdam"]
     ctx = client_context(paths.chain, paths.key, dev_pki.ca_bundle)
@@ -131,8 +143,9 @@ def test_valid_but_unregistered_organisation_gets_403_and_a_log_record(
     assert "00000001999000777000" in problem["detail"]
     assert secured.node.store.count_rows()["messages"] == 0
     with _client(secured.port, dev_pki, "admin-test") as admin:
-        records = admin.get("/api/v1/admin/processing-log",
-                            params={"activity": "refuse"}).json()["records"]
+        records = admin.get("/api/v1/admin/processing-log", params={"activity": "refuse"}).json()[
+            "records"
+        ]
     assert any(r["outcome"] == "unknown-organisation" for r in records)
 
 
@@ -160,8 +173,9 @@ def test_management_needs_an_administrator(secured: RunningNode, dev_pki: DevPki
 
 
 @pytest.mark.parametrize("proxy_address,expect", [("127.0.0.1", 200), ("10.9.9.9/32", 403)])
-def test_trusted_proxy_mode(tmp_path: Path, resource_dir: Path, dev_pki: DevPki,
-                            proxy_address: str, expect: int) -> None:
+def test_trusted_proxy_mode(
+    tmp_path: Path, resource_dir: Path, dev_pki: DevPki, proxy_address: str, expect: int
+) -> None:
     _with_admin(resource_dir, proxies=[proxy_address])
     running = start_in_thread(node_settings(resource_dir, tmp_path / "data", dev_pki))
     try:
@@ -172,8 +186,10 @@ def test_trusted_proxy_mode(tmp_path: Path, resource_dir: Path, dev_pki: DevPki,
             assert resp.status_code == expect, resp.text
             if expect == 200:
                 assert resp.json()["principal"]["id"] == "0363"
-                foreign = ensure_dev_pki(tmp_path / "foreign", clients=[
-                    ("gemeente-amsterdam", "Gemeente Amsterdam", AMSTERDAM_OIN)])
+                foreign = ensure_dev_pki(
+                    tmp_path / "foreign",
+                    clients=[("gemeente-amsterdam", "Gemeente Amsterdam", AMSTERDAM_OIN)],
+                )
                 forged = foreign.clients["gemeente-amsterdam"].certificate.read_text()
                 bad = proxy.get("/api/v1/catalogue", headers={"x-ssl-client-cert": quote(forged)})
                 assert bad.status_code == 401
@@ -194,6 +210,8 @@ def test_tls_settings_follow_ncsc(secured: RunningNode, dev_pki: DevPki) -> None
     import socket
 
     ctx13 = client_context(paths.chain, paths.key, dev_pki.ca_bundle)
-    with socket.create_connection(("127.0.0.1", secured.port)) as raw, \
-            ctx13.wrap_socket(raw, server_hostname="localhost") as tls:
+    with (
+        socket.create_connection(("127.0.0.1", secured.port)) as raw,
+        ctx13.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
         assert tls.version() == "TLSv1.3"

@@ -20,9 +20,9 @@ def _messages(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records]
 
 
-def test_listeners_are_logged_as_what_they_are(tmp_path: Path, resource_dir: Path,
-                                               dev_pki: DevPki,
-                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_listeners_are_logged_as_what_they_are(
+    tmp_path: Path, resource_dir: Path, dev_pki: DevPki, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO)
     settings = node_settings(resource_dir, tmp_path / "data", dev_pki)
     settings.health_port = _free_port()
@@ -31,30 +31,35 @@ def test_listeners_are_logged_as_what_they_are(tmp_path: Path, resource_dir: Pat
     messages = _messages(caplog)
     running_lines = [m for m in messages if m.startswith("Uvicorn running on")]
     assert not any(f"http://127.0.0.1:{running.port}" in m for m in running_lines), messages
-    assert any(f"https://127.0.0.1:{running.port}" in m and "mutual TLS" in m
-               for m in running_lines), messages
+    assert any(
+        f"https://127.0.0.1:{running.port}" in m and "mutual TLS" in m for m in running_lines
+    ), messages
     assert any(f"http://127.0.0.1:{settings.health_port}" in m for m in running_lines), messages
     assert sum(m.startswith("Started server process") for m in messages) == 1, messages
 
 
 def test_client_gone_mid_body_is_one_line_without_traceback(
-        tmp_path: Path, resource_dir: Path, dev_pki: DevPki,
-        caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, resource_dir: Path, dev_pki: DevPki, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO)
     running = start_in_thread(node_settings(resource_dir, tmp_path / "data", dev_pki))
     try:
         paths = dev_pki.store.paths("zorggroep-de-linde")
         ctx = client_context(paths.chain, paths.key, dev_pki.ca_bundle)
-        with socket.create_connection(("127.0.0.1", running.port)) as raw, \
-                ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+        with (
+            socket.create_connection(("127.0.0.1", running.port)) as raw,
+            ctx.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
             tls.sendall(
                 f"POST /api/v1/connectors/{CONNECTOR}/messages HTTP/1.1\r\n"
                 "Host: localhost\r\nContent-Type: application/xml\r\n"
-                "Content-Length: 100000\r\n\r\n<partial>".encode())
+                "Content-Length: 100000\r\n\r\n<partial>".encode()
+            )
             time.sleep(0.5)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not any(
-                "disconnected" in m for m in _messages(caplog)):
+            "disconnected" in m for m in _messages(caplog)
+        ):
             time.sleep(0.1)
     finally:
         running.stop()

@@ -21,8 +21,9 @@ def _set_sqlite_path(resource_dir: Path, value: str) -> None:
     path.write_text(yaml.safe_dump(knooppunt))
 
 
-def test_the_examples_sqlite_path_is_the_database(tmp_path: Path, resource_dir: Path,
-                                                   dev_pki: DevPki) -> None:
+def test_the_examples_sqlite_path_is_the_database(
+    tmp_path: Path, resource_dir: Path, dev_pki: DevPki
+) -> None:
     data = tmp_path / "data"
     node = build_node(node_settings(resource_dir, data, dev_pki), identity=lambda _r: None)
     try:
@@ -33,8 +34,9 @@ def test_the_examples_sqlite_path_is_the_database(tmp_path: Path, resource_dir: 
     assert not (data / "knooppunt.db").exists()
 
 
-def test_a_nested_sqlite_path_stays_in_the_data_dir(tmp_path: Path, resource_dir: Path,
-                                                     dev_pki: DevPki) -> None:
+def test_a_nested_sqlite_path_stays_in_the_data_dir(
+    tmp_path: Path, resource_dir: Path, dev_pki: DevPki
+) -> None:
     _set_sqlite_path(resource_dir, "db/node.sqlite")
     data = tmp_path / "data"
     node = build_node(node_settings(resource_dir, data, dev_pki), identity=lambda _r: None)

@@ -41,32 +41,46 @@ def test_field_filter_keeps_only_allowed_paths() -> None:
     content = {
         "afzender": "1",
         "clienten": [
-            {"bsn": "999990019", "naam": {"geslachtsnaam": "X"},
-             "producten": [{"code": "A", "begindatum": "2020-01-01"}]},
+            {
+                "bsn": "999990019",
+                "naam": {"geslachtsnaam": "X"},
+                "producten": [{"code": "A", "begindatum": "2020-01-01"}],
+            },
         ],
     }
     out = FieldFilter(["clienten[].producten[].code", "afzender"]).apply(content)
     assert out == {"afzender": "1", "clienten": [{"producten": [{"code": "A"}]}]}
     assert FieldFilter(["clienten[].naam"]).apply(content) == {
-        "clienten": [{"naam": {"geslachtsnaam": "X"}}]}
+        "clienten": [{"naam": {"geslachtsnaam": "X"}}]
+    }
     assert FieldFilter(["ontvanger"]).apply(content) == {}
-    assert paths_of(out) == {"afzender", "clienten[]", "clienten[].producten[]",
-                             "clienten[].producten[].code"}
+    assert paths_of(out) == {
+        "afzender",
+        "clienten[]",
+        "clienten[].producten[]",
+        "clienten[].producten[].code",
+    }
 
 
 NS = {"m": "urn:m"}
 DOC = etree.fromstring(
     b"<m:R xmlns:m='urn:m'><m:H><m:Id>7</m:Id></m:H><m:C><m:B>1</m:B><m:P><m:D>2020</m:D></m:P>"
-    b"<m:P><m:D>2021</m:D></m:P></m:C><m:C><m:B>2</m:B></m:C></m:R>")
+    b"<m:P><m:D>2021</m:D></m:P></m:C><m:C><m:B>2</m:B></m:C></m:R>"
+)
 
 
 def test_mapping_converter_builds_nested_json() -> None:
-    mapping = Mapping.model_validate({
-        "collections": {"c[]": "m:C", "c[].p[]": "m:P"},
-        "fields": {"id": {"select": "m:H/m:Id", "type": "integer"},
-                   "c[].b": {"select": "m:B"}, "c[].p[].d": {"select": "m:D"},
-                   "c[].x.y": {"select": "m:Missing"}},
-    })
+    mapping = Mapping.model_validate(
+        {
+            "collections": {"c[]": "m:C", "c[].p[]": "m:P"},
+            "fields": {
+                "id": {"select": "m:H/m:Id", "type": "integer"},
+                "c[].b": {"select": "m:B"},
+                "c[].p[].d": {"select": "m:D"},
+                "c[].x.y": {"select": "m:Missing"},
+            },
+        }
+    )
     out = MappingConverter(mapping, NS).convert(DOC)
     assert out == {"id": 7, "c": [{"b": "1", "p": [{"d": "2020"}, {"d": "2021"}]}, {"b": "2"}]}
 
@@ -77,7 +91,8 @@ def test_mapping_rejects_undeclared_collection() -> None:
 
 
 def test_xslt_converter_reads_json_xml() -> None:
-    xslt = etree.XSLT(etree.fromstring(b"""
+    xslt = etree.XSLT(
+        etree.fromstring(b"""
 <xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform"
   xmlns:m="urn:m" xmlns:fn="http://www.w3.org/2005/xpath-functions">
  <xsl:template match="/">
@@ -86,23 +101,31 @@ def test_xslt_converter_reads_json_xml() -> None:
      <fn:map><fn:string key="b"><xsl:value-of select="m:B"/></fn:string>
      <fn:boolean key="t">true</fn:boolean><fn:null key="n"/></fn:map>
    </xsl:for-each></fn:array></fn:map>
- </xsl:template></xsl:stylesheet>"""))
+ </xsl:template></xsl:stylesheet>""")
+    )
     out = XsltConverter(xslt).convert(DOC)
-    assert out == {"id": 7, "c": [{"b": "1", "t": True, "n": None},
-                                  {"b": "2", "t": True, "n": None}]}
+    assert out == {
+        "id": 7,
+        "c": [{"b": "1", "t": True, "n": None}, {"b": "2", "t": True, "n": None}],
+    }
     with pytest.raises(Exception, match="unexpected element"):
         json_from_xml(etree.fromstring(b"<x/>"))
 
 
-@pytest.mark.parametrize("body,slug", [
-    (b"", "empty-body"),
-    (b"<a><b></a>", "not-well-formed"),
-    (b"<!DOCTYPE a [<!ENTITY x 'y'>]><a>&x;</a>", "dtd-forbidden"),
-    (b"<?xml version='1.0'?>\n<!DOCTYPE a SYSTEM 'http://example.org/a.dtd'><a/>",
-     "dtd-forbidden"),
-    (b"<a><?pi data?></a>", "xml-construct-forbidden"),
-    (b"<a>" * 70 + b"</a>" * 70, "too-deep"),
-])
+@pytest.mark.parametrize(
+    "body,slug",
+    [
+        (b"", "empty-body"),
+        (b"<a><b></a>", "not-well-formed"),
+        (b"<!DOCTYPE a [<!ENTITY x 'y'>]><a>&x;</a>", "dtd-forbidden"),
+        (
+            b"<?xml version='1.0'?>\n<!DOCTYPE a SYSTEM 'http://example.org/a.dtd'><a/>",
+            "dtd-forbidden",
+        ),
+        (b"<a><?pi data?></a>", "xml-construct-forbidden"),
+        (b"<a>" * 70 + b"</a>" * 70, "too-deep"),
+    ],
+)
 def test_parser_refuses(body: bytes, slug: str) -> None:
     with pytest.raises(Problem) as info:
         parse_message(body, max_depth=64)

@@ -23,9 +23,14 @@ GIVE_UP = 30.0
 
 @pytest.fixture()
 def strict_node(tmp_path: Path, resource_dir: Path, dev_pki: DevPki) -> Iterator[RunningNode]:
-    settings = node_settings(resource_dir, tmp_path / "data", dev_pki).model_copy(update={
-        "idle_timeout": 0.5, "header_timeout": 0.5, "body_timeout": 0.5,
-        "max_connections_per_client": 3})
+    settings = node_settings(resource_dir, tmp_path / "data", dev_pki).model_copy(
+        update={
+            "idle_timeout": 0.5,
+            "header_timeout": 0.5,
+            "body_timeout": 0.5,
+            "max_connections_per_client": 3,
+        }
+    )
     running = start_in_thread(settings)
     try:
         yield running
@@ -70,8 +75,9 @@ def test_an_idle_keep_alive_connection_is_closed_after_its_response(
         assert data.count(b"HTTP/1.1 ") == 1
 
 
-def test_slow_headers_are_answered_408_and_closed(strict_node: RunningNode,
-                                                  dev_pki: DevPki) -> None:
+def test_slow_headers_are_answered_408_and_closed(
+    strict_node: RunningNode, dev_pki: DevPki
+) -> None:
     with _open(strict_node.port, dev_pki) as sock:
         sock.sendall(b"GET /api/v1/catalogue HTTP/1.1\r\nhost: localhost\r\n")  # never ends
         stop = threading.Event()
@@ -94,12 +100,15 @@ def test_slow_headers_are_answered_408_and_closed(strict_node: RunningNode,
     assert b"application/problem+json" in data and b"request-timeout" in data
 
 
-def test_a_one_byte_per_tick_body_is_answered_408_and_closed(strict_node: RunningNode,
-                                                             dev_pki: DevPki) -> None:
+def test_a_one_byte_per_tick_body_is_answered_408_and_closed(
+    strict_node: RunningNode, dev_pki: DevPki
+) -> None:
     with _open(strict_node.port, dev_pki, "zorggroep-de-linde") as sock:
-        sock.sendall(f"POST /api/v1/connectors/{CONNECTOR}/messages HTTP/1.1\r\n"
-                     "host: localhost\r\ncontent-type: application/xml\r\n"
-                     "content-length: 100000\r\n\r\n".encode())
+        sock.sendall(
+            f"POST /api/v1/connectors/{CONNECTOR}/messages HTTP/1.1\r\n"
+            "host: localhost\r\ncontent-type: application/xml\r\n"
+            "content-length: 100000\r\n\r\n".encode()
+        )
         stop = threading.Event()
 
         def drip() -> None:

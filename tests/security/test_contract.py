@@ -23,8 +23,12 @@ from node_runtime.api.server import RunningNode
 from node_runtime.security.pki.store import DevPki
 from tests.facade.conftest import World
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 EXAMPLES = 25
 
 
@@ -37,20 +41,30 @@ def _session(pki: DevPki, name: str) -> requests.Session:
     return session
 
 
-def _violations(spec: dict[str, Any], base_url: str, session: requests.Session,
-                seen: Counter[int]) -> list[str]:
+def _violations(
+    spec: dict[str, Any], base_url: str, session: requests.Session, seen: Counter[int]
+) -> list[str]:
     schema = schemathesis.openapi.from_dict(spec)
     found: list[str] = []
     for result in schema.get_all_operations():
         operation = result.ok()
 
-        @settings(max_examples=EXAMPLES, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck),
-                  phases=[Phase.explicit, Phase.generate])
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+            phases=[Phase.explicit, Phase.generate],
+        )
         @given(case=operation.as_strategy())
         def check(case: Any) -> None:
-            response = case.call(base_url=base_url, session=session, timeout=30,
-                                 verify=session.verify, cert=session.cert)
+            response = case.call(
+                base_url=base_url,
+                session=session,
+                timeout=30,
+                verify=session.verify,
+                cert=session.cert,
+            )
             seen[response.status_code] += 1
             case.validate_response(response, checks=CHECKS)
 
@@ -69,8 +83,9 @@ def _spec(base_url: str, session: requests.Session) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("certificate", ["gemeente-amsterdam", "zorggroep-de-linde"])
-def test_node_answers_only_what_its_contract_documents(running_node: RunningNode,
-                                                       dev_pki: DevPki, certificate: str) -> None:
+def test_node_answers_only_what_its_contract_documents(
+    running_node: RunningNode, dev_pki: DevPki, certificate: str
+) -> None:
     base_url = f"https://localhost:{running_node.port}"
     seen: Counter[int] = Counter()
     with _session(dev_pki, certificate) as session:
@@ -89,8 +104,9 @@ def test_facade_answers_only_what_its_contract_documents(world: World, certifica
     assert sum(seen.values()) > 100, seen
 
 
-def test_every_operation_documents_problem_details(running_node: RunningNode,
-                                                   dev_pki: DevPki) -> None:
+def test_every_operation_documents_problem_details(
+    running_node: RunningNode, dev_pki: DevPki
+) -> None:
     base_url = f"https://localhost:{running_node.port}"
     with _session(dev_pki, "gemeente-amsterdam") as session:
         spec = _spec(base_url, session)
@@ -102,8 +118,10 @@ def test_every_operation_documents_problem_details(running_node: RunningNode,
         for method, operation in item.items():
             codes = set(operation["responses"])
             assert "401" in codes, (method, path)
-            assert "422" not in codes or "application/problem+json" in operation["responses"][
-                "422"]["content"], (method, path)
+            assert (
+                "422" not in codes
+                or "application/problem+json" in operation["responses"]["422"]["content"]
+            ), (method, path)
             for code, response in operation["responses"].items():
                 if int(code) >= 400 and code != "503":
                     assert "application/problem+json" in response["content"], (method, path, code)

@@ -34,20 +34,30 @@ UTRECHT_OIN = "00000001999000344000"
 @pytest.fixture(scope="module")
 def foreign(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
     """A second CA (think: the CA in a gemeente's provided ca.crt), trusted by the node."""
-    return ensure_dev_pki(tmp_path_factory.mktemp("foreign-ca"), clients=[
-        ("utrecht-b", "Gemeente Utrecht", UTRECHT_OIN),
-        ("amsterdam-b", "Gemeente Amsterdam (vervalst)", AMSTERDAM_OIN),
-        ("admin-b", "Beheer (vervalst)", ADMIN_OIN),
-    ])
+    return ensure_dev_pki(
+        tmp_path_factory.mktemp("foreign-ca"),
+        clients=[
+            ("utrecht-b", "Gemeente Utrecht", UTRECHT_OIN),
+            ("amsterdam-b", "Gemeente Amsterdam (vervalst)", AMSTERDAM_OIN),
+            ("admin-b", "Beheer (vervalst)", ADMIN_OIN),
+        ],
+    )
 
 
 def _foreign_ca_fingerprint(foreign: DevPki) -> str:
     return foreign.store.intermediate().certificate.fingerprint(hashes.SHA256()).hex()
 
 
-def _start(tmp_path: Path, resource_dir: Path, dev_pki: DevPki, foreign: DevPki, *,
-           crls: list[Path], issuers: dict[str, object] | None,
-           proxies: list[str] | None = None) -> RunningNode:
+def _start(
+    tmp_path: Path,
+    resource_dir: Path,
+    dev_pki: DevPki,
+    foreign: DevPki,
+    *,
+    crls: list[Path],
+    issuers: dict[str, object] | None,
+    proxies: list[str] | None = None,
+) -> RunningNode:
     trust = tmp_path / "trust.pem"
     trust.write_bytes(dev_pki.ca_bundle.read_bytes() + foreign.ca_bundle.read_bytes())
     crl = tmp_path / "crl.pem"
@@ -80,11 +90,18 @@ def _catalogue(port: int, pki: DevPki, name: str, server_pki: DevPki) -> httpx.R
 
 
 @pytest.fixture()
-def two_cas(tmp_path: Path, resource_dir: Path, dev_pki: DevPki,
-            foreign: DevPki) -> Iterator[RunningNode]:
+def two_cas(
+    tmp_path: Path, resource_dir: Path, dev_pki: DevPki, foreign: DevPki
+) -> Iterator[RunningNode]:
     """Both CAs trusted, both CRLs present; the foreign CA bound to Utrecht's OIN only."""
-    running = _start(tmp_path, resource_dir, dev_pki, foreign, crls=[dev_pki.crl, foreign.crl],
-                     issuers={"organisations": {_foreign_ca_fingerprint(foreign): [UTRECHT_OIN]}})
+    running = _start(
+        tmp_path,
+        resource_dir,
+        dev_pki,
+        foreign,
+        crls=[dev_pki.crl, foreign.crl],
+        issuers={"organisations": {_foreign_ca_fingerprint(foreign): [UTRECHT_OIN]}},
+    )
     try:
         yield running
     finally:
@@ -94,8 +111,9 @@ def two_cas(tmp_path: Path, resource_dir: Path, dev_pki: DevPki,
 # ------------------------------------------------------------------------------- defect 1
 
 
-def test_two_trusted_cas_with_their_crls_accept_both(two_cas: RunningNode, dev_pki: DevPki,
-                                                     foreign: DevPki) -> None:
+def test_two_trusted_cas_with_their_crls_accept_both(
+    two_cas: RunningNode, dev_pki: DevPki, foreign: DevPki
+) -> None:
     own = _catalogue(two_cas.port, dev_pki, "gemeente-amsterdam", dev_pki)
     assert own.status_code == 200 and own.json()["principal"]["id"] == "0363"
     other = _catalogue(two_cas.port, foreign, "utrecht-b", dev_pki)
@@ -104,23 +122,34 @@ def test_two_trusted_cas_with_their_crls_accept_both(two_cas: RunningNode, dev_p
 
 
 def test_a_trusted_ca_without_its_crl_is_refused_with_a_clear_message(
-    tmp_path: Path, resource_dir: Path, dev_pki: DevPki, foreign: DevPki,
+    tmp_path: Path,
+    resource_dir: Path,
+    dev_pki: DevPki,
+    foreign: DevPki,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="node_runtime.security.tls")
-    running = _start(tmp_path, resource_dir, dev_pki, foreign, crls=[dev_pki.crl],
-                     issuers={"organisations": {_foreign_ca_fingerprint(foreign): [UTRECHT_OIN]}})
+    running = _start(
+        tmp_path,
+        resource_dir,
+        dev_pki,
+        foreign,
+        crls=[dev_pki.crl],
+        issuers={"organisations": {_foreign_ca_fingerprint(foreign): [UTRECHT_OIN]}},
+    )
     try:
         foreign_ca = foreign.store.intermediate().certificate.subject.rfc4514_string()
         # at start: which trusted CA has no CRL, and what that means
-        assert any("no CRL for trusted CA" in r.getMessage() and foreign_ca in r.getMessage()
-                   and r.levelno == logging.ERROR for r in caplog.records)
+        assert any(
+            "no CRL for trusted CA" in r.getMessage()
+            and foreign_ca in r.getMessage()
+            and r.levelno == logging.ERROR
+            for r in caplog.records
+        )
         with pytest.raises((httpx.TransportError, ssl.SSLError)):
             _catalogue(running.port, foreign, "utrecht-b", dev_pki)
-        refusals = [r.getMessage() for r in caplog.records
-                    if "TLS handshake" in r.getMessage()]
-        assert any("no CRL for the issuing CA" in m and foreign_ca in m for m in refusals), \
-            refusals
+        refusals = [r.getMessage() for r in caplog.records if "TLS handshake" in r.getMessage()]
+        assert any("no CRL for the issuing CA" in m and foreign_ca in m for m in refusals), refusals
         # the node's own CA still works
         assert _catalogue(running.port, dev_pki, "gemeente-amsterdam", dev_pki).status_code == 200
     finally:
@@ -142,8 +171,9 @@ def test_a_foreign_trusted_ca_cannot_speak_for_another_gemeente(
         assert c.get("/api/v1/gemeenten/0363/mailbox").status_code == 403
 
 
-def test_the_administrator_only_from_the_node_ca(two_cas: RunningNode, dev_pki: DevPki,
-                                                 foreign: DevPki) -> None:
+def test_the_administrator_only_from_the_node_ca(
+    two_cas: RunningNode, dev_pki: DevPki, foreign: DevPki
+) -> None:
     with _client(two_cas.port, foreign, "admin-b", dev_pki) as forged:
         resp = forged.get("/api/v1/admin/pending")
         assert resp.status_code == 403
@@ -156,8 +186,9 @@ def test_the_administrator_only_from_the_node_ca(two_cas: RunningNode, dev_pki: 
 def test_without_a_policy_only_the_node_ca_speaks_for_organisations(
     tmp_path: Path, resource_dir: Path, dev_pki: DevPki, foreign: DevPki
 ) -> None:
-    running = _start(tmp_path, resource_dir, dev_pki, foreign,
-                     crls=[dev_pki.crl, foreign.crl], issuers=None)
+    running = _start(
+        tmp_path, resource_dir, dev_pki, foreign, crls=[dev_pki.crl, foreign.crl], issuers=None
+    )
     try:
         resp = _catalogue(running.port, foreign, "utrecht-b", dev_pki)
         assert resp.status_code == 403 and resp.json()["type"].endswith("/issuer-not-allowed")
@@ -169,14 +200,19 @@ def test_without_a_policy_only_the_node_ca_speaks_for_organisations(
 def test_another_nodes_ca_speaks_for_gemeenten_but_not_for_the_administrator(
     tmp_path: Path, resource_dir: Path, dev_pki: DevPki, foreign: DevPki
 ) -> None:
-    running = _start(tmp_path, resource_dir, dev_pki, foreign, crls=[dev_pki.crl, foreign.crl],
-                     issuers={"nodes": [_foreign_ca_fingerprint(foreign)]})
+    running = _start(
+        tmp_path,
+        resource_dir,
+        dev_pki,
+        foreign,
+        crls=[dev_pki.crl, foreign.crl],
+        issuers={"nodes": [_foreign_ca_fingerprint(foreign)]},
+    )
     try:
         resp = _catalogue(running.port, foreign, "amsterdam-b", dev_pki)
         assert resp.status_code == 200 and resp.json()["principal"]["id"] == "0363"
         with _client(running.port, foreign, "admin-b", dev_pki) as admin:
-            assert admin.get("/api/v1/admin/pending").json()["type"].endswith(
-                "/issuer-not-allowed")
+            assert admin.get("/api/v1/admin/pending").json()["type"].endswith("/issuer-not-allowed")
     finally:
         running.stop()
 
@@ -184,9 +220,15 @@ def test_another_nodes_ca_speaks_for_gemeenten_but_not_for_the_administrator(
 def test_a_forwarded_certificate_is_bound_to_its_issuer_too(
     tmp_path: Path, resource_dir: Path, dev_pki: DevPki, foreign: DevPki
 ) -> None:
-    running = _start(tmp_path, resource_dir, dev_pki, foreign, crls=[dev_pki.crl, foreign.crl],
-                     issuers={"organisations": {_foreign_ca_fingerprint(foreign): [UTRECHT_OIN]}},
-                     proxies=["127.0.0.1"])
+    running = _start(
+        tmp_path,
+        resource_dir,
+        dev_pki,
+        foreign,
+        crls=[dev_pki.crl, foreign.crl],
+        issuers={"organisations": {_foreign_ca_fingerprint(foreign): [UTRECHT_OIN]}},
+        proxies=["127.0.0.1"],
+    )
     try:
         with _client(running.port, dev_pki, None, dev_pki) as proxy:
             forged = foreign.store.paths("amsterdam-b").certificate.read_text()
@@ -211,8 +253,13 @@ def test_the_facade_default_lets_its_curated_bundle_speak_but_never_administer(
     trust.write_bytes(dev_pki.ca_bundle.read_bytes() + foreign.ca_bundle.read_bytes())
     der = foreign.store.certificate("utrecht-b").public_bytes(serialization.Encoding.DER)
     for speak, expected in ((True, None), (False, frozenset())):
-        material = TrustMaterial(generation=1, trust_bundle=trust, crl=None,
-                                 server_chain=dev_pki.server.chain, trusted_cas_speak=speak)
+        material = TrustMaterial(
+            generation=1,
+            trust_bundle=trust,
+            crl=None,
+            server_chain=dev_pki.server.chain,
+            trusted_cas_speak=speak,
+        )
         check = material.check(der)
         assert check.ok and check.scope is not None
         assert check.scope.speaks_for == expected

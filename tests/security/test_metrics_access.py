@@ -14,11 +14,13 @@ from node_runtime.security.pki.store import DevPki
 from tests.conftest import ADMIN_CERT, PartyFactory, free_port, node_settings
 
 
-def test_metrics_on_the_tls_port_only_for_an_administrator(party: PartyFactory,
-                                                            dev_pki: DevPki) -> None:
+def test_metrics_on_the_tls_port_only_for_an_administrator(
+    party: PartyFactory, dev_pki: DevPki
+) -> None:
     if not dev_pki.store.has("stranger-metrics"):
-        dev_pki.store.issue_client("stranger-metrics", organisation="Onbekende organisatie",
-                                   oin="00000001999000777001")
+        dev_pki.store.issue_client(
+            "stranger-metrics", organisation="Onbekende organisatie", oin="00000001999000777001"
+        )
     for name in ("stranger-metrics", "gemeente-amsterdam", "zorggroep-de-linde"):
         resp = party(name).get("/metrics")
         assert resp.status_code == 403, (name, resp.text)
@@ -30,11 +32,13 @@ def test_metrics_on_the_tls_port_only_for_an_administrator(party: PartyFactory,
 
 
 @pytest.fixture()
-def with_health_port(tmp_path: Path, resource_dir: Path,
-                     dev_pki: DevPki) -> Iterator[tuple[RunningNode, int]]:
+def with_health_port(
+    tmp_path: Path, resource_dir: Path, dev_pki: DevPki
+) -> Iterator[tuple[RunningNode, int]]:
     port = free_port()
-    running = start_in_thread(node_settings(resource_dir, tmp_path / "data", dev_pki,
-                                            health_port=port))
+    running = start_in_thread(
+        node_settings(resource_dir, tmp_path / "data", dev_pki, health_port=port)
+    )
     try:
         yield running, port
     finally:

@@ -82,7 +82,8 @@ def test_missing_crl_fails_closed_on_open_connections(
     crl = tmp_path / "crl.pem"
     crl.write_bytes(dev_pki.crl.read_bytes())
     settings = node_settings(resource_dir, tmp_path / "data", dev_pki).model_copy(
-        update={"tls_crl": crl})
+        update={"tls_crl": crl}
+    )
     running = start_in_thread(settings)
     conn = _connection(running.port, dev_pki, "gemeente-amsterdam")
     try:

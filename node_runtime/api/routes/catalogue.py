@@ -55,8 +55,11 @@ class Catalogue(BaseModel):
     connectors: list[CatalogueConnector]
 
 
-@router.get("/catalogue", summary="Connectors, purposes and the caller's subscriptions",
-            responses={200: {"model": Catalogue}})
+@router.get(
+    "/catalogue",
+    summary="Connectors, purposes and the caller's subscriptions",
+    responses={200: {"model": Catalogue}},
+)
 async def catalogue(node: NodeDep, principal: PrincipalDep) -> dict[str, Any]:
     state = node.holder.current
     subscribed: dict[str, list[dict[str, Any]]] = {}
@@ -64,21 +67,40 @@ async def catalogue(node: NodeDep, principal: PrincipalDep) -> dict[str, Any]:
         gemeente = state.gemeenten_by_code[principal.id]
         for sub in gemeente.spec.subscriptions:
             subscribed.setdefault(sub.connector, []).append(
-                {"purpose": sub.purpose, "legalBasis": sub.legal_basis,
-                 "messages": list(sub.messages), "delivery": sub.delivery.mode})
+                {
+                    "purpose": sub.purpose,
+                    "legalBasis": sub.legal_basis,
+                    "messages": list(sub.messages),
+                    "delivery": sub.delivery.mode,
+                }
+            )
     connectors = []
     for name, compiled in sorted(state.connectors.items()):
         spec = compiled.resource.spec
-        connectors.append({
-            "name": name,
-            "standard": spec.standard,
-            "standardVersion": spec.standard_version,
-            "revision": spec.revision,
-            "messages": [{"name": m.name, "direction": m.direction, "description": m.description}
-                         for m in spec.messages],
-            "purposes": [{"name": p.name, "description": p.description, "messages": p.messages,
-                          "fields": p.fields} for p in spec.purposes],
-            "subscriptions": subscribed.get(name, []),
-        })
-    return {"node": state.name, "principal": {"kind": principal.kind, "id": principal.id},
-            "connectors": connectors}
+        connectors.append(
+            {
+                "name": name,
+                "standard": spec.standard,
+                "standardVersion": spec.standard_version,
+                "revision": spec.revision,
+                "messages": [
+                    {"name": m.name, "direction": m.direction, "description": m.description}
+                    for m in spec.messages
+                ],
+                "purposes": [
+                    {
+                        "name": p.name,
+                        "description": p.description,
+                        "messages": p.messages,
+                        "fields": p.fields,
+                    }
+                    for p in spec.purposes
+                ],
+                "subscriptions": subscribed.get(name, []),
+            }
+        )
+    return {
+        "node": state.name,
+        "principal": {"kind": principal.kind, "id": principal.id},
+        "connectors": connectors,
+    }

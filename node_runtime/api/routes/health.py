@@ -19,18 +19,29 @@ from node_runtime.api.routes.admin import require_admin
 
 router = APIRouter(tags=["operations"])
 
-READY = {"schema": {"type": "object", "required": ["status", "node", "generation"],
-                    "properties": {"status": {"enum": ["ready", "not ready"]},
-                                   "node": {"type": "string"},
-                                   "generation": {"type": "integer"},
-                                   "connectors": {"type": "object"},
-                                   "gemeenten": {"type": "integer"}}}}
+READY = {
+    "schema": {
+        "type": "object",
+        "required": ["status", "node", "generation"],
+        "properties": {
+            "status": {"enum": ["ready", "not ready"]},
+            "node": {"type": "string"},
+            "generation": {"type": "integer"},
+            "connectors": {"type": "object"},
+            "gemeenten": {"type": "integer"},
+        },
+    }
+}
 READY_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "Ready.", "content": {"application/json": READY}},
-    503: {"description": "Not ready.", "content": {"application/json": READY}}}
+    503: {"description": "Not ready.", "content": {"application/json": READY}},
+}
 METRICS_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "Prometheus text format.",
-          "content": {"text/plain": {"schema": {"type": "string"}}}}}
+    200: {
+        "description": "Prometheus text format.",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+}
 
 
 @router.get("/healthz", summary="Liveness")
@@ -70,9 +81,18 @@ router.add_api_route("/metrics", metrics, methods=["GET"], summary="Prometheus m
 #: The mutual-TLS port's operations routes: /metrics for administrators only.
 tls_router = APIRouter(tags=["operations"])
 tls_router.add_api_route("/healthz", healthz, methods=["GET"], summary="Liveness")
-tls_router.add_api_route("/readyz", readyz, methods=["GET"],
-                         summary="Readiness: configuration loaded and database reachable",
-                         responses=READY_RESPONSES)
-tls_router.add_api_route("/metrics", metrics, methods=["GET"],
-                         summary="Prometheus metrics (administrator certificate only)",
-                         dependencies=[Depends(require_admin)], responses=METRICS_RESPONSES)
+tls_router.add_api_route(
+    "/readyz",
+    readyz,
+    methods=["GET"],
+    summary="Readiness: configuration loaded and database reachable",
+    responses=READY_RESPONSES,
+)
+tls_router.add_api_route(
+    "/metrics",
+    metrics,
+    methods=["GET"],
+    summary="Prometheus metrics (administrator certificate only)",
+    dependencies=[Depends(require_admin)],
+    responses=METRICS_RESPONSES,
+)

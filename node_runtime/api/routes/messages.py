@@ -24,10 +24,14 @@ XML_MEDIA_TYPES = {"application/xml", "text/xml"}
     status_code=202,
     openapi_extra=contract.xml_request_body("The message in the connector's standard (XML)."),
     responses={
-        202: {"description": "Accepted: the retour message (0200 per record) or a message id "
-              "(a resent message gets the first answer again).",
-              "content": {"application/xml": {"schema": {"type": "string"}},
-                          "application/json": {"schema": {"type": "object"}}}},
+        202: {
+            "description": "Accepted: the retour message (0200 per record) or a message id "
+            "(a resent message gets the first answer again).",
+            "content": {
+                "application/xml": {"schema": {"type": "string"}},
+                "application/json": {"schema": {"type": "object"}},
+            },
+        },
         400: {"description": "Not XML, DTD/entities, unknown message type (problem details)."},
         401: {"description": "No client certificate."},
         403: {"description": "Sender not authorised (problem details)."},
@@ -35,10 +39,14 @@ XML_MEDIA_TYPES = {"application/xml", "text/xml"}
         409: {"description": "Identification reused for a different message."},
         413: {"description": "Body over the size limit."},
         415: {"description": "Content type is not XML."},
-        422: {"description": "Schema-invalid (problem) or rejected by rules (retour message "
-                             "carrying the retourcodes).",
-              "content": {"application/xml": {"schema": {"type": "string"}},
-                          **contract.problem_content()}},
+        422: {
+            "description": "Schema-invalid (problem) or rejected by rules (retour message "
+            "carrying the retourcodes).",
+            "content": {
+                "application/xml": {"schema": {"type": "string"}},
+                **contract.problem_content(),
+            },
+        },
     },
 )
 async def submit_message(
@@ -50,14 +58,18 @@ async def submit_message(
 ) -> Response:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in XML_MEDIA_TYPES:
-        raise Problem(415, "unsupported-media-type", "Unsupported content type",
-                      f"Send messages as application/xml, not {media_type or 'nothing'}.")
+        raise Problem(
+            415,
+            "unsupported-media-type",
+            "Unsupported content type",
+            f"Send messages as application/xml, not {media_type or 'nothing'}.",
+        )
     state = node.holder.current
     body = await read_body(request, state.knooppunt.spec.limits.max_message_bytes)
-    result = await asyncio.to_thread(node.intake.process, state, connector, body, principal,
-                                     trace)
+    result = await asyncio.to_thread(node.intake.process, state, connector, body, principal, trace)
     headers = dict(result.headers)
     headers["Knooppunt-Outcome"] = result.outcome
     status = result.problem.status if result.problem else OUTCOME_STATUS[result.outcome]
-    return Response(result.body, status_code=status, media_type=result.content_type,
-                    headers=headers)
+    return Response(
+        result.body, status_code=status, media_type=result.content_type, headers=headers
+    )

@@ -77,16 +77,22 @@ class SubjectRecords(BaseModel):
 
 def check_own_log(principal: Principal, gemeentecode: str) -> None:
     if principal.kind != "gemeente" or principal.id != gemeentecode:
-        raise Problem(403, "not-your-log", "Not your processing log",
-                      f"{principal.display_name} may query only its own processing log.")
+        raise Problem(
+            403,
+            "not-your-log",
+            "Not your processing log",
+            f"{principal.display_name} may query only its own processing log.",
+        )
 
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
-@router.get("/gemeenten/{gemeentecode}/processing-log",
-            summary="Query the gemeente's processing-log records",
-            responses={200: {"model": LogPage}})
+@router.get(
+    "/gemeenten/{gemeentecode}/processing-log",
+    summary="Query the gemeente's processing-log records",
+    responses={200: {"model": LogPage}},
+)
 async def query_log(
     gemeentecode: str,
     node: NodeDep,
@@ -102,34 +108,56 @@ async def query_log(
     limit: Limit = 100,
 ) -> dict[str, Any]:
     check_own_log(principal, gemeentecode)
-    q = LogQuery(controller=gemeentecode, subject_ref=subject_ref, purpose=purpose,
-                 connector=connector, activity=activity, trace_id=trace_id, since=since,
-                 until=until, after_id=after, limit=limit)
+    q = LogQuery(
+        controller=gemeentecode,
+        subject_ref=subject_ref,
+        purpose=purpose,
+        connector=connector,
+        activity=activity,
+        trace_id=trace_id,
+        since=since,
+        until=until,
+        after_id=after,
+        limit=limit,
+    )
     records = await asyncio.to_thread(node.store.query_log, q)
-    return {"records": [record_json(r) for r in records],
-            "nextAfter": records[-1].id if len(records) == limit else None}
+    return {
+        "records": [record_json(r) for r in records],
+        "nextAfter": records[-1].id if len(records) == limit else None,
+    }
 
 
 class SubjectSearch(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
-    bsn: str = Field(pattern=r"^[0-9]{9}$", description="The citizen's BSN (sent in the body, "
-                     "never in a URL, so it stays out of access logs).")
+    bsn: str = Field(
+        pattern=r"^[0-9]{9}$",
+        description="The citizen's BSN (sent in the body, "
+        "never in a URL, so it stays out of access logs).",
+    )
     purpose: str | None = None
     connector: str | None = None
     limit: int = Field(default=100, ge=1, le=1000)
 
 
-@router.post("/gemeenten/{gemeentecode}/processing-log/search",
-             summary="All processings concerning one citizen (by BSN, pseudonymised by the node)",
-             responses={200: {"model": SubjectRecords}, **contract.problem_responses(422)})
-async def search_log(gemeentecode: str, search: SubjectSearch, node: NodeDep,
-                     principal: PrincipalDep) -> dict[str, Any]:
+@router.post(
+    "/gemeenten/{gemeentecode}/processing-log/search",
+    summary="All processings concerning one citizen (by BSN, pseudonymised by the node)",
+    responses={200: {"model": SubjectRecords}, **contract.problem_responses(422)},
+)
+async def search_log(
+    gemeentecode: str, search: SubjectSearch, node: NodeDep, principal: PrincipalDep
+) -> dict[str, Any]:
     check_own_log(principal, gemeentecode)
     if not elfproef(search.bsn):
         raise Problem(422, "bsn-invalid", "Invalid BSN", "The BSN does not pass the 11-proof.")
     ref = node.pseudonymizer.subject_ref(search.bsn)
-    q = LogQuery(controller=gemeentecode, subject_ref=ref, purpose=search.purpose,
-                 connector=search.connector, limit=search.limit)
+    q = LogQuery(
+        controller=gemeentecode,
+        subject_ref=ref,
+        purpose=search.purpose,
+        connector=search.connector,
+        limit=search.limit,
+    )
     records = await asyncio.to_thread(node.store.query_log, q)
     return {"subjectRef": ref, "records": [record_json(r) for r in records]}

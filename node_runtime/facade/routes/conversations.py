@@ -16,11 +16,17 @@ router = APIRouter(prefix="/api/v1", tags=["conversations"])
 State = Literal["open", "overdue", "closed", "late", "unmatched"]
 
 
-@router.get("/gemeenten/{gemeentecode}/conversations",
-            summary="The gemeente's conversations with deadlines on every knooppunt")
+@router.get(
+    "/gemeenten/{gemeentecode}/conversations",
+    summary="The gemeente's conversations with deadlines on every knooppunt",
+)
 async def conversations(
-    gemeentecode: str, request: Request, facade: FacadeDep, gemeente: GemeenteDep,
-    state: State | None = None, connector: str | None = None,
+    gemeentecode: str,
+    request: Request,
+    facade: FacadeDep,
+    gemeente: GemeenteDep,
+    state: State | None = None,
+    connector: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     own(gemeente, gemeentecode, "conversations")
@@ -36,8 +42,9 @@ async def conversations(
     headers = trace_headers(request)
 
     async def call(node: NodeEntry) -> NodeOutcome:
-        return await facade.nodes.attempt(node, gemeente, "GET", path, params=params,
-                                          headers=headers)
+        return await facade.nodes.attempt(
+            node, gemeente, "GET", path, params=params, headers=headers
+        )
 
     outcomes = await facade.nodes.fan_out(nodes, call)
     items: list[dict[str, Any]] = []
@@ -49,8 +56,7 @@ async def conversations(
                 body = outcome.json()
                 found = [{**i, "node": name} for i in body["items"] if isinstance(i, dict)]
             except (ValueError, KeyError, TypeError):
-                outcome = NodeOutcome(name, "error", "malformed answer", None,
-                                      outcome.elapsed_ms)
+                outcome = NodeOutcome(name, "error", "malformed answer", None, outcome.elapsed_ms)
             else:
                 items.extend(found)
                 more = more or body.get("nextAfter") is not None
@@ -58,6 +64,9 @@ async def conversations(
         if outcome.ok:
             reports[name]["count"] = sum(1 for i in items if i["node"] == name)
     items.sort(key=lambda i: (i.get("dueAt") or "", i["node"], i["id"]))
-    return {"items": items, "truncated": more,
-            "complete": all(r["status"] == "ok" for r in reports.values()),
-            "nodes": reports}
+    return {
+        "items": items,
+        "truncated": more,
+        "complete": all(r["status"] == "ok" for r in reports.values()),
+        "nodes": reports,
+    }

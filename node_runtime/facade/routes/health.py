@@ -19,5 +19,9 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", summary="Readiness: configuration loaded")
 async def readyz(facade: FacadeDep) -> dict[str, Any]:
     state = facade.holder.current
-    return {"status": "ready", "generation": state.generation, "nodes": sorted(state.nodes),
-            "gemeenten": len(state.gemeenten_by_code)}
+    return {
+        "status": "ready",
+        "generation": state.generation,
+        "nodes": sorted(state.nodes),
+        "gemeenten": len(state.gemeenten_by_code),
+    }

@@ -28,13 +28,18 @@ def _node(facade: Facade, gemeente: Gemeente, name: str) -> NodeEntry:
     state = facade.holder.current
     node: NodeEntry | None = state.nodes.get(name)
     if node is None or node not in state.nodes_for(gemeente):
-        raise Problem(404, "no-such-node", "No such knooppunt",
-                      f"No knooppunt {name} serves {gemeente.spec.gemeentecode}.")
+        raise Problem(
+            404,
+            "no-such-node",
+            "No such knooppunt",
+            f"No knooppunt {name} serves {gemeente.spec.gemeentecode}.",
+        )
     return node
 
 
-async def _all(method: str, code: str, request: Request, facade: Facade,
-               gemeente: Gemeente) -> dict[str, Any]:
+async def _all(
+    method: str, code: str, request: Request, facade: Facade, gemeente: Gemeente
+) -> dict[str, Any]:
     path = f"/api/v1/gemeenten/{code}/processing-log/checkpoint"
     headers = trace_headers(request)
 
@@ -49,35 +54,54 @@ async def _all(method: str, code: str, request: Request, facade: Facade,
             try:
                 checkpoints[name] = outcome.json()
             except ValueError:
-                outcome = NodeOutcome(name, "error", "malformed answer", None,
-                                      outcome.elapsed_ms)
+                outcome = NodeOutcome(name, "error", "malformed answer", None, outcome.elapsed_ms)
         reports[name] = outcome.describe()
-    return {"checkpoints": checkpoints,
-            "complete": all(r["status"] == "ok" for r in reports.values()),
-            "nodes": reports}
+    return {
+        "checkpoints": checkpoints,
+        "complete": all(r["status"] == "ok" for r in reports.values()),
+        "nodes": reports,
+    }
 
 
-@router.get("/gemeenten/{gemeentecode}/processing-log/checkpoints",
-            summary="The latest signed checkpoint of every knooppunt serving the gemeente")
-async def checkpoints(gemeentecode: str, request: Request, facade: FacadeDep,
-                      gemeente: GemeenteDep) -> dict[str, Any]:
+@router.get(
+    "/gemeenten/{gemeentecode}/processing-log/checkpoints",
+    summary="The latest signed checkpoint of every knooppunt serving the gemeente",
+)
+async def checkpoints(
+    gemeentecode: str, request: Request, facade: FacadeDep, gemeente: GemeenteDep
+) -> dict[str, Any]:
     own(gemeente, gemeentecode, "processing-log")
     return await _all("GET", gemeentecode, request, facade, gemeente)
 
 
-@router.post("/gemeenten/{gemeentecode}/processing-log/checkpoints",
-             summary="Have every knooppunt serving the gemeente sign a checkpoint now")
-async def new_checkpoints(gemeentecode: str, request: Request, facade: FacadeDep,
-                          gemeente: GemeenteDep) -> dict[str, Any]:
+@router.post(
+    "/gemeenten/{gemeentecode}/processing-log/checkpoints",
+    summary="Have every knooppunt serving the gemeente sign a checkpoint now",
+)
+async def new_checkpoints(
+    gemeentecode: str, request: Request, facade: FacadeDep, gemeente: GemeenteDep
+) -> dict[str, Any]:
     own(gemeente, gemeentecode, "processing-log")
     return await _all("POST", gemeentecode, request, facade, gemeente)
 
 
-async def _pass(facade: Facade, gemeente: Gemeente, node: NodeEntry, path: str,
-                params: dict[str, str], request: Request) -> Response:
-    outcome = await facade.nodes.attempt(node, gemeente, "GET", path, params=params,
-                                         headers=trace_headers(request),
-                                         accept=lambda r: r.status_code == 200)
+async def _pass(
+    facade: Facade,
+    gemeente: Gemeente,
+    node: NodeEntry,
+    path: str,
+    params: dict[str, str],
+    request: Request,
+) -> Response:
+    outcome = await facade.nodes.attempt(
+        node,
+        gemeente,
+        "GET",
+        path,
+        params=params,
+        headers=trace_headers(request),
+        accept=lambda r: r.status_code == 200,
+    )
     if not outcome.ok:
         passed = passthrough_problem(outcome)
         if passed is not None:
@@ -85,15 +109,24 @@ async def _pass(facade: Facade, gemeente: Gemeente, node: NodeEntry, path: str,
         raise failure(outcome, action="no proof was fetched; try again later.")
     response = outcome.response
     assert response is not None
-    return Response(response.content, status_code=200, media_type="application/json",
-                    headers={"Knooppunt-Node": node.name})
+    return Response(
+        response.content,
+        status_code=200,
+        media_type="application/json",
+        headers={"Knooppunt-Node": node.name},
+    )
 
 
-@router.get("/gemeenten/{gemeentecode}/processing-log/nodes/{node}/records/{record_id}/"
-            "inclusion-proof",
-            summary="Inclusion proof of one of the gemeente's records, from its knooppunt")
+@router.get(
+    "/gemeenten/{gemeentecode}/processing-log/nodes/{node}/records/{record_id}/inclusion-proof",
+    summary="Inclusion proof of one of the gemeente's records, from its knooppunt",
+)
 async def inclusion_proof(
-    gemeentecode: str, node: str, record_id: str, request: Request, facade: FacadeDep,
+    gemeentecode: str,
+    node: str,
+    record_id: str,
+    request: Request,
+    facade: FacadeDep,
     gemeente: GemeenteDep,
     tree_size: Annotated[int | None, Query(alias="treeSize", ge=1)] = None,
 ) -> Response:
@@ -104,15 +137,22 @@ async def inclusion_proof(
     return await _pass(facade, gemeente, entry, path, params, request)
 
 
-@router.get("/gemeenten/{gemeentecode}/processing-log/nodes/{node}/consistency-proof",
-            summary="Consistency proof between two checkpoints of one knooppunt")
+@router.get(
+    "/gemeenten/{gemeentecode}/processing-log/nodes/{node}/consistency-proof",
+    summary="Consistency proof between two checkpoints of one knooppunt",
+)
 async def consistency_proof(
-    gemeentecode: str, node: str, request: Request, facade: FacadeDep, gemeente: GemeenteDep,
+    gemeentecode: str,
+    node: str,
+    request: Request,
+    facade: FacadeDep,
+    gemeente: GemeenteDep,
     first: Annotated[int, Query(alias="from", ge=0)],
     second: Annotated[int, Query(alias="to", ge=0)],
 ) -> Response:
     own(gemeente, gemeentecode, "processing-log")
     entry = _node(facade, gemeente, node)
     path = f"/api/v1/gemeenten/{gemeentecode}/processing-log/consistency-proof"
-    return await _pass(facade, gemeente, entry, path, {"from": str(first), "to": str(second)},
-                       request)
+    return await _pass(
+        facade, gemeente, entry, path, {"from": str(first), "to": str(second)}, request
+    )

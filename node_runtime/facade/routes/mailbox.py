@@ -29,14 +29,21 @@ def resolve_item(state: FacadeState, gemeente: Gemeente, item_id: str) -> tuple[
     match = ITEM_ID.fullmatch(item_id)
     node = state.nodes.get(match.group(1)) if match else None
     if match is None or node is None or node not in state.nodes_for(gemeente):
-        raise Problem(404, "no-such-message", "No such message",
-                      f"Mailbox {gemeente.spec.gemeentecode} holds no message {item_id}.")
+        raise Problem(
+            404,
+            "no-such-message",
+            "No such message",
+            f"Mailbox {gemeente.spec.gemeentecode} holds no message {item_id}.",
+        )
     return node, match.group(2)
 
 
-@router.get("/gemeenten/{gemeentecode}/mailbox", tags=["mailbox"],
-            summary="One mailbox across every knooppunt serving the gemeente",
-            responses={200: {"model": AggregatedMailbox}})
+@router.get(
+    "/gemeenten/{gemeentecode}/mailbox",
+    tags=["mailbox"],
+    summary="One mailbox across every knooppunt serving the gemeente",
+    responses={200: {"model": AggregatedMailbox}},
+)
 async def list_mailbox(
     gemeentecode: str,
     request: Request,
@@ -53,36 +60,65 @@ async def list_mailbox(
     trace = trace_headers(request)
 
     async def call(node: NodeEntry) -> NodeOutcome:
-        params = {"limit": str(limit),
-                  "includeAcknowledged": "true" if include_acknowledged else "false"}
+        params = {
+            "limit": str(limit),
+            "includeAcknowledged": "true" if include_acknowledged else "false",
+        }
         if node.name in cursor:
             params["after"] = str(cursor[node.name])
-        return await facade.nodes.attempt(node, gemeente, "GET", path, params=params,
-                                          headers=trace)
+        return await facade.nodes.attempt(node, gemeente, "GET", path, params=params, headers=trace)
 
     outcomes = await facade.nodes.fan_out(nodes, call)
     page = aggregation.merge(
-        outcomes, key="items", time_field="createdAt", cursor=cursor, limit=limit,
+        outcomes,
+        key="items",
+        time_field="createdAt",
+        cursor=cursor,
+        limit=limit,
         tiebreak=lambda _i, item: int(item.get("seq") or 0),
         position=lambda item: int(item.get("seq") or 0),
-        present=lambda name, item: {**item, "id": f"{name}~{item.get('id')}", "node": name,
-                                    "nodeItemId": item.get("id")})
-    return {"items": page.items, "nextAfter": page.next_after, "complete": page.complete,
-            "nodes": page.reports}
+        present=lambda name, item: {
+            **item,
+            "id": f"{name}~{item.get('id')}",
+            "node": name,
+            "nodeItemId": item.get("id"),
+        },
+    )
+    return {
+        "items": page.items,
+        "nextAfter": page.next_after,
+        "complete": page.complete,
+        "nodes": page.reports,
+    }
 
 
-@router.get("/gemeenten/{gemeentecode}/mailbox/{item_id}", tags=["mailbox"],
-            summary="Fetch one message from the knooppunt that holds it (unchanged)",
-            responses={200: {"content": {"application/json": {"schema": {"type": "object"}},
-                                         "application/xml": {"schema": {"type": "string"}}}},
-                       **contract.problem_responses(404, 410, 502, 504)})
-async def fetch_message(gemeentecode: str, item_id: str, request: Request, facade: FacadeDep,
-                        gemeente: GemeenteDep) -> Response:
+@router.get(
+    "/gemeenten/{gemeentecode}/mailbox/{item_id}",
+    tags=["mailbox"],
+    summary="Fetch one message from the knooppunt that holds it (unchanged)",
+    responses={
+        200: {
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "application/xml": {"schema": {"type": "string"}},
+            }
+        },
+        **contract.problem_responses(404, 410, 502, 504),
+    },
+)
+async def fetch_message(
+    gemeentecode: str, item_id: str, request: Request, facade: FacadeDep, gemeente: GemeenteDep
+) -> Response:
     own(gemeente, gemeentecode, "mailbox")
     node, delivery = resolve_item(facade.holder.current, gemeente, item_id)
     outcome = await facade.nodes.attempt(
-        node, gemeente, "GET", f"/api/v1/gemeenten/{gemeentecode}/mailbox/{delivery}",
-        headers=trace_headers(request), accept=lambda r: r.status_code == 200)
+        node,
+        gemeente,
+        "GET",
+        f"/api/v1/gemeenten/{gemeentecode}/mailbox/{delivery}",
+        headers=trace_headers(request),
+        accept=lambda r: r.status_code == 200,
+    )
     if not outcome.ok:
         passed = passthrough_problem(outcome)
         if passed is not None:
@@ -93,31 +129,51 @@ async def fetch_message(gemeentecode: str, item_id: str, request: Request, facad
     headers = {"Knooppunt-Node": node.name, "Knooppunt-Delivery-Id": item_id}
     if "traceparent" in response.headers:
         headers["traceparent"] = response.headers["traceparent"]
-    return Response(response.content, status_code=200,
-                    media_type=response.headers.get("content-type"), headers=headers)
+    return Response(
+        response.content,
+        status_code=200,
+        media_type=response.headers.get("content-type"),
+        headers=headers,
+    )
 
 
-@router.post("/gemeenten/{gemeentecode}/mailbox/{item_id}/ack", tags=["mailbox"],
-             status_code=204,
-             summary="Acknowledge a message at the knooppunt that holds it",
-             responses={204: {"description": "The owning node confirmed the acknowledgement."},
-                        **contract.problem_responses(404),
-                        502: {"description": "The node is unavailable: NOT acknowledged."},
-                        504: {"description": "The node did not confirm in time: retry (the "
-                              "acknowledgement is idempotent)."}})
-async def ack_message(gemeentecode: str, item_id: str, request: Request, facade: FacadeDep,
-                      gemeente: GemeenteDep) -> Response:
+@router.post(
+    "/gemeenten/{gemeentecode}/mailbox/{item_id}/ack",
+    tags=["mailbox"],
+    status_code=204,
+    summary="Acknowledge a message at the knooppunt that holds it",
+    responses={
+        204: {"description": "The owning node confirmed the acknowledgement."},
+        **contract.problem_responses(404),
+        502: {"description": "The node is unavailable: NOT acknowledged."},
+        504: {
+            "description": "The node did not confirm in time: retry (the "
+            "acknowledgement is idempotent)."
+        },
+    },
+)
+async def ack_message(
+    gemeentecode: str, item_id: str, request: Request, facade: FacadeDep, gemeente: GemeenteDep
+) -> Response:
     own(gemeente, gemeentecode, "mailbox")
     node, delivery = resolve_item(facade.holder.current, gemeente, item_id)
     outcome = await facade.nodes.attempt(
-        node, gemeente, "POST", f"/api/v1/gemeenten/{gemeentecode}/mailbox/{delivery}/ack",
-        headers=trace_headers(request), accept=lambda r: r.status_code == 204)
+        node,
+        gemeente,
+        "POST",
+        f"/api/v1/gemeenten/{gemeentecode}/mailbox/{delivery}/ack",
+        headers=trace_headers(request),
+        accept=lambda r: r.status_code == 204,
+    )
     if not outcome.ok:
         passed = passthrough_problem(outcome)
         if passed is not None:
             return passed
-        raise failure(outcome, action="the message is not acknowledged (acknowledging again "
-                       "is harmless).", acknowledged=False)
+        raise failure(
+            outcome,
+            action="the message is not acknowledged (acknowledging again is harmless).",
+            acknowledged=False,
+        )
     response = outcome.response
     assert response is not None
     headers = {"Knooppunt-Node": node.name}

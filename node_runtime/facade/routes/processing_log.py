@@ -21,17 +21,27 @@ router = APIRouter(prefix="/api/v1")
 LogLimit = Annotated[int, Query(ge=1, le=1000)]
 
 
-def merge_records(outcomes: dict[str, NodeOutcome], cursor: dict[str, Any],
-                  limit: int) -> aggregation.MergedPage:
+def merge_records(
+    outcomes: dict[str, NodeOutcome], cursor: dict[str, Any], limit: int
+) -> aggregation.MergedPage:
     return aggregation.merge(
-        outcomes, key="records", time_field="timestamp", cursor=cursor, limit=limit,
-        tiebreak=lambda index, _record: index, position=lambda record: record.get("id"),
-        present=lambda name, record: {**record, "node": name})
+        outcomes,
+        key="records",
+        time_field="timestamp",
+        cursor=cursor,
+        limit=limit,
+        tiebreak=lambda index, _record: index,
+        position=lambda record: record.get("id"),
+        present=lambda name, record: {**record, "node": name},
+    )
 
 
-@router.get("/gemeenten/{gemeentecode}/processing-log", tags=["processing log"],
-            summary="The gemeente's processing log from every knooppunt, merged by time",
-            responses={200: {"model": AggregatedLog}})
+@router.get(
+    "/gemeenten/{gemeentecode}/processing-log",
+    tags=["processing log"],
+    summary="The gemeente's processing log from every knooppunt, merged by time",
+    responses={200: {"model": AggregatedLog}},
+)
 async def query_log(
     gemeentecode: str,
     request: Request,
@@ -54,9 +64,13 @@ async def query_log(
     if connector is not None:
         nodes = [n for n in nodes if connector in n.connectors]
     base: dict[str, str] = {"limit": str(limit)}
-    for key, value in (("subjectRef", subject_ref), ("purpose", purpose),
-                       ("connector", connector), ("activity", activity),
-                       ("traceId", trace_id)):
+    for key, value in (
+        ("subjectRef", subject_ref),
+        ("purpose", purpose),
+        ("connector", connector),
+        ("activity", activity),
+        ("traceId", trace_id),
+    ):
         if value is not None:
             base[key] = value
     if since is not None:
@@ -70,20 +84,31 @@ async def query_log(
         params = dict(base)
         if node.name in cursor:
             params["after"] = str(cursor[node.name])
-        return await facade.nodes.attempt(node, gemeente, "GET", path, params=params,
-                                          headers=trace)
+        return await facade.nodes.attempt(node, gemeente, "GET", path, params=params, headers=trace)
 
     outcomes = await facade.nodes.fan_out(nodes, call)
     page = merge_records(outcomes, cursor, limit)
-    return {"records": page.items, "nextAfter": page.next_after, "complete": page.complete,
-            "nodes": page.reports}
+    return {
+        "records": page.items,
+        "nextAfter": page.next_after,
+        "complete": page.complete,
+        "nodes": page.reports,
+    }
 
 
-@router.post("/gemeenten/{gemeentecode}/processing-log/search", tags=["processing log"],
-             summary="All processings concerning one citizen on every knooppunt (BSN in the "
-             "body)", responses=contract.problem_responses(422))
-async def search_log(gemeentecode: str, search: SubjectSearch, request: Request,
-                     facade: FacadeDep, gemeente: GemeenteDep) -> dict[str, Any]:
+@router.post(
+    "/gemeenten/{gemeentecode}/processing-log/search",
+    tags=["processing log"],
+    summary="All processings concerning one citizen on every knooppunt (BSN in the body)",
+    responses=contract.problem_responses(422),
+)
+async def search_log(
+    gemeentecode: str,
+    search: SubjectSearch,
+    request: Request,
+    facade: FacadeDep,
+    gemeente: GemeenteDep,
+) -> dict[str, Any]:
     own(gemeente, gemeentecode, "processing-log")
     if not elfproef(search.bsn):
         raise Problem(422, "bsn-invalid", "Invalid BSN", "The BSN does not pass the 11-proof.")
@@ -95,8 +120,9 @@ async def search_log(gemeentecode: str, search: SubjectSearch, request: Request,
     headers = {"content-type": "application/json", **trace_headers(request)}
 
     async def call(node: NodeEntry) -> NodeOutcome:
-        return await facade.nodes.attempt(node, gemeente, "POST", path, content=body,
-                                          headers=headers)
+        return await facade.nodes.attempt(
+            node, gemeente, "POST", path, content=body, headers=headers
+        )
 
     outcomes = await facade.nodes.fan_out(nodes, call)
     refs = {}
@@ -105,5 +131,9 @@ async def search_log(gemeentecode: str, search: SubjectSearch, request: Request,
             with contextlib.suppress(ValueError, AttributeError):
                 refs[name] = outcome.json().get("subjectRef")
     page = merge_records(outcomes, {}, search.limit)
-    return {"subjectRefs": refs, "records": page.items, "complete": page.complete,
-            "nodes": page.reports}
+    return {
+        "subjectRefs": refs,
+        "records": page.items,
+        "complete": page.complete,
+        "nodes": page.reports,
+    }

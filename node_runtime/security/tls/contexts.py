@@ -175,8 +175,9 @@ class ReloadableServerContext:
         """Rebuild the context from the factory; raises (and keeps the old one) on error."""
         fresh = self._factory()
         generation = self._generation + 1
-        material = (self._material_factory(generation)
-                    if self._material_factory is not None else None)
+        material = (
+            self._material_factory(generation) if self._material_factory is not None else None
+        )
         with self._lock:
             self._current = fresh
             self._material = material
@@ -222,9 +223,14 @@ def reloadable_server_context(
         crl_file = files[0] if len(files) == 1 else None
 
     def material(generation: int) -> TrustMaterial:
-        return TrustMaterial(generation=generation, trust_bundle=trust_bundle, crl=crl_file,
-                             server_chain=cert_chain, issuers=issuers,
-                             trusted_cas_speak=trusted_cas_speak)
+        return TrustMaterial(
+            generation=generation,
+            trust_bundle=trust_bundle,
+            crl=crl_file,
+            server_chain=cert_chain,
+            issuers=issuers,
+            trusted_cas_speak=trusted_cas_speak,
+        )
 
     # Several CRL files: the handshake checks them; open connections are checked against the
     # handshake's verdict only (the node and façade always pass one file).

@@ -187,13 +187,19 @@ class TrustMaterial:
             self.policy = load_issuer_policy(issuers, own=own)
         else:
             if issuers is not None:
-                log.warning("issuer policy file %s missing: only the node's own CA may speak "
-                            "for organisations", os.fspath(issuers))
+                log.warning(
+                    "issuer policy file %s missing: only the node's own CA may speak "
+                    "for organisations",
+                    os.fspath(issuers),
+                )
             # A server whose trust bundle is curated for exactly the organisations it serves
             # (the façade: the platform's PKIoverheid bundle) lets every trusted CA speak for
             # them, administrators never; a node binds to its own CA.
-            others = (frozenset(fingerprint(ca) for ca in self.cas) - own
-                      if trusted_cas_speak else frozenset())
+            others = (
+                frozenset(fingerprint(ca) for ca in self.cas) - own
+                if trusted_cas_speak
+                else frozenset()
+            )
             self.policy = IssuerPolicy(node=frozenset(own), nodes=others)
         self.missing_crls = self._without_crl() if self.check_revocation else []
         for ca in self.missing_crls:
@@ -245,8 +251,9 @@ class TrustMaterial:
             return PeerCheck(False, "malformed", "certificate could not be parsed", g)
         issuer = self.issuer_of(leaf)
         if issuer is None:
-            return PeerCheck(False, "untrusted_issuer",
-                             "the certificate's issuing CA is no longer trusted", g)
+            return PeerCheck(
+                False, "untrusted_issuer", "the certificate's issuing CA is no longer trusted", g
+            )
         if moment > leaf.not_valid_after_utc:
             return PeerCheck(False, "expired", "the certificate has expired", g)
         if moment < leaf.not_valid_before_utc:
@@ -256,13 +263,16 @@ class TrustMaterial:
         if self.check_revocation:
             crls = [c for c in self._signed_crls(issuer) if c.last_update_utc <= moment]
             if not crls:
-                return PeerCheck(False, "crl_unavailable",
-                                 f"no CRL of the issuing CA {scope.subject} is configured", g)
+                return PeerCheck(
+                    False,
+                    "crl_unavailable",
+                    f"no CRL of the issuing CA {scope.subject} is configured",
+                    g,
+                )
             crl = max(crls, key=lambda c: c.last_update_utc)
             if crl.next_update_utc is not None:
                 if crl.next_update_utc < moment:
-                    return PeerCheck(False, "crl_expired",
-                                     f"the CRL of {scope.subject} expired", g)
+                    return PeerCheck(False, "crl_expired", f"the CRL of {scope.subject} expired", g)
                 valid_until = min(valid_until, crl.next_update_utc)
             if crl.get_revoked_certificate_by_serial_number(leaf.serial_number) is not None:
                 return PeerCheck(False, "revoked", "the certificate has been revoked", g)

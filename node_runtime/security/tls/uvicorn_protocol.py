@@ -87,8 +87,13 @@ STATE_CLIENT_IDENTITY = "tls_client_identity"
 STATE_TLS_VERSION = "tls_version"
 STATE_TLS_CIPHER = "tls_cipher"
 STATE_CONNECTION = "tls_connection"
-TLS_STATE_KEYS = (STATE_CLIENT_CERT_DER, STATE_CLIENT_IDENTITY, STATE_TLS_VERSION, STATE_TLS_CIPHER,
-                  STATE_CONNECTION)
+TLS_STATE_KEYS = (
+    STATE_CLIENT_CERT_DER,
+    STATE_CLIENT_IDENTITY,
+    STATE_TLS_VERSION,
+    STATE_TLS_CIPHER,
+    STATE_CONNECTION,
+)
 PROBLEM_BASE = "https://knooppunt.nl/problems/"
 DEFAULT_HANDSHAKE_TIMEOUT = 15  # seconds; slow-loris protection for the TLS handshake
 
@@ -170,8 +175,11 @@ class ConnectionPeer:
         """``None`` when the peer may be served under ``material``; else the refusal."""
         if self.der is None or material is None:
             return None
-        if (self.generation == material.generation and self.refusal is None
-                and (self.valid_until is None or now < self.valid_until)):
+        if (
+            self.generation == material.generation
+            and self.refusal is None
+            and (self.valid_until is None or now < self.valid_until)
+        ):
             return None
         check = material.check(self.der, now)
         self.generation = material.generation
@@ -187,12 +195,16 @@ class ConnectionPeer:
         return None
 
 
-def _problem_bytes(status: int, reason: str, slug: str, title: str, detail: str,
-                   **extra: Any) -> bytes:
-    body = json.dumps({"type": PROBLEM_BASE + slug, "title": title, "status": status,
-                       "detail": detail, **extra}).encode()
-    head = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/problem+json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
+def _problem_bytes(
+    status: int, reason: str, slug: str, title: str, detail: str, **extra: Any
+) -> bytes:
+    body = json.dumps(
+        {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail, **extra}
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/problem+json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
     return head.encode("ascii") + body
 
 
@@ -228,16 +240,28 @@ class TLSH11Protocol(H11Protocol):
         if self.limits is None:
             return
         der = self.peer.der
-        key = (hashlib.sha256(der).hexdigest() if der
-               else f"address:{self.client[0] if self.client else '?'}")
+        key = (
+            hashlib.sha256(der).hexdigest()
+            if der
+            else f"address:{self.client[0] if self.client else '?'}"
+        )
         if self.clients is not None:
             if not self.clients.acquire(key, self.limits.max_per_client):
-                logger.warning("connection refused: client %s already holds %d connections",
-                               key[:16], self.limits.max_per_client)
-                self._close_with(_problem_bytes(
-                    429, "Too Many Requests", "too-many-connections", "Too many connections",
-                    f"This client already holds {self.limits.max_per_client} open connections; "
-                    "reuse them or close some."))
+                logger.warning(
+                    "connection refused: client %s already holds %d connections",
+                    key[:16],
+                    self.limits.max_per_client,
+                )
+                self._close_with(
+                    _problem_bytes(
+                        429,
+                        "Too Many Requests",
+                        "too-many-connections",
+                        "Too many connections",
+                        f"This client already holds {self.limits.max_per_client} open connections; "
+                        "reuse them or close some.",
+                    )
+                )
                 return
             self._client_key = key
         self._arm(self.limits.idle_timeout, "idle")
@@ -269,8 +293,12 @@ class TLSH11Protocol(H11Protocol):
         refusal = self.peer.current(material, dt.datetime.now(dt.UTC))
         if refusal is not None:
             peer = f"{self.client[0]}:{self.client[1]}" if self.client else "unknown peer"
-            logger.warning("request on an open connection from %s refused: %s (%s)", peer,
-                           refusal.reason, refusal.detail)
+            logger.warning(
+                "request on an open connection from %s refused: %s (%s)",
+                peer,
+                refusal.reason,
+                refusal.detail,
+            )
         return refusal
 
     # -- deadlines -------------------------------------------------------------------------
@@ -323,14 +351,21 @@ class TLSH11Protocol(H11Protocol):
             return
         peer = f"{self.client[0]}:{self.client[1]}" if self.client else "unknown peer"
         logger.info("closing connection from %s: %s timeout", peer, phase)
-        if phase in ("headers", "body") and (self.cycle is None or self.cycle.response_complete
-                                              or not self.cycle.response_started):
+        if phase in ("headers", "body") and (
+            self.cycle is None or self.cycle.response_complete or not self.cycle.response_started
+        ):
             limits = self.limits or ConnectionLimits()
             seconds = limits.header_timeout if phase == "headers" else limits.body_timeout
-            self._close_with(_problem_bytes(
-                408, "Request Timeout", "request-timeout", "Request timeout",
-                f"The request's {'headers' if phase == 'headers' else 'body'} did not arrive "
-                f"within {seconds:g} seconds."))
+            self._close_with(
+                _problem_bytes(
+                    408,
+                    "Request Timeout",
+                    "request-timeout",
+                    "Request timeout",
+                    f"The request's {'headers' if phase == 'headers' else 'body'} did not arrive "
+                    f"within {seconds:g} seconds.",
+                )
+            )
         else:
             self._close_with(b"")
 
@@ -346,14 +381,28 @@ class TLSH11Protocol(H11Protocol):
 
 async def _refuse(send: Any, refusal: PeerCheck) -> None:
     slug = "certificate-revoked" if refusal.reason == "revoked" else "certificate-rejected"
-    body = json.dumps({
-        "type": PROBLEM_BASE + slug, "title": "Client certificate no longer accepted",
-        "status": 401, "detail": f"The client certificate of this connection is no longer "
-        f"accepted: {refusal.detail}. Connect again with a valid certificate.",
-        "reason": refusal.reason}).encode()
-    await send({"type": "http.response.start", "status": 401, "headers": [
-        (b"content-type", b"application/problem+json"), (b"connection", b"close"),
-        (b"content-length", str(len(body)).encode()), (b"knooppunt-outcome", b"refused")]})
+    body = json.dumps(
+        {
+            "type": PROBLEM_BASE + slug,
+            "title": "Client certificate no longer accepted",
+            "status": 401,
+            "detail": f"The client certificate of this connection is no longer "
+            f"accepted: {refusal.detail}. Connect again with a valid certificate.",
+            "reason": refusal.reason,
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 401,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"connection", b"close"),
+                (b"content-length", str(len(body)).encode()),
+                (b"knooppunt-outcome", b"refused"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -508,13 +557,18 @@ class _TLSProtocolFactory:
         CA without a CRL): name the CAs whose CRL is missing."""
         if rejected.verify_message != "unable to get certificate CRL":
             return None
-        material = (self.context.material if isinstance(self.context, ReloadableServerContext)
-                    else None)
-        names = ([c.subject.rfc4514_string() for c in material.missing_crls]
-                 if material is not None else [])
+        material = (
+            self.context.material if isinstance(self.context, ReloadableServerContext) else None
+        )
+        names = (
+            [c.subject.rfc4514_string() for c in material.missing_crls]
+            if material is not None
+            else []
+        )
         which = "; ".join(names) if names else "the client certificate's issuing CA"
-        return (f"no CRL for the issuing CA in the CRL file (fail-closed); CAs without a CRL: "
-                f"{which}")
+        return (
+            f"no CRL for the issuing CA in the CRL file (fail-closed); CAs without a CRL: {which}"
+        )
 
 
 # --------------------------------------------------------------------------- configuration

@@ -234,7 +234,8 @@ def _volumes(
         {"name": "pseudonym", "secret": {"secretName": names.pseudonym, "defaultMode": 0o440}},
         (
             {"name": "data", "persistentVolumeClaim": {"claimName": names.data}}
-            if sqlite(kp) else {"name": "data", "emptyDir": {}}
+            if sqlite(kp)
+            else {"name": "data", "emptyDir": {}}
         ),
         {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
     ]
@@ -258,9 +259,7 @@ def _volumes(
                 },
             }
         )
-        mounts.append(
-            {"name": volume, "mountPath": f"{BUNDLES_DIR}/{rev.name}", "readOnly": True}
-        )
+        mounts.append({"name": volume, "mountPath": f"{BUNDLES_DIR}/{rev.name}", "readOnly": True})
     return volumes, mounts
 
 
@@ -408,8 +407,12 @@ def service(kp: Knooppunt) -> dict[str, Any]:
             "selector": meta.selector_labels(kp.name),
             "ports": [
                 {"name": "https", "port": HTTPS_PORT, "targetPort": "https", "protocol": "TCP"},
-                {"name": "metrics", "port": HEALTH_PORT, "targetPort": "metrics",
-                 "protocol": "TCP"},
+                {
+                    "name": "metrics",
+                    "port": HEALTH_PORT,
+                    "targetPort": "metrics",
+                    "protocol": "TCP",
+                },
             ],
         },
     }
@@ -420,9 +423,7 @@ def pod_disruption_budget(kp: Knooppunt) -> dict[str, Any]:
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": meta.object_meta(
-            kp.name, _ns(kp), owner=kp, labels=meta.node_labels(kp.name)
-        ),
+        "metadata": meta.object_meta(kp.name, _ns(kp), owner=kp, labels=meta.node_labels(kp.name)),
         "spec": {
             "maxUnavailable": 1,
             "selector": {"matchLabels": meta.selector_labels(kp.name)},
@@ -444,8 +445,11 @@ def network_policy(kp: Knooppunt, *, operator_namespace: str | None) -> dict[str
                     "namespaceSelector": {},
                     "podSelector": {
                         "matchExpressions": [
-                            {"key": meta.ACCESS_LABEL, "operator": "In",
-                             "values": list(ACCESS_HTTPS)}
+                            {
+                                "key": meta.ACCESS_LABEL,
+                                "operator": "In",
+                                "values": list(ACCESS_HTTPS),
+                            }
                         ]
                     },
                 }
@@ -470,9 +474,7 @@ def network_policy(kp: Knooppunt, *, operator_namespace: str | None) -> dict[str
                         "namespaceSelector": {
                             "matchLabels": {"kubernetes.io/metadata.name": operator_namespace}
                         },
-                        "podSelector": {
-                            "matchLabels": {"app.kubernetes.io/name": meta.MANAGED_BY}
-                        },
+                        "podSelector": {"matchLabels": {"app.kubernetes.io/name": meta.MANAGED_BY}},
                     }
                 ],
                 "ports": [{"protocol": "TCP", "port": HTTPS_PORT}],
@@ -481,9 +483,7 @@ def network_policy(kp: Knooppunt, *, operator_namespace: str | None) -> dict[str
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": meta.object_meta(
-            kp.name, _ns(kp), owner=kp, labels=meta.node_labels(kp.name)
-        ),
+        "metadata": meta.object_meta(kp.name, _ns(kp), owner=kp, labels=meta.node_labels(kp.name)),
         "spec": {
             "podSelector": {"matchLabels": meta.selector_labels(kp.name)},
             "policyTypes": ["Ingress"],

@@ -94,9 +94,7 @@ def controller_revision(
     }
 
 
-def bundle_snapshot(
-    connector: Mapping[str, Any], source: Mapping[str, Any]
-) -> dict[str, Any]:
+def bundle_snapshot(connector: Mapping[str, Any], source: Mapping[str, Any]) -> dict[str, Any]:
     """An immutable copy of the connector's bundle ConfigMap for its current revision."""
     cmeta = connector["metadata"]
     revision = int((connector.get("spec") or {}).get("revision", 1))

@@ -42,9 +42,7 @@ def _secret(
     }
 
 
-def ca_secret(
-    kp: Knooppunt, *, cert_pem: bytes, key_pem: bytes, revoked: str
-) -> dict[str, Any]:
+def ca_secret(kp: Knooppunt, *, cert_pem: bytes, key_pem: bytes, revoked: str) -> dict[str, Any]:
     """``<node>-ca``: the node's CA key and certificate and its revocation list (never mounted)."""
     return _secret(
         meta.NodeNames(kp.name).ca,
@@ -55,7 +53,12 @@ def ca_secret(
 
 
 def tls_secret(
-    kp: Knooppunt, *, chain_pem: bytes, key_pem: bytes, trust_pem: bytes, crl_pem: bytes,
+    kp: Knooppunt,
+    *,
+    chain_pem: bytes,
+    key_pem: bytes,
+    trust_pem: bytes,
+    crl_pem: bytes,
     issuers_json: bytes | None = None,
 ) -> dict[str, Any]:
     """``<node>-tls``: server chain and key, trusted client CAs, the CRL of every trusted CA,
@@ -75,7 +78,9 @@ def tls_secret(
 def pseudonym_secret(kp: Knooppunt, *, key_hex: str) -> dict[str, Any]:
     """``<node>-pseudonym``: 64 hex characters, created once and never rotated."""
     return _secret(
-        meta.NodeNames(kp.name).pseudonym, kp, meta.node_labels(kp.name, "pseudonym"),
+        meta.NodeNames(kp.name).pseudonym,
+        kp,
+        meta.node_labels(kp.name, "pseudonym"),
         {"key": key_hex},
     )
 

@@ -30,8 +30,9 @@ async def bundle_config_map(
     return await ctx.client.get(kube.CONFIG_MAP, namespace, name)
 
 
-async def validate(ctx: Context, namespace: str, body: Mapping[str, Any], *,
-                   old: Mapping[str, Any] | None = None) -> list[str]:
+async def validate(
+    ctx: Context, namespace: str, body: Mapping[str, Any], *, old: Mapping[str, Any] | None = None
+) -> list[str]:
     """The admission check, with the bundle ConfigMap read from the API server."""
     config_map = await bundle_config_map(ctx, namespace, body)
     problems = await asyncio.to_thread(
@@ -45,7 +46,8 @@ async def validate(ctx: Context, namespace: str, body: Mapping[str, Any], *,
 
 def _nodes_using(knooppunten: list[dict[str, Any]], connector: str) -> list[dict[str, Any]]:
     return [
-        kp for kp in knooppunten
+        kp
+        for kp in knooppunten
         if any(c.get("name") == connector for c in (kp.get("spec") or {}).get("connectors") or [])
     ]
 
@@ -105,27 +107,33 @@ async def reconcile(
             recorded[revision] = revisions.parse_controller_revision(record)
             new_revision = True
             await ctx.events.record(
-                body, reason="RevisionRecorded",
+                body,
+                reason="RevisionRecorded",
                 message=f"revision {revision} ({spec.get('standard')} "
                 f"{spec.get('standardVersion')}) validated and recorded",
             )
     else:
         metrics.REJECTED.labels(namespace, name).inc()
-        await ctx.events.record(body, reason="Rejected", type_="Warning",
-                                message="; ".join(problems))
+        await ctx.events.record(
+            body, reason="Rejected", type_="Warning", message="; ".join(problems)
+        )
 
     nodes = _nodes_using(await ctx.client.list(kube.KNOOPPUNT, namespace), name)
-    keep = _revisions_in_use(nodes, name) | set(sorted(recorded)[-ctx.config.revision_history:])
+    keep = _revisions_in_use(nodes, name) | set(sorted(recorded)[-ctx.config.revision_history :])
     for old in sorted(set(recorded) - keep):
-        await ctx.apply_all(body, [
-            ObjectRef(kube.CONTROLLER_REVISION, namespace, meta.revision_name(name, old)),
-            ObjectRef(kube.CONFIG_MAP, namespace, meta.bundle_snapshot_name(name, old)),
-        ])
+        await ctx.apply_all(
+            body,
+            [
+                ObjectRef(kube.CONTROLLER_REVISION, namespace, meta.revision_name(name, old)),
+                ObjectRef(kube.CONFIG_MAP, namespace, meta.bundle_snapshot_name(name, old)),
+            ],
+        )
         del recorded[old]
 
     ready = (
-        status.Observed(status.READY, "True", "Recorded",
-                        f"revision {revision} is valid and recorded")
+        status.Observed(
+            status.READY, "True", "Recorded", f"revision {revision} is valid and recorded"
+        )
         if not problems
         else status.Observed(status.READY, "False", reason, "; ".join(problems))
     )
@@ -135,8 +143,10 @@ async def reconcile(
     generation = body["metadata"].get("generation")
     current["observedGeneration"] = generation
     current["conditions"] = status.merge_conditions(
-        (body.get("status") or {}).get("conditions") or [], [ready],
-        generation=generation, now=status.now_rfc3339(ctx.clock()),
+        (body.get("status") or {}).get("conditions") or [],
+        [ready],
+        generation=generation,
+        now=status.now_rfc3339(ctx.clock()),
     )
     patch = status.status_patch(body.get("status"), current)
     if patch is not None:
@@ -155,8 +165,12 @@ async def delete(ctx: Context, namespace: str, name: str, body: Mapping[str, Any
     """Let the connector go only when no node holds undelivered messages for it (or forced)."""
     annotations = (body.get("metadata") or {}).get("annotations") or {}
     if annotations.get(meta.FORCE_DELETE) == "true":
-        await ctx.events.record(body, reason="ForceDeleted", type_="Warning",
-                                message="deleted without waiting for undelivered messages")
+        await ctx.events.record(
+            body,
+            reason="ForceDeleted",
+            type_="Warning",
+            message="deleted without waiting for undelivered messages",
+        )
         return
     nodes = _nodes_using(await ctx.client.list(kube.KNOOPPUNT, namespace), name)
     total = 0

@@ -65,7 +65,8 @@ class Context:
             metrics.APPLIED.labels(done.ref.kind.kind, done.result.value).inc()
             if done.result.changed:
                 await self.events.record(
-                    owner, reason=done.result.value.capitalize(), message=f"{done.result.value} "
-                    f"{done.ref.kind.kind} {done.ref.name}"
+                    owner,
+                    reason=done.result.value.capitalize(),
+                    message=f"{done.result.value} {done.ref.kind.kind} {done.ref.name}",
                 )
         return results

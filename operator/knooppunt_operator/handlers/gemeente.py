@@ -66,8 +66,7 @@ async def subscription_problems(
             problems.append(f"{where}: no Knooppunt in namespace {namespace} serves it")
         purpose = next((p for p in connector.spec.purposes if p.name == sub.purpose), None)
         if purpose is None:
-            problems.append(f"{where}: connector {sub.connector} declares no purpose "
-                            f"{sub.purpose}")
+            problems.append(f"{where}: connector {sub.connector} declares no purpose {sub.purpose}")
             continue
         extra = [m for m in sub.messages if m not in purpose.messages]
         if extra:
@@ -91,12 +90,11 @@ async def reconcile(
     problems += cert_problems
     current["certificate"] = certificate
     current["nodes"] = [kp.name for kp in nodes]
-    current["connectorSummary"] = ",".join(
-        sorted({s.connector for s in gemeente.spec.subscriptions})
-    ) or None
+    current["connectorSummary"] = (
+        ",".join(sorted({s.connector for s in gemeente.spec.subscriptions})) or None
+    )
     ready = (
-        status.Observed(status.READY, "True", "Served",
-                        f"served by {', '.join(current['nodes'])}")
+        status.Observed(status.READY, "True", "Served", f"served by {', '.join(current['nodes'])}")
         if not problems
         else status.Observed(status.READY, "False", "NotServed", "; ".join(problems))
     )
@@ -104,15 +102,19 @@ async def reconcile(
 
 
 async def _write_status(
-    ctx: Context, body: Mapping[str, Any], current: dict[str, Any],
+    ctx: Context,
+    body: Mapping[str, Any],
+    current: dict[str, Any],
     observed: list[status.Observed],
 ) -> None:
     meta_ = body["metadata"]
     generation = meta_.get("generation")
     current["observedGeneration"] = generation
     current["conditions"] = status.merge_conditions(
-        (body.get("status") or {}).get("conditions") or [], observed,
-        generation=generation, now=status.now_rfc3339(ctx.clock()),
+        (body.get("status") or {}).get("conditions") or [],
+        observed,
+        generation=generation,
+        now=status.now_rfc3339(ctx.clock()),
     )
     patch = status.status_patch(body.get("status"), current)
     if patch is not None:
@@ -133,11 +135,16 @@ async def _drop_issued(ctx: Context, body: Mapping[str, Any], current: Mapping[s
         meta.NODE_LABEL
     )
     if chain and issuer:
-        await pki.revoke(ctx, namespace or "default", issuer, chain, why=f"gemeente {name}: "
-                         "certificate no longer issued by the operator")
-    await ctx.apply_all(body, [
-        ObjectRef(kube.SECRET, namespace, meta.client_tls_secret_name(name))
-    ])
+        await pki.revoke(
+            ctx,
+            namespace or "default",
+            issuer,
+            chain,
+            why=f"gemeente {name}: certificate no longer issued by the operator",
+        )
+    await ctx.apply_all(
+        body, [ObjectRef(kube.SECRET, namespace, meta.client_tls_secret_name(name))]
+    )
 
 
 async def _certificate(
@@ -174,33 +181,63 @@ async def _certificate(
     key = secret_builders.unb64(data, "tls.key")
     now = ctx.clock()
     reason = certificates.renewal_reason(
-        chain, ca=ca, now=now, renew_before=dt.timedelta(days=ctx.config.renew_before_days),
+        chain,
+        ca=ca,
+        now=now,
+        renew_before=dt.timedelta(days=ctx.config.renew_before_days),
         serial_number=gemeente.spec.oin,
     )
     if reason is not None or not key:
         old_chain = chain
         leaf = certificates.issue_gemeente_client(
-            ca, oin=gemeente.spec.oin, organisation=gemeente.spec.display_name,
-            common_name=gemeente.name, days=ctx.config.client_cert_days, now=now,
+            ca,
+            oin=gemeente.spec.oin,
+            organisation=gemeente.spec.display_name,
+            common_name=gemeente.name,
+            days=ctx.config.client_cert_days,
+            now=now,
         )
         chain, key = leaf.chain_pem, leaf.key_pem
-        await ctx.apply_all(body, [secret_builders.client_tls_secret(
-            gemeente, node=issuer.name, chain_pem=chain, key_pem=key, ca_pem=material.cert_pem
-        )])
+        await ctx.apply_all(
+            body,
+            [
+                secret_builders.client_tls_secret(
+                    gemeente,
+                    node=issuer.name,
+                    chain_pem=chain,
+                    key_pem=key,
+                    ca_pem=material.cert_pem,
+                )
+            ],
+        )
         await ctx.events.record(
-            body, reason="CertificateIssued",
+            body,
+            reason="CertificateIssued",
             message=f"client certificate for OIN {gemeente.spec.oin} issued by the CA of node "
             f"{issuer.name} ({reason})",
         )
         if old_chain and reason not in ("missing", "unreadable"):
             old_issuer = previous or issuer.name
-            await pki.revoke(ctx, namespace, old_issuer, old_chain,
-                             why=f"gemeente {gemeente.name}: superseded ({reason})")
+            await pki.revoke(
+                ctx,
+                namespace,
+                old_issuer,
+                old_chain,
+                why=f"gemeente {gemeente.name}: superseded ({reason})",
+            )
     else:
-        await ctx.apply_all(body, [secret_builders.client_tls_secret(
-            gemeente, node=issuer.name, chain_pem=chain or b"", key_pem=key,
-            ca_pem=material.cert_pem,
-        )])
+        await ctx.apply_all(
+            body,
+            [
+                secret_builders.client_tls_secret(
+                    gemeente,
+                    node=issuer.name,
+                    chain_pem=chain or b"",
+                    key_pem=key,
+                    ca_pem=material.cert_pem,
+                )
+            ],
+        )
     info = certificates.leaf_info(chain or b"")
     return {
         "secret": secret_name,
@@ -218,8 +255,10 @@ async def _provided(
     secret = await ctx.client.get(kube.SECRET, namespace, secret_name)
     chain = secret_builders.unb64((secret or {}).get("data"), "tls.crt")
     if chain is None:
-        return None, [f"certificate Secret {secret_name} (spec.certificate.secret) not found or "
-                      "without tls.crt"]
+        return None, [
+            f"certificate Secret {secret_name} (spec.certificate.secret) not found or "
+            "without tls.crt"
+        ]
     try:
         info = certificates.leaf_info(chain)
     except ValueError:
@@ -235,7 +274,8 @@ async def _provided(
     if ca_pem and not certificates.crls_signed_by(crl_pem, ca_pem):
         problems.append(
             f"certificate Secret {secret_name} has no crl.pem signed by its ca.crt: the nodes "
-            "refuse certificates of that CA until its CRL is added (fail-closed)")
+            "refuse certificates of that CA until its CRL is added (fail-closed)"
+        )
     for kp in nodes:  # the nodes trust its issuer (ca.crt), with its CRL, for this OIN only
         if ca_pem:
             await pki.refresh_tls(ctx, namespace, kp.name)
@@ -255,8 +295,12 @@ async def delete(ctx: Context, namespace: str, name: str, body: Mapping[str, Any
     except ValidationError:
         return
     if annotations.get(meta.FORCE_DELETE) == "true":
-        await ctx.events.record(body, reason="ForceDeleted", type_="Warning",
-                                message="deleted without waiting for undelivered messages")
+        await ctx.events.record(
+            body,
+            reason="ForceDeleted",
+            type_="Warning",
+            message="deleted without waiting for undelivered messages",
+        )
     else:
         total = 0
         for kp in await serving_nodes(ctx, namespace, gemeente):
@@ -277,19 +321,22 @@ async def delete(ctx: Context, namespace: str, name: str, body: Mapping[str, Any
                 f"deletion waits until they are delivered (annotate {meta.FORCE_DELETE}=true "
                 "to drop them)"
             )
-            await ctx.events.record(body, reason="DeletionBlocked", type_="Warning",
-                                    message=message)
+            await ctx.events.record(
+                body, reason="DeletionBlocked", type_="Warning", message=message
+            )
             current = dict(body.get("status") or {})
-            await _write_status(ctx, body, current, [
-                status.Observed(status.READY, "False", "DeletionBlocked", message)
-            ])
+            await _write_status(
+                ctx,
+                body,
+                current,
+                [status.Observed(status.READY, "False", "DeletionBlocked", message)],
+            )
             raise kopf.TemporaryError(message, delay=ctx.config.pending_retry_seconds)
     issued = (body.get("status") or {}).get("certificate") or {}
     if issued and not issued.get("provided"):
-        secret = await ctx.client.get(
-            kube.SECRET, namespace, meta.client_tls_secret_name(name)
-        )
+        secret = await ctx.client.get(kube.SECRET, namespace, meta.client_tls_secret_name(name))
         chain = secret_builders.unb64((secret or {}).get("data"), "tls.crt")
         if chain and issued.get("issuer"):
-            await pki.revoke(ctx, namespace, issued["issuer"], chain,
-                             why=f"gemeente {name} removed")
+            await pki.revoke(
+                ctx, namespace, issued["issuer"], chain, why=f"gemeente {name} removed"
+            )

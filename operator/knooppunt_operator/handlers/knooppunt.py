@@ -62,7 +62,10 @@ class Resolution:
 
 
 def failed_applies(
-    name: str, want: int, failed: Mapping[str, Any] | None, last_good: Mapping[str, Any] | None,
+    name: str,
+    want: int,
+    failed: Mapping[str, Any] | None,
+    last_good: Mapping[str, Any] | None,
     generation: int | None,
 ) -> int | None:
     """The last good revision to serve instead of ``want``, if ``want`` failed to roll out."""
@@ -74,9 +77,9 @@ def failed_applies(
     return int(good) if good is not None and good != want else None
 
 
-async def recorded_revisions(ctx: Context, namespace: str, connector: str) -> (
-    dict[int, ConnectorRevision]
-):
+async def recorded_revisions(
+    ctx: Context, namespace: str, connector: str
+) -> dict[int, ConnectorRevision]:
     revisions: dict[int, ConnectorRevision] = {}
     for obj in await ctx.client.list(
         kube.CONTROLLER_REVISION, namespace, labels={meta.CONNECTOR_LABEL: connector}
@@ -90,9 +93,7 @@ async def recorded_revisions(ctx: Context, namespace: str, connector: str) -> (
     return revisions
 
 
-async def resolve_connectors(
-    ctx: Context, kp: Knooppunt, current: Mapping[str, Any]
-) -> Resolution:
+async def resolve_connectors(ctx: Context, kp: Knooppunt, current: Mapping[str, Any]) -> Resolution:
     namespace = kp.metadata.namespace or "default"
     failed, last_good = current.get("failedRollout"), current.get("lastGood")
     result = Resolution()
@@ -147,10 +148,15 @@ async def _reconcile(ctx: Context, body: dict[str, Any]) -> bool:
         kp = Knooppunt.model_validate(body)
     except ValidationError as exc:
         message = f"invalid Knooppunt: {exc.errors()[0]['msg']}"
-        await _write_status(ctx, body, {**(body.get("status") or {})}, observed=[
-            status.Observed(status.DEGRADED, "True", "InvalidSpec", message),
-            status.Observed(status.READY, "False", "InvalidSpec", message),
-        ])
+        await _write_status(
+            ctx,
+            body,
+            {**(body.get("status") or {})},
+            observed=[
+                status.Observed(status.DEGRADED, "True", "InvalidSpec", message),
+                status.Observed(status.READY, "False", "InvalidSpec", message),
+            ],
+        )
         raise kopf.PermanentError(message) from exc
     namespace = key[0]
     names = meta.NodeNames(kp.name)
@@ -169,9 +175,9 @@ async def _reconcile(ctx: Context, body: dict[str, Any]) -> bool:
         )
         blocking = True
     elif pseudonym is None:
-        await ctx.apply_all(body, [secret_builders.pseudonym_secret(
-            kp, key_hex=secrets.token_hex(32)
-        )])
+        await ctx.apply_all(
+            body, [secret_builders.pseudonym_secret(kp, key_hex=secrets.token_hex(32))]
+        )
     current["pseudonymKeyCreated"] = True
 
     if kp.spec.security.tls_secret:
@@ -181,9 +187,11 @@ async def _reconcile(ctx: Context, body: dict[str, Any]) -> bool:
             problems.append(f"TLS Secret {tls_name} (spec.security.tlsSecret) not found")
             blocking = True
         elif not secret_builders.unb64(provided.get("data"), "crl.pem"):
-            problems.append(f"TLS Secret {tls_name} (spec.security.tlsSecret) has no crl.pem: "
-                            "a node never runs without the CRLs of the CAs it trusts "
-                            "(fail-closed)")
+            problems.append(
+                f"TLS Secret {tls_name} (spec.security.tlsSecret) has no crl.pem: "
+                "a node never runs without the CRLs of the CAs it trusts "
+                "(fail-closed)"
+            )
             blocking = True
     else:
         tls_name, tls_managed = names.tls, True
@@ -200,8 +208,12 @@ async def _reconcile(ctx: Context, body: dict[str, Any]) -> bool:
     )
     config_hash = node.config_hash(config_map["data"])
     template = node.pod_template(
-        kp, config_hash=config_hash, connectors=resolution.serving, tls_secret=tls_name,
-        tls_managed=tls_managed, config=ctx.config,
+        kp,
+        config_hash=config_hash,
+        connectors=resolution.serving,
+        tls_secret=tls_name,
+        tls_managed=tls_managed,
+        config=ctx.config,
     )
     template_hash = node.template_hash(template)
     deployment = node.deployment(kp, template=template, config=ctx.config)
@@ -234,7 +246,8 @@ async def _reconcile(ctx: Context, body: dict[str, Any]) -> bool:
             }
             if rollout:
                 await ctx.events.record(
-                    body, reason="RollingOut",
+                    body,
+                    reason="RollingOut",
                     message=f"rolling out a new pod template ({_summary(revisions)})",
                 )
         failed = current.get("failedRollout")
@@ -247,7 +260,8 @@ async def _reconcile(ctx: Context, body: dict[str, Any]) -> bool:
                 "revision": by_name[pin.name].revision if pin.name in by_name else None,
                 "desiredRevision": resolution.desired.get(pin.name),
                 "standardVersion": by_name[pin.name].standard_version
-                if pin.name in by_name else None,
+                if pin.name in by_name
+                else None,
             }
             for pin in kp.spec.connectors
         ]
@@ -256,7 +270,9 @@ async def _reconcile(ctx: Context, body: dict[str, Any]) -> bool:
     replicas = node.effective_replicas(kp)
     if kp.spec.replicas != replicas and current.get("replicas") != replicas:
         await ctx.events.record(
-            body, reason="SingleReplica", type_="Warning",
+            body,
+            reason="SingleReplica",
+            type_="Warning",
             message=f"storage backend sqlite has one writer: running 1 replica, not "
             f"spec.replicas={kp.spec.replicas}",
         )
@@ -329,8 +345,8 @@ async def _observe_locked(
     now = ctx.clock()
     roll_back = False
     stalled = False
-    applied_hash = ((deployment or {}).get("metadata") or {}).get("annotations", {}).get(
-        TEMPLATE_HASH
+    applied_hash = (
+        ((deployment or {}).get("metadata") or {}).get("annotations", {}).get(TEMPLATE_HASH)
     )
     ours = rollout is not None and applied_hash == rollout.get("templateHash")
 
@@ -338,8 +354,11 @@ async def _observe_locked(
         if not last_good or last_good.get("templateHash") != rollout.get("templateHash"):
             current["lastGood"] = {**rollout, "reason": None}
             if last_good:
-                await ctx.events.record(body, reason="RolloutComplete",
-                                        message=f"rollout ready: {_summary(rollout['revisions'])}")
+                await ctx.events.record(
+                    body,
+                    reason="RolloutComplete",
+                    message=f"rollout ready: {_summary(rollout['revisions'])}",
+                )
     elif rollout and ours and state.exists:
         started = _parse_time(rollout.get("startedAt")) or now
         late = (now - started).total_seconds() > deadline or state.deadline_exceeded
@@ -358,13 +377,14 @@ async def _observe_locked(
                     for conn, rev in sorted(changed.items())
                 )
                 current["failedRollout"] = {
-                    **rollout, "generation": generation, "reason": reason,
+                    **rollout,
+                    "generation": generation,
+                    "reason": reason,
                 }
                 failed = current["failedRollout"]
                 roll_back = True
                 metrics.ROLLBACKS.labels(namespace, name).inc()
-                await ctx.events.record(body, reason="RolledBack", message=reason,
-                                        type_="Warning")
+                await ctx.events.record(body, reason="RolledBack", message=reason, type_="Warning")
             else:
                 stalled = True
     if gemeenten is not None:
@@ -377,7 +397,11 @@ async def _observe_locked(
 
     problems = ctx.problems.get((namespace, name), [])
     observed = _conditions(
-        state, problems=problems, failed=failed, stalled=stalled, deadline=deadline,
+        state,
+        problems=problems,
+        failed=failed,
+        stalled=stalled,
+        deadline=deadline,
         rolling_back=roll_back,
     )
     await _write_status(ctx, body, current, observed=observed)
@@ -404,7 +428,8 @@ def _conditions(
         progressing = o(status.PROGRESSING, "False", "RolloutComplete", state.message)
         ready = (
             o(status.READY, "True", "Available", state.message)
-            if state.available > 0 else o(status.READY, "False", "Unavailable", state.message)
+            if state.available > 0
+            else o(status.READY, "False", "Unavailable", state.message)
         )
     elif stalled:
         message = f"rollout not ready within {deadline}s: {state.message}"
@@ -417,9 +442,13 @@ def _conditions(
     if failed:
         degraded = o(status.DEGRADED, "True", "RolledBack", str(failed.get("reason") or ""))
     elif stalled:
-        degraded = o(status.DEGRADED, "True", "RolloutFailed",
-                     f"rollout not ready within {deadline}s and no earlier good revision to "
-                     f"return to: {state.message}")
+        degraded = o(
+            status.DEGRADED,
+            "True",
+            "RolloutFailed",
+            f"rollout not ready within {deadline}s and no earlier good revision to "
+            f"return to: {state.message}",
+        )
     elif problems:
         degraded = o(status.DEGRADED, "True", "ConfigurationProblem", "; ".join(problems))
     elif state.complete and state.available < state.desired:
@@ -441,7 +470,9 @@ async def _write_status(
     generation = _generation(body)
     current["observedGeneration"] = generation
     current["conditions"] = status.merge_conditions(
-        old.get("conditions") or [], observed, generation=generation,
+        old.get("conditions") or [],
+        observed,
+        generation=generation,
         now=status.now_rfc3339(ctx.clock()),
     )
     patch = status.status_patch(old, current)

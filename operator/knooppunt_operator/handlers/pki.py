@@ -49,13 +49,18 @@ async def ensure_ca(
         material = certificates.create_node_ca(kp.name, namespace)
         await ctx.apply_all(
             body,
-            [secret_builders.ca_secret(
-                kp, cert_pem=material.cert_pem, key_pem=material.key_pem,
-                revoked=certificates.dump_revoked([]),
-            )],
+            [
+                secret_builders.ca_secret(
+                    kp,
+                    cert_pem=material.cert_pem,
+                    key_pem=material.key_pem,
+                    revoked=certificates.dump_revoked([]),
+                )
+            ],
         )
-        await ctx.events.record(body, reason="CertificateAuthorityCreated",
-                                message=f"created the CA of node {kp.name}")
+        await ctx.events.record(
+            body, reason="CertificateAuthorityCreated", message=f"created the CA of node {kp.name}"
+        )
         return material, True
 
 
@@ -90,8 +95,7 @@ async def namespace_trust(ctx: Context, kp: Knooppunt) -> NamespaceTrust:
             continue
         trust.cas.append(material.cert_pem)
         trust.nodes.append(material.cert_pem)
-        other_tls = await ctx.client.get(kube.SECRET, namespace,
-                                         meta.NodeNames(other_name).tls)
+        other_tls = await ctx.client.get(kube.SECRET, namespace, meta.NodeNames(other_name).tls)
         published = secret_builders.unb64((other_tls or {}).get("data"), "crl.pem")
         trust.crls += certificates.crls_signed_by(published, material.cert_pem)
     served = {c.name for c in kp.spec.connectors}
@@ -112,7 +116,8 @@ async def namespace_trust(ctx: Context, kp: Knooppunt) -> NamespaceTrust:
             trust.cas.append(ca_pem)
             trust.organisations.setdefault(ca_pem, set()).add(gemeente.spec.oin)
             trust.crls += certificates.crls_signed_by(
-                secret_builders.unb64(data, "crl.pem"), ca_pem)
+                secret_builders.unb64(data, "crl.pem"), ca_pem
+            )
     return trust
 
 
@@ -160,8 +165,11 @@ async def refresh_tls_locked(ctx: Context, body: Mapping[str, Any], kp: Knooppun
             ca, kp.name, namespace, days=ctx.config.server_cert_days, now=now
         )
         chain, key = leaf.chain_pem, leaf.key_pem
-        await ctx.events.record(body, reason="CertificateIssued",
-                                message=f"server certificate for node {kp.name} ({reason})")
+        await ctx.events.record(
+            body,
+            reason="CertificateIssued",
+            message=f"server certificate for node {kp.name} ({reason})",
+        )
     assert chain is not None and key is not None
     others = await namespace_trust(ctx, kp)
     trust = certificates.trust_bundle([material.cert_pem, *others.cas])
@@ -173,17 +181,23 @@ async def refresh_tls_locked(ctx: Context, body: Mapping[str, Any], kp: Knooppun
         )
     # Every trusted CA's CRL (fail-closed per issuing CA), the node's own first.
     crls = certificates.crl_bundle([crl, *others.crls])
-    issuers = certificates.issuer_policy_json(own=material.cert_pem, nodes=others.nodes,
-                                              organisations=others.organisations)
+    issuers = certificates.issuer_policy_json(
+        own=material.cert_pem, nodes=others.nodes, organisations=others.organisations
+    )
     objects: list[dict[str, Any]] = [
-        secret_builders.tls_secret(kp, chain_pem=chain, key_pem=key, trust_pem=trust,
-                                   crl_pem=crls, issuers_json=issuers)
+        secret_builders.tls_secret(
+            kp, chain_pem=chain, key_pem=key, trust_pem=trust, crl_pem=crls, issuers_json=issuers
+        )
     ]
     if pruned != revoked:
-        objects.append(secret_builders.ca_secret(
-            kp, cert_pem=material.cert_pem, key_pem=material.key_pem,
-            revoked=certificates.dump_revoked(pruned),
-        ))
+        objects.append(
+            secret_builders.ca_secret(
+                kp,
+                cert_pem=material.cert_pem,
+                key_pem=material.key_pem,
+                revoked=certificates.dump_revoked(pruned),
+            )
+        )
     await ctx.apply_all(body, objects)
 
 
@@ -211,13 +225,21 @@ async def revoke(ctx: Context, namespace: str, node: str, chain_pem: bytes, *, w
         )
         updated = certificates.revoke(revoked, chain_pem, now=ctx.clock())
         if updated != revoked:
-            await ctx.apply_all(body, [secret_builders.ca_secret(
-                kp, cert_pem=material.cert_pem, key_pem=material.key_pem,
-                revoked=certificates.dump_revoked(updated),
-            )])
+            await ctx.apply_all(
+                body,
+                [
+                    secret_builders.ca_secret(
+                        kp,
+                        cert_pem=material.cert_pem,
+                        key_pem=material.key_pem,
+                        revoked=certificates.dump_revoked(updated),
+                    )
+                ],
+            )
             info = certificates.leaf_info(chain_pem)
             await ctx.events.record(
-                body, reason="CertificateRevoked",
+                body,
+                reason="CertificateRevoked",
                 message=f"revoked certificate {info.serial_hex} "
                 f"(serialNumber {info.subject_serial_number}): {why}",
             )
