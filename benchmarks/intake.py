@@ -51,6 +51,7 @@ import multiprocessing
 import multiprocessing.connection
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -232,9 +233,10 @@ def _client(
                     response = c.getresponse()
                     response.read()
                     break
-                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                    # The server closed an idle keep-alive connection: reconnect once, as
-                    # HTTP clients do (a repeated intake is answered as a duplicate anyway).
+                except (http.client.RemoteDisconnected, ConnectionError, ssl.SSLEOFError):
+                    # The server closed an idle keep-alive connection (its idle timeout): the
+                    # client reconnects once, as HTTP clients do (a repeated intake would be
+                    # answered as a duplicate anyway).
                     c.close()
                     del pool[name]
                     if attempt == 2:
