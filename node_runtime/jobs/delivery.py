@@ -211,8 +211,12 @@ class DeliveryWorker:
             await self._settle.put((d.id, logs.records, done))
             await done
             self.metrics.push_attempts.labels(d.mailbox_id, "delivered").inc()
+            self.metrics.circuit_open.labels(d.mailbox_id).set(0)
+            self.metrics.delivery_latency.labels(d.mailbox_id).observe(
+                max(0.0, (now() - d.created_at).total_seconds()))
             return
         if self.breakers.failure(d.endpoint):
+            self.metrics.circuit_open.labels(d.mailbox_id).set(1)
             log.warning("circuit opened", extra={"gemeente": d.mailbox_id})
         attempts = await asyncio.to_thread(self.outbox.attempts, d.id) + 1
         created = d.created_at

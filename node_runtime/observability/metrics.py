@@ -63,6 +63,31 @@ class Metrics:
             ["status"],
             registry=self.registry,
         )
+        self.circuit_open = Gauge(
+            "knooppunt_delivery_circuit_open",
+            "1 while this worker's circuit to a gemeente's push endpoint is open (or half-open).",
+            ["gemeente"],
+            registry=self.registry,
+        )
+        self.delivery_latency = Histogram(
+            "knooppunt_delivery_latency_seconds",
+            "Time from intake (delivery queued) to the gemeente endpoint's 2xx, per gemeente.",
+            ["gemeente"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+            registry=self.registry,
+        )
+        self.backlog_age = Gauge(
+            "knooppunt_backlog_oldest_age_seconds",
+            "Age of the oldest unacknowledged delivery per mailbox (pull) or push stream.",
+            ["mailbox"],
+            registry=self.registry,
+        )
+        self.certificate_expiry = Gauge(
+            "knooppunt_certificate_expiry_timestamp_seconds",
+            "notAfter of the node's own certificates (server, delivery) as a Unix timestamp.",
+            ["certificate"],
+            registry=self.registry,
+        )
         self.config_generation = Gauge(
             "knooppunt_config_generation",
             "Generation of the resource configuration in force.",

@@ -486,6 +486,18 @@ class SqlStore:
             )
             return {(r[0], r[1]): int(r[2]) for r in rows}
 
+    def backlog(self) -> dict[tuple[str, str], tuple[int, datetime]]:
+        """Per mailbox: unacknowledged deliveries and when the oldest of them was queued."""
+        d = schema.deliveries
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(d.c.mailbox_kind, d.c.mailbox_id, func.count(), func.min(d.c.created_at))
+                .where(d.c.acknowledged_at.is_(None))
+                .group_by(d.c.mailbox_kind, d.c.mailbox_id)
+            )
+            # min() of a non-null column over a non-empty group is never NULL
+            return {(r[0], r[1]): (int(r[2]), _utc(r[3]) or now()) for r in rows}
+
     # -- processing log --------------------------------------------------------------------
 
     def query_log(self, q: LogQuery) -> list[LogRecord]:

@@ -16,6 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from node_runtime.api.deps import NodeDep
 from node_runtime.api.routes.admin import require_admin
+from node_runtime.observability import cert_expiry
+from node_runtime.store.sql import now
 
 router = APIRouter(tags=["operations"])
 
@@ -65,10 +67,18 @@ async def readyz(node: NodeDep) -> Response:
 
 async def metrics(node: NodeDep) -> Response:
     """Prometheus metrics (per gemeente: messages, deliveries, pending counts)."""
-    pending = await asyncio.to_thread(node.store.pending_count)
+    backlog = await asyncio.to_thread(node.store.backlog)
+    moment = now()
     node.metrics.pending.clear()
-    for (_kind, owner), count in pending.items():
+    node.metrics.backlog_age.clear()
+    for (_kind, owner), (count, oldest) in backlog.items():
         node.metrics.pending.labels(owner).set(count)
+        node.metrics.backlog_age.labels(owner).set((moment - oldest).total_seconds())
+    for name, path in (("server", node.settings.tls_cert),
+                       ("delivery", node.settings.delivery_cert)):
+        expiry = cert_expiry.not_after(path) if path is not None else None
+        if expiry is not None:
+            node.metrics.certificate_expiry.labels(name).set(expiry)
     if node.outbox is not None:
         counts = await asyncio.to_thread(node.outbox.counts)
         for status in ("pending", "delivered", "dead"):
