@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -135,6 +136,11 @@ def test_push_reaches_the_endpoint_over_mtls_once(push_node: Start, receiver: Re
         assert log and all(r["deliveryId"] == key for r in log)
     time.sleep(0.5)
     assert receiver.received == 1 and receiver.duplicates == 0
+    with _client(running, pki, "admin") as admin:
+        metrics = admin.get("/metrics").text
+    # one delivery's intake-to-2xx time observed; its circuit is closed
+    assert 'knooppunt_delivery_latency_seconds_count{gemeente="0599"} 1.0' in metrics
+    assert 'knooppunt_delivery_circuit_open{gemeente="0599"} 0.0' in metrics
 
 
 def test_retry_then_dead_letter_then_replay(push_node: Start, receiver: Receiver) -> None:
@@ -151,6 +157,10 @@ def test_retry_then_dead_letter_then_replay(push_node: Start, receiver: Receiver
         metrics = admin.get("/metrics").text
         assert 'knooppunt_outbox_deliveries{status="dead"} 1.0' in metrics
         assert 'knooppunt_push_attempts_total{gemeente="0599",result="dead"} 1.0' in metrics
+        # a dead letter is unacknowledged: it keeps the push stream's backlog age growing
+        age = re.search(r'knooppunt_backlog_oldest_age_seconds\{mailbox="0599"\} (\S+)',
+                        metrics)
+        assert age is not None and float(age.group(1)) > 0
         # never deleted by failure: the content is still there and replayable
         assert admin.post("/api/v1/admin/dead-letters/replay", json={}).status_code == 400
         receiver.always_fail = False
@@ -160,6 +170,25 @@ def test_retry_then_dead_letter_then_replay(push_node: Start, receiver: Receiver
         assert replayed == {"replayed": 1}
         assert _wait(lambda: dead["id"] in receiver.applied)
         assert admin.get("/api/v1/admin/dead-letters").json()["items"] == []
+
+
+def test_an_open_circuit_is_reported_until_a_delivery_succeeds(push_node: Start,
+                                                              receiver: Receiver) -> None:
+    receiver.always_fail = True
+    running, pki = push_node(circuitBreakerThreshold=1, circuitBreakerCooldownSeconds=0.5,
+                             maxAttempts=50, initialBackoffSeconds=0.1, maxBackoffSeconds=0.5)
+    body = _rotterdam_message()
+    with _client(running, pki, _provider(body)) as c:
+        assert c.post(URL, content=body, headers=XML).status_code == 202
+    with _client(running, pki, "admin") as admin:
+        def circuit(value: str) -> bool:
+            return (f'knooppunt_delivery_circuit_open{{gemeente="0599"}} {value}'
+                    in admin.get("/metrics").text)
+
+        assert _wait(lambda: circuit("1.0"))
+        receiver.always_fail = False
+        assert _wait(lambda: len(receiver.applied) == 1, timeout=60)
+        assert _wait(lambda: circuit("0.0"))
 
 
 def test_a_stop_never_overtakes_its_start(push_node: Start, receiver: Receiver) -> None:
