@@ -82,16 +82,17 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     """Scrape a running node's plain metrics port and the operator's metrics endpoint."""
     from knooppunt_operator import metrics as operator_metrics
 
-    from node_runtime.devpki import ensure_for_resources, node_client_name
+    from node_runtime.api.server import start_in_thread
     from node_runtime.model.loading import load_paths
-    from node_runtime.server import start_in_thread
+    from node_runtime.security.pki.development import ensure_for_resources
     from tests.conftest import EXAMPLES, NODE, free_port, node_settings
 
     base = tmp_path_factory.mktemp("scrape")
     resources = base / "resources"
     shutil.copytree(EXAMPLES, resources, ignore=shutil.ignore_patterns("messages"))
     pki = ensure_for_resources(base / "pki", load_paths([resources]), NODE)
-    own = pki.clients[node_client_name(NODE)]
+    pki.store.issue_client("delivery", organisation="Knooppunt", oin="00000001999000000111")
+    own = pki.store.paths("delivery")
     health = free_port()
     running = start_in_thread(node_settings(resources, base / "data", pki, health_port=health,
                                             delivery_cert=own.chain, delivery_key=own.key))
@@ -166,7 +167,7 @@ def test_every_alert_of_the_operations_guide_is_there(rule_groups: list[dict[str
     assert alerts >= {
         "KnooppuntDeadLettersGrowing", "KnooppuntCircuitOpen", "KnooppuntDeliveryLag",
         "KnooppuntBacklogAge", "KnooppuntCertificateExpiresSoon",
-        "KnooppuntOperatorReconcileErrors",
+        "KnooppuntOperatorReconcileErrors", "KnooppuntConversationsOverdue",
     }
     operations = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
     missing = sorted(a for a in alerts if a not in operations)
