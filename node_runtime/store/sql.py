@@ -495,8 +495,8 @@ class SqlStore:
                 .where(d.c.acknowledged_at.is_(None))
                 .group_by(d.c.mailbox_kind, d.c.mailbox_id)
             )
-            # min() of a non-null column over a non-empty group is never NULL
-            return {(r[0], r[1]): (int(r[2]), _utc(r[3]) or now()) for r in rows}
+            # min() of a non-null UtcDateTime column over a non-empty group: an aware instant
+            return {(r[0], r[1]): (int(r[2]), r[3] or now()) for r in rows}
 
     # -- processing log --------------------------------------------------------------------
 
