@@ -213,7 +213,8 @@ class DeliveryWorker:
             self.metrics.push_attempts.labels(d.mailbox_id, "delivered").inc()
             self.metrics.circuit_open.labels(d.mailbox_id).set(0)
             self.metrics.delivery_latency.labels(d.mailbox_id).observe(
-                max(0.0, (now() - d.created_at).total_seconds()))
+                max(0.0, (now() - d.created_at).total_seconds())
+            )
             return
         if self.breakers.failure(d.endpoint):
             self.metrics.circuit_open.labels(d.mailbox_id).set(1)

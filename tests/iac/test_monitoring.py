@@ -29,10 +29,15 @@ DASHBOARDS = CHART / "files" / "dashboards"
 ENABLED = {"monitoring": {"enabled": True}}
 METRIC = re.compile(r"\bknooppunt_[a-z0-9_]+\b")
 TYPE_LINE = re.compile(r"^# TYPE (\S+) (counter|gauge|histogram|summary|info|stateset|untyped)$")
-SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",),
-            "histogram": ("_bucket", "_sum", "_count", "_created"),
-            "summary": ("", "_sum", "_count", "_created"), "info": ("_info",),
-            "stateset": ("",), "untyped": ("",)}
+SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "summary": ("", "_sum", "_count", "_created"),
+    "info": ("_info",),
+    "stateset": ("",),
+    "untyped": ("",),
+}
 
 
 def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -69,8 +74,13 @@ def promtool() -> Path:
     if os.environ.get("KNOOPPUNT_PROMTOOL"):
         path = Path(os.environ["KNOOPPUNT_PROMTOOL"])
     else:
-        out = subprocess.run(["bash", str(PROMTOOL_BUILD), "--path"], check=True,
-                             capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            ["bash", str(PROMTOOL_BUILD), "--path"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         path = Path(out.stdout.strip())
     if not os.access(path, os.X_OK):
         unavailable(f"promtool not built at {path}: run tools/promtool/build.sh")
@@ -94,8 +104,16 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     pki.store.issue_client("delivery", organisation="Knooppunt", oin="00000001999000000111")
     own = pki.store.paths("delivery")
     health = free_port()
-    running = start_in_thread(node_settings(resources, base / "data", pki, health_port=health,
-                                            delivery_cert=own.chain, delivery_key=own.key))
+    running = start_in_thread(
+        node_settings(
+            resources,
+            base / "data",
+            pki,
+            health_port=health,
+            delivery_cert=own.chain,
+            delivery_key=own.key,
+        )
+    )
     try:
         node_text = httpx.get(f"http://127.0.0.1:{health}/metrics", timeout=10).text
     finally:
@@ -112,8 +130,11 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
 def test_off_by_default(helm: Any) -> None:
     kinds = {d["kind"] for d in helm.template()}
     assert not kinds & {"PodMonitor", "ServiceMonitor", "PrometheusRule"}
-    assert not [c for c in of_kind(helm.template(), "ConfigMap")
-                if "grafana_dashboard" in c["metadata"].get("labels", {})]
+    assert not [
+        c
+        for c in of_kind(helm.template(), "ConfigMap")
+        if "grafana_dashboard" in c["metadata"].get("labels", {})
+    ]
 
 
 def test_lint_strict_with_monitoring(helm: Any) -> None:
@@ -142,10 +163,12 @@ def test_pod_monitor_only_in_watched_namespaces(helm: Any) -> None:
 
 
 def test_service_monitor_selects_the_operators_metrics_service(
-        rendered: list[dict[str, Any]]) -> None:
+    rendered: list[dict[str, Any]],
+) -> None:
     [monitor] = of_kind(rendered, "ServiceMonitor")
-    [service] = [s for s in of_kind(rendered, "Service")
-                 if s["metadata"]["name"].endswith("-metrics")]
+    [service] = [
+        s for s in of_kind(rendered, "Service") if s["metadata"]["name"].endswith("-metrics")
+    ]
     labels = service["metadata"]["labels"]
     assert all(labels.get(k) == v for k, v in monitor["spec"]["selector"]["matchLabels"].items())
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
@@ -153,21 +176,33 @@ def test_service_monitor_selects_the_operators_metrics_service(
 
 
 def test_extra_labels_reach_every_monitoring_object(helm: Any) -> None:
-    docs = helm.template({"monitoring": {"enabled": True,
-                                         "labels": {"release": "kube-prometheus-stack"}}})
-    monitoring = [d for d in docs if d["metadata"].get("labels", {}).get(
-        "app.kubernetes.io/component") == "monitoring"]
-    assert {d["kind"] for d in monitoring} == {"PodMonitor", "ServiceMonitor", "PrometheusRule",
-                                               "ConfigMap"}
+    docs = helm.template(
+        {"monitoring": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}}}
+    )
+    monitoring = [
+        d
+        for d in docs
+        if d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "monitoring"
+    ]
+    assert {d["kind"] for d in monitoring} == {
+        "PodMonitor",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "ConfigMap",
+    }
     assert all(d["metadata"]["labels"]["release"] == "kube-prometheus-stack" for d in monitoring)
 
 
 def test_every_alert_of_the_operations_guide_is_there(rule_groups: list[dict[str, Any]]) -> None:
     alerts = {r["alert"] for g in rule_groups for r in g["rules"]}
     assert alerts >= {
-        "KnooppuntDeadLettersGrowing", "KnooppuntCircuitOpen", "KnooppuntDeliveryLag",
-        "KnooppuntBacklogAge", "KnooppuntCertificateExpiresSoon",
-        "KnooppuntOperatorReconcileErrors", "KnooppuntConversationsOverdue",
+        "KnooppuntDeadLettersGrowing",
+        "KnooppuntCircuitOpen",
+        "KnooppuntDeliveryLag",
+        "KnooppuntBacklogAge",
+        "KnooppuntCertificateExpiresSoon",
+        "KnooppuntOperatorReconcileErrors",
+        "KnooppuntConversationsOverdue",
     }
     operations = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
     missing = sorted(a for a in alerts if a not in operations)
@@ -179,37 +214,56 @@ def test_every_alert_of_the_operations_guide_is_there(rule_groups: list[dict[str
 
 
 def test_alert_thresholds_come_from_values(helm: Any) -> None:
-    docs = helm.template({"monitoring": {"enabled": True, "alerts": {
-        "backlogAgeSeconds": 7200, "certificateWarningDays": 30}}})
+    docs = helm.template(
+        {
+            "monitoring": {
+                "enabled": True,
+                "alerts": {"backlogAgeSeconds": 7200, "certificateWarningDays": 30},
+            }
+        }
+    )
     [rule] = of_kind(docs, "PrometheusRule")
     exprs = {r["alert"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
     assert exprs["KnooppuntBacklogAge"].endswith("> 7200")
     assert exprs["KnooppuntCertificateExpiresSoon"].endswith(f"< {30 * 86400}")
 
 
-def test_promtool_rules_unit_tests(promtool: Path, rule_groups: list[dict[str, Any]],
-                                   tmp_path: Path) -> None:
+def test_promtool_rules_unit_tests(
+    promtool: Path, rule_groups: list[dict[str, Any]], tmp_path: Path
+) -> None:
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": rule_groups}))
     shutil.copy(ALERT_TESTS, tmp_path / ALERT_TESTS.name)
-    check = subprocess.run([str(promtool), "check", "rules", "rules.yaml"], cwd=tmp_path,
-                           capture_output=True, text=True, timeout=120)
+    check = subprocess.run(
+        [str(promtool), "check", "rules", "rules.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
-    result = subprocess.run([str(promtool), "test", "rules", ALERT_TESTS.name], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(promtool), "test", "rules", ALERT_TESTS.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout + result.stderr
 
 
 def test_every_alert_is_unit_tested(rule_groups: list[dict[str, Any]]) -> None:
     tests = yaml.safe_load(ALERT_TESTS.read_text())["tests"]
-    fired = {case["alertname"] for t in tests for case in t["alert_rule_test"]
-             if case["exp_alerts"]}
+    fired = {
+        case["alertname"] for t in tests for case in t["alert_rule_test"] if case["exp_alerts"]
+    }
     alerts = {r["alert"] for g in rule_groups for r in g["rules"]}
     assert alerts == fired, f"alerts never shown firing by a promtool test: {alerts - fired}"
 
 
-def test_alerts_name_exported_metrics(rule_groups: list[dict[str, Any]],
-                                      exported: set[str]) -> None:
+def test_alerts_name_exported_metrics(
+    rule_groups: list[dict[str, Any]], exported: set[str]
+) -> None:
     for group in rule_groups:
         for rule in group["rules"]:
             named = set(METRIC.findall(rule["expr"]))
@@ -238,18 +292,29 @@ def test_dashboard_queries_name_exported_metrics(name: str, exported: set[str]) 
 
 def test_node_dashboard_covers_every_node_metric(exported: set[str]) -> None:
     """A metric the node exports but no panel shows is a blind spot."""
-    shown = {m for _, e in dashboard_queries(DASHBOARDS / "knooppunt-node.json")
-             for m in METRIC.findall(e)}
-    node_metrics = {n for n in exported if not n.startswith("knooppunt_operator_")
-                    and not n.endswith("_created") and n.startswith("knooppunt_")}
+    shown = {
+        m
+        for _, e in dashboard_queries(DASHBOARDS / "knooppunt-node.json")
+        for m in METRIC.findall(e)
+    }
+    node_metrics = {
+        n
+        for n in exported
+        if not n.startswith("knooppunt_operator_")
+        and not n.endswith("_created")
+        and n.startswith("knooppunt_")
+    }
     families = {re.sub(r"_(bucket|sum|count)$", "", n) for n in node_metrics}
     shown_families = {re.sub(r"_(bucket|sum|count)$", "", n) for n in shown}
     assert families <= shown_families, families - shown_families
 
 
 def test_dashboards_ship_as_grafana_config_maps(rendered: list[dict[str, Any]]) -> None:
-    maps = [c for c in of_kind(rendered, "ConfigMap")
-            if c["metadata"]["labels"].get("grafana_dashboard") == "1"]
+    maps = [
+        c
+        for c in of_kind(rendered, "ConfigMap")
+        if c["metadata"]["labels"].get("grafana_dashboard") == "1"
+    ]
     shipped = {key: json.loads(value) for c in maps for key, value in c["data"].items()}
     assert set(shipped) == {"knooppunt-node.json", "knooppunt-operator.json"}
     for key, board in shipped.items():

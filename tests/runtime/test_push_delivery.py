@@ -158,8 +158,7 @@ def test_retry_then_dead_letter_then_replay(push_node: Start, receiver: Receiver
         assert 'knooppunt_outbox_deliveries{status="dead"} 1.0' in metrics
         assert 'knooppunt_push_attempts_total{gemeente="0599",result="dead"} 1.0' in metrics
         # a dead letter is unacknowledged: it keeps the push stream's backlog age growing
-        age = re.search(r'knooppunt_backlog_oldest_age_seconds\{mailbox="0599"\} (\S+)',
-                        metrics)
+        age = re.search(r'knooppunt_backlog_oldest_age_seconds\{mailbox="0599"\} (\S+)', metrics)
         assert age is not None and float(age.group(1)) > 0
         # never deleted by failure: the content is still there and replayable
         assert admin.post("/api/v1/admin/dead-letters/replay", json={}).status_code == 400
@@ -172,18 +171,27 @@ def test_retry_then_dead_letter_then_replay(push_node: Start, receiver: Receiver
         assert admin.get("/api/v1/admin/dead-letters").json()["items"] == []
 
 
-def test_an_open_circuit_is_reported_until_a_delivery_succeeds(push_node: Start,
-                                                              receiver: Receiver) -> None:
+def test_an_open_circuit_is_reported_until_a_delivery_succeeds(
+    push_node: Start, receiver: Receiver
+) -> None:
     receiver.always_fail = True
-    running, pki = push_node(circuitBreakerThreshold=1, circuitBreakerCooldownSeconds=0.5,
-                             maxAttempts=50, initialBackoffSeconds=0.1, maxBackoffSeconds=0.5)
+    running, pki = push_node(
+        circuitBreakerThreshold=1,
+        circuitBreakerCooldownSeconds=0.5,
+        maxAttempts=50,
+        initialBackoffSeconds=0.1,
+        maxBackoffSeconds=0.5,
+    )
     body = _rotterdam_message()
     with _client(running, pki, _provider(body)) as c:
         assert c.post(URL, content=body, headers=XML).status_code == 202
     with _client(running, pki, "admin") as admin:
+
         def circuit(value: str) -> bool:
-            return (f'knooppunt_delivery_circuit_open{{gemeente="0599"}} {value}'
-                    in admin.get("/metrics").text)
+            return (
+                f'knooppunt_delivery_circuit_open{{gemeente="0599"}} {value}'
+                in admin.get("/metrics").text
+            )
 
         assert _wait(lambda: circuit("1.0"))
         receiver.always_fail = False

@@ -74,8 +74,10 @@ async def metrics(node: NodeDep) -> Response:
     for (_kind, owner), (count, oldest) in backlog.items():
         node.metrics.pending.labels(owner).set(count)
         node.metrics.backlog_age.labels(owner).set((moment - oldest).total_seconds())
-    for name, path in (("server", node.settings.tls_cert),
-                       ("delivery", node.settings.delivery_cert)):
+    for name, path in (
+        ("server", node.settings.tls_cert),
+        ("delivery", node.settings.delivery_cert),
+    ):
         expiry = cert_expiry.not_after(path) if path is not None else None
         if expiry is not None:
             node.metrics.certificate_expiry.labels(name).set(expiry)
