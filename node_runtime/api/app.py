@@ -19,6 +19,7 @@ from node_runtime.api.routes import (
     mailbox,
     messages,
     processing_log,
+    shadow,
 )
 from node_runtime.audit.processing_log import NODE_PURPOSE, LogBuilder
 from node_runtime.node.assembly import IdentityExtractor, Node, build_node
@@ -87,6 +88,7 @@ def create_app(
         app.include_router(module.router)
     app.include_router(ledger.router)
     app.include_router(conversations.router)
+    app.include_router(shadow.router)
     app.include_router(ledger.admin_router)
     app.include_router(health.tls_router)
     contract.install(

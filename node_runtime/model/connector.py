@@ -320,6 +320,21 @@ class Conversation(Model):
     deadline: Deadline
 
 
+class ShadowRelease(Model):
+    """The next release of the standard (its schemas, rules and mappings), run beside the live
+    one on every live message without any effect on answers, the store or delivery. The
+    differences are counted in the node's metrics and the SectorConnector's status. Promote
+    it by moving these fields to the spec and raising `revision` (the Knooppunt's pin keeps
+    the rollback)."""
+
+    standard_version: str = Field(alias="standardVersion", min_length=1, description="e.g. 2.2.")
+    bundle: BundleSource
+    namespaces: dict[str, str] = Field(
+        default_factory=dict, description="Prefixes added to (or replacing) the live ones."
+    )
+    messages: list[MessageType] = Field(min_length=1, max_length=64)
+
+
 class SectorConnectorSpec(Model):
     standard: str = Field(min_length=1, description="Standard name, e.g. iWmo.")
     standard_version: str = Field(alias="standardVersion", min_length=1, description="e.g. 2.1.")
@@ -344,6 +359,9 @@ class SectorConnectorSpec(Model):
         alias="payloadRetentionDays",
         ge=1,
         description="Delivered payloads are purged after this many days.",
+    )
+    shadow: ShadowRelease | None = Field(
+        default=None, description="Shadow validation of the next release of the standard."
     )
     conversations: list[Conversation] = Field(
         default_factory=list,

@@ -30,6 +30,8 @@ from node_runtime.pipeline.intake import IntakeService
 from node_runtime.security.callers import PeerCertificate
 from node_runtime.security.pseudonyms import Pseudonymizer, load_or_create_key
 from node_runtime.security.tls.contexts import client_context
+from node_runtime.shadow.runner import ShadowRunner
+from node_runtime.shadow.status import StatusWriter
 from node_runtime.state.kubernetes_source import GemeenteWatch, from_kubeconfig, in_cluster
 from node_runtime.state.node_state import NodeState, build_state
 from node_runtime.store.outbox import Outbox
@@ -62,11 +64,17 @@ class Node:
     _reloader: asyncio.Task[None] | None = field(default=None, repr=False)
     _checkpoints: asyncio.Task[None] | None = field(default=None, repr=False)
     _conversations: asyncio.Task[None] | None = field(default=None, repr=False)
+    shadow_status: StatusWriter | None = None
+    _shadow_status: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
         self._reloader = asyncio.create_task(self._watch())
         self._checkpoints = asyncio.create_task(self.ledger.run())
         self._conversations = asyncio.create_task(self.conversations.run())
+        if self.intake.shadow is not None:
+            self.intake.shadow.start()
+        if self.shadow_status is not None:
+            self._shadow_status = asyncio.create_task(self.shadow_status.run())
         self._retention = asyncio.create_task(self._retention_loop())
         if self.worker is not None:
             self._worker_task = asyncio.create_task(self.worker.run())
@@ -80,7 +88,9 @@ class Node:
             await asyncio.sleep(self.settings.retention_interval)
 
     async def stop(self) -> None:
-        for task in (self._checkpoints, self._conversations):
+        if self.intake.shadow is not None:
+            await asyncio.to_thread(self.intake.shadow.stop)
+        for task in (self._checkpoints, self._conversations, self._shadow_status):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -195,6 +205,12 @@ def build_node(
         public_url=settings.public_url,
         on_commit=worker.wake if worker is not None else None,
         conversations=Matcher(load_or_create_key(settings.key_path())),
+        shadow=ShadowRunner(
+            store=store,
+            registry=metrics.registry,
+            config_map_root=settings.config_map_root,
+            origin=lambda name: loader().origin_of("SectorConnector", name),
+        ),
     )
     ledger = LedgerService(
         LogTree(store.engine, origin=origin_for(settings.node)),
@@ -208,8 +224,18 @@ def build_node(
     monitor = ConversationMonitor(
         store.engine, registry=metrics.registry, interval=settings.conversation_interval
     )
+    shadow_status: StatusWriter | None = None
     if watch is not None and settings.namespace:  # on a cluster: Events on the Knooppunt
         monitor.on_overdue.append(EventSink(watch.access, settings.namespace, settings.node))
+        runner = intake.shadow
+        assert runner is not None
+        shadow_status = StatusWriter(
+            watch.access,
+            settings.namespace,
+            settings.node,
+            reports=lambda: runner.snapshot(holder.current),
+            connectors=lambda: sorted(holder.current.connectors),
+        )
     node = Node(
         settings,
         holder,
@@ -223,6 +249,7 @@ def build_node(
         monitor,
         outbox=outbox,
         worker=worker,
+        shadow_status=shadow_status,
     )
     if watch is not None:
         node.gemeente_watch = watch

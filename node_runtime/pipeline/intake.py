@@ -40,6 +40,7 @@ from node_runtime.pipeline import (
 from node_runtime.pipeline.context import MessageContext
 from node_runtime.pipeline.outcomes import IntakeResult
 from node_runtime.security.pseudonyms import Pseudonymizer
+from node_runtime.shadow.runner import ShadowRunner
 from node_runtime.state.node_state import NodeState
 from node_runtime.state.principals import Principal
 from node_runtime.store.sql import SqlStore, now
@@ -59,9 +60,11 @@ class IntakeService:
         public_url: str | None = None,
         on_commit: Callable[[], None] | None = None,
         conversations: Matcher | None = None,
+        shadow: ShadowRunner | None = None,
     ) -> None:
         """``on_commit`` is called after a commit that created push deliveries;
-        ``conversations`` finds the conversation events of an accepted message."""
+        ``conversations`` finds the conversation events of an accepted message; ``shadow``
+        gets every decided message for shadow validation (queued, never waited for)."""
         self.store = store
         self.pseudonymizer = pseudonymizer
         self.metrics = metrics
@@ -69,6 +72,7 @@ class IntakeService:
         self.public_url = public_url.rstrip("/") if public_url else None
         self.on_commit = on_commit
         self.conversations = conversations
+        self.shadow = shadow
 
     def process(
         self,
@@ -90,6 +94,11 @@ class IntakeService:
             connector_name if ctx.connector else "unknown", ctx.message_type_name, result.outcome
         ).observe(time.perf_counter() - started)
         result.headers["traceparent"] = trace.traceparent(ctx.logs.span_id)
+        if self.shadow is not None and (
+            result.outcome in ("accepted", "rejected")
+            or (result.problem is not None and result.problem.slug == "schema-invalid")
+        ):
+            self.shadow.submit(state, connector_name, body)  # queued: never waits
         return result
 
     def _steps(self, ctx: MessageContext) -> IntakeResult:

@@ -213,3 +213,26 @@ conversations = Table(
     Index("ix_conversations_gemeente", "gemeente", "status"),
     Index("ix_conversations_participant", "participant", "status"),
 )
+
+shadow_counts = Table(
+    "shadow_counts",
+    metadata,
+    # Shadow validation results, shared by the replicas of a node: per connector and shadow
+    # (its revision and content hash), messages evaluated (kind "") and differences by kind.
+    Column("connector", String(63), primary_key=True),
+    Column("shadow_key", String(64), primary_key=True),
+    Column("message_type", String(63), primary_key=True),
+    Column("kind", String(32), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+)
+
+shadow_examples = Table(
+    "shadow_examples",
+    metadata,
+    # Distinct examples of differences: paths and codes only, never values.
+    Column("connector", String(63), primary_key=True),
+    Column("shadow_key", String(64), primary_key=True),
+    Column("digest", String(64), primary_key=True),
+    Column("example", Text, nullable=False),
+    Column("recorded_at", UtcDateTime(), nullable=False),
+)

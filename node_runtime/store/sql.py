@@ -100,6 +100,13 @@ def _v6(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.conversations], checkfirst=True)
 
 
+def _v7(conn: Connection) -> None:
+    """Shadow validation counts and examples, shared by the replicas."""
+    schema.metadata.create_all(
+        conn, tables=[schema.shadow_counts, schema.shadow_examples], checkfirst=True
+    )
+
+
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1),
     (2, _v2),
@@ -107,6 +114,7 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     (4, _v4),
     (5, _v5),
     (6, _v6),
+    (7, _v7),
 ]
 
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 READY = "Ready"
 PROGRESSING = "Progressing"
@@ -127,6 +127,48 @@ class KnooppuntStatus(StatusModel):
     )
 
 
+class RetourcodeAt(StatusModel):
+    code: str = Field(max_length=64)
+    path: str = Field(max_length=1024, description="Element path (positions, never values).")
+
+
+class ShadowExample(StatusModel):
+    """One kind of difference, in paths and codes: never a value from a message."""
+
+    message_type: str = Field(alias="messageType", max_length=64)
+    kind: Literal["would-be-rejected", "would-be-accepted", "other-retourcodes", "different-fields"]
+    retourcodes: list[RetourcodeAt] = Field(
+        default_factory=list, max_length=64, description="The shadow release's retourcodes."
+    )
+    live_retourcodes: list[RetourcodeAt] = Field(
+        default_factory=list, max_length=64, alias="liveRetourcodes"
+    )
+    missing_fields: list[Annotated[str, StringConstraints(max_length=512)]] = Field(
+        default_factory=list, max_length=64, alias="missingFields"
+    )
+    added_fields: list[Annotated[str, StringConstraints(max_length=512)]] = Field(
+        default_factory=list, max_length=64, alias="addedFields"
+    )
+    changed_fields: list[Annotated[str, StringConstraints(max_length=512)]] = Field(
+        default_factory=list, max_length=64, alias="changedFields"
+    )
+
+
+class ShadowNodeStatus(StatusModel):
+    """What the shadow release would have done to one node's live traffic."""
+
+    standard_version: str = Field(alias="standardVersion", max_length=64)
+    messages: int = Field(ge=0, description="Live messages also evaluated by the shadow.")
+    differences: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="Message type → kind of difference → messages."
+    )
+    examples: list[ShadowExample] = Field(default_factory=list, max_length=10)
+    error: str | None = Field(
+        default=None, max_length=4096, description="Why the shadow release cannot be compiled."
+    )
+    updated_at: str = Field(alias="updatedAt", json_schema_extra={"format": "date-time"})
+
+
 class SectorConnectorStatus(StatusModel):
     """Observed state of a connector: validation and recorded revisions."""
 
@@ -137,6 +179,11 @@ class SectorConnectorStatus(StatusModel):
     )
     revisions: list[int] = Field(
         default_factory=list, description="Recorded revisions, oldest first (bounded history)."
+    )
+    shadow: dict[str, ShadowNodeStatus] = Field(
+        default_factory=dict,
+        description="Shadow validation of the next release, per node serving the connector "
+        "(written by the nodes).",
     )
 
 

@@ -94,6 +94,11 @@ def test_service_account_role_and_binding() -> None:
                 "verbs": ["get", "list", "watch"],
             },
             {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+            {
+                "apiGroups": ["knooppunt.nl"],
+                "resources": ["sectorconnectors/status"],
+                "verbs": ["patch"],
+            },
         ],
     }
     assert node.role_binding(kp) == {

@@ -35,12 +35,16 @@ def _install_crds(cp: KubeCluster) -> None:
             assert _wait(
                 lambda p=plural: any(
                     c["type"] == "Established" and c["status"] == "True"
-                    for c in http.get(
-                        f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{p}.knooppunt.nl"
-                    )
-                    .json()
-                    .get("status", {})
-                    .get("conditions", [])
+                    for c in (
+                        http.get(
+                            f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
+                            f"{p}.knooppunt.nl"
+                        )
+                        .json()
+                        .get("status")
+                        or {}
+                    ).get("conditions")
+                    or []
                 )
             )
 
@@ -128,3 +132,61 @@ def test_overdue_conversations_become_events_on_the_knooppunt(
     assert event["involvedObject"]["name"] == NODE
     assert "2 item(s) of conversation verzoek-om-toewijzing" in event["message"]
     assert "0363" in event["message"]
+
+
+@pytest.mark.controlplane
+def test_shadow_report_lands_in_the_sectorconnector_status(
+    controlplane: KubeCluster, controlplane_namespace: str
+) -> None:
+    """A node writes its shadow report into status.shadow.<node> and removes it when the
+    shadow is gone; the operator's part of the status stays."""
+    from node_runtime.shadow.status import StatusWriter
+    from node_runtime.state.kubernetes_source import from_kubeconfig
+
+    cp, ns = controlplane, controlplane_namespace
+    _install_crds(cp)
+    doc = yaml.safe_load((EXAMPLES / "connector.yaml").read_text())
+    doc["metadata"]["namespace"] = ns
+    cp.apply(doc)
+    path = f"/apis/knooppunt.nl/v1alpha1/namespaces/{ns}/sectorconnectors/iwmo-2-1"
+    with cp.client() as http:
+        http.patch(
+            f"{path}/status",
+            json={"status": {"revision": 1}},
+            headers={"content-type": "application/merge-patch+json"},
+        ).raise_for_status()
+    report = {
+        "standardVersion": "2.2-concept",
+        "messages": 3,
+        "error": None,
+        "differences": {"WMO305": {"would-be-rejected": 1}},
+        "examples": [
+            {
+                "messageType": "WMO305",
+                "kind": "would-be-rejected",
+                "retourcodes": [{"code": "8190", "path": "/wmo305:Bericht"}],
+            }
+        ],
+    }
+    reports: dict[str, dict[str, object]] = {"iwmo-2-1": report}
+    writer = StatusWriter(
+        from_kubeconfig(cp.kubeconfig),
+        ns,
+        NODE,
+        reports=lambda: reports,
+        connectors=lambda: ["iwmo-2-1"],
+    )
+    assert writer.write() == 1
+    assert writer.write() == 0  # unchanged: no patch
+    with cp.client() as http:
+        status = http.get(path).json()["status"]
+    assert status["revision"] == 1
+    entry = status["shadow"][NODE]
+    assert entry["messages"] == 3 and entry["updatedAt"]
+    assert entry["differences"] == {"WMO305": {"would-be-rejected": 1}}
+    assert entry["examples"][0]["retourcodes"] == [{"code": "8190", "path": "/wmo305:Bericht"}]
+    reports.clear()  # promoted: no shadow any more
+    assert writer.write() == 1
+    with cp.client() as http:
+        status = http.get(path).json()["status"]
+    assert NODE not in (status.get("shadow") or {}) and status["revision"] == 1

@@ -73,7 +73,8 @@ def service_account(kp: Knooppunt) -> dict[str, Any]:
 
 def role(kp: Knooppunt) -> dict[str, Any]:
     """What the runtime may do: read the gemeenten of its namespace (it picks them up live)
-    and record Events (overdue conversations) there."""
+    and record Events (overdue conversations) and shadow reports (SectorConnector status)
+    there."""
     names = meta.NodeNames(kp.name)
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -84,6 +85,7 @@ def role(kp: Knooppunt) -> dict[str, Any]:
         "rules": [
             {"apiGroups": [GROUP], "resources": ["gemeenten"], "verbs": ["get", "list", "watch"]},
             {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+            {"apiGroups": [GROUP], "resources": ["sectorconnectors/status"], "verbs": ["patch"]},
         ],
     }
 
