@@ -11,7 +11,7 @@ import asyncio
 import base64
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 
 from node_runtime.api.deps import NodeDep, PrincipalDep
 from node_runtime.api.routes.admin import require_admin
@@ -23,6 +23,7 @@ from node_runtime.ledger.tree import TreeError
 from node_runtime.ledger.verification import verify
 from node_runtime.node.assembly import Node
 from node_runtime.store import log_tree
+from node_runtime.web import contract
 from node_runtime.web.problems import Problem
 
 router = APIRouter(prefix="/api/v1", tags=["processing log"])
@@ -30,7 +31,7 @@ admin_router = APIRouter(
     prefix="/api/v1/admin", tags=["management"], dependencies=[Depends(require_admin)]
 )
 
-Size = Annotated[int, Query(ge=0)]
+MAX_SIZE = 2**62  # far beyond any log; keeps numbers inside the database's integers
 
 
 def b64(value: bytes) -> str:
@@ -61,6 +62,7 @@ async def _latest(node: Node) -> Checkpoint:
 @router.get(
     "/gemeenten/{gemeentecode}/processing-log/checkpoint",
     summary="The latest signed checkpoint (tree head) of the node's processing log",
+    responses=contract.problem_responses(503),
 )
 async def latest_checkpoint(
     gemeentecode: str, node: NodeDep, principal: PrincipalDep
@@ -72,6 +74,7 @@ async def latest_checkpoint(
 @router.post(
     "/gemeenten/{gemeentecode}/processing-log/checkpoint",
     summary="Sign a checkpoint now (when the tree grew since the latest one)",
+    responses=contract.problem_responses(503),
 )
 async def new_checkpoint(
     gemeentecode: str, node: NodeDep, principal: PrincipalDep
@@ -85,7 +88,10 @@ async def new_checkpoint(
     summary="An earlier signed checkpoint, by tree size",
 )
 async def checkpoint_at(
-    gemeentecode: str, tree_size: int, node: NodeDep, principal: PrincipalDep
+    gemeentecode: str,
+    tree_size: Annotated[int, Path(ge=0, le=MAX_SIZE)],
+    node: NodeDep,
+    principal: PrincipalDep,
 ) -> dict[str, Any]:
     check_own_log(principal, gemeentecode)
     cp = await asyncio.to_thread(node.ledger.tree.at, tree_size)
@@ -102,6 +108,7 @@ async def checkpoint_at(
 @router.get(
     "/gemeenten/{gemeentecode}/processing-log/records/{record_id}/inclusion-proof",
     summary="Proof that one of the gemeente's records is in the signed tree",
+    responses=contract.problem_responses(409, 503),
 )
 async def inclusion_proof(
     gemeentecode: str,
@@ -111,7 +118,10 @@ async def inclusion_proof(
     tree_size: Annotated[
         int | None,
         Query(
-            alias="treeSize", ge=1, description=("Size of a signed checkpoint; default the latest")
+            alias="treeSize",
+            ge=1,
+            le=MAX_SIZE,
+            description=("Size of a signed checkpoint; default the latest"),
         ),
     ] = None,
 ) -> dict[str, Any]:
@@ -163,8 +173,8 @@ async def consistency_proof(
     gemeentecode: str,
     node: NodeDep,
     principal: PrincipalDep,
-    first: Annotated[int, Query(alias="from", ge=0, description="Earlier tree size")],
-    second: Annotated[int, Query(alias="to", ge=0, description="Later tree size")],
+    first: Annotated[int, Query(alias="from", ge=0, le=MAX_SIZE, description="Earlier tree size")],
+    second: Annotated[int, Query(alias="to", ge=0, le=MAX_SIZE, description="Later tree size")],
 ) -> dict[str, Any]:
     check_own_log(principal, gemeentecode)
     if first > second:
@@ -199,6 +209,10 @@ async def verify_log(node: NodeDep) -> dict[str, Any]:
     return report.to_json()
 
 
-@admin_router.post("/processing-log/checkpoint", summary="Sign a checkpoint now")
+@admin_router.post(
+    "/processing-log/checkpoint",
+    summary="Sign a checkpoint now",
+    responses=contract.problem_responses(503),
+)
 async def admin_checkpoint(node: NodeDep) -> dict[str, Any]:
     return (await asyncio.to_thread(_sign, node)).to_json()

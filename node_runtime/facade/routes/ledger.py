@@ -19,6 +19,7 @@ from node_runtime.facade.deps import FacadeDep, GemeenteDep, own, trace_headers
 from node_runtime.facade.node_answers import failure, passthrough_problem
 from node_runtime.facade.state import NodeEntry
 from node_runtime.model.gemeente import Gemeente
+from node_runtime.web import contract
 from node_runtime.web.problems import Problem
 
 router = APIRouter(prefix="/api/v1", tags=["processing log"])
@@ -120,6 +121,7 @@ async def _pass(
 @router.get(
     "/gemeenten/{gemeentecode}/processing-log/nodes/{node}/records/{record_id}/inclusion-proof",
     summary="Inclusion proof of one of the gemeente's records, from its knooppunt",
+    responses=contract.problem_responses(409, 502, 503, 504),
 )
 async def inclusion_proof(
     gemeentecode: str,
@@ -128,7 +130,7 @@ async def inclusion_proof(
     request: Request,
     facade: FacadeDep,
     gemeente: GemeenteDep,
-    tree_size: Annotated[int | None, Query(alias="treeSize", ge=1)] = None,
+    tree_size: Annotated[int | None, Query(alias="treeSize", ge=1, le=2**62)] = None,
 ) -> Response:
     own(gemeente, gemeentecode, "processing-log")
     entry = _node(facade, gemeente, node)
@@ -140,6 +142,7 @@ async def inclusion_proof(
 @router.get(
     "/gemeenten/{gemeentecode}/processing-log/nodes/{node}/consistency-proof",
     summary="Consistency proof between two checkpoints of one knooppunt",
+    responses=contract.problem_responses(502, 504),
 )
 async def consistency_proof(
     gemeentecode: str,
@@ -147,8 +150,8 @@ async def consistency_proof(
     request: Request,
     facade: FacadeDep,
     gemeente: GemeenteDep,
-    first: Annotated[int, Query(alias="from", ge=0)],
-    second: Annotated[int, Query(alias="to", ge=0)],
+    first: Annotated[int, Query(alias="from", ge=0, le=2**62)],
+    second: Annotated[int, Query(alias="to", ge=0, le=2**62)],
 ) -> Response:
     own(gemeente, gemeentecode, "processing-log")
     entry = _node(facade, gemeente, node)
