@@ -8,16 +8,21 @@ only: no message contents. The node's Role allows `create` on events (operator b
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import socket
+from collections.abc import Coroutine
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-import httpx
+import aiohttp
+from kubernetes_asyncio.client import ApiClient, CoreV1Api
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from node_runtime.conversations.monitor import Labels
 from node_runtime.model import GROUP, VERSION
-from node_runtime.state.kubernetes_source import SERVICE_ACCOUNT, ApiAccess
+from node_runtime.state.kubernetes_source import ApiAccess
 
 log = logging.getLogger("knooppunt.conversations")
 
@@ -58,28 +63,46 @@ class EventSink:
         self.namespace = namespace
         self.node = node
 
-    def _headers(self) -> dict[str, str]:
-        token = self.access.token
-        if token is None and (SERVICE_ACCOUNT / "token").exists():
-            token = (SERVICE_ACCOUNT / "token").read_text().strip()
-        return {"authorization": f"Bearer {token}"} if token else {}
-
     def __call__(self, previous: dict[Labels, int], current: dict[Labels, int]) -> None:
         grown = {k: v for k, v in current.items() if v > previous.get(k, 0)}
         if not grown:
             return
-        now = datetime.now(UTC)
-        with httpx.Client(
-            base_url=self.access.server, verify=self.access.ssl_context, timeout=10
-        ) as client:
-            for labels, count in sorted(grown.items()):
-                response = client.post(
-                    f"/api/v1/namespaces/{self.namespace}/events",
-                    headers=self._headers(),
-                    json=overdue_event(self.node, self.namespace, labels, count, now=now),
-                )
-                if response.status_code >= 300:
-                    log.warning(
-                        "could not record a ConversationOverdue event",
-                        extra={"status": response.status_code},
-                    )
+        _run(self._post(grown, datetime.now(UTC)))
+
+    async def _post(self, grown: dict[Labels, int], now: datetime) -> None:
+        """With the runtime's Kubernetes client (kubernetes_asyncio, the same credentials as
+        the Gemeente watch)."""
+        configuration, renew = await self.access.configuration()
+        try:
+            async with ApiClient(configuration) as api:
+                core = CoreV1Api(api)
+                for labels, count in sorted(grown.items()):
+                    event = overdue_event(self.node, self.namespace, labels, count, now=now)
+                    try:
+                        await core.create_namespaced_event(  # the JSON form is accepted
+                            self.namespace, cast(Any, event), _request_timeout=10
+                        )
+                    except ApiException as exc:
+                        log.warning(
+                            "could not record a ConversationOverdue event",
+                            extra={"status": exc.status},
+                        )
+                    except (aiohttp.ClientError, TimeoutError) as exc:
+                        log.warning(
+                            "could not record a ConversationOverdue event",
+                            extra={"error": str(exc)},
+                        )
+        finally:
+            if renew is not None:
+                renew.cancel()
+
+
+def _run(coroutine: Coroutine[Any, Any, None]) -> None:
+    """The monitor calls from a worker thread (no event loop there); elsewhere, a thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(coroutine)
+        return
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, coroutine).result()

@@ -4,87 +4,81 @@ On a cluster the operator does not copy tenants into the node's ConfigMap (400 g
 grow one object toward its size limit and every change would restart pods). The runtime lists
 and watches `gemeenten.knooppunt.nl` in its namespace itself, with its service account (RBAC:
 get/list/watch), and rebuilds its state on every change.
+
+The API is reached with ``kubernetes_asyncio`` (the client the operator uses too), in a thread
+of its own with its own event loop: the in-cluster service account (its token is read again
+as the kubelet rotates it) or a kubeconfig (several paths merged as kubectl does, exec
+credential plugins run again when their token expires); the watch asks for bookmarks, so a
+quiet namespace resumes from a recent resource version instead of re-listing.
 """
 
 from __future__ import annotations
 
-import base64
-import json
+import asyncio
+import contextlib
 import logging
 import os
-import ssl
-import tempfile
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import httpx
-import yaml
+import aiohttp
+from kubernetes_asyncio import config as kube_config
+from kubernetes_asyncio.client import ApiClient, Configuration, CustomObjectsApi
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.watch import Watch
 
 from node_runtime.model import GROUP, VERSION
 from node_runtime.model.gemeente import Gemeente
 from node_runtime.model.loading import ResourceError, parse_document
 
 log = logging.getLogger("knooppunt.kubernetes")
-SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+PLURAL = "gemeenten"
+WATCH_SECONDS = 300
 
 
 @dataclass(frozen=True)
 class ApiAccess:
-    server: str
-    ssl_context: ssl.SSLContext
-    token: str | None = None
+    """Where the credentials come from: a kubeconfig (one path or several, separated by
+    ``os.pathsep`` as in ``KUBECONFIG``) or, without one, the in-cluster service account."""
 
+    kubeconfig: str | None = None
+    context: str | None = None
 
-def _materialise(data: str, suffix: str, keep: list[Path]) -> str:
-    fd, name = tempfile.mkstemp(suffix=suffix)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(base64.b64decode(data))
-    keep.append(Path(name))
-    return name
+    @property
+    def source(self) -> str:
+        return self.kubeconfig or "in-cluster service account"
 
-
-def from_kubeconfig(path: Path) -> ApiAccess:
-    """The current context of a kubeconfig (client certificate or token)."""
-    config = yaml.safe_load(path.read_text())
-    current = config.get("current-context")
-    ctx = next(c["context"] for c in config["contexts"] if c["name"] == current)
-    cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == ctx["cluster"])
-    user = next(u["user"] for u in config["users"] if u["name"] == ctx["user"])
-    temp: list[Path] = []
-    try:
-        ca = cluster.get("certificate-authority") or (
-            _materialise(cluster["certificate-authority-data"], ".crt", temp)
-            if "certificate-authority-data" in cluster
-            else None
+    async def configuration(self) -> tuple[Configuration, asyncio.Task[None] | None]:
+        """The library's configuration, and the task that renews an exec plugin's token."""
+        configuration = Configuration()
+        if self.kubeconfig is None:
+            kube_config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
+            return configuration, None
+        loader = await kube_config.load_kube_config(
+            config_file=self.kubeconfig,
+            context=self.context,
+            client_configuration=configuration,
+            persist_config=False,
         )
-        context = ssl.create_default_context(cafile=ca)
-        cert = user.get("client-certificate") or (
-            _materialise(user["client-certificate-data"], ".crt", temp)
-            if "client-certificate-data" in user
-            else None
-        )
-        key = user.get("client-key") or (
-            _materialise(user["client-key-data"], ".key", temp)
-            if "client-key-data" in user
-            else None
-        )
-        if cert and key:
-            context.load_cert_chain(cert, key)
-    finally:
-        for p in temp:
-            p.unlink(missing_ok=True)
-    return ApiAccess(cluster["server"].rstrip("/"), context, user.get("token"))
+        renew = None
+        if loader._user is not None and "exec" in loader._user:
+            renew = asyncio.create_task(
+                kube_config.refresh_token(loader, configuration, interval=30)
+            )
+        return configuration, renew
+
+
+def from_kubeconfig(path: str | os.PathLike[str], context: str | None = None) -> ApiAccess:
+    """A kubeconfig's context (default: the current one); ``path`` may name several files."""
+    return ApiAccess(kubeconfig=os.fspath(path), context=context)
 
 
 def in_cluster() -> ApiAccess:
-    host = os.environ.get("KUBERNETES_SERVICE_HOST", "kubernetes.default.svc")
-    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-    context = ssl.create_default_context(cafile=str(SERVICE_ACCOUNT / "ca.crt"))
-    return ApiAccess(f"https://{host}:{port}", context, None)
+    return ApiAccess()
 
 
 class GemeenteWatch:
@@ -101,26 +95,26 @@ class GemeenteWatch:
         self._synced = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/gemeenten"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.relists = 0
 
     def snapshot(self) -> dict[str, Gemeente]:
         with self._lock:
             return dict(self._items)
 
     def start(self, *, timeout: float = 30.0) -> None:
-        self._thread = threading.Thread(target=self._run, name="gemeente-watch", daemon=True)
+        self._thread = threading.Thread(target=self._run_thread, name="gemeente-watch", daemon=True)
         self._thread.start()
         if not self._synced.wait(timeout):
-            raise RuntimeError(f"could not list Gemeente resources from {self.access.server}")
+            raise RuntimeError(f"could not list Gemeente resources ({self.access.source})")
 
     def stop(self) -> None:
         self._stop.set()
-
-    def _headers(self) -> dict[str, str]:
-        token = self.access.token
-        if token is None and (SERVICE_ACCOUNT / "token").exists():
-            token = (SERVICE_ACCOUNT / "token").read_text().strip()  # rotated: read each time
-        return {"authorization": f"Bearer {token}"} if token else {}
+        loop, task = self._loop, self._task
+        if loop is not None and task is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(task.cancel)
 
     def _parse(self, obj: dict[str, Any]) -> Gemeente | None:
         try:
@@ -151,51 +145,77 @@ class GemeenteWatch:
                 items[name] = parsed
         self._replace(items)
 
-    def _run(self) -> None:
+    def _run_thread(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            self._task = loop.create_task(self._run())
+            with contextlib.suppress(asyncio.CancelledError):
+                loop.run_until_complete(self._task)
+        finally:
+            loop.close()
+
+    async def _run(self) -> None:
+        configuration, renew = await self.access.configuration()
+        try:
+            async with ApiClient(configuration) as api_client:
+                await self._list_and_watch(CustomObjectsApi(api_client))
+        finally:
+            if renew is not None:
+                renew.cancel()
+
+    async def _list_and_watch(self, api: CustomObjectsApi) -> None:
         delay = 0.5
-        with httpx.Client(
-            base_url=self.access.server,
-            verify=self.access.ssl_context,
-            timeout=httpx.Timeout(30, read=330),
-        ) as client:
-            while not self._stop.is_set():
-                try:
-                    listing = client.get(self.path, headers=self._headers())
-                    listing.raise_for_status()
-                    body = listing.json()
+        version: str | None = None
+        while not self._stop.is_set():
+            try:
+                if version is None:
+                    listing = await api.list_namespaced_custom_object(
+                        GROUP, VERSION, self.namespace, PLURAL
+                    )
                     items = {}
-                    for obj in body.get("items", []):
+                    for obj in listing.get("items", []):
                         parsed = self._parse(obj)
                         if parsed is not None:
                             items[obj["metadata"]["name"]] = parsed
                     self._replace(items)
                     self._synced.set()
-                    version = body["metadata"]["resourceVersion"]
-                    delay = 0.5
-                    with client.stream(
-                        "GET",
-                        self.path,
-                        headers=self._headers(),
-                        params={
-                            "watch": "true",
-                            "resourceVersion": version,
-                            "allowWatchBookmarks": "true",
-                            "timeoutSeconds": "300",
-                        },
-                    ) as stream:
-                        stream.raise_for_status()
-                        for line in stream.iter_lines():
-                            if self._stop.is_set():
-                                return
-                            if not line:
-                                continue
-                            event = json.loads(line)
-                            kind = event.get("type")
-                            if kind == "ERROR":  # e.g. 410 Gone: relist
-                                break
-                            if kind in ("ADDED", "MODIFIED", "DELETED"):
-                                self._apply(kind, event["object"])
-                except (httpx.HTTPError, ValueError, KeyError) as exc:
-                    log.warning("Gemeente watch interrupted; relisting", extra={"error": str(exc)})
-                    time.sleep(delay)
-                    delay = min(delay * 2, 30.0)
+                    self.relists += 1
+                    version = listing["metadata"]["resourceVersion"]
+                watch = Watch()
+                async with watch.stream(
+                    api.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    PLURAL,
+                    resource_version=version,
+                    allow_watch_bookmarks=True,
+                    timeout_seconds=WATCH_SECONDS,
+                ) as stream:
+                    async for event in stream:
+                        kind = event.get("type")
+                        obj = event.get("raw_object") or event.get("object") or {}
+                        if kind == "ERROR":  # e.g. 410 Gone: the version is too old
+                            version = None
+                            break
+                        if kind in ("ADDED", "MODIFIED", "DELETED"):
+                            self._apply(kind, obj)
+                        # every event, bookmarks included, moves the version on
+                        version = watch.resource_version or version
+                delay = 0.5
+            except ApiException as exc:
+                if exc.status == 410:
+                    version = None
+                    continue
+                log.warning(
+                    "Gemeente watch interrupted; retrying",
+                    extra={"error": f"{exc.status} {exc.reason}"},
+                )
+                version = None if exc.status in (401, 403) else version
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError, KeyError) as exc:
+                log.warning("Gemeente watch interrupted; retrying", extra={"error": str(exc)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)

@@ -1,6 +1,7 @@
 """The one apply primitive: make one object look like its desired state, and say what it did.
 
-``apply(client, desired)`` reads the current object and then
+``apply(client, desired, cache=…)`` takes the current object from the cache of what kopf
+watches (or, without one, reads it) and then
 
 * leaves it alone when it already holds the desired state (``UNCHANGED``),
 * otherwise server-side applies the desired state with the operator's field manager
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from knooppunt_operator import kube
+from knooppunt_operator.cache import Cache
 
 APPLIED_HASH = "knooppunt.nl/applied-hash"
 
@@ -123,18 +125,30 @@ async def apply(
     desired: Mapping[str, Any] | None,
     *,
     ref: ObjectRef | None = None,
+    cache: Cache | None = None,
 ) -> Applied:
-    """Create, patch, delete or leave alone one object; ``desired=None`` means delete."""
+    """Create, patch, delete or leave alone one object; ``desired=None`` means delete.
+
+    With a ``cache`` that holds the kind, the current object is the cached one (no GET) and
+    the server's answer goes back into the cache."""
     if desired is None and ref is None:
         raise ValueError("apply(None) needs ref= to know what to delete")
     target = ref or ObjectRef.of(desired or {})
-    current = await client.get(target.kind, target.namespace, target.name)
+    cached = cache is not None and cache.holds(target.kind)
+    if cache is not None and cached:
+        current = cache.get(target.kind, target.namespace, target.name)
+    else:
+        current = await client.get(target.kind, target.namespace, target.name)
     if desired is None:
         if current is None:
             return Applied(target, ApplyResult.UNCHANGED, None)
         await client.delete(target.kind, target.namespace, target.name)
+        if cache is not None:
+            cache.deleted(target.kind, target.namespace, target.name)
         return Applied(target, ApplyResult.DELETED, None)
     if current is not None and is_current(current, desired):
         return Applied(target, ApplyResult.UNCHANGED, current)
     result = await client.apply(target.kind, target.namespace, target.name, stamped(desired))
+    if cache is not None:
+        cache.wrote(result)
     return Applied(target, ApplyResult.CREATED if current is None else ApplyResult.PATCHED, result)

@@ -27,7 +27,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import kopf
 
 from knooppunt_operator import kube, metrics
@@ -124,6 +123,7 @@ class Controller:
         meta = body.get("metadata") or {}
         work = Work(what, meta.get("namespace") or "default", meta["name"])
         if event_type == "DELETED":
+            self.ctx.cache.forget(KINDS[what], work.namespace, work.name)
             self.seen.pop(work, None)
             self.refs.pop(work, None)
             self.reported.pop(work, None)
@@ -214,7 +214,7 @@ class Controller:
             result, problem = "failed", str(exc)
             self.queue.forget(work)
             logger.error("%s: %s (not retried until the resource changes)", work, exc)
-        except (kube.ApiError, httpx.HTTPError) as exc:
+        except kube.ApiError as exc:
             result, problem = "retry", f"API server: {exc}"
             delay = self.queue.retry(work)
             logger.warning("%s: API server: %s (again in %.1f s)", work, exc, delay)
@@ -248,7 +248,7 @@ class Controller:
         ctx = self.ctx
         if work.what == KNOOPPUNT:
             if work in self.legacy_finalizer:
-                body = await ctx.client.get(kube.KNOOPPUNT, work.namespace, work.name)
+                body = await ctx.read(kube.KNOOPPUNT, work.namespace, work.name)
                 if body is not None:
                     await self._set_finalizer(kube.KNOOPPUNT, body, present=False)
                 self.legacy_finalizer.discard(work)
@@ -269,7 +269,7 @@ class Controller:
     async def _finalized(self, work: Work, reconcile: Reconcile, delete: Reconcile) -> None:
         """Reconcile under the finalizer; on deletion let go only when ``delete`` agrees."""
         kind = KINDS[work.what]
-        body = await self.ctx.client.get(kind, work.namespace, work.name)
+        body = await self.ctx.read(kind, work.namespace, work.name)
         if body is None:
             return
         meta = body["metadata"]
@@ -295,4 +295,4 @@ class Controller:
         patch = {
             "metadata": {"finalizers": finalizers, "resourceVersion": meta.get("resourceVersion")}
         }
-        return await self.ctx.client.merge_patch(kind, meta.get("namespace"), meta["name"], patch)
+        return await self.ctx.patch(kind, meta.get("namespace"), meta["name"], patch)

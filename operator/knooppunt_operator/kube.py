@@ -1,14 +1,20 @@
-"""A small async client for the Kubernetes API (httpx), its credentials, and Events.
+"""The operator's access to the API server, on ``kubernetes_asyncio``, and its Events.
 
-kopf has no generic client, so the operator talks to the API server itself: the same
-credentials that kopf logs in with (in-cluster service account, a kubeconfig, or an explicit
-URL for tests and development), the same REST paths ``kubectl`` uses. Tests point it at the
-kmock emulator or at a real control plane with nothing else changed.
+kopf watches; everything the operator itself asks or writes goes through :class:`KubeClient`,
+a few JSON-in/JSON-out verbs over ``kubernetes_asyncio``'s ``ApiClient`` (the REST paths
+``kubectl`` uses, no discovery round trips). How to log in is the library's: a kubeconfig
+(several paths in ``KUBECONFIG`` are merged as kubectl merges them, exec credential plugins
+such as EKS/GKE/AKS run and are re-run when their token expires, token files are re-read),
+or the in-cluster service account (its token, rotated by the kubelet, is re-read), or an
+explicit URL and token for tests and development. kopf logs in with the same credentials
+(:func:`kopf_connection`). The runtime's Gemeente watch uses the same library.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import concurrent.futures
 import datetime as dt
 import json
 import logging
@@ -16,19 +22,22 @@ import os
 import socket
 import ssl
 import tempfile
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-import yaml  # type: ignore[import-untyped,unused-ignore]
+import aiohttp
+from kubernetes_asyncio.client import ApiClient, Configuration
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.config import incluster_config, kube_config
 
 from knooppunt_operator import FIELD_MANAGER
 
 logger = logging.getLogger(__name__)
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+DEFAULT_KUBECONFIG = "~/.kube/config"
 
 
 # ------------------------------------------------------------------------------------- kinds
@@ -116,7 +125,8 @@ def kind_of(obj: Mapping[str, Any]) -> Kind:
 
 
 class ApiError(Exception):
-    """The API server refused a request; ``status`` is the HTTP status code."""
+    """The API server refused a request (``status`` is the HTTP status code), or could not be
+    reached (``status`` 0)."""
 
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(f"{status} {reason}: {message}")
@@ -133,42 +143,59 @@ class Conflict(ApiError):
     pass
 
 
-def _raise_for(response: httpx.Response) -> None:
-    if response.is_success:
-        return
+def _error(exc: ApiException) -> ApiError:
+    status = int(exc.status or 0)
+    reason, message = str(exc.reason or ""), str(exc.body or "")
     try:
-        body = response.json()
-        reason = str(body.get("reason") or response.reason_phrase)
-        message = str(body.get("message") or response.text)
-    except ValueError:
-        reason, message = response.reason_phrase, response.text
-    cls = (
-        NotFound
-        if response.status_code == 404
-        else (Conflict if response.status_code == 409 else ApiError)
-    )
-    raise cls(response.status_code, reason, message[:2000])
+        body = json.loads(exc.body or "")
+        reason = str(body.get("reason") or reason)
+        message = str(body.get("message") or message)
+    except (TypeError, ValueError, AttributeError):
+        pass
+    cls = NotFound if status == 404 else Conflict if status == 409 else ApiError
+    return cls(status, reason, message[:2000])
 
 
 # ------------------------------------------------------------------------------- credentials
 
 
+def _run_sync(coroutine: Any) -> Any:
+    """Run a coroutine to completion from synchronous code, inside a running loop or not."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def _read(path: str | None) -> bytes | None:
+    return Path(path).read_bytes() if path else None
+
+
 @dataclass(frozen=True)
 class Credentials:
-    """How to reach and authenticate to the API server."""
+    """How to reach and authenticate to the API server.
+
+    Made by :meth:`from_env` (explicit URL, in-cluster service account, else the kubeconfig),
+    :meth:`from_kubeconfig` or :meth:`in_cluster`; tests also build one from explicit
+    material. A kubeconfig or service-account source is loaded again by
+    :meth:`configuration` with ``kubernetes_asyncio`` (exec plugins, rotating tokens); the
+    explicit fields then hold what that source gave at the time it was read.
+    """
 
     server: str
     token: str | None = None
-    token_file: Path | None = None
     ca_data: bytes | None = None
     client_cert: bytes | None = None
     client_key: bytes | None = None
     insecure: bool = False
     default_namespace: str | None = None
+    kubeconfig: str | None = None
+    """The kubeconfig path(s) this came from (``os.pathsep``-separated, merged as kubectl)."""
+    context: str | None = None
+    service_account: Path | None = None
+    """The in-cluster service-account directory this came from."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Credentials:
-        """Explicit URL, else in-cluster service account, else the current kubeconfig."""
+        """Explicit URL, else in-cluster service account, else the kubeconfig(s)."""
         env = os.environ if environ is None else environ
         url = env.get("KNOOPPUNT_OPERATOR_KUBE_URL")
         if url:
@@ -180,81 +207,148 @@ class Credentials:
         host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT")
         if host and port and (SERVICE_ACCOUNT_DIR / "token").is_file():
             return cls.in_cluster(host, port)
-        config = env.get("KUBECONFIG", "").split(os.pathsep)[0] or str(
-            Path.home() / ".kube" / "config"
-        )
-        return cls.from_kubeconfig(Path(config))
+        return cls.from_kubeconfig(env.get("KUBECONFIG") or DEFAULT_KUBECONFIG)
 
     @classmethod
     def in_cluster(cls, host: str, port: str, directory: Path = SERVICE_ACCOUNT_DIR) -> Credentials:
         namespace_file = directory / "namespace"
         return cls(
             server=f"https://{host}:{port}" if ":" not in host else f"https://[{host}]:{port}",
-            token_file=directory / "token",
             ca_data=(directory / "ca.crt").read_bytes(),
             default_namespace=namespace_file.read_text().strip()
             if namespace_file.is_file()
             else None,
+            service_account=directory,
         )
 
     @classmethod
-    def from_kubeconfig(cls, path: Path, context: str | None = None) -> Credentials:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-        name = context or config["current-context"]
-        ctx = next(c["context"] for c in config["contexts"] if c["name"] == name)
-        cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == ctx["cluster"])
-        users = config.get("users") or []
-        user = next((u.get("user") or {} for u in users if u["name"] == ctx.get("user")), {})
-        base = path.parent
-
-        def data(inline: str, file: str, source: Mapping[str, Any]) -> bytes | None:
-            if source.get(inline):
-                return base64.b64decode(str(source[inline]))
-            if source.get(file):
-                return (base / str(source[file])).read_bytes()
-            return None
-
+    def from_kubeconfig(
+        cls, paths: str | os.PathLike[str], context: str | None = None
+    ) -> Credentials:
+        """One kubeconfig, or several (``os.pathsep``-separated, as in ``KUBECONFIG``)."""
+        source = os.fspath(paths)
+        loader = _kubeconfig_loader(source, context)
+        configuration = Configuration()
+        _run_sync(loader.load_and_set(configuration))
+        token = configuration.api_key.get("BearerToken")
         return cls(
-            server=str(cluster["server"]).rstrip("/"),
-            token=user.get("token"),
-            token_file=base / user["tokenFile"] if user.get("tokenFile") else None,
-            ca_data=data("certificate-authority-data", "certificate-authority", cluster),
-            client_cert=data("client-certificate-data", "client-certificate", user),
-            client_key=data("client-key-data", "client-key", user),
-            insecure=bool(cluster.get("insecure-skip-tls-verify")),
-            default_namespace=ctx.get("namespace"),
+            server=str(configuration.host).rstrip("/"),
+            token=token.split(" ", 1)[1] if token and token.startswith("Bearer ") else token,
+            ca_data=_read(configuration.ssl_ca_cert),
+            client_cert=_read(configuration.cert_file),
+            client_key=_read(configuration.key_file),
+            insecure=not configuration.verify_ssl,
+            default_namespace=(loader.current_context or {}).get("context", {}).get("namespace"),
+            kubeconfig=source,
+            context=context,
         )
 
+    # -------------------------------------------------------------- kubernetes_asyncio
+
+    async def configuration(self) -> Configuration:
+        """A ``kubernetes_asyncio`` configuration that keeps its credentials fresh."""
+        configuration = Configuration()
+        if self.service_account is not None:
+            host, _, port = self.server.removeprefix("https://").rpartition(":")
+            incluster_config.InClusterConfigLoader(
+                token_filename=str(self.service_account / "token"),
+                cert_filename=str(self.service_account / "ca.crt"),
+                environ={
+                    "KUBERNETES_SERVICE_HOST": host.strip("[]"),
+                    "KUBERNETES_SERVICE_PORT": port,
+                },
+            ).load_and_set(configuration)  # re-reads the token file (kubelet rotation)
+            return configuration
+        if self.kubeconfig is not None:
+            loader = _kubeconfig_loader(self.kubeconfig, self.context)
+        else:
+            loader = kube_config.KubeConfigLoader(config_dict=self._as_kubeconfig())
+        await loader.load_and_set(configuration)
+        if loader._user is not None and "exec" in loader._user:
+            _refresh_exec_tokens(configuration, loader)
+        return configuration
+
+    def _as_kubeconfig(self) -> dict[str, Any]:
+        def b64(data: bytes) -> str:
+            return base64.b64encode(data).decode()
+
+        cluster: dict[str, Any] = {"server": self.server}
+        if self.ca_data:
+            cluster["certificate-authority-data"] = b64(self.ca_data)
+        if self.insecure:
+            cluster["insecure-skip-tls-verify"] = True
+        user: dict[str, Any] = {}
+        if self.token:
+            user["token"] = self.token
+        if self.client_cert and self.client_key:
+            user["client-certificate-data"] = b64(self.client_cert)
+            user["client-key-data"] = b64(self.client_key)
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "explicit",
+            "clusters": [{"name": "explicit", "cluster": cluster}],
+            "users": [{"name": "explicit", "user": user}],
+            "contexts": [
+                {
+                    "name": "explicit",
+                    "context": {
+                        "cluster": "explicit",
+                        "user": "explicit",
+                        **({"namespace": self.default_namespace} if self.default_namespace else {}),
+                    },
+                }
+            ],
+        }
+
+    # ------------------------------------------------- synchronous helpers (tools, tests)
+
     def current_token(self) -> str | None:
-        if self.token_file is not None:
-            return self.token_file.read_text().strip()
+        """The bearer token now (the service account's file is read again)."""
+        if self.service_account is not None:
+            return (self.service_account / "token").read_text().strip()
         return self.token
 
     def ssl_context(self) -> ssl.SSLContext | bool:
-        if not self.server.startswith("https"):
-            return False
-        if self.insecure:
+        if not self.server.startswith("https") or self.insecure:
             return False
         context = ssl.create_default_context(cadata=self.ca_data.decode() if self.ca_data else None)
-        if self.ca_data is None:
-            context.load_default_certs()
         if self.client_cert and self.client_key:
             with key_files(self.client_cert, self.client_key) as (cert, key):
                 context.load_cert_chain(cert, key)
         return context
 
 
-class _Bearer(httpx.Auth):
-    """Reads the token on every request: in-cluster tokens are rotated by the kubelet."""
+def _kubeconfig_loader(paths: str, context: str | None) -> kube_config.KubeConfigLoader:
+    merged = kube_config.KubeConfigMerger(paths).config
+    if merged is None:
+        raise FileNotFoundError(f"no kubeconfig found at {paths}")
+    return kube_config.KubeConfigLoader(
+        config_dict=merged, config_base_path=None, active_context=context
+    )
 
-    def __init__(self, credentials: Credentials) -> None:
-        self._credentials = credentials
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        token = self._credentials.current_token()
-        if token:
-            request.headers["Authorization"] = f"Bearer {token}"
-        yield request
+def _refresh_exec_tokens(
+    configuration: Configuration, loader: kube_config.KubeConfigLoader
+) -> None:
+    """Run the exec credential plugin again once its token has expired (the library runs it
+    only when asked; without an expiry the token is kept until the API server refuses it)."""
+
+    async def refresh(configuration: Configuration, *_: Any) -> None:
+        expiry = getattr(loader, "exec_plugin_expiry", None)
+        if expiry is None or expiry > dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10):
+            return
+        await loader.load_from_exec_plugin()
+        configuration.api_key["BearerToken"] = loader.token
+
+    async def force(configuration: Configuration) -> None:
+        if hasattr(loader, "exec_plugin_expiry"):
+            del loader.exec_plugin_expiry
+        await loader.load_from_exec_plugin()
+        configuration.api_key["BearerToken"] = loader.token
+
+    configuration.refresh_api_key_hook = refresh
+    configuration.knooppunt_reauthenticate = force
 
 
 class key_files:
@@ -281,31 +375,29 @@ class key_files:
 
 @dataclass
 class KubeClient:
-    """The few verbs the operator needs, as JSON in and JSON out."""
+    """The few verbs the operator needs, as JSON in and JSON out, over ``kubernetes_asyncio``.
+
+    The library's ``ApiClient`` is made on first use, in the event loop that uses it.
+    """
 
     credentials: Credentials
     timeout: float = 30.0
-    transport: httpx.AsyncBaseTransport | None = None
     user_agent: str = f"{FIELD_MANAGER}/0.1"
-    _http: httpx.AsyncClient | None = field(default=None, init=False, repr=False)
+    _api: ApiClient | None = field(default=None, init=False, repr=False)
+    _lock: asyncio.Lock | None = field(default=None, init=False, repr=False)
 
-    @property
-    def http(self) -> httpx.AsyncClient:
-        if self._http is None:
-            self._http = httpx.AsyncClient(
-                base_url=self.credentials.server,
-                verify=self.credentials.ssl_context(),
-                auth=_Bearer(self.credentials),
-                timeout=self.timeout,
-                transport=self.transport,
-                headers={"User-Agent": self.user_agent},
-            )
-        return self._http
+    async def api(self) -> ApiClient:
+        if self._api is None:
+            configuration = await self.credentials.configuration()
+            api = ApiClient(configuration)
+            api.user_agent = self.user_agent
+            self._api = api
+        return self._api
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        if self._api is not None:
+            await self._api.close()
+            self._api = None
 
     async def __aenter__(self) -> KubeClient:
         return self
@@ -313,12 +405,47 @@ class KubeClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        """One request; the JSON answer, or :class:`ApiError`. A 401 is retried once after
+        the credentials are renewed (an exec plugin's token that expired early)."""
+        api = await self.api()
+        for attempt in (1, 2):
+            try:
+                result = await api.call_api(
+                    path,
+                    method,
+                    query_params=list((query or {}).items()),
+                    header_params={"Content-Type": content_type, "Accept": "application/json"},
+                    body=body,
+                    auth_settings=["BearerToken"],
+                    response_types_map={200: "object", 201: "object", 202: "object"},
+                    _return_http_data_only=True,
+                    _request_timeout=self.timeout,
+                )
+            except ApiException as exc:
+                renew = getattr(api.configuration, "knooppunt_reauthenticate", None)
+                if exc.status == 401 and attempt == 1 and renew is not None:
+                    await renew(api.configuration)
+                    continue
+                raise _error(exc) from None
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise ApiError(0, type(exc).__name__, str(exc) or "API server unreachable") from exc
+            return dict(result or {})
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
-        response = await self.http.get(kind.path(namespace, name))
-        if response.status_code == 404:
+        try:
+            return await self.request("GET", kind.path(namespace, name))
+        except NotFound:
             return None
-        _raise_for(response)
-        return dict(response.json())
 
     async def list(
         self,
@@ -327,14 +454,14 @@ class KubeClient:
         *,
         labels: Mapping[str, str] | None = None,
     ) -> list[dict[str, Any]]:
-        params = {}
+        query = {}
         if labels:
-            params["labelSelector"] = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-        response = await self.http.get(kind.path(namespace), params=params)
-        if response.status_code == 404:
+            query["labelSelector"] = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        try:
+            answer = await self.request("GET", kind.path(namespace), query=query)
+        except NotFound:
             return []
-        _raise_for(response)
-        items = [dict(i) for i in response.json().get("items") or []]
+        items = [dict(i) for i in answer.get("items") or []]
         if labels:  # the selector again, locally: cheap, and exact with any server
             items = [
                 i
@@ -349,11 +476,9 @@ class KubeClient:
     async def create(
         self, kind: Kind, namespace: str | None, body: Mapping[str, Any]
     ) -> dict[str, Any]:
-        response = await self.http.post(
-            kind.path(namespace), json=dict(body), params={"fieldManager": FIELD_MANAGER}
+        return await self.request(
+            "POST", kind.path(namespace), query={"fieldManager": FIELD_MANAGER}, body=dict(body)
         )
-        _raise_for(response)
-        return dict(response.json())
 
     async def apply(
         self,
@@ -364,16 +489,16 @@ class KubeClient:
         *,
         field_manager: str = FIELD_MANAGER,
         force: bool = True,
+        subresource: str | None = None,
     ) -> dict[str, Any]:
         """Server-side apply (creates the object when it does not exist)."""
-        response = await self.http.patch(
-            kind.path(namespace, name),
-            content=json.dumps(body).encode(),
-            params={"fieldManager": field_manager, "force": "true" if force else "false"},
-            headers={"Content-Type": "application/apply-patch+yaml"},
+        return await self.request(
+            "PATCH",
+            kind.path(namespace, name, subresource),
+            query={"fieldManager": field_manager, "force": "true" if force else "false"},
+            body=dict(body),
+            content_type="application/apply-patch+yaml",
         )
-        _raise_for(response)
-        return dict(response.json())
 
     async def merge_patch(
         self,
@@ -385,27 +510,25 @@ class KubeClient:
         subresource: str | None = None,
     ) -> dict[str, Any] | None:
         """JSON merge patch; ``None`` when the object is gone."""
-        response = await self.http.patch(
-            kind.path(namespace, name, subresource),
-            content=json.dumps(patch).encode(),
-            params={"fieldManager": FIELD_MANAGER},
-            headers={"Content-Type": "application/merge-patch+json"},
-        )
-        if response.status_code == 404:
+        try:
+            return await self.request(
+                "PATCH",
+                kind.path(namespace, name, subresource),
+                query={"fieldManager": FIELD_MANAGER},
+                body=dict(patch),
+                content_type="application/merge-patch+json",
+            )
+        except NotFound:
             return None
-        _raise_for(response)
-        return dict(response.json())
 
     async def delete(self, kind: Kind, namespace: str | None, name: str) -> bool:
         """Delete with background propagation; ``False`` when it was already gone."""
-        response = await self.http.request(
-            "DELETE",
-            kind.path(namespace, name),
-            json={"propagationPolicy": "Background"},
-        )
-        if response.status_code == 404:
+        try:
+            await self.request(
+                "DELETE", kind.path(namespace, name), body={"propagationPolicy": "Background"}
+            )
+        except NotFound:
             return False
-        _raise_for(response)
         return True
 
 
@@ -458,22 +581,25 @@ class EventRecorder:
         del self.recorded[:-200]
         try:
             await self.client.create(EVENT, namespace, event)
-        except (ApiError, httpx.HTTPError) as exc:
+        except ApiError as exc:
             logger.warning("could not post event %s for %s: %s", reason, meta.get("name"), exc)
 
 
-def kopf_connection(credentials: Credentials) -> Any:
-    """The same credentials as a ``kopf.ConnectionInfo`` (for the operator's login handler)."""
+async def kopf_connection(credentials: Credentials) -> Any:
+    """The same credentials as a ``kopf.ConnectionInfo`` (for the operator's login handler);
+    kopf logs in again with it when the API server refuses the token (exec plugins)."""
     import kopf
 
-    cert, key = credentials.client_cert, credentials.client_key
+    configuration = await credentials.configuration()
+    header = await configuration.get_api_key_with_prefix("BearerToken")
+    scheme, _, token = (header or "").partition(" ")
     return kopf.ConnectionInfo(
-        server=credentials.server,
-        ca_data=credentials.ca_data,
-        insecure=credentials.insecure or None,
-        scheme="Bearer" if credentials.current_token() else None,
-        token=credentials.current_token(),
-        certificate_data=cert,
-        private_key_data=key,
+        server=str(configuration.host).rstrip("/"),
+        ca_path=configuration.ssl_ca_cert,
+        insecure=(not configuration.verify_ssl) or None,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
         default_namespace=credentials.default_namespace,
     )

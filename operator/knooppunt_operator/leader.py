@@ -32,8 +32,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import httpx
-
 from knooppunt_operator import kube, metrics
 
 logger = logging.getLogger(__name__)
@@ -123,7 +121,7 @@ class LeaseElector:
                 held: bool | None
                 try:
                     held = await self.try_acquire_or_renew()
-                except (kube.ApiError, httpx.HTTPError, OSError) as exc:
+                except (kube.ApiError, OSError) as exc:
                     logger.warning("leader election: %s", exc)
                     held = None  # unknown: keep leading until the deadline
                 now = self.monotonic()

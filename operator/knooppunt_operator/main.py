@@ -17,7 +17,7 @@ from typing import Any
 
 import kopf
 
-from knooppunt_operator import FIELD_MANAGER, kube, leader, metrics
+from knooppunt_operator import FIELD_MANAGER, cache, kube, leader, metrics
 from knooppunt_operator.admission import ServiceWebhookServer, UrlWebhookServer
 from knooppunt_operator.builders import meta
 from knooppunt_operator.config import OperatorConfig
@@ -47,6 +47,9 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.background.cancellation_polling = 1.0  # a deleted node's timer stops quickly
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    for watched in cache.WATCHED:  # only the operator's own objects of the child kinds
+        if watched.managed_only:
+            settings.watching.label_selectors[_selects(watched.kind)] = cache.MANAGED_SELECTOR
     if config.webhook_service and config.namespace:
         settings.admission.server = ServiceWebhookServer(
             service=config.webhook_service,
@@ -64,6 +67,13 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
         settings.admission.server = kopf.WebhookServer(
             addr="127.0.0.1", port=config.webhook_local_port, insecure=True
         )
+
+
+def _selects(kind: kube.Kind) -> Any:
+    def check(resource: Any) -> bool:
+        return bool(resource.group == kind.group and resource.plural == kind.plural)
+
+    return check
 
 
 def webhook_enabled(config: OperatorConfig) -> bool:
@@ -114,11 +124,13 @@ def register(
         return credentials or kube.Credentials.from_env()
 
     @kopf.on.startup(id="startup", registry=registry)
-    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
         configure(settings, config)
         if memo.get("ctx") is None:
             memo["ctx"] = build_context(config, creds())
         ctx: Context = memo["ctx"]
+        for watched in cache.WATCHED:
+            ctx.cache.attach(watched.kind, kwargs[watched.index_id])
         memo["controller"] = controller = Controller(
             ctx, workers=config.workers, resync_seconds=config.resync_seconds
         )
@@ -137,8 +149,23 @@ def register(
             await ctx.gate.stop()
 
     @kopf.on.login(id="login", registry=registry)
-    def login(**_: Any) -> Any:
-        return kube.kopf_connection(creds())
+    async def login(**_: Any) -> Any:
+        return await kube.kopf_connection(creds())
+
+    # What the reconcilers read: kopf indexes of every watched kind (knooppunt_operator.cache).
+    # kopf holds every event handler back until all of them are filled.
+    for watched in cache.WATCHED:
+        kind = watched.kind
+        kopf.on.index(
+            group=kind.group,
+            version=kind.version,
+            plural=kind.plural,
+            id=watched.index_id,
+            registry=registry,
+            labels={"app.kubernetes.io/managed-by": meta.MANAGED_BY}
+            if watched.managed_only
+            else None,
+        )(_index_body)
 
     # Watch events only name the work; see knooppunt_operator.controller.
 
@@ -192,6 +219,10 @@ def register(
             operations=["CREATE", "UPDATE"],
             registry=registry,
         )(connector_admission)
+
+
+def _index_body(body: kopf.Body, **_: Any) -> dict[cache.Key, dict[str, Any]]:
+    return cache.index_body(body)
 
 
 register(kopf.get_default_registry(), OperatorConfig())  # for `kopf run -m`

@@ -7,8 +7,12 @@ Lease) and their bindings as YAML. The handler scenarios record every request th
 makes and fail if one is not covered here.
 
 Notes on the verbs: a server-side apply that creates an object needs ``create`` as well as
-``patch``; the operator never ``update``\\s (PUT) and never lists Secrets. Creating the node's
-Role (read gemeenten) is allowed because the operator holds those permissions itself.
+``patch``; the operator never ``update``\\s (PUT). It lists and watches the kinds it makes so
+that its reconciles read from memory (:mod:`knooppunt_operator.cache`); the watches select
+``app.kubernetes.io/managed-by=knooppunt-operator`` on the server, but RBAC cannot narrow
+``list`` by label, so the role grants ``list/watch`` on Secrets and ConfigMaps as such.
+Creating the node's Role (read gemeenten) is allowed because the operator holds those
+permissions itself.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from node_runtime.model.meta import GROUP
 
 Scope = Literal["cluster", "operator-namespace"]
 APPLY = ("get", "create", "patch")
+WATCH = ("list", "watch")
 
 
 @dataclass(frozen=True)
@@ -53,39 +58,41 @@ USES: tuple[Use, ...] = (
     Use(
         "apps",
         ("deployments",),
-        (*APPLY, "list", "watch"),
+        (*APPLY, *WATCH),
         "the node's Deployment; its rollout state is watched for the conditions",
     ),
     Use(
         "apps",
         ("controllerrevisions",),
-        (*APPLY, "list", "delete"),
+        (*APPLY, *WATCH, "delete"),
         "recorded connector revisions; pruned beyond the history limit",
     ),
     Use(
         "",
         ("configmaps",),
-        (*APPLY, "delete"),
-        "the resources ConfigMap; connector bundles are read and snapshotted per revision",
+        (*APPLY, *WATCH, "delete"),
+        "the resources ConfigMap; connector bundles are read and snapshotted per revision; "
+        "the operator's own are watched (label selector) for its cache",
     ),
     Use(
         "",
         ("secrets",),
-        (*APPLY, "delete"),
-        "node CA, TLS and pseudonym key; gemeente client certificates; provided certificates",
+        (*APPLY, *WATCH, "delete"),
+        "node CA, TLS and pseudonym key; gemeente client certificates; provided certificates; "
+        "the operator's own are watched (label selector) for its cache",
     ),
     Use(
         "",
         ("services", "serviceaccounts", "persistentvolumeclaims"),
-        APPLY,
+        (*APPLY, *WATCH),
         "the node's Service, ServiceAccount and SQLite volume",
     ),
-    Use("policy", ("poddisruptionbudgets",), APPLY, "the node's disruption budget"),
-    Use("networking.k8s.io", ("networkpolicies",), APPLY, "the node's network policy"),
+    Use("policy", ("poddisruptionbudgets",), (*APPLY, *WATCH), "the node's disruption budget"),
+    Use("networking.k8s.io", ("networkpolicies",), (*APPLY, *WATCH), "the node's network policy"),
     Use(
         "rbac.authorization.k8s.io",
         ("roles", "rolebindings"),
-        APPLY,
+        (*APPLY, *WATCH),
         "the node's Role: its runtime reads the gemeenten of its namespace",
     ),
     Use("", ("events",), ("create",), "Events about what the operator did"),

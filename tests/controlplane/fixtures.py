@@ -5,8 +5,9 @@ Register it once (tests/conftest.py):  ``pytest_plugins = ["tests.controlplane.f
 Fixtures:
     controlplane            session-scoped `ControlPlane` (etcd, kube-apiserver,
                             kube-controller-manager, kube-scheduler, kwok node); its
-                            audit log records every write by a service account of the
-                            ``knooppunt-system`` namespace (the operator's).  With
+                            audit log records every write and read (not watch) by a
+                            service account of the ``knooppunt-system`` namespace (the
+                            operator's).  With
                             ``$KNOOPPUNT_TEST_KUBECONFIG`` set: an `ExistingCluster`
                             instead (nothing is started; see existing.py)
     controlplane_namespace  a fresh namespace per test, deleted afterwards
@@ -66,6 +67,9 @@ AUDIT_POLICY = {
             "userGroups": [OPERATOR_ACCOUNTS],
             "verbs": ["create", "update", "patch", "delete", "deletecollection"],
         },
+        # ... and what they read (not the long-running watches): the request count of a
+        # one-gemeente change (tests/operator/test_operator_controlplane.py).
+        {"level": "Metadata", "userGroups": [OPERATOR_ACCOUNTS], "verbs": ["get", "list"]},
         {"level": "None"},
     ],
 }

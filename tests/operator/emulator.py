@@ -123,6 +123,8 @@ class ApiEmulator(kmock.KubernetesEmulator):
     writes: collections.Counter[tuple[str, str, str | None]] = attrs.field(
         factory=collections.Counter, init=False
     )
+    requests: list[str] = attrs.field(factory=list, init=False)
+    """The operator's own requests (not kopf's watches), as ``verb resource[/sub]``."""
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -212,6 +214,8 @@ class ApiEmulator(kmock.KubernetesEmulator):
             )
             if request.action == enums.action.UPDATE:
                 self.writes[(plural, request.name or "", sub)] += 1
+            if agent.startswith("knooppunt-operator"):
+                self.requests.append(f"{_verb(request)} {plural}" + (f"/{sub}" if sub else ""))
         if request.action == enums.action.CREATE:
             request = self._prepare_create(request)
         elif request.action == enums.action.UPDATE:

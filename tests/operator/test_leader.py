@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 
-import httpx
 import kmock
 import pytest
 import pytest_asyncio
@@ -150,7 +149,7 @@ async def test_a_leader_that_cannot_renew_steps_down_before_the_lease_runs_out(
     assert a.renew_deadline == 10
 
     async def unreachable() -> bool:
-        raise httpx.ConnectError("API server unreachable")
+        raise kube.ApiError(0, "ClientConnectorError", "API server unreachable")
 
     a.try_acquire_or_renew = unreachable  # type: ignore[method-assign]
     clock.now += dt.timedelta(seconds=9)

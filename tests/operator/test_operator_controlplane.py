@@ -19,7 +19,9 @@ StorageClass.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import json
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -34,7 +36,13 @@ from knooppunt_operator import kube, rbac, status
 from knooppunt_operator.handlers.context import Context
 from knooppunt_operator.runtime_client import StaticPending
 
-from tests.controlplane.capabilities import FAKE_NODE, RUNTIME_PODS, WEBHOOK_CALLBACK, Capabilities
+from tests.controlplane.capabilities import (
+    AUDIT_LOG,
+    FAKE_NODE,
+    RUNTIME_PODS,
+    WEBHOOK_CALLBACK,
+    Capabilities,
+)
 from tests.controlplane.cluster import ControlPlane, KubeCluster
 from tests.operator import scenarios
 from tests.operator.harness import Cluster, fast_config, running_operator
@@ -286,6 +294,107 @@ async def test_connector_deletion_waits_for_undelivered_messages(running: Runnin
 @pytest.mark.cluster_needs(RUNTIME_PODS)
 async def test_deleting_the_knooppunt_removes_its_children(running: Running) -> None:
     await scenarios.deleting_the_knooppunt_removes_its_children(running.cluster)
+
+
+OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:knooppunt-operator"
+
+
+def operator_requests(controlplane: KubeCluster, since: int, namespace: str) -> list[str]:
+    """The operator's requests (watches aside) in ``namespace`` or cluster-wide, from the API
+    server's audit log, as ``verb resource[/subresource]``."""
+    assert controlplane.audit_log is not None
+    with controlplane.audit_log.open("rb") as log:
+        log.seek(since)
+        lines = log.read().splitlines()
+    out = []
+    for line in lines:
+        event = json.loads(line)
+        ref = event.get("objectRef") or {}
+        if (event.get("user") or {}).get("username") != OPERATOR_USER:
+            continue
+        if event.get("verb") == "watch" or ref.get("namespace") not in (namespace, None):
+            continue
+        sub = f"/{ref['subresource']}" if ref.get("subresource") else ""
+        out.append(f"{event['verb']} {ref.get('resource')}{sub}")
+    return out
+
+
+async def audit_quiet(controlplane: KubeCluster, quiet: float = 2.0) -> int:
+    """Wait until the API server has logged no request of the operator's (its Lease aside)
+    for ``quiet`` seconds; the log's size then."""
+    assert controlplane.audit_log is not None
+    log = controlplane.audit_log
+    size, since = log.stat().st_size, time.monotonic()
+    deadline = since + 60
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        now = log.stat().st_size
+        if now == size:
+            if time.monotonic() - since >= quiet:
+                return size
+            continue
+        with log.open("rb") as f:
+            f.seek(size)
+            lines = f.read(now - size).splitlines()
+        size = now
+        if any(
+            ((json.loads(line).get("objectRef") or {}).get("resource")) != "leases"
+            for line in lines
+            if line.strip()
+        ):
+            since = time.monotonic()
+    raise AssertionError("the operator did not go quiet")
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(300)
+@pytest.mark.cluster_needs(RUNTIME_PODS, AUDIT_LOG)
+async def test_one_more_gemeente_costs_the_same_few_requests_at_any_scale(
+    running: Running, controlplane: KubeCluster
+) -> None:
+    """Onboarding one gemeente costs at most 4 API requests, all writes (the operator's
+    finalizer, the client certificate, the gemeente's status, the node's count), whether the
+    node serves 2 gemeenten or 25: every read comes from what kopf watches, and nothing that
+    did not change is written. Counted from the API server's audit log."""
+    cluster = running.cluster
+    await scenarios.ready_node(cluster)
+    counts: dict[int, collections.Counter[str]] = {}
+    created = 0
+    for total in (2, 25):
+        while created < total - 1:
+            created += 1
+            await cluster.create(scenarios.gemeente_resource(created))
+        await cluster.wait_condition(
+            kube.GEMEENTE, f"gemeente-{created:04d}", "Ready", "True", reason="Served", timeout=60
+        )
+
+        async def counted(n: int) -> bool:
+            node = (await cluster.must_get(kube.KNOOPPUNT, scenarios.NODE)).get("status") or {}
+            return node.get("gemeenten") == n
+
+        await cluster.eventually(lambda n=created: counted(n), timeout=30, what="counted")
+        mark = await audit_quiet(controlplane)
+        created += 1
+        await cluster.create(scenarios.gemeente_resource(created))
+        await cluster.wait_condition(
+            kube.GEMEENTE, f"gemeente-{created:04d}", "Ready", "True", reason="Served", timeout=30
+        )
+        await cluster.eventually(lambda n=created: counted(n), timeout=30, what="counted")
+        await audit_quiet(controlplane)
+        counts[total] = collections.Counter(
+            operator_requests(controlplane, mark, cluster.namespace)
+        )
+    small, large = counts[2], counts[25]
+    assert sum(large.values()) == sum(small.values()) <= 4, counts
+    assert not [r for r in large if r.startswith(("get ", "list "))], counts
+    assert large == collections.Counter(
+        {
+            "patch gemeenten": 1,
+            "patch secrets": 1,
+            "patch gemeenten/status": 1,
+            "patch knooppunten/status": 1,
+        }
+    ), large
 
 
 def test_the_api_server_accepts_the_examples_and_applies_the_cel_rules(

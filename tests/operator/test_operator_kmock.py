@@ -115,6 +115,34 @@ async def test_deleting_the_knooppunt_removes_its_children(running: Running) -> 
     await scenarios.deleting_the_knooppunt_removes_its_children(running.cluster)
 
 
+async def test_one_more_gemeente_is_four_writes_and_no_read(running: Running) -> None:
+    """Every read comes from kopf's watches: onboarding a gemeente is its finalizer, its
+    certificate, its status and the node's count, nothing else (on the real API server too,
+    test_operator_controlplane.py, from the audit log)."""
+    cluster, emulator = running.cluster, running.emulator
+    await scenarios.ready_node(cluster)
+    await cluster.create(scenarios.gemeente_resource(1))
+    await cluster.wait_condition(kube.GEMEENTE, "gemeente-0001", "Ready", "True", reason="Served")
+
+    async def counted(n: int) -> bool:
+        node = (await cluster.must_get(kube.KNOOPPUNT, scenarios.NODE)).get("status") or {}
+        return node.get("gemeenten") == n
+
+    await cluster.eventually(lambda: counted(1), what="counted")
+    await asyncio.sleep(1.0)
+    before = len(emulator.requests)
+    await cluster.create(scenarios.gemeente_resource(2))
+    await cluster.wait_condition(kube.GEMEENTE, "gemeente-0002", "Ready", "True", reason="Served")
+    await cluster.eventually(lambda: counted(2), what="counted")
+    await asyncio.sleep(1.0)  # and nothing more comes (the observe timer runs every 0.3 s)
+    assert sorted(emulator.requests[before:]) == [
+        "patch gemeenten",
+        "patch gemeenten/status",
+        "patch knooppunten/status",
+        "patch secrets",
+    ]
+
+
 @pytest.mark.slow
 async def test_a_node_carries_400_gemeenten(running: Running) -> None:
     """Onboarding 400 gemeenten: 400 certificates, no restart, no object growing with them."""

@@ -38,13 +38,14 @@ from knooppunt_operator import kube
 from knooppunt_operator.builders.secrets import unb64
 
 from tests.controlplane.capabilities import AUDIT_LOG, RUNTIME_PODS, Capabilities
-from tests.controlplane.cluster import KubeCluster
+from tests.controlplane.cluster import ControlPlane, KubeCluster
 from tests.operator import scenarios
 from tests.operator.harness import Cluster
 from tests.operator.scenarios import CONNECTOR, NODE
 from tests.operator.test_operator_controlplane import (
     OPERATOR_NAMESPACE,
     REPO,
+    audit_quiet,
     install_operator,
     node_data_volume,
     rollout_driver,
@@ -152,7 +153,8 @@ class Replicas:
     logs: Path
     started: list[Replica] = field(default_factory=list)
 
-    def start(self, identity: str, kubeconfig: Path | None = None) -> Replica:
+    def start(self, identity: str, kubeconfig: Path | None = None, **settings: str) -> Replica:
+        """A replica; ``settings`` override KNOOPPUNT_OPERATOR_* (e.g. LEASE_SECONDS="30")."""
         port = free_port()
         env = {
             **os.environ,
@@ -168,6 +170,7 @@ class Replicas:
             "KNOOPPUNT_OPERATOR_OBSERVE_INTERVAL": "0.3",
             "KNOOPPUNT_OPERATOR_PENDING_RETRY_SECONDS": "0.3",
             "KNOOPPUNT_OPERATOR_METRICS_PORT": str(port),
+            **{f"KNOOPPUNT_OPERATOR_{key}": value for key, value in settings.items()},
         }
         for key in ("KNOOPPUNT_OPERATOR_KUBE_URL", "KUBERNETES_SERVICE_HOST"):
             env.pop(key, None)
@@ -472,6 +475,9 @@ def user_of(account: str) -> str:
     return f"system:serviceaccount:{OPERATOR_NAMESPACE}:{account}"
 
 
+READS = ("get", "list", "watch")
+
+
 def audit_offset(controlplane: KubeCluster) -> int:
     assert controlplane.audit_log is not None
     return controlplane.audit_log.stat().st_size if controlplane.audit_log.exists() else 0
@@ -488,7 +494,7 @@ def operator_writes(controlplane: KubeCluster, since: int, namespace: str) -> li
     for line in lines:
         event = json.loads(line)
         ref = event.get("objectRef") or {}
-        if ref.get("resource") == "leases":
+        if ref.get("resource") == "leases" or event.get("verb") in READS:
             continue
         if ref.get("namespace") == namespace or ref.get("apiGroup") == "knooppunt.nl":
             writes.append(event)
@@ -587,3 +593,77 @@ async def test_two_replicas_never_reconcile_at_the_same_time(
         assert set(after) == {user_of(accounts[standby_name])}, after
         lease = await setup.lease()
         assert lease is not None and lease["spec"]["leaseTransitions"] == 1
+
+
+# ----------------------------------------------------------------------------- lost watches
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(420)
+@pytest.mark.cluster_needs(AUDIT_LOG, RUNTIME_PODS)
+async def test_a_restarted_api_server_costs_no_writes(
+    setup: Setup, controlplane: KubeCluster
+) -> None:
+    """The API server restarts mid-run: every watch of the operator is cut. kopf resumes or
+    lists again; the operator's cache is whole again and nothing it re-reads calls for a
+    write (only the node's status may follow its Deployment, whose pods the outage may have
+    touched); a gemeente added afterwards costs its four writes and no more."""
+    assert isinstance(controlplane, ControlPlane)
+    cluster, replicas = setup.cluster, setup.replicas
+    with logs_on_failure(setup):
+        # A lease long enough to outlast the restart (a leader that cannot renew in time
+        # steps down and exits, by design: that is the other tests' business).
+        replica = replicas.start("replica-a", LEASE_SECONDS="300", RENEW_SECONDS="1")
+        await replicas.wait_up(replica)
+        await cluster.eventually(
+            lambda: _is(setup.holder(), "replica-a"), timeout=15, what="replica-a leads"
+        )
+        await create_resources(cluster)
+        await converged(cluster)
+        reconciled = replica.reconciled()
+        mark = audit_offset(controlplane)
+
+        # In this thread: the new API server dies with the thread that starts it.
+        controlplane.restart_apiserver(2.0)
+        # The Lease renewals fail while the server is down; the replica keeps its lease.
+        await cluster.eventually(
+            lambda: _is(setup.holder(), "replica-a"),
+            timeout=60,
+            what="replica-a leads after the restart",
+        )
+        assert replica.alive(), replicas.tail(replica)
+        quiet = await audit_quiet(controlplane)  # kopf has listed / resumed every watch
+        after_restart = by_kind(operator_writes(controlplane, mark, cluster.namespace))
+        after_restart.pop("patch knooppunten/status", None)
+        assert after_restart == collections.Counter(), (
+            f"writes after the restart, before any change: {after_restart}"
+        )
+
+        name = f"gemeente-{GEMEENTEN + 1:04d}"
+        await cluster.create(scenarios.gemeente_resource(GEMEENTEN + 1))
+        await cluster.wait_condition(
+            kube.GEMEENTE, name, "Ready", "True", reason="Served", timeout=60
+        )
+
+        async def counted() -> bool:
+            node_status = (await cluster.must_get(kube.KNOOPPUNT, NODE)).get("status") or {}
+            return node_status.get("gemeenten") == GEMEENTEN + 1
+
+        await cluster.eventually(counted, timeout=30, what="the new gemeente counted")
+        await no_strays(cluster, GEMEENTEN + 1)
+        await audit_quiet(controlplane)
+        writes = by_kind(operator_writes(controlplane, quiet, cluster.namespace))
+        assert writes.pop("patch knooppunten/status", 0) >= 1, writes  # the count
+        assert writes == collections.Counter(
+            {"patch gemeenten": 1, "patch secrets": 1, "patch gemeenten/status": 1}
+        ), writes
+        assert replica.reconciled() > reconciled
+
+
+def by_kind(writes: list[dict[str, Any]]) -> collections.Counter[str]:
+    out: collections.Counter[str] = collections.Counter()
+    for event in writes:
+        ref = event.get("objectRef") or {}
+        sub = f"/{ref['subresource']}" if ref.get("subresource") else ""
+        out[f"{event['verb']} {ref.get('resource')}{sub}"] += 1
+    return out

@@ -34,8 +34,12 @@ def test_manifests() -> None:
     assert "update" not in verbs and "*" not in verbs and "escalate" not in verbs
     secret_rules = [r for r in cluster_role["rules"] if "secrets" in r["resources"]]
     assert secret_rules == [
-        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "patch", "delete"]}
-    ], "never lists Secrets"
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "verbs": ["get", "create", "patch", "list", "watch", "delete"],
+        }
+    ]
     webhook = [r for r in cluster_role["rules"] if r.get("resourceNames")]
     assert webhook == [
         {
@@ -101,3 +105,26 @@ def test_handlers_registered_and_the_webhook_only_with_a_server() -> None:
     with_webhook = kopf.OperatorRegistry()
     main.register(with_webhook, fast_config(webhook_local_port=9443))
     assert [h.id for h in with_webhook._webhooks.get_all_handlers()] == ["validate-connector"]
+
+
+def test_the_operator_watches_only_its_own_secrets_and_config_maps() -> None:
+    """list/watch on Secrets cannot be narrowed by RBAC; the watches select the operator's
+    own objects on the server (label selector), so no other Secret reaches the operator."""
+    import kopf
+    from knooppunt_operator import cache, main
+    from knooppunt_operator.config import OperatorConfig
+    from kopf._cogs.structs.references import Resource
+
+    settings = kopf.OperatorSettings()
+    main.configure(settings, OperatorConfig())
+    for group, plural in (("", "secrets"), ("", "configmaps"), ("apps", "deployments")):
+        selectors = settings.watching.label_selectors.collect(Resource(group, "v1", plural))
+        assert list(selectors) == ["app.kubernetes.io/managed-by=knooppunt-operator"]
+    assert not list(
+        settings.watching.label_selectors.collect(Resource("knooppunt.nl", "v1alpha1", "gemeenten"))
+    )
+    assert {w.kind.plural for w in cache.WATCHED if not w.managed_only} == {
+        "knooppunten",
+        "sectorconnectors",
+        "gemeenten",
+    }

@@ -72,7 +72,7 @@ async def reconcile(
 ) -> None:
     """Validate and record the connector's revision (``body``: as just read, if at hand)."""
     if body is None:
-        body = await ctx.client.get(kube.SECTOR_CONNECTOR, namespace, name)
+        body = await ctx.read(kube.SECTOR_CONNECTOR, namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return
     spec = body.get("spec") or {}
@@ -118,7 +118,7 @@ async def reconcile(
             body, reason="Rejected", type_="Warning", message="; ".join(problems)
         )
 
-    nodes = _nodes_using(await ctx.client.list(kube.KNOOPPUNT, namespace), name)
+    nodes = _nodes_using(await ctx.read_list(kube.KNOOPPUNT, namespace), name)
     keep = _revisions_in_use(nodes, name) | set(sorted(recorded)[-ctx.config.revision_history :])
     for old in sorted(set(recorded) - keep):
         await ctx.apply_all(
@@ -150,9 +150,7 @@ async def reconcile(
     )
     patch = status.status_patch(body.get("status"), current)
     if patch is not None:
-        await ctx.client.merge_patch(
-            kube.SECTOR_CONNECTOR, namespace, name, patch, subresource="status"
-        )
+        await ctx.patch_status(kube.SECTOR_CONNECTOR, namespace, name, patch)
     if new_revision:
         for kp in nodes:
             if ctx.wake is not None:
@@ -172,7 +170,7 @@ async def delete(ctx: Context, namespace: str, name: str, body: Mapping[str, Any
             message="deleted without waiting for undelivered messages",
         )
         return
-    nodes = _nodes_using(await ctx.client.list(kube.KNOOPPUNT, namespace), name)
+    nodes = _nodes_using(await ctx.read_list(kube.KNOOPPUNT, namespace), name)
     total = 0
     for kp in nodes:
         endpoint = await pki.node_endpoint(ctx, namespace, kp["metadata"]["name"])

@@ -30,7 +30,7 @@ async def serving_nodes(ctx: Context, namespace: str, gemeente: Gemeente) -> lis
     """Knooppunten in the namespace serving one of the gemeente's connectors, by name."""
     wanted = {s.connector for s in gemeente.spec.subscriptions}
     nodes = []
-    for body in await ctx.client.list(kube.KNOOPPUNT, namespace):
+    for body in await ctx.read_list(kube.KNOOPPUNT, namespace):
         if body["metadata"].get("deletionTimestamp"):
             continue
         try:
@@ -50,13 +50,7 @@ async def subscription_problems(
     connectors: dict[str, SectorConnector | None] = {}
     for sub in gemeente.spec.subscriptions:
         if sub.connector not in connectors:
-            raw = await ctx.client.get(kube.SECTOR_CONNECTOR, namespace, sub.connector)
-            try:
-                connectors[sub.connector] = (
-                    SectorConnector.model_validate(raw) if raw is not None else None
-                )
-            except ValidationError:
-                connectors[sub.connector] = None
+            connectors[sub.connector] = await ctx.connector(namespace, sub.connector)
         connector = connectors[sub.connector]
         where = f"subscription {sub.connector}/{sub.purpose}"
         if connector is None:
@@ -79,7 +73,7 @@ async def reconcile(
 ) -> None:
     """Certificate and status of one gemeente (``body``: as just read, if at hand)."""
     if body is None:
-        body = await ctx.client.get(kube.GEMEENTE, namespace, name)
+        body = await ctx.read(kube.GEMEENTE, namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return
     gemeente = Gemeente.model_validate(body)
@@ -118,16 +112,14 @@ async def _write_status(
     )
     patch = status.status_patch(body.get("status"), current)
     if patch is not None:
-        await ctx.client.merge_patch(
-            kube.GEMEENTE, meta_.get("namespace"), meta_["name"], patch, subresource="status"
-        )
+        await ctx.patch_status(kube.GEMEENTE, meta_.get("namespace"), meta_["name"], patch)
 
 
 async def _drop_issued(ctx: Context, body: Mapping[str, Any], current: Mapping[str, Any]) -> None:
     """Remove (and revoke) a certificate the operator issued earlier."""
     namespace, name = body["metadata"].get("namespace"), body["metadata"]["name"]
     issued = current.get("certificate") or {}
-    secret = await ctx.client.get(kube.SECRET, namespace, meta.client_tls_secret_name(name))
+    secret = await ctx.read(kube.SECRET, namespace, meta.client_tls_secret_name(name))
     if secret is None:
         return
     chain = secret_builders.unb64(secret.get("data"), "tls.crt")
@@ -175,7 +167,7 @@ async def _certificate(
         raise kopf.TemporaryError(f"the CA of node {issuer.name} is not created yet", delay=5)
     ca = certificates.load_ca(material)
     secret_name = meta.client_tls_secret_name(gemeente.name)
-    existing = await ctx.client.get(kube.SECRET, namespace, secret_name)
+    existing = await ctx.read(kube.SECRET, namespace, secret_name)
     data = (existing or {}).get("data") or {}
     chain = secret_builders.unb64(data, "tls.crt")
     key = secret_builders.unb64(data, "tls.key")
@@ -198,6 +190,9 @@ async def _certificate(
             now=now,
         )
         chain, key = leaf.chain_pem, leaf.key_pem
+        # The first certificate is announced by the gemeente's status (Ready, certificate);
+        # an Event per onboarding would be one more API request for every gemeente. A
+        # certificate replaced (renewal, OIN change, another CA) gets an Event.
         await ctx.apply_all(
             body,
             [
@@ -209,13 +204,15 @@ async def _certificate(
                     ca_pem=material.cert_pem,
                 )
             ],
+            announce=False,
         )
-        await ctx.events.record(
-            body,
-            reason="CertificateIssued",
-            message=f"client certificate for OIN {gemeente.spec.oin} issued by the CA of node "
-            f"{issuer.name} ({reason})",
-        )
+        if old_chain:
+            await ctx.events.record(
+                body,
+                reason="CertificateIssued",
+                message=f"client certificate for OIN {gemeente.spec.oin} issued by the CA of "
+                f"node {issuer.name} ({reason})",
+            )
         if old_chain and reason not in ("missing", "unreadable"):
             old_issuer = previous or issuer.name
             await pki.revoke(
@@ -334,7 +331,7 @@ async def delete(ctx: Context, namespace: str, name: str, body: Mapping[str, Any
             raise kopf.TemporaryError(message, delay=ctx.config.pending_retry_seconds)
     issued = (body.get("status") or {}).get("certificate") or {}
     if issued and not issued.get("provided"):
-        secret = await ctx.client.get(kube.SECRET, namespace, meta.client_tls_secret_name(name))
+        secret = await ctx.read(kube.SECRET, namespace, meta.client_tls_secret_name(name))
         chain = secret_builders.unb64((secret or {}).get("data"), "tls.crt")
         if chain and issued.get("issuer"):
             await pki.revoke(

@@ -81,7 +81,7 @@ async def recorded_revisions(
     ctx: Context, namespace: str, connector: str
 ) -> dict[int, ConnectorRevision]:
     revisions: dict[int, ConnectorRevision] = {}
-    for obj in await ctx.client.list(
+    for obj in await ctx.read_list(
         kube.CONTROLLER_REVISION, namespace, labels={meta.CONNECTOR_LABEL: connector}
     ):
         try:
@@ -131,12 +131,12 @@ async def resolve_connectors(ctx: Context, kp: Knooppunt, current: Mapping[str, 
 async def reconcile(ctx: Context, namespace: str, name: str) -> None:
     """Make the node's children match the Knooppunt (idempotent)."""
     async with ctx.node_locks[(namespace, name)]:
-        body = await ctx.client.get(kube.KNOOPPUNT, namespace, name)
+        body = await ctx.read(kube.KNOOPPUNT, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return
         created_ca = await _reconcile(ctx, body)
     if created_ca:
-        for other in await ctx.client.list(kube.KNOOPPUNT, namespace):
+        for other in await ctx.read_list(kube.KNOOPPUNT, namespace):
             if other["metadata"]["name"] != name:
                 await pki.refresh_tls(ctx, namespace, other["metadata"]["name"])
     await certify_waiting_gemeenten(ctx, namespace, name)
@@ -167,7 +167,7 @@ async def _reconcile(ctx: Context, body: dict[str, Any]) -> bool:
     await ctx.apply_all(body, [node.service_account(kp), node.role(kp), node.role_binding(kp)])
     _material, created_ca = await pki.ensure_ca(ctx, body, kp)
 
-    pseudonym = await ctx.client.get(kube.SECRET, namespace, names.pseudonym)
+    pseudonym = await ctx.read_before_creating(kube.SECRET, namespace, names.pseudonym)
     if pseudonym is None and current.get("pseudonymKeyCreated"):
         problems.append(
             f"pseudonym key Secret {names.pseudonym} is missing; the operator never creates a "
@@ -289,11 +289,11 @@ async def certify_waiting_gemeenten(ctx: Context, namespace: str, name: str) -> 
     """Gemeenten that waited for a node (no certificate yet) get theirs now."""
     from knooppunt_operator.handlers import gemeente
 
-    body = await ctx.client.get(kube.KNOOPPUNT, namespace, name)
+    body = await ctx.read(kube.KNOOPPUNT, namespace, name)
     if body is None:
         return
     served = {c.get("name") for c in (body.get("spec") or {}).get("connectors") or []}
-    for item in await ctx.client.list(kube.GEMEENTE, namespace):
+    for item in await ctx.read_list(kube.GEMEENTE, namespace, copies=False):
         spec = item.get("spec") or {}
         cert = spec.get("certificate") or {}
         if cert.get("secret") or cert.get("issue") is False:
@@ -315,7 +315,7 @@ async def observe(
 ) -> None:
     """Refresh the conditions from the Deployment; roll back a rollout that failed."""
     async with ctx.node_locks[(namespace, name)]:
-        body = await ctx.client.get(kube.KNOOPPUNT, namespace, name)
+        body = await ctx.read(kube.KNOOPPUNT, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return
         count = None
@@ -336,7 +336,7 @@ async def _observe_locked(
 ) -> bool:
     namespace, name = _key(body)
     generation = _generation(body)
-    deployment = await ctx.client.get(kube.DEPLOYMENT, namespace, name)
+    deployment = await ctx.read(kube.DEPLOYMENT, namespace, name)
     state = status.rollout_state(deployment)
     rollout = current.get("rollout")
     last_good = current.get("lastGood")
@@ -477,4 +477,4 @@ async def _write_status(
     )
     patch = status.status_patch(old, current)
     if patch is not None:
-        await ctx.client.merge_patch(kube.KNOOPPUNT, namespace, name, patch, subresource="status")
+        await ctx.patch_status(kube.KNOOPPUNT, namespace, name, patch)

@@ -32,7 +32,7 @@ def ca_from_secret(secret: Mapping[str, Any] | None) -> certificates.CaMaterial 
 
 
 async def read_ca(ctx: Context, namespace: str, node: str) -> certificates.CaMaterial | None:
-    secret = await ctx.client.get(kube.SECRET, namespace, meta.NodeNames(node).ca)
+    secret = await ctx.read(kube.SECRET, namespace, meta.NodeNames(node).ca)
     return ca_from_secret(secret)
 
 
@@ -42,7 +42,7 @@ async def ensure_ca(
     """The node's CA, created the first time (never replaced); ``True`` when just created."""
     namespace = kp.metadata.namespace or "default"
     async with ctx.ca_locks[(namespace, kp.name)]:
-        secret = await ctx.client.get(kube.SECRET, namespace, meta.NodeNames(kp.name).ca)
+        secret = await ctx.read_before_creating(kube.SECRET, namespace, meta.NodeNames(kp.name).ca)
         material = ca_from_secret(secret)
         if material is not None:
             return material, False
@@ -86,7 +86,7 @@ async def namespace_trust(ctx: Context, kp: Knooppunt) -> NamespaceTrust:
     """
     namespace = kp.metadata.namespace
     trust = NamespaceTrust()
-    for other in await ctx.client.list(kube.KNOOPPUNT, namespace):
+    for other in await ctx.read_list(kube.KNOOPPUNT, namespace):
         other_name = other["metadata"]["name"]
         if other_name == kp.name:
             continue
@@ -95,11 +95,11 @@ async def namespace_trust(ctx: Context, kp: Knooppunt) -> NamespaceTrust:
             continue
         trust.cas.append(material.cert_pem)
         trust.nodes.append(material.cert_pem)
-        other_tls = await ctx.client.get(kube.SECRET, namespace, meta.NodeNames(other_name).tls)
+        other_tls = await ctx.read(kube.SECRET, namespace, meta.NodeNames(other_name).tls)
         published = secret_builders.unb64((other_tls or {}).get("data"), "crl.pem")
         trust.crls += certificates.crls_signed_by(published, material.cert_pem)
     served = {c.name for c in kp.spec.connectors}
-    for body in await ctx.client.list(kube.GEMEENTE, namespace):
+    for body in await ctx.read_list(kube.GEMEENTE, namespace, copies=False):
         secret_name = ((body.get("spec") or {}).get("certificate") or {}).get("secret")
         if not secret_name:
             continue
@@ -123,7 +123,7 @@ async def namespace_trust(ctx: Context, kp: Knooppunt) -> NamespaceTrust:
 
 async def refresh_tls(ctx: Context, namespace: str, node: str) -> None:
     """Bring ``<node>-tls`` up to date (certificate, trust bundle, CRL); no-op if unchanged."""
-    body = await ctx.client.get(kube.KNOOPPUNT, namespace, node)
+    body = await ctx.read(kube.KNOOPPUNT, namespace, node)
     if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
         return
     try:
@@ -139,7 +139,7 @@ async def refresh_tls(ctx: Context, namespace: str, node: str) -> None:
 async def refresh_tls_locked(ctx: Context, body: Mapping[str, Any], kp: Knooppunt) -> None:
     namespace = kp.metadata.namespace or "default"
     names = meta.NodeNames(kp.name)
-    ca_secret = await ctx.client.get(kube.SECRET, namespace, names.ca)
+    ca_secret = await ctx.read(kube.SECRET, namespace, names.ca)
     material = ca_from_secret(ca_secret)
     if material is None or ca_secret is None:
         return
@@ -149,7 +149,7 @@ async def refresh_tls_locked(ctx: Context, body: Mapping[str, Any], kp: Knooppun
     revoked = certificates.parse_revoked(revoked_text)
     pruned = certificates.prune_expired(revoked, now=now)
 
-    current = await ctx.client.get(kube.SECRET, namespace, names.tls)
+    current = await ctx.read(kube.SECRET, namespace, names.tls)
     data = (current or {}).get("data") or {}
     chain = secret_builders.unb64(data, "tls.crt")
     key = secret_builders.unb64(data, "tls.key")
@@ -203,7 +203,7 @@ async def refresh_tls_locked(ctx: Context, body: Mapping[str, Any], kp: Knooppun
 
 async def revoke(ctx: Context, namespace: str, node: str, chain_pem: bytes, *, why: str) -> None:
     """Put a certificate on the node's CRL (and publish the CRL in the node's TLS Secret)."""
-    body = await ctx.client.get(kube.KNOOPPUNT, namespace, node)
+    body = await ctx.read(kube.KNOOPPUNT, namespace, node)
     if body is None:
         return
     try:
@@ -211,7 +211,7 @@ async def revoke(ctx: Context, namespace: str, node: str, chain_pem: bytes, *, w
     except ValidationError:
         return
     async with ctx.ca_locks[(namespace, node)]:
-        ca_secret = await ctx.client.get(kube.SECRET, namespace, meta.NodeNames(node).ca)
+        ca_secret = await ctx.read(kube.SECRET, namespace, meta.NodeNames(node).ca)
         material = ca_from_secret(ca_secret)
         if material is None or ca_secret is None:
             return
@@ -246,7 +246,7 @@ async def revoke(ctx: Context, namespace: str, node: str, chain_pem: bytes, *, w
         if not kp.spec.security.tls_secret:
             await refresh_tls_locked(ctx, body, kp)
     # The other nodes of the namespace trust this CA: give them its new CRL now.
-    for other in await ctx.client.list(kube.KNOOPPUNT, namespace):
+    for other in await ctx.read_list(kube.KNOOPPUNT, namespace):
         if other["metadata"]["name"] != node:
             await refresh_tls(ctx, namespace, other["metadata"]["name"])
 
