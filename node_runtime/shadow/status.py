@@ -11,10 +11,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+import aiohttp
+from kubernetes_asyncio.client import ApiClient, CustomObjectsApi
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from node_runtime.model import GROUP, VERSION
-from node_runtime.state.kubernetes_source import SERVICE_ACCOUNT, ApiAccess
+from node_runtime.state.kubernetes_source import ApiAccess, run_sync
 
 log = logging.getLogger("knooppunt.shadow")
 
@@ -38,50 +40,60 @@ class StatusWriter:
         self.interval = interval
         self._written: dict[str, dict[str, Any] | None] = {}
 
-    def _headers(self) -> dict[str, str]:
-        token = self.access.token
-        if token is None and (SERVICE_ACCOUNT / "token").exists():
-            token = (SERVICE_ACCOUNT / "token").read_text().strip()
-        headers = {"content-type": "application/merge-patch+json"}
-        if token:
-            headers["authorization"] = f"Bearer {token}"
-        return headers
-
     def write(self) -> int:
         """Patch every connector whose report changed; returns the number of patches."""
+        result: int = run_sync(self._write())
+        return result
+
+    async def _write(self) -> int:
+        """With the runtime's Kubernetes client (kubernetes_asyncio, the watch's credentials)."""
         reports = self.reports()
         patches = 0
-        with httpx.Client(
-            base_url=self.access.server, verify=self.access.ssl_context, timeout=10
-        ) as client:
-            for connector in self.connectors():
-                report = reports.get(connector)
-                content = (
-                    None if report is None else {k: v for k, v in report.items() if v is not None}
-                )
-                if connector not in self._written and content is None:
-                    self._written[connector] = None  # nothing of ours to remove, we assume
-                if self._written.get(connector, "unset") == content:
-                    continue
-                entry = (
-                    None
-                    if content is None
-                    else {**content, "updatedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
-                )
-                response = client.patch(
-                    f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/sectorconnectors/"
-                    f"{connector}/status",
-                    headers=self._headers(),
-                    json={"status": {"shadow": {self.node: entry}}},
-                )
-                if response.status_code >= 300:
-                    log.warning(
-                        "could not write the shadow report to the SectorConnector",
-                        extra={"connector": connector, "status": response.status_code},
+        configuration, renew = await self.access.configuration()
+        try:
+            async with ApiClient(configuration) as api_client:
+                api = CustomObjectsApi(api_client)
+                for connector in self.connectors():
+                    report = reports.get(connector)
+                    content = (
+                        None
+                        if report is None
+                        else {k: v for k, v in report.items() if v is not None}
                     )
-                    continue
-                self._written[connector] = content
-                patches += 1
+                    if connector not in self._written and content is None:
+                        self._written[connector] = None  # nothing of ours to remove, we assume
+                    if self._written.get(connector, "unset") == content:
+                        continue
+                    entry = (
+                        None
+                        if content is None
+                        else {
+                            **content,
+                            "updatedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        }
+                    )
+                    try:
+                        await api.patch_namespaced_custom_object_status(  # type: ignore[call-arg]
+                            GROUP,
+                            VERSION,
+                            self.namespace,
+                            "sectorconnectors",
+                            connector,
+                            {"status": {"shadow": {self.node: entry}}},
+                            _content_type="application/merge-patch+json",
+                            _request_timeout=10,
+                        )
+                    except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
+                        log.warning(
+                            "could not write the shadow report to the SectorConnector",
+                            extra={"connector": connector, "status": getattr(exc, "status", None)},
+                        )
+                        continue
+                    self._written[connector] = content
+                    patches += 1
+        finally:
+            if renew is not None:
+                renew.cancel()
         return patches
 
     async def run(self) -> None:

@@ -15,13 +15,14 @@ quiet namespace resumes from a recent resource version instead of re-listing.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from kubernetes_asyncio import config as kube_config
@@ -35,6 +36,7 @@ from node_runtime.model.loading import ResourceError, parse_document
 
 log = logging.getLogger("knooppunt.kubernetes")
 PLURAL = "gemeenten"
+T = TypeVar("T")
 WATCH_SECONDS = 300
 
 
@@ -79,6 +81,17 @@ def from_kubeconfig(path: str | os.PathLike[str], context: str | None = None) ->
 
 def in_cluster() -> ApiAccess:
     return ApiAccess()
+
+
+def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine of this client from synchronous code (a worker thread has no event
+    loop; inside one, a thread of its own)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 class GemeenteWatch:
