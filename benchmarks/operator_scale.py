@@ -429,8 +429,12 @@ async def floor(
         return labels.get("knooppunt.nl/gemeente") not in others
 
     made: list[dict[str, Any]] = []
-    for kind in CHILD_KINDS:
-        made += [o for o in await admin.list(kind, source, labels=MANAGED) if for_wanted(o)]
+    for kind in CHILD_KINDS:  # list items carry no apiVersion/kind
+        made += [
+            {**o, "apiVersion": kind.api_version, "kind": kind.kind}
+            for o in await admin.list(kind, source, labels=MANAGED)
+            if for_wanted(o)
+        ]
     resources = {
         kind: [o for o in await admin.list(kind, source) if o["metadata"]["name"] not in others]
         for kind in RESOURCES
