@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import AsyncIterator
 from typing import Annotated
 from urllib.parse import unquote
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import Depends, Request
+from opentelemetry.trace import SpanKind
 from starlette.concurrency import run_in_threadpool
 
 from node_runtime.node.assembly import Node
@@ -192,8 +194,16 @@ async def get_principal(request: Request, node: NodeDep) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-async def get_trace(request: Request) -> TraceContext:
-    return from_header(request.headers.get("traceparent"))
+async def get_trace(request: Request, node: NodeDep) -> AsyncIterator[TraceContext]:
+    """The caller's W3C trace continued; with tracing on, inside this request's server span."""
+    if not node.telemetry.enabled:
+        yield from_header(request.headers.get("traceparent"))
+        return
+    route = request.scope.get("route")
+    name = f"{request.method} {getattr(route, 'path', request.url.path)}"
+    with node.telemetry.span(name, request.headers.get("traceparent"),
+                             kind=SpanKind.SERVER) as span:
+        yield span.trace
 
 
 TraceDep = Annotated[TraceContext, Depends(get_trace)]

@@ -22,7 +22,7 @@ class LogBuilder:
     span_id: str = ""
 
     def __post_init__(self) -> None:
-        self.span_id = self.trace.new_span()
+        self.span_id = self.trace.span_id or self.trace.new_span()
 
     def add(
         self,

@@ -26,6 +26,7 @@ from node_runtime.facade.routes import (
     messages,
     processing_log,
 )
+from node_runtime.observability.telemetry import ServerSpans
 from node_runtime.web import contract
 from node_runtime.web import problem_handlers as problems
 
@@ -71,4 +72,5 @@ def create_facade_app(
         description="Every call authenticates with the gemeente's organisation "
         "certificate (PKIoverheid) in the TLS handshake.",
     )
+    app.add_middleware(ServerSpans, telemetry=facade.telemetry)
     return app

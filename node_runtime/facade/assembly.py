@@ -19,6 +19,7 @@ from node_runtime.facade.config import FacadeSettings
 from node_runtime.facade.state import FacadeState, build_facade_state
 from node_runtime.model.loading import ResourceSet, load_paths
 from node_runtime.model.reloading import StateHolder, watch_files
+from node_runtime.observability.telemetry import DISABLED, Telemetry
 from node_runtime.security.acting_for import AssertionSigner, SigningKey
 from node_runtime.security.callers import CertificateIdentity, PeerCertificate
 from node_runtime.security.tls.contexts import client_context
@@ -38,6 +39,7 @@ class Facade:
     transport: httpx.AsyncBaseTransport | None = None
     on_tick: list[Callable[[], None]] = field(default_factory=list)
     client: NodeClient | None = None
+    telemetry: Telemetry = DISABLED
     _watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
@@ -59,6 +61,7 @@ class Facade:
                 await self._watcher
         if self.client is not None:
             await self.client.aclose()
+        self.telemetry.shutdown()
 
     async def _watch(self) -> None:
         """Pick up changed resources (a new gemeente, node or subscription) live."""
@@ -135,4 +138,5 @@ def build_facade(
         signer=_load_signer(settings.client_cert, settings.client_key),
         client_ssl=client_context(settings.client_cert, settings.client_key, trust),
         transport=transport,
+        telemetry=Telemetry("knooppunt-facade", endpoint=settings.otlp_endpoint),
     )

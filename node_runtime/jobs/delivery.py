@@ -14,13 +14,14 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import httpx
+from opentelemetry.trace import SpanKind
 
 from node_runtime.audit.processing_log import LogBuilder
 from node_runtime.jobs import envelopes
 from node_runtime.jobs.breakers import CircuitBreakers
 from node_runtime.model.knooppunt import DeliverySpec
 from node_runtime.observability.metrics import Metrics
-from node_runtime.observability.tracing import from_header
+from node_runtime.observability.telemetry import DISABLED, ActiveSpan, Telemetry
 from node_runtime.store.outbox import Outbox
 from node_runtime.store.records import DeliveryRecord, LogRecord
 from node_runtime.store.sql import now
@@ -71,6 +72,7 @@ class DeliveryWorker:
             asyncio.Queue()
         )
         self._client: httpx.AsyncClient | None = None
+        self.telemetry: Telemetry = DISABLED
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -170,10 +172,16 @@ class DeliveryWorker:
     # -- one attempt -----------------------------------------------------------------------
 
     async def _attempt(self, d: DeliveryRecord) -> None:
+        with self.telemetry.span("deliver", d.traceparent, kind=SpanKind.CLIENT, attributes={
+                "knooppunt.delivery_id": d.id, "knooppunt.gemeente": d.mailbox_id,
+                "knooppunt.message_type": d.message_type}) as span:
+            await self._attempt_in(d, span)
+
+    async def _attempt_in(self, d: DeliveryRecord, span: ActiveSpan) -> None:
         assert self._client is not None and d.endpoint
         spec = self.spec()
-        trace = from_header(None)
-        logs = LogBuilder(trace, f"knooppunt:{self.node_name()}")
+        # the message's trace (from its intake), continued by this attempt
+        logs = LogBuilder(span.trace, f"knooppunt:{self.node_name()}")
         error: str | None = None
         content, content_type = envelopes.wrap(
             d, self.envelope(d), node=self.node_name(), oin=self.node_oin()
@@ -188,13 +196,16 @@ class DeliveryWorker:
                     "idempotency-key": d.id,
                     "knooppunt-delivery-id": d.id,
                     "knooppunt-message-id": d.message_id,
-                    "traceparent": trace.traceparent(logs.span_id),
+                    "traceparent": span.trace.traceparent(logs.span_id),
                 },
             )
+            span.set("http.response.status_code", resp.status_code)
             if not 200 <= resp.status_code < 300:
                 error = f"HTTP {resp.status_code}"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
+        if error is not None:
+            span.error(error)
         common = {
             "controller": d.mailbox_id,
             "purpose": d.purpose or "gegevenslogistiek",

@@ -26,6 +26,7 @@ from node_runtime.model.loading import ResourceSet, load_paths
 from node_runtime.model.reloading import StateHolder, watch_files
 from node_runtime.node.config import Settings
 from node_runtime.observability.metrics import Metrics
+from node_runtime.observability.telemetry import DISABLED, Telemetry
 from node_runtime.pipeline.intake import IntakeService
 from node_runtime.security.callers import PeerCertificate
 from node_runtime.security.pseudonyms import Pseudonymizer, load_or_create_key
@@ -57,6 +58,7 @@ class Node:
     conversations: ConversationMonitor
     on_tick: list[Callable[[], None]] = field(default_factory=list)
     gemeente_watch: GemeenteWatch | None = None
+    telemetry: Telemetry = DISABLED
     outbox: Outbox | None = None
     worker: DeliveryWorker | None = None
     _worker_task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -109,6 +111,7 @@ class Node:
                 await self._reloader
         if self.gemeente_watch is not None:
             self.gemeente_watch.stop()
+        self.telemetry.shutdown()
         self.store.close()
 
     async def _watch(self) -> None:
@@ -185,6 +188,8 @@ def build_node(
         store = SqlStore(sqlite_url(database))
     store.migrate()
     pseudonymizer = Pseudonymizer(load_or_create_key(settings.key_path()))
+    telemetry = Telemetry("knooppunt-node", endpoint=settings.otlp_endpoint,
+                          attributes={"knooppunt.node": settings.node})
     outbox = Outbox(store)
     worker = None
     if settings.delivery_enabled:
@@ -197,6 +202,8 @@ def build_node(
             envelope=lambda d: _envelope(holder.current, d),
             node_oin=lambda: holder.current.knooppunt.spec.oin,
         )
+    if worker is not None:
+        worker.telemetry = telemetry
     intake = IntakeService(
         store=store,
         pseudonymizer=pseudonymizer,
@@ -212,6 +219,7 @@ def build_node(
             origin=lambda name: loader().origin_of("SectorConnector", name),
         ),
     )
+    intake.telemetry = telemetry
     ledger = LedgerService(
         LogTree(store.engine, origin=origin_for(settings.node)),
         signer=load_signer(
@@ -251,6 +259,7 @@ def build_node(
         worker=worker,
         shadow_status=shadow_status,
     )
+    node.telemetry = telemetry
     if watch is not None:
         node.gemeente_watch = watch
         watch.on_change = node.reload_from_watch

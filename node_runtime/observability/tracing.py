@@ -14,6 +14,9 @@ class TraceContext:
     trace_id: str
     parent_span_id: str | None
     flags: str = "01"
+    # The span this process opened for the work (set when OpenTelemetry spans are exported:
+    # node_runtime.observability.telemetry); the processing log and `traceparent` then use its id.
+    span_id: str | None = None
 
     def new_span(self) -> str:
         return secrets.token_hex(8)

@@ -23,6 +23,7 @@ from node_runtime.audit.processing_log import NODE_PURPOSE, LogBuilder
 from node_runtime.conversations.matching import Matcher
 from node_runtime.messages.parsing import parse_message
 from node_runtime.observability.metrics import Metrics
+from node_runtime.observability.telemetry import DISABLED, Telemetry
 from node_runtime.observability.tracing import TraceContext
 from node_runtime.pipeline import (
     acceptance,
@@ -73,6 +74,7 @@ class IntakeService:
         self.on_commit = on_commit
         self.conversations = conversations
         self.shadow = shadow
+        self.telemetry: Telemetry = DISABLED
 
     def process(
         self,
@@ -104,9 +106,12 @@ class IntakeService:
     def _steps(self, ctx: MessageContext) -> IntakeResult:
         identification.find_connector(ctx)
         authorisation.authorise_connector(ctx.compiled, ctx.principal)
-        ctx.tree = parse_message(ctx.body, max_depth=self.max_depth)
-        identification.identify_message_type(ctx)
-        validation.validate_schema(ctx)
+        step, trace = self.telemetry.step, ctx.logs.trace
+        with step("intake.parse", trace, connector=ctx.connector_name):
+            ctx.tree = parse_message(ctx.body, max_depth=self.max_depth)
+            identification.identify_message_type(ctx)
+        with step("intake.validate", trace, message_type=ctx.message_type_name):
+            validation.validate_schema(ctx)
         identification.read_header(ctx)
         authorisation.authorise_sender(ctx.mt, ctx.head, ctx.principal)
 
@@ -116,7 +121,8 @@ class IntakeService:
             return idempotency.replay(existing, ctx.digest, ctx.mt)
 
         ctx.subjects = subjects.subject_refs(ctx.mt, ctx.root, self.pseudonymizer)
-        failures = rule_check.check_rules(ctx)
+        with step("intake.rules", trace, message_type=ctx.message_type_name):
+            failures = rule_check.check_rules(ctx)
         ctx.retour_id = secrets.token_hex(6).upper()
         ctx.today = now().date().isoformat()
         if failures:
@@ -133,16 +139,18 @@ class IntakeService:
                 outcome="success",
                 **ctx.log_fields(),
             )
-        deliveries = routing.route(
-            ctx,
-            order_key=subjects.order_ref(ctx.mt, ctx.root, self.pseudonymizer),
-            public_url=self.public_url,
-        )
-        return acceptance.commit(
-            ctx,
-            deliveries,
-            store=self.store,
-            metrics=self.metrics,
-            on_commit=self.on_commit,
-            conversations=self.conversations,
-        )
+        with step("intake.route", trace, message_type=ctx.message_type_name):
+            deliveries = routing.route(
+                ctx,
+                order_key=subjects.order_ref(ctx.mt, ctx.root, self.pseudonymizer),
+                public_url=self.public_url,
+            )
+        with step("intake.store", trace, deliveries=len(deliveries)):
+            return acceptance.commit(
+                ctx,
+                deliveries,
+                store=self.store,
+                metrics=self.metrics,
+                on_commit=self.on_commit,
+                conversations=self.conversations,
+            )

@@ -50,6 +50,7 @@ def to_participant(ctx: MessageContext, *, order_key: str | None) -> DeliveryRec
         subject_refs=tuple(s for s in ctx.subjects if s),
         order_key=order_key,
         created_at=now(),
+        traceparent=ctx.logs.trace.traceparent(ctx.logs.span_id),
     )
     ctx.logs.for_subjects(
         ctx.subjects,
@@ -127,6 +128,7 @@ def to_gemeente(
                 subject_refs=refs,
                 order_key=order_key,
                 created_at=created,
+                traceparent=ctx.logs.trace.traceparent(ctx.logs.span_id),
                 delivery_mode=sub.delivery.mode,
                 endpoint=sub.delivery.endpoint,
             )

@@ -53,6 +53,7 @@ class DeliveryRecord:
     acknowledged_at: datetime | None = None
     read_count: int = 0
     seq: int | None = None
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True)

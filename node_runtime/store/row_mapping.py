@@ -81,6 +81,7 @@ def delivery_values(d: DeliveryRecord) -> dict[str, Any]:
         "order_key": d.order_key,
         "delivery_mode": d.delivery_mode,
         "endpoint": d.endpoint,
+        "traceparent": d.traceparent,
         "created_at": d.created_at,
         "read_count": 0,
         "status": "pending",
@@ -110,6 +111,7 @@ def delivery(r: Row[Any]) -> DeliveryRecord:
         acknowledged_at=utc(r.acknowledged_at),
         read_count=r.read_count,
         seq=r.seq,
+        traceparent=r.traceparent,
     )
 
 

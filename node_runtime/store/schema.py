@@ -111,6 +111,8 @@ deliveries = Table(
     Column("delivered_at", UtcDateTime(), nullable=True),
     Column("lease_owner", String(64), nullable=True),
     Column("lease_until", UtcDateTime(), nullable=True),
+    # W3C traceparent of the intake that queued it: deliveries continue the message's trace
+    Column("traceparent", String(55), nullable=True),
     Index("ix_deliveries_mailbox", "mailbox_kind", "mailbox_id", "status", "seq"),
     Index("ix_deliveries_due", "delivery_mode", "status", "next_attempt_at"),
     Index("ix_deliveries_status_seq", "status", "seq"),

@@ -107,6 +107,12 @@ def _v7(conn: Connection) -> None:
     )
 
 
+def _v8(conn: Connection) -> None:
+    """Deliveries carry the intake's traceparent (push attempts continue the message's trace)."""
+    if "traceparent" not in {c["name"] for c in inspect(conn).get_columns("deliveries")}:
+        conn.execute(text("ALTER TABLE deliveries ADD COLUMN traceparent VARCHAR(55)"))
+
+
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1),
     (2, _v2),
@@ -115,6 +121,7 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     (5, _v5),
     (6, _v6),
     (7, _v7),
+    (8, _v8),
 ]
 
 

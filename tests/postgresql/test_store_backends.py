@@ -647,6 +647,7 @@ def test_v2_adds_push_columns_to_a_v1_database(tmp_path) -> None:  # type: ignor
     assert store.migrate() == max(v for v, _ in MIGRATIONS)
     columns = {c["name"] for c in inspect(store.engine).get_columns("deliveries")}
     assert {"delivered_at", "lease_owner", "lease_until"} <= columns
+    assert "traceparent" in columns  # from v8
     indexes = {i["name"] for i in inspect(store.engine).get_indexes("deliveries")}
     assert "ix_deliveries_due" in indexes
     store.close()

@@ -9,11 +9,13 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.trace import SpanKind
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from node_runtime.observability.telemetry import DISABLED, Telemetry
 from node_runtime.security.pki.store import DevPki
 from node_runtime.security.tls.contexts import server_context
 from node_runtime.security.tls.uvicorn_protocol import RunningServer, run_in_thread, tls_config
@@ -35,6 +37,8 @@ class Receiver:
     client_oins: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: RunningServer | None = None
+    # a gemeente system that traces too: its span continues the node's traceparent
+    telemetry: Telemetry = DISABLED
 
     @property
     def url(self) -> str:
@@ -42,6 +46,11 @@ class Receiver:
         return f"https://localhost:{self.server.port}/notificaties"
 
     async def handle(self, request: Request) -> Response:
+        with self.telemetry.span("POST /notificaties", request.headers.get("traceparent"),
+                                 kind=SpanKind.SERVER):
+            return await self._handle(request)
+
+    async def _handle(self, request: Request) -> Response:
         body = await request.body()
         if self.delay:
             await asyncio.sleep(self.delay)
