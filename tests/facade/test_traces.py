@@ -82,6 +82,11 @@ def test_spans_from_facade_through_node_and_on_to_the_push_receiver(
             assert resp.status_code == 202, resp.text
             spans = _wait_for(otlp, t1, {"POST /api/v1/connectors/{connector}/messages",
                                          *STEPS})
+            # the façade exports on its own schedule: wait for its span too
+            deadline = time.monotonic() + 30
+            while not any(s.service == "knooppunt-facade" for s in otlp.trace(t1)):
+                assert time.monotonic() < deadline, "no span from the façade"
+                time.sleep(0.1)
             by_service: dict[str, list[ReceivedSpan]] = {}
             for s in otlp.trace(t1):
                 by_service.setdefault(s.service, []).append(s)
