@@ -13,7 +13,7 @@
 set -euo pipefail
 
 SUITE=bookworm
-PACKAGES=python3,python3-venv,ca-certificates
+PACKAGES=python3,python3-venv,ca-certificates,tzdata
 MIRROR="${KNOOPPUNT_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
