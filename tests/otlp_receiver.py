@@ -88,12 +88,18 @@ class OtlpReceiver:
             resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
             for scope_spans in resource_spans.scope_spans:
                 for s in scope_spans.spans:
-                    kept.append(ReceivedSpan(
-                        service=str(resource.get("service.name")), name=s.name,
-                        trace_id=s.trace_id.hex(), span_id=s.span_id.hex(),
-                        parent_span_id=s.parent_span_id.hex(), kind=s.kind,
-                        attributes={a.key: _value(a.value) for a in s.attributes},
-                        error=s.status.code == 2))
+                    kept.append(
+                        ReceivedSpan(
+                            service=str(resource.get("service.name")),
+                            name=s.name,
+                            trace_id=s.trace_id.hex(),
+                            span_id=s.span_id.hex(),
+                            parent_span_id=s.parent_span_id.hex(),
+                            kind=s.kind,
+                            attributes={a.key: _value(a.value) for a in s.attributes},
+                            error=s.status.code == 2,
+                        )
+                    )
         with self._lock:
             self.spans.extend(kept)
             self.exports += 1

@@ -201,8 +201,9 @@ async def get_trace(request: Request, node: NodeDep) -> AsyncIterator[TraceConte
         return
     route = request.scope.get("route")
     name = f"{request.method} {getattr(route, 'path', request.url.path)}"
-    with node.telemetry.span(name, request.headers.get("traceparent"),
-                             kind=SpanKind.SERVER) as span:
+    with node.telemetry.span(
+        name, request.headers.get("traceparent"), kind=SpanKind.SERVER
+    ) as span:
         yield span.trace
 
 

@@ -85,5 +85,7 @@ class FacadeSettings(BaseSettings):
     max_connections_per_node: int = Field(default=20, ge=1, le=1000)
     reload_interval: float = Field(default=2.0, ge=0.1)
     otlp_endpoint: str | None = Field(
-        default=None, description="OTLP/HTTP endpoint: export a span per request (the nodes' "
-        "spans become its children). Off when unset.")
+        default=None,
+        description="OTLP/HTTP endpoint: export a span per request (the nodes' "
+        "spans become its children). Off when unset.",
+    )

@@ -172,9 +172,16 @@ class DeliveryWorker:
     # -- one attempt -----------------------------------------------------------------------
 
     async def _attempt(self, d: DeliveryRecord) -> None:
-        with self.telemetry.span("deliver", d.traceparent, kind=SpanKind.CLIENT, attributes={
-                "knooppunt.delivery_id": d.id, "knooppunt.gemeente": d.mailbox_id,
-                "knooppunt.message_type": d.message_type}) as span:
+        with self.telemetry.span(
+            "deliver",
+            d.traceparent,
+            kind=SpanKind.CLIENT,
+            attributes={
+                "knooppunt.delivery_id": d.id,
+                "knooppunt.gemeente": d.mailbox_id,
+                "knooppunt.message_type": d.message_type,
+            },
+        ) as span:
             await self._attempt_in(d, span)
 
     async def _attempt_in(self, d: DeliveryRecord, span: ActiveSpan) -> None:

@@ -188,8 +188,11 @@ def build_node(
         store = SqlStore(sqlite_url(database))
     store.migrate()
     pseudonymizer = Pseudonymizer(load_or_create_key(settings.key_path()))
-    telemetry = Telemetry("knooppunt-node", endpoint=settings.otlp_endpoint,
-                          attributes={"knooppunt.node": settings.node})
+    telemetry = Telemetry(
+        "knooppunt-node",
+        endpoint=settings.otlp_endpoint,
+        attributes={"knooppunt.node": settings.node},
+    )
     outbox = Outbox(store)
     worker = None
     if settings.delivery_enabled:

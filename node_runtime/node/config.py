@@ -84,8 +84,10 @@ class Settings(BaseSettings):
         default=None, description="Kubeconfig for the API (default: in-cluster account)."
     )
     otlp_endpoint: str | None = Field(
-        default=None, description="OTLP/HTTP endpoint (e.g. http://otel-collector:4318): "
-        "export OpenTelemetry spans of requests, intake steps and deliveries. Off when unset.")
+        default=None,
+        description="OTLP/HTTP endpoint (e.g. http://otel-collector:4318): "
+        "export OpenTelemetry spans of requests, intake steps and deliveries. Off when unset.",
+    )
     config_map_root: Path = Path("/etc/knooppunt/bundles")
     reload_interval: float = Field(default=2.0, ge=0.1)
     log_signing_key: Path | None = Field(

@@ -40,8 +40,9 @@ def traces_url(endpoint: str) -> str:
 class Telemetry:
     """The tracer of one component; disabled (no spans at all) without an endpoint."""
 
-    def __init__(self, service: str, *, endpoint: str | None = None,
-                 attributes: Attributes | None = None) -> None:
+    def __init__(
+        self, service: str, *, endpoint: str | None = None, attributes: Attributes | None = None
+    ) -> None:
         self.service = service
         self._provider: TracerProvider | None = None
         self._tracer: otel.Tracer | None = None
@@ -55,8 +56,10 @@ class Telemetry:
             resource = Resource.create({"service.name": service, **(attributes or {})})
             self._provider = TracerProvider(resource=resource)
             self._provider.add_span_processor(
-                BatchSpanProcessor(OTLPSpanExporter(endpoint=traces_url(endpoint)),
-                                   schedule_delay_millis=1000))
+                BatchSpanProcessor(
+                    OTLPSpanExporter(endpoint=traces_url(endpoint)), schedule_delay_millis=1000
+                )
+            )
             self._tracer = self._provider.get_tracer("knooppunt")
 
     @property
@@ -73,9 +76,14 @@ class Telemetry:
             self._provider.force_flush(timeout_millis)
 
     @contextlib.contextmanager
-    def span(self, name: str, parent: TraceContext | str | None, *,
-             kind: SpanKind = SpanKind.INTERNAL,
-             attributes: Attributes | None = None) -> Iterator[ActiveSpan]:
+    def span(
+        self,
+        name: str,
+        parent: TraceContext | str | None,
+        *,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes | None = None,
+    ) -> Iterator[ActiveSpan]:
         """A span continuing ``parent`` (a TraceContext or a ``traceparent`` header value).
 
         Yields the span; its ``trace`` is the TraceContext to carry on, whose ``span_id`` is
@@ -89,16 +97,26 @@ class Telemetry:
         context = None  # no parent: a new trace (its id is the span's, not the stand-in's)
         parent_span = trace.span_id or trace.parent_span_id
         if parent_span is not None:
-            remote = SpanContext(trace_id=int(trace.trace_id, 16), span_id=int(parent_span, 16),
-                                 is_remote=trace.span_id is None,
-                                 trace_flags=TraceFlags(int(trace.flags, 16)))
+            remote = SpanContext(
+                trace_id=int(trace.trace_id, 16),
+                span_id=int(parent_span, 16),
+                is_remote=trace.span_id is None,
+                trace_flags=TraceFlags(int(trace.flags, 16)),
+            )
             context = otel.set_span_in_context(NonRecordingSpan(remote))
-        span = self._tracer.start_span(name, context=context, kind=kind,
-                                       attributes=dict(attributes or {}))
+        span = self._tracer.start_span(
+            name, context=context, kind=kind, attributes=dict(attributes or {})
+        )
         ctx = span.get_span_context()
-        active = ActiveSpan(TraceContext(format(ctx.trace_id, "032x"), parent_span,
-                                         format(int(ctx.trace_flags), "02x"),
-                                         span_id=format(ctx.span_id, "016x")), span)
+        active = ActiveSpan(
+            TraceContext(
+                format(ctx.trace_id, "032x"),
+                parent_span,
+                format(int(ctx.trace_flags), "02x"),
+                span_id=format(ctx.span_id, "016x"),
+            ),
+            span,
+        )
         try:
             yield active
         except BaseException as exc:
@@ -108,13 +126,15 @@ class Telemetry:
         finally:
             span.end()
 
-    def step(self, name: str, trace: TraceContext,
-             **attributes: str | int | None) -> contextlib.AbstractContextManager[ActiveSpan]:
+    def step(
+        self, name: str, trace: TraceContext, **attributes: str | int | None
+    ) -> contextlib.AbstractContextManager[ActiveSpan]:
         """An intake or delivery step: a child of the span ``trace`` carries."""
         if self._tracer is None:
             return contextlib.nullcontext(ActiveSpan(trace, None))
-        return self.span(name, trace, attributes={k: v for k, v in attributes.items()
-                                                  if v is not None})
+        return self.span(
+            name, trace, attributes={k: v for k, v in attributes.items() if v is not None}
+        )
 
 
 class ActiveSpan:
@@ -164,12 +184,15 @@ class ServerSpans:
             await self.app(scope, receive, send)
             return
         headers = [(k, v) for k, v in scope["headers"] if k != b"traceparent"]
-        incoming = next((v.decode("latin-1") for k, v in scope["headers"]
-                         if k == b"traceparent"), None)
+        incoming = next(
+            (v.decode("latin-1") for k, v in scope["headers"] if k == b"traceparent"), None
+        )
         method = scope["method"]
         with self.telemetry.span(method, incoming, kind=SpanKind.SERVER) as span:
-            inner: Scope = {**scope, "headers": [*headers, (b"traceparent",
-                                                            span.traceparent.encode())]}
+            inner: Scope = {
+                **scope,
+                "headers": [*headers, (b"traceparent", span.traceparent.encode())],
+            }
 
             async def sending(message: Message) -> None:
                 if message["type"] == "http.response.start":

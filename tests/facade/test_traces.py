@@ -24,8 +24,9 @@ from tests.runtime.receiver import start_receiver
 STEPS = {"intake.parse", "intake.validate", "intake.rules", "intake.route", "intake.store"}
 
 
-def _wait_for(otlp: OtlpReceiver, trace_id: str, names: set[str],
-              timeout: float = 30) -> dict[str, ReceivedSpan]:
+def _wait_for(
+    otlp: OtlpReceiver, trace_id: str, names: set[str], timeout: float = 30
+) -> dict[str, ReceivedSpan]:
     deadline = time.monotonic() + timeout
     while True:
         spans = {s.name: s for s in otlp.trace(trace_id)}
@@ -50,22 +51,30 @@ def _with_push(world: World, endpoint: str) -> None:
 def _traced(world: World, pki: DevPki, otlp: OtlpReceiver) -> None:
     """Restart node A and the façade exporting spans; node A also pushes."""
     if not pki.store.has("knooppunt-zorg-delivery"):
-        pki.store.issue_client("knooppunt-zorg-delivery", organisation="Knooppunt Zorg",
-                               oin="00000001999000000112")
+        pki.store.issue_client(
+            "knooppunt-zorg-delivery", organisation="Knooppunt Zorg", oin="00000001999000000112"
+        )
     own = pki.store.paths("knooppunt-zorg-delivery")
     world.stop_node(NODE_A)
-    world.node_settings[NODE_A] = world.node_settings[NODE_A].model_copy(update={
-        "otlp_endpoint": otlp.endpoint, "delivery_enabled": True,
-        "delivery_cert": own.chain, "delivery_key": own.key})
+    world.node_settings[NODE_A] = world.node_settings[NODE_A].model_copy(
+        update={
+            "otlp_endpoint": otlp.endpoint,
+            "delivery_enabled": True,
+            "delivery_cert": own.chain,
+            "delivery_key": own.key,
+        }
+    )
     world.start_node(NODE_A)
     world.facade.stop()
     world.facade_settings = world.facade_settings.model_copy(
-        update={"otlp_endpoint": otlp.endpoint})
+        update={"otlp_endpoint": otlp.endpoint}
+    )
     world.facade = start_facade_in_thread(world.facade_settings)
 
 
 def test_spans_from_facade_through_node_and_on_to_the_push_receiver(
-        world: World, facade_pki: DevPki, tmp_path: Path) -> None:
+    world: World, facade_pki: DevPki, tmp_path: Path
+) -> None:
     receiver, manager = start_receiver(facade_pki)
     with OtlpReceiver() as otlp:
         receiver.telemetry = Telemetry("gemeente-rotterdam-zaaksysteem", endpoint=otlp.endpoint)
@@ -78,10 +87,10 @@ def test_spans_from_facade_through_node_and_on_to_the_push_receiver(
             resp = world.at_facade("gemeente-amsterdam").post(
                 f"/api/v1/connectors/{IWMO}/messages",
                 content=(IWMO_MESSAGES / "wmo301-amsterdam-anker.xml").read_bytes(),
-                headers={**XML, "traceparent": f"00-{t1}-{caller1}-01"})
+                headers={**XML, "traceparent": f"00-{t1}-{caller1}-01"},
+            )
             assert resp.status_code == 202, resp.text
-            spans = _wait_for(otlp, t1, {"POST /api/v1/connectors/{connector}/messages",
-                                         *STEPS})
+            spans = _wait_for(otlp, t1, {"POST /api/v1/connectors/{connector}/messages", *STEPS})
             # the façade exports on its own schedule: wait for its span too
             deadline = time.monotonic() + 30
             while not any(s.service == "knooppunt-facade" for s in otlp.trace(t1)):
@@ -93,8 +102,7 @@ def test_spans_from_facade_through_node_and_on_to_the_push_receiver(
             [facade_span] = by_service["knooppunt-facade"]
             assert facade_span.kind == 2  # OTLP SPAN_KIND_SERVER
             assert facade_span.parent_span_id == caller1
-            [node_span] = [s for s in by_service["knooppunt-node"]
-                           if s.name.startswith("POST ")]
+            [node_span] = [s for s in by_service["knooppunt-node"] if s.name.startswith("POST ")]
             assert node_span.parent_span_id == facade_span.span_id  # the façade handed it on
             for step in STEPS:
                 assert spans[step].parent_span_id == node_span.span_id, step
@@ -105,8 +113,10 @@ def test_spans_from_facade_through_node_and_on_to_the_push_receiver(
             t2, caller2 = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
             body = (IWMO_MESSAGES / "wmo305-anker-rotterdam.xml").read_bytes()
             resp = world.at_node(NODE_A, "thuiszorg-het-anker").post(
-                f"/api/v1/connectors/{IWMO}/messages", content=body,
-                headers={**XML, "traceparent": f"00-{t2}-{caller2}-01"})
+                f"/api/v1/connectors/{IWMO}/messages",
+                content=body,
+                headers={**XML, "traceparent": f"00-{t2}-{caller2}-01"},
+            )
             assert resp.status_code == 202, resp.text
             spans = _wait_for(otlp, t2, {"deliver", "POST /notificaties", *STEPS})
             intake = next(s for s in otlp.trace(t2) if s.name.startswith("POST /api/v1/"))
@@ -121,8 +131,11 @@ def test_spans_from_facade_through_node_and_on_to_the_push_receiver(
             assert pushed.parent_span_id == deliver.span_id
 
             # the processing log's records of that message are in the same trace
-            log = world.at_facade("gemeente-rotterdam").get(
-                "/api/v1/gemeenten/0599/processing-log", params={"traceId": t2}).json()
+            log = (
+                world.at_facade("gemeente-rotterdam")
+                .get("/api/v1/gemeenten/0599/processing-log", params={"traceId": t2})
+                .json()
+            )
             activities = {r["activity"] for r in log["records"]}
             assert {"receive", "deliver"} <= activities
             [delivered] = [r for r in log["records"] if r["activity"] == "deliver"]

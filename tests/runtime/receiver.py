@@ -46,8 +46,9 @@ class Receiver:
         return f"https://localhost:{self.server.port}/notificaties"
 
     async def handle(self, request: Request) -> Response:
-        with self.telemetry.span("POST /notificaties", request.headers.get("traceparent"),
-                                 kind=SpanKind.SERVER):
+        with self.telemetry.span(
+            "POST /notificaties", request.headers.get("traceparent"), kind=SpanKind.SERVER
+        ):
             return await self._handle(request)
 
     async def _handle(self, request: Request) -> Response:
