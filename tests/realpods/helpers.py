@@ -1,0 +1,165 @@
+"""What the realpods scenarios share: a namespace with the example node applied as YAML, the
+operator running for it, and mutual-TLS clients that reach the node's real pods."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from knooppunt_operator import kube
+
+from node_runtime.devpki import organisations
+from node_runtime.model.loading import load_paths
+from node_runtime.pki.store import DevPki, ensure_dev_pki
+from node_runtime.tls.contexts import client_context
+from tests.operator.harness import Cluster, fast_config, running_operator
+from tests.realpods.conftest import RealPods
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples" / "iwmo"
+MESSAGES = EXAMPLES / "messages"
+NODE = "knooppunt-zorg"
+CONNECTOR = "iwmo-2-1"
+OPERATOR_NAMESPACE = "knooppunt-system"
+TLS_SECRET = f"{NODE}-server-tls"
+SERVER_NAME = f"{NODE}.knooppunt.test"  # the name the node's server certificate carries
+UID = 10001
+
+
+def documents(name: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((EXAMPLES / name).read_text()) if d]
+
+
+def dev_pki(directory: Path) -> DevPki:
+    """The example's organisations' client certificates and a server certificate for the pod."""
+    resources = load_paths([EXAMPLES])
+    return ensure_dev_pki(directory, clients=organisations(resources, NODE),
+                          server_name=SERVER_NAME, dns_names=[SERVER_NAME], ip_addresses=[])
+
+
+def b64(path: Path) -> str:
+    import base64
+
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+@contextlib.contextmanager
+def namespace(rp: RealPods) -> Iterator[str]:
+    name = f"realpods-{uuid.uuid4().hex[:8]}"
+    rp.cp.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    try:
+        yield name
+    finally:
+        with rp.cp.client() as http:
+            http.delete(f"/api/v1/namespaces/{name}")
+
+
+@contextlib.contextmanager
+def sqlite_volume(rp: RealPods, ns: str) -> Iterator[Path]:
+    """A hostPath PersistentVolume for the SQLite node's claim (no provisioner here), owned by
+    the pod's user like a provisioned volume with fsGroup would be."""
+    path = Path(tempfile.mkdtemp(prefix=f"knooppunt-{ns}-"))
+    os.chown(path, UID, UID)
+    path.chmod(0o770)
+    pv = {
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{ns}-data"},
+        "spec": {
+            "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "hostPath": {"path": str(path), "type": "Directory"},
+            "claimRef": {"namespace": ns, "name": f"{NODE}-data"},
+        },
+    }
+    rp.cp.apply(pv)
+    try:
+        yield path
+    finally:
+        with rp.cp.client() as http:
+            http.delete(f"/api/v1/persistentvolumes/{ns}-data")
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def apply_example(rp: RealPods, ns: str, pki: DevPki, **knooppunt_spec: Any) -> None:
+    """The example's YAML as a platform team applies it, with the node's server certificate
+    in a Secret the Knooppunt names."""
+    rp.cp.apply({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": TLS_SECRET, "namespace": ns},
+        "data": {"tls.crt": b64(pki.server.chain), "tls.key": b64(pki.server.key),
+                 "ca.crt": b64(pki.ca_bundle)},
+    })
+    for name in ("connector.yaml", "gemeenten.yaml"):
+        for doc in documents(name):
+            doc["metadata"]["namespace"] = ns
+            rp.cp.apply(doc)
+    apply_knooppunt(rp, ns, **knooppunt_spec)
+
+
+def apply_knooppunt(rp: RealPods, ns: str, **spec: Any) -> None:
+    kp = copy.deepcopy(documents("knooppunt.yaml")[0])
+    kp["metadata"]["namespace"] = ns
+    kp["spec"]["image"] = rp.images.node_runtime
+    kp["spec"].setdefault("security", {})["tlsSecret"] = TLS_SECRET
+    kp["spec"].update(spec)
+    rp.cp.apply(kp)
+
+
+@contextlib.asynccontextmanager
+async def operator(rp: RealPods, ns: str, **config: Any) -> AsyncIterator[Cluster]:
+    admin = kube.Credentials.from_kubeconfig(rp.cp.kubeconfig)
+    values: dict[str, Any] = {"namespace": OPERATOR_NAMESPACE, "rollout_deadline_seconds": 600}
+    values.update(config)
+    async with running_operator(rp.operator_credentials, fast_config(**values),
+                                namespaces=[ns]), \
+            kube.KubeClient(admin, user_agent="knooppunt-realpods") as client:
+        yield Cluster(client, ns)
+
+
+def pods(rp: RealPods, ns: str) -> list[dict[str, Any]]:
+    """The node's pods that run and are not being deleted."""
+    with rp.cp.client() as http:
+        r = http.get(f"/api/v1/namespaces/{ns}/pods",
+                     params={"labelSelector": f"app.kubernetes.io/instance={NODE}"})
+        r.raise_for_status()
+    return [p for p in r.json()["items"] if p.get("status", {}).get("phase") == "Running"
+            and not p["metadata"].get("deletionTimestamp")]
+
+
+def ready(pod: Mapping[str, Any]) -> bool:
+    conds = pod.get("status", {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
+
+class Parties:
+    """httpx clients with the example organisations' certificates, to one address."""
+
+    def __init__(self, pki: DevPki, address: str, port: int = 8443) -> None:
+        self.pki, self.base = pki, f"https://{address}:{port}"
+        self.clients: list[httpx.Client] = []
+
+    def __call__(self, name: str) -> httpx.Client:
+        paths = self.pki.clients[name]
+        ctx = client_context(paths.chain, paths.key, self.pki.ca_bundle)
+        transport = httpx.HTTPTransport(verify=ctx)
+        client = httpx.Client(base_url=self.base, transport=transport, timeout=30,
+                              event_hooks={"request": [self._sni]})
+        self.clients.append(client)
+        return client
+
+    @staticmethod
+    def _sni(request: httpx.Request) -> None:
+        # The pod is reached by IP; its certificate names the node: verify against that name.
+        request.extensions["sni_hostname"] = SERVER_NAME
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
