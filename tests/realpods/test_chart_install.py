@@ -18,9 +18,9 @@ from knooppunt_operator import kube
 
 from tests.controlplane.cluster import wait_for
 from tests.iac.helm import CHART, Helm, helm_path
+from tests.operator.harness import Cluster
 from tests.realpods import helpers
 from tests.realpods.conftest import RealPods, _unavailable
-from tests.operator.harness import Cluster
 
 pytestmark = [pytest.mark.realpods]
 
