@@ -142,13 +142,15 @@ def ready(pod: Mapping[str, Any]) -> bool:
 class Parties:
     """httpx clients with the example organisations' certificates, to one address."""
 
-    def __init__(self, pki: DevPki, address: str, port: int = 8443) -> None:
+    def __init__(self, pki: DevPki, address: str, port: int = 8443, *,
+                 server_trust: Path | None = None) -> None:
         self.pki, self.base = pki, f"https://{address}:{port}"
+        self.server_trust = server_trust or pki.ca_bundle
         self.clients: list[httpx.Client] = []
 
     def __call__(self, name: str) -> httpx.Client:
         paths = self.pki.clients[name]
-        ctx = client_context(paths.chain, paths.key, self.pki.ca_bundle)
+        ctx = client_context(paths.chain, paths.key, self.server_trust)
         transport = httpx.HTTPTransport(verify=ctx)
         client = httpx.Client(base_url=self.base, transport=transport, timeout=30,
                               event_hooks={"request": [self._sni]})
