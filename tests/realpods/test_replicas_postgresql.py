@@ -49,6 +49,7 @@ class Load:
         self.bsns = valid_bsns(20)
         self.accepted: dict[str, str] = {}
         self.retries = 0
+        self.last_transport_error = ""
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.errors: list[str] = []
@@ -71,6 +72,23 @@ class Load:
         with self.lock:
             return len(self.accepted)
 
+    async def wait(self, n: int, what: str) -> None:
+        try:
+            await asyncio.to_thread(wait_for, lambda: self.reached(n), timeout=120,
+                                    message=what)
+        except TimeoutError as exc:
+            raise AssertionError(f"{what}: {exc.__cause__}") from exc
+
+    def reached(self, n: int) -> bool:
+        """At least ``n`` accepted; a sender's error fails at once (with what it got)."""
+        assert not self.errors, self.errors[:3]
+        if not any(t.is_alive() for t in self.threads):
+            raise AssertionError("every sender stopped")
+        if self.count() < n:
+            raise AssertionError(f"{self.count()} accepted, {self.retries} retries, last "
+                                 f"transport error: {self.last_transport_error}")
+        return True
+
     def _run(self, worker: int) -> None:
         client = self.parties(self.sender)
         n = 0
@@ -91,8 +109,8 @@ class Load:
                     if resp.status_code not in (502, 503, 504):
                         self.errors.append(f"{resp.status_code} {resp.text[:300]}")
                         return
-                except httpx.TransportError:
-                    pass
+                except httpx.TransportError as exc:
+                    self.last_transport_error = repr(exc)
                 with self.lock:
                     self.retries += 1
                 if time.monotonic() > deadline:
@@ -200,8 +218,7 @@ async def test_pod_deleted_mid_load_loses_nothing(
                 pods = await two_ready_pods(rp, cluster)
                 address, port = service_address(rp, ns)
                 with Load(pki, address, port) as load:
-                    await asyncio.to_thread(wait_for, lambda: load.count() >= 20, timeout=120,
-                                            message="load running")
+                    await load.wait(20, "load running")
                     victim = pods[0]["metadata"]["name"]
                     with rp.cp.client() as http:  # as a drain would: graceful
                         http.delete(f"/api/v1/namespaces/{ns}/pods/{victim}").raise_for_status()
@@ -215,8 +232,7 @@ async def test_pod_deleted_mid_load_loses_nothing(
 
                     await asyncio.to_thread(wait_for, replaced, timeout=300, interval=1,
                                             message="the deleted pod replaced")
-                    await asyncio.to_thread(wait_for, lambda: load.count() >= before + 20,
-                                            timeout=120, message="load after the replacement")
+                    await load.wait(before + 20, "load after the replacement")
                 assert_each_accepted_once(load, url, pki, address, port)
 
 
@@ -231,8 +247,7 @@ async def test_connector_upgrade_rolls_the_pods_without_losing_a_message(
                 old = {p["metadata"]["name"] for p in await two_ready_pods(rp, cluster)}
                 address, port = service_address(rp, ns)
                 with Load(pki, address, port) as load:
-                    await asyncio.to_thread(wait_for, lambda: load.count() >= 20, timeout=120,
-                                            message="load running")
+                    await load.wait(20, "load running")
                     upgraded = helpers.documents("connector.yaml")[0]
                     upgraded["spec"].update(revision=2, payloadRetentionDays=60)
                     await cluster.patch(kube.SECTOR_CONNECTOR, helpers.CONNECTOR,
@@ -250,8 +265,7 @@ async def test_connector_upgrade_rolls_the_pods_without_losing_a_message(
                     new = await two_ready_pods(rp, cluster)
                     assert not old & {p["metadata"]["name"] for p in new}, "pods not rolled"
                     before = load.count()
-                    await asyncio.to_thread(wait_for, lambda: load.count() >= before + 20,
-                                            timeout=120, message="load after the rollout")
+                    await load.wait(before + 20, "load after the rollout")
                 # The new pods serve revision 2.
                 parties = helpers.Parties(pki, address, port)
                 try:
