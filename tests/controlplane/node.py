@@ -441,7 +441,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             rules = subprocess.run(["iptables", "-w", "-t", table, "-S"], capture_output=True,
                                    text=True, check=False).stdout.splitlines()
             for rule in rules:
-                if rule.startswith("-A ") and not rule.startswith("-A KUBE-") and "-j KUBE-" in rule:
+                ours = "-j KUBE-" in rule and not rule.startswith("-A KUBE-")
+                if rule.startswith("-A ") and ours:
                     subprocess.run(["iptables", "-w", "-t", table, "-D", *rule[3:].split()],
                                    capture_output=True, check=False)
             for chain in ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY"):
