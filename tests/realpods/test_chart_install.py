@@ -33,6 +33,7 @@ def _helm(rp: RealPods, home: Path) -> Helm:
     binary = helm_path()
     if not binary.is_file():
         _unavailable(f"helm is missing at {binary}: run tools/helm/build.sh")
+    home.mkdir(parents=True, exist_ok=True)
     helm = Helm(binary, home)
     helm.env["KUBECONFIG"] = str(rp.cp.kubeconfig)
     return helm
