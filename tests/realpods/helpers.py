@@ -17,10 +17,10 @@ import httpx
 import yaml
 from knooppunt_operator import kube
 
-from node_runtime.devpki import organisations
 from node_runtime.model.loading import load_paths
-from node_runtime.pki.store import DevPki, ensure_dev_pki
-from node_runtime.tls.contexts import client_context
+from node_runtime.security.pki.development import organisations
+from node_runtime.security.pki.store import DevPki, ensure_dev_pki
+from node_runtime.security.tls.contexts import client_context
 from tests.operator.harness import Cluster, fast_config, running_operator
 from tests.realpods.conftest import RealPods
 

@@ -97,7 +97,7 @@ async def test_knooppunt_becomes_ready_through_its_real_pod_and_serves_iwmo(
             # The pod cannot be reached without a client certificate.
             import httpx
 
-            from node_runtime.tls.contexts import client_context
+            from node_runtime.security.tls.contexts import client_context
 
             ctx = client_context(None, None, pki.ca_bundle)
             with pytest.raises(httpx.HTTPError), httpx.Client(verify=ctx, timeout=10) as anon:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from knooppunt_operator import kube
 
-from node_runtime.pki.store import ensure_dev_pki
+from node_runtime.security.pki.store import ensure_dev_pki
 from tests.controlplane.cluster import wait_for
 from tests.realpods import helpers
 from tests.realpods.conftest import RealPods

@@ -19,7 +19,7 @@ from knooppunt_operator import kube
 from sqlalchemy import create_engine, func, select
 
 from node_runtime.model.loading import load_paths
-from node_runtime.pki.store import DevPki
+from node_runtime.security.pki.store import DevPki
 from node_runtime.store import schema
 from tests.controlplane.cluster import wait_for
 from tests.operator.harness import Cluster
