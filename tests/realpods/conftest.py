@@ -19,9 +19,8 @@ from knooppunt_operator import kube
 
 from tests.controlplane.cluster import ControlPlane
 from tests.controlplane.fixtures import AUDIT_POLICY, controlplane_bin_dir, in_ci
-from tests.controlplane.node import POD_NETWORK, WorkerNode
+from tests.controlplane.node import WorkerNode
 from tests.images import podman
-from tests.postgresql.server import PostgresServer, find_bin_dir
 
 HERE = Path(__file__).resolve().parent
 NODE_BUILD = HERE.parent / "controlplane" / "build_node.sh"
@@ -80,23 +79,6 @@ def realpods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealPods]:
             node.stop()
     finally:
         cp.stop()
-
-
-@pytest.fixture(scope="session")
-def realpods_postgresql(realpods: RealPods) -> Iterator[PostgresServer]:
-    """A PostgreSQL server the node's pods reach at the host's address (password login from
-    the pod network only)."""
-    bin_dir = find_bin_dir()
-    if bin_dir is None:
-        _unavailable("PostgreSQL is missing: run tests/postgresql/install.sh")
-    assert bin_dir is not None
-    server = PostgresServer(bin_dir, extra_listen=[realpods.node.ip],
-                            allow_networks=[str(POD_NETWORK), f"{realpods.node.ip}/32"])
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
