@@ -58,16 +58,21 @@ class WorkerNodeError(RuntimeError):
 
 def host_ip() -> str:
     """The address pods reach the host (and so the API server) at: the default route's source."""
-    out = subprocess.run(["ip", "-4", "-json", "route", "get", "1.1.1.1"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        ["ip", "-4", "-json", "route", "get", "1.1.1.1"], capture_output=True, text=True, check=True
+    ).stdout
     return str(json.loads(out)[0]["prefsrc"])
 
 
 def _free_subnet() -> ipaddress.IPv4Network:
-    routes = subprocess.run(["ip", "-4", "-json", "route"], capture_output=True, text=True,
-                            check=True).stdout
-    used = [ipaddress.ip_network(r["dst"], strict=False) for r in json.loads(routes)
-            if r.get("dst") not in (None, "default")]
+    routes = subprocess.run(
+        ["ip", "-4", "-json", "route"], capture_output=True, text=True, check=True
+    ).stdout
+    used = [
+        ipaddress.ip_network(r["dst"], strict=False)
+        for r in json.loads(routes)
+        if r.get("dst") not in (None, "default")
+    ]
     subnets = list(POD_NETWORK.subnets(new_prefix=24))
     random.shuffle(subnets)
     for net in subnets:
@@ -208,8 +213,13 @@ class WorkerNode:
         (self.state / "logs" / f"{name}.cmdline").write_text(" ".join(cmd) + "\n")
         with log.open("wb") as out:
             popen = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                cwd=self.state, env={**os.environ, **(env or {})}, start_new_session=True,
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.state,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
         self.procs.append(_Proc(name, popen, log))
@@ -225,7 +235,10 @@ class WorkerNode:
     def _ctr(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["ctr", "--address", str(self.containerd_socket), *args],
-            capture_output=True, text=True, timeout=timeout, check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
     def _start_containerd(self) -> None:
@@ -233,35 +246,44 @@ class WorkerNode:
         assert self.subnet is not None
         cni = d / "cni"
         cni.mkdir()
-        (cni / "10-knooppunt.conflist").write_text(json.dumps({
-            "cniVersion": "1.0.0",
-            "name": "knooppunt",
-            "plugins": [
+        (cni / "10-knooppunt.conflist").write_text(
+            json.dumps(
                 {
-                    "type": "bridge", "bridge": self.bridge, "isGateway": True, "ipMasq": True,
-                    "hairpinMode": True,
-                    "ipam": {
-                        "type": "host-local", "dataDir": str(d / "ipam"),
-                        "ranges": [[{"subnet": str(self.subnet)}]],
-                        "routes": [{"dst": "0.0.0.0/0"}],
-                    },
+                    "cniVersion": "1.0.0",
+                    "name": "knooppunt",
+                    "plugins": [
+                        {
+                            "type": "bridge",
+                            "bridge": self.bridge,
+                            "isGateway": True,
+                            "ipMasq": True,
+                            "hairpinMode": True,
+                            "ipam": {
+                                "type": "host-local",
+                                "dataDir": str(d / "ipam"),
+                                "ranges": [[{"subnet": str(self.subnet)}]],
+                                "routes": [{"dst": "0.0.0.0/0"}],
+                            },
+                        },
+                        {"type": "portmap", "capabilities": {"portMappings": True}},
+                    ],
                 },
-                {"type": "portmap", "capabilities": {"portMappings": True}},
-            ],
-        }, indent=2))
+                indent=2,
+            )
+        )
         cri = 'plugins."io.containerd.grpc.v1.cri"'
         config = f"""version = 2
-root = "{d / 'containerd-root'}"
-state = "{d / 'containerd-state'}"
+root = "{d / "containerd-root"}"
+state = "{d / "containerd-state"}"
 disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
                     "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs",
                     "io.containerd.internal.v1.tracing"]
 [grpc]
   address = "{self.containerd_socket}"
 [ttrpc]
-  address = "{d / 'containerd.ttrpc.sock'}"
+  address = "{d / "containerd.ttrpc.sock"}"
 [plugins."io.containerd.internal.v1.opt"]
-  path = "{d / 'containerd-opt'}"
+  path = "{d / "containerd-opt"}"
 [{cri}]
   sandbox_image = "{self.pause_image}"
   stream_server_address = "127.0.0.1"
@@ -277,19 +299,22 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   runtime_type = "io.containerd.runc.v2"
 [{cri}.containerd.runtimes.runc.options]
   SystemdCgroup = false
-  BinaryName = "{shutil.which('runc') or '/usr/sbin/runc'}"
+  BinaryName = "{shutil.which("runc") or "/usr/sbin/runc"}"
 [{cri}.cni]
   bin_dir = "{CNI_BIN_DIR}"
   conf_dir = "{cni}"
   max_conf_num = 1
 """
         (d / "containerd.toml").write_text(config)
-        self._spawn("containerd", ["containerd", "--config", str(d / "containerd.toml"),
-                                   "--log-level", "info"])
+        self._spawn(
+            "containerd",
+            ["containerd", "--config", str(d / "containerd.toml"), "--log-level", "info"],
+        )
 
     def _import(self, archive: Path) -> None:
-        out = self._ctr("--namespace", "k8s.io", "images", "import", "--no-unpack",
-                        str(archive.resolve()))
+        out = self._ctr(
+            "--namespace", "k8s.io", "images", "import", "--no-unpack", str(archive.resolve())
+        )
         if out.returncode != 0:
             raise WorkerNodeError(f"ctr images import {archive} failed: {out.stderr}")
 
@@ -301,23 +326,39 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         pki = self.state / "pki"
         pki.mkdir()
         stem = f"node-{self.name}"
-        client = ca.issue(f"{stem}-kubelet-client", f"system:node:{self.name}",
-                          ["system:nodes"], client=True)
-        serving = ca.issue(f"{stem}-kubelet-serving", self.name, server=True,
-                           dns_names=[self.name], ips=[self.ip, "127.0.0.1"])
+        client = ca.issue(
+            f"{stem}-kubelet-client", f"system:node:{self.name}", ["system:nodes"], client=True
+        )
+        serving = ca.issue(
+            f"{stem}-kubelet-serving",
+            self.name,
+            server=True,
+            dns_names=[self.name],
+            ips=[self.ip, "127.0.0.1"],
+        )
         proxy = ca.issue(f"{stem}-kube-proxy", "system:kube-proxy", client=True)
         shutil.copy(self.cp.ca_cert, pki / "ca.crt")
         shutil.copy(serving.cert, pki / "kubelet-serving.crt")
         shutil.copy(serving.key, pki / "kubelet-serving.key")
-        write_kubeconfig(self.state / "kubelet.kubeconfig", self.cp.server, self.cp.ca_cert,
-                         user=f"system:node:{self.name}", client=client)
-        write_kubeconfig(self.state / "kube-proxy.kubeconfig", self.cp.server, self.cp.ca_cert,
-                         user="system:kube-proxy", client=proxy)
+        write_kubeconfig(
+            self.state / "kubelet.kubeconfig",
+            self.cp.server,
+            self.cp.ca_cert,
+            user=f"system:node:{self.name}",
+            client=client,
+        )
+        write_kubeconfig(
+            self.state / "kube-proxy.kubeconfig",
+            self.cp.server,
+            self.cp.ca_cert,
+            user="system:kube-proxy",
+            client=proxy,
+        )
 
     def _start_kubelet(self) -> None:
         d = self.state
-        healthz, = free_ports(1)
-        self.kubelet_port, = free_ports(1)
+        (healthz,) = free_ports(1)
+        (self.kubelet_port,) = free_ports(1)
         config = {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
             "kind": "KubeletConfiguration",
@@ -347,8 +388,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             "serializeImagePulls": False,
             "imageGCHighThresholdPercent": 100,
             "imageGCLowThresholdPercent": 99,
-            "evictionHard": {"memory.available": "50Mi", "nodefs.available": "1%",
-                             "imagefs.available": "1%", "nodefs.inodesFree": "1%"},
+            "evictionHard": {
+                "memory.available": "50Mi",
+                "nodefs.available": "1%",
+                "imagefs.available": "1%",
+                "nodefs.inodesFree": "1%",
+            },
             "syncFrequency": "5s",
             "fileCheckFrequency": "5s",
             "nodeStatusUpdateFrequency": "5s",
@@ -357,15 +402,18 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             "maxPods": 60,
         }
         (d / "kubelet.yaml").write_text(yaml.safe_dump(config))
-        self._spawn("kubelet", [
-            str(self.bin_dir / "kubelet"),
-            f"--config={d / 'kubelet.yaml'}",
-            f"--kubeconfig={d / 'kubelet.kubeconfig'}",
-            f"--root-dir={d / 'kubelet'}",
-            f"--hostname-override={self.name}",
-            f"--node-ip={self.ip}",
-            "--v=2",
-        ])
+        self._spawn(
+            "kubelet",
+            [
+                str(self.bin_dir / "kubelet"),
+                f"--config={d / 'kubelet.yaml'}",
+                f"--kubeconfig={d / 'kubelet.kubeconfig'}",
+                f"--root-dir={d / 'kubelet'}",
+                f"--hostname-override={self.name}",
+                f"--node-ip={self.ip}",
+                "--v=2",
+            ],
+        )
 
     def _start_kube_proxy(self) -> None:
         d = self.state
@@ -384,8 +432,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             "iptables": {"masqueradeAll": False, "syncPeriod": "5s", "minSyncPeriod": "0s"},
         }
         (d / "kube-proxy.yaml").write_text(yaml.safe_dump(config))
-        self._spawn("kube-proxy", [str(self.bin_dir / "kube-proxy"),
-                                   f"--config={d / 'kube-proxy.yaml'}", "--v=2"])
+        self._spawn(
+            "kube-proxy",
+            [str(self.bin_dir / "kube-proxy"), f"--config={d / 'kube-proxy.yaml'}", "--v=2"],
+        )
 
     # ---------------------------------------------------------------- readiness / teardown
 
@@ -397,8 +447,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             return bool(probe())
 
         try:
-            wait_for(check, timeout=max(1.0, deadline - time.monotonic()), interval=0.5,
-                     message=what)
+            wait_for(
+                check, timeout=max(1.0, deadline - time.monotonic()), interval=0.5, message=what
+            )
         except (TimeoutError, WorkerNodeError) as exc:
             raise WorkerNodeError(f"worker node: {exc}\n{self.format_logs()}") from None
 
@@ -418,8 +469,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             out = self._ctr("--namespace", "k8s.io", kind, "list", "--quiet")
             for ident in out.stdout.split():
                 if kind == "tasks":
-                    self._ctr("--namespace", "k8s.io", "tasks", "kill", "--signal", "SIGKILL",
-                              ident)
+                    self._ctr(
+                        "--namespace", "k8s.io", "tasks", "kill", "--signal", "SIGKILL", ident
+                    )
                     self._ctr("--namespace", "k8s.io", "tasks", "delete", "--force", ident)
                 else:
                     self._ctr("--namespace", "k8s.io", "containers", "delete", ident)
@@ -434,22 +486,29 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     def _cleanup_network(self) -> None:
         kube_proxy = self.bin_dir / "kube-proxy"
         if kube_proxy.exists():
-            subprocess.run([str(kube_proxy), "--cleanup"], capture_output=True, check=False,
-                           timeout=60)
+            subprocess.run(
+                [str(kube_proxy), "--cleanup"], capture_output=True, check=False, timeout=60
+            )
         # The kubelet's own chains (kube-proxy --cleanup leaves them).
         for table in ("filter", "nat", "mangle"):
-            rules = subprocess.run(["iptables", "-w", "-t", table, "-S"], capture_output=True,
-                                   text=True, check=False).stdout.splitlines()
+            rules = subprocess.run(
+                ["iptables", "-w", "-t", table, "-S"], capture_output=True, text=True, check=False
+            ).stdout.splitlines()
             for rule in rules:
                 ours = "-j KUBE-" in rule and not rule.startswith("-A KUBE-")
                 if rule.startswith("-A ") and ours:
-                    subprocess.run(["iptables", "-w", "-t", table, "-D", *rule[3:].split()],
-                                   capture_output=True, check=False)
+                    subprocess.run(
+                        ["iptables", "-w", "-t", table, "-D", *rule[3:].split()],
+                        capture_output=True,
+                        check=False,
+                    )
             for chain in ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY"):
-                subprocess.run(["iptables", "-w", "-t", table, "-F", chain], capture_output=True,
-                               check=False)
-                subprocess.run(["iptables", "-w", "-t", table, "-X", chain], capture_output=True,
-                               check=False)
+                subprocess.run(
+                    ["iptables", "-w", "-t", table, "-F", chain], capture_output=True, check=False
+                )
+                subprocess.run(
+                    ["iptables", "-w", "-t", table, "-X", chain], capture_output=True, check=False
+                )
         subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True, check=False)
 
 

@@ -41,8 +41,9 @@ def _unavailable(message: str) -> None:
 
 
 def node_bin_dir() -> Path:
-    out = subprocess.run(["bash", str(NODE_BUILD), "--bin-dir"], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        ["bash", str(NODE_BUILD), "--bin-dir"], capture_output=True, text=True, check=True
+    )
     return Path(out.stdout.strip())
 
 
@@ -61,16 +62,23 @@ def realpods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealPods]:
     cp_bin, node_bin = controlplane_bin_dir(), node_bin_dir()
     for path in (cp_bin / "kube-apiserver", node_bin / "kubelet", node_bin / "kube-proxy"):
         if not path.is_file():
-            _unavailable(f"{path} is missing: run tests/controlplane/build.sh and "
-                         "tests/controlplane/build_node.sh")
+            _unavailable(
+                f"{path} is missing: run tests/controlplane/build.sh and "
+                "tests/controlplane/build_node.sh"
+            )
     archives = tmp_path_factory.mktemp("images")
     images = podman.build(save_dir=archives)
     pause_ref, pause_tar = podman.pause_archive(podman.cache_dir() / "images" / "archives")
     cp = ControlPlane(cp_bin, audit_policy=AUDIT_POLICY, **WorkerNode.control_plane_args())
     cp.start()
     try:
-        node = WorkerNode(cp, node_bin, images=sorted(archives.glob("*.tar")),
-                          pause_archive=pause_tar, pause_image=pause_ref)
+        node = WorkerNode(
+            cp,
+            node_bin,
+            images=sorted(archives.glob("*.tar")),
+            pause_archive=pause_tar,
+            pause_image=pause_ref,
+        )
         node.start()
         try:
             credentials = kube.Credentials.from_kubeconfig(install_operator(cp))
@@ -95,5 +103,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
         if isinstance(rp, RealPods):
             report.sections.append(("worker node logs", rp.node.format_logs(40)))
     return report
-
-

@@ -42,8 +42,13 @@ def documents(name: str) -> list[dict[str, Any]]:
 def dev_pki(directory: Path) -> DevPki:
     """The example's organisations' client certificates and a server certificate for the pod."""
     resources = load_paths([EXAMPLES])
-    return ensure_dev_pki(directory, clients=organisations(resources, NODE),
-                          server_name=SERVER_NAME, dns_names=[SERVER_NAME], ip_addresses=[])
+    return ensure_dev_pki(
+        directory,
+        clients=organisations(resources, NODE),
+        server_name=SERVER_NAME,
+        dns_names=[SERVER_NAME],
+        ip_addresses=[],
+    )
 
 
 def b64(path: Path) -> str:
@@ -71,9 +76,12 @@ def sqlite_volume(rp: RealPods, ns: str) -> Iterator[Path]:
     os.chown(path, UID, UID)
     path.chmod(0o770)
     pv = {
-        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{ns}-data"},
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": f"{ns}-data"},
         "spec": {
-            "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
             "persistentVolumeReclaimPolicy": "Retain",
             "hostPath": {"path": str(path), "type": "Directory"},
             "claimRef": {"namespace": ns, "name": f"{NODE}-data"},
@@ -91,12 +99,19 @@ def sqlite_volume(rp: RealPods, ns: str) -> Iterator[Path]:
 def apply_example(rp: RealPods, ns: str, pki: DevPki, **knooppunt_spec: Any) -> None:
     """The example's YAML as a platform team applies it, with the node's server certificate
     in a Secret the Knooppunt names."""
-    rp.cp.apply({
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-        "metadata": {"name": TLS_SECRET, "namespace": ns},
-        "data": {"tls.crt": b64(pki.server.chain), "tls.key": b64(pki.server.key),
-                 "ca.crt": b64(pki.ca_bundle)},
-    })
+    rp.cp.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": {"name": TLS_SECRET, "namespace": ns},
+            "data": {
+                "tls.crt": b64(pki.server.chain),
+                "tls.key": b64(pki.server.key),
+                "ca.crt": b64(pki.ca_bundle),
+            },
+        }
+    )
     for name in ("connector.yaml", "gemeenten.yaml"):
         for doc in documents(name):
             doc["metadata"]["namespace"] = ns
@@ -118,20 +133,27 @@ async def operator(rp: RealPods, ns: str, **config: Any) -> AsyncIterator[Cluste
     admin = kube.Credentials.from_kubeconfig(rp.cp.kubeconfig)
     values: dict[str, Any] = {"namespace": OPERATOR_NAMESPACE, "rollout_deadline_seconds": 600}
     values.update(config)
-    async with running_operator(rp.operator_credentials, fast_config(**values),
-                                namespaces=[ns]), \
-            kube.KubeClient(admin, user_agent="knooppunt-realpods") as client:
+    async with (
+        running_operator(rp.operator_credentials, fast_config(**values), namespaces=[ns]),
+        kube.KubeClient(admin, user_agent="knooppunt-realpods") as client,
+    ):
         yield Cluster(client, ns)
 
 
 def pods(rp: RealPods, ns: str) -> list[dict[str, Any]]:
     """The node's pods that run and are not being deleted."""
     with rp.cp.client() as http:
-        r = http.get(f"/api/v1/namespaces/{ns}/pods",
-                     params={"labelSelector": f"app.kubernetes.io/instance={NODE}"})
+        r = http.get(
+            f"/api/v1/namespaces/{ns}/pods",
+            params={"labelSelector": f"app.kubernetes.io/instance={NODE}"},
+        )
         r.raise_for_status()
-    return [p for p in r.json()["items"] if p.get("status", {}).get("phase") == "Running"
-            and not p["metadata"].get("deletionTimestamp")]
+    return [
+        p
+        for p in r.json()["items"]
+        if p.get("status", {}).get("phase") == "Running"
+        and not p["metadata"].get("deletionTimestamp")
+    ]
 
 
 def ready(pod: Mapping[str, Any]) -> bool:
@@ -142,8 +164,9 @@ def ready(pod: Mapping[str, Any]) -> bool:
 class Parties:
     """httpx clients with the example organisations' certificates, to one address."""
 
-    def __init__(self, pki: DevPki, address: str, port: int = 8443, *,
-                 server_trust: Path | None = None) -> None:
+    def __init__(
+        self, pki: DevPki, address: str, port: int = 8443, *, server_trust: Path | None = None
+    ) -> None:
         self.pki, self.base = pki, f"https://{address}:{port}"
         self.server_trust = server_trust or pki.ca_bundle
         self.clients: list[httpx.Client] = []
@@ -152,8 +175,12 @@ class Parties:
         paths = self.pki.clients[name]
         ctx = client_context(paths.chain, paths.key, self.server_trust)
         transport = httpx.HTTPTransport(verify=ctx)
-        client = httpx.Client(base_url=self.base, transport=transport, timeout=30,
-                              event_hooks={"request": [self._sni]})
+        client = httpx.Client(
+            base_url=self.base,
+            transport=transport,
+            timeout=30,
+            event_hooks={"request": [self._sni]},
+        )
         self.clients.append(client)
         return client
 

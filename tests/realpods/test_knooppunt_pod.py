@@ -32,15 +32,17 @@ def exchange(parties: helpers.Parties) -> dict[str, int]:
     for path in sorted(helpers.MESSAGES.glob("*.xml")):
         body = path.read_bytes()
         head = header(body)
-        resp = parties(sender_of(resources, head["Afzender"])).post(URL, content=body,
-                                                                     headers=XML)
+        resp = parties(sender_of(resources, head["Afzender"])).post(URL, content=body, headers=XML)
         assert resp.status_code == 202, resp.text
         assert set(retourcodes(resp.content)) == {"0200"}, resp.text
         mt = CODES[head["BerichtCode"]]
         if mt != "WMO301":
             g = resources.gemeenten[gemeente_name(resources, head["Ontvanger"])]
-            subs = [s for s in g.spec.subscriptions if mt in purposes[s.purpose].messages
-                    and (not s.messages or mt in s.messages)]
+            subs = [
+                s
+                for s in g.spec.subscriptions
+                if mt in purposes[s.purpose].messages and (not s.messages or mt in s.messages)
+            ]
             expected[head["Ontvanger"]] = expected.get(head["Ontvanger"], 0) + len(subs)
     return expected
 
@@ -63,8 +65,9 @@ async def test_knooppunt_becomes_ready_through_its_real_pod_and_serves_iwmo(
     with helpers.namespace(realpods) as ns, helpers.sqlite_volume(realpods, ns):
         async with helpers.operator(realpods, ns) as cluster:
             helpers.apply_example(realpods, ns, pki)
-            await cluster.wait_condition(kube.KNOOPPUNT, helpers.NODE, "Ready", "True",
-                                         timeout=420, interval=1)
+            await cluster.wait_condition(
+                kube.KNOOPPUNT, helpers.NODE, "Ready", "True", timeout=420, interval=1
+            )
             pods = await asyncio.to_thread(helpers.pods, realpods, ns)
             assert len(pods) == 1
             pod = pods[0]
@@ -82,7 +85,8 @@ async def test_knooppunt_becomes_ready_through_its_real_pod_and_serves_iwmo(
             finally:
                 parties.close()
             assert {c: len(items) for c, items in got.items() if items} == {
-                c: n for c, n in expected.items() if n}
+                c: n for c, n in expected.items() if n
+            }
 
             # The same node through its Service (kube-proxy's rules to the ready endpoint).
             service = await cluster.must_get(kube.SERVICE, helpers.NODE)
@@ -101,5 +105,7 @@ async def test_knooppunt_becomes_ready_through_its_real_pod_and_serves_iwmo(
 
             ctx = client_context(None, None, pki.ca_bundle)
             with pytest.raises(httpx.HTTPError), httpx.Client(verify=ctx, timeout=10) as anon:
-                anon.get(f"https://{pod['status']['podIP']}:8443/api/v1/gemeenten/0363/mailbox",
-                         extensions={"sni_hostname": helpers.SERVER_NAME})
+                anon.get(
+                    f"https://{pod['status']['podIP']}:8443/api/v1/gemeenten/0363/mailbox",
+                    extensions={"sni_hostname": helpers.SERVER_NAME},
+                )

@@ -26,20 +26,25 @@ async def test_rotated_gemeente_certificate_is_picked_up_without_a_restart(
 ) -> None:
     rp = realpods
     pki = helpers.dev_pki(tmp_path / "pki")
-    amsterdam = next(d for d in helpers.documents("gemeenten.yaml")
-                     if d["metadata"]["name"] == "gemeente-amsterdam")
+    amsterdam = next(
+        d
+        for d in helpers.documents("gemeenten.yaml")
+        if d["metadata"]["name"] == "gemeente-amsterdam"
+    )
     # Amsterdam renews its certificate under a new CA (a new PKIoverheid generation, say):
     # same OIN, new key, an issuer the node does not trust yet.
     renewed = ensure_dev_pki(
         tmp_path / "renewed",
-        clients=[("gemeente-amsterdam", amsterdam["spec"]["displayName"],
-                  amsterdam["spec"]["oin"])],
+        clients=[
+            ("gemeente-amsterdam", amsterdam["spec"]["displayName"], amsterdam["spec"]["oin"])
+        ],
     )
     with helpers.namespace(rp) as ns, helpers.sqlite_volume(rp, ns):
         async with helpers.operator(rp, ns) as cluster:
             helpers.apply_example(rp, ns, pki)
-            await cluster.wait_condition(kube.KNOOPPUNT, helpers.NODE, "Ready", "True",
-                                         timeout=420, interval=1)
+            await cluster.wait_condition(
+                kube.KNOOPPUNT, helpers.NODE, "Ready", "True", timeout=420, interval=1
+            )
             pod = (await asyncio.to_thread(helpers.pods, rp, ns))[0]
             ip = pod["status"]["podIP"]
 
@@ -58,7 +63,9 @@ async def test_rotated_gemeente_certificate_is_picked_up_without_a_restart(
                 assert catalogue["node"] == helpers.NODE
                 [connector] = catalogue["connectors"]
                 assert (connector["name"], connector["revision"]) == (
-                    helpers.CONNECTOR, served["spec"]["revision"])
+                    helpers.CONNECTOR,
+                    served["spec"]["revision"],
+                )
             finally:
                 parties.close()
 
@@ -70,8 +77,11 @@ async def test_rotated_gemeente_certificate_is_picked_up_without_a_restart(
 
                 # The platform adds the new CA to the trust bundle in the node's TLS Secret.
                 bundle = pki.ca_bundle.read_bytes() + renewed.ca_bundle.read_bytes()
-                await cluster.patch(kube.SECRET, helpers.TLS_SECRET,
-                                    {"data": {"ca.crt": base64.b64encode(bundle).decode()}})
+                await cluster.patch(
+                    kube.SECRET,
+                    helpers.TLS_SECRET,
+                    {"data": {"ca.crt": base64.b64encode(bundle).decode()}},
+                )
 
                 def accepted() -> bool:
                     try:
@@ -80,8 +90,13 @@ async def test_rotated_gemeente_certificate_is_picked_up_without_a_restart(
                         return False
 
                 # The kubelet refreshes the mounted Secret, the node reloads its TLS context.
-                await asyncio.to_thread(wait_for, accepted, timeout=180, interval=2,
-                                        message="the renewed certificate accepted")
+                await asyncio.to_thread(
+                    wait_for,
+                    accepted,
+                    timeout=180,
+                    interval=2,
+                    message="the renewed certificate accepted",
+                )
             finally:
                 new.close()
 
