@@ -109,6 +109,7 @@ def apply_example(rp: RealPods, ns: str, pki: DevPki, **knooppunt_spec: Any) -> 
                 "tls.crt": b64(pki.server.chain),
                 "tls.key": b64(pki.server.key),
                 "ca.crt": b64(pki.ca_bundle),
+                "crl.pem": b64(pki.crl),
             },
         }
     )
