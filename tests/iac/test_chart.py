@@ -162,8 +162,11 @@ def test_rbac_is_the_generated_least_privilege(default: list[dict[str, Any]]) ->
         for rule in rules:
             assert "*" not in rule["verbs"] and "*" not in rule["resources"]
             assert "*" not in rule["apiGroups"]
-            if "secrets" in rule["resources"]:
-                assert not {"list", "watch"} & set(rule["verbs"])
+    # The operator reads its own Secrets from a label-filtered watch (issue 15); RBAC cannot
+    # narrow list/watch by label, so those verbs are granted, but only where it works: in the
+    # namespaced role, never in the cluster-scoped one.
+    for rule in roles["knooppunt-operator-cluster"]:
+        assert "secrets" not in rule["resources"], rule
     bindings = of_kind(default, "ClusterRoleBinding")
     for binding in bindings:
         assert binding["subjects"] == [

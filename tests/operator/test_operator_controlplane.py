@@ -412,7 +412,10 @@ def test_the_api_server_accepts_the_examples_and_applies_the_cel_rules(
             "metadata": {"name": "gemeente-0007", "namespace": controlplane_namespace},
         }
     )
-    assert stored["spec"]["subscriptions"][0]["delivery"] == {"mode": "pull"}, "defaults"
+    assert stored["spec"]["subscriptions"][0]["delivery"] == {
+        "mode": "pull",
+        "envelope": "cloudevents",
+    }, "defaults"
     assert stored["spec"]["certificate"] == {"issue": True}
 
     def refused(doc: dict[str, Any]) -> str:

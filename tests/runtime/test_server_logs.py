@@ -16,6 +16,15 @@ from node_runtime.security.tls.contexts import client_context
 from tests.conftest import CONNECTOR, node_settings
 
 
+@pytest.fixture(autouse=True)
+def _uvicorn_logs_reach_caplog(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An earlier test's uvicorn.Config with uvicorn's default logging config leaves the
+    "uvicorn" logger with propagate=False (and maybe disabled); caplog listens at the root."""
+    for name in ("uvicorn", "uvicorn.error"):
+        monkeypatch.setattr(logging.getLogger(name), "propagate", True)
+        monkeypatch.setattr(logging.getLogger(name), "disabled", False)
+
+
 def _messages(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records]
 
