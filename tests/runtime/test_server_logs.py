@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,28 +17,45 @@ from node_runtime.security.tls.contexts import client_context
 from tests.conftest import CONNECTOR, node_settings
 
 
-@pytest.fixture(autouse=True)
-def _uvicorn_logs_reach_caplog(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An earlier test's uvicorn.Config with uvicorn's default logging config leaves the
-    "uvicorn" logger with propagate=False (and maybe disabled); caplog listens at the root."""
-    for name in ("uvicorn", "uvicorn.error"):
-        monkeypatch.setattr(logging.getLogger(name), "propagate", True)
-        monkeypatch.setattr(logging.getLogger(name), "disabled", False)
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
-def _messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+@pytest.fixture()
+def uvicorn_records(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Records]:
+    """The lines uvicorn's logger emits, caught on that logger itself: whatever earlier tests
+    in the same process did to the root logger, propagation or levels does not hide them."""
+    handler = _Records()
+    logger = logging.getLogger("uvicorn.error")
+    previous_disable = logging.root.manager.disable
+    logging.disable(logging.NOTSET)
+    monkeypatch.setattr(logger, "disabled", False)
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logging.disable(previous_disable)
+
+
+def _messages(caplog: pytest.LogCaptureFixture | _Records) -> list[str]:
     return [r.getMessage() for r in caplog.records]
 
 
 def test_listeners_are_logged_as_what_they_are(
-    tmp_path: Path, resource_dir: Path, dev_pki: DevPki, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, resource_dir: Path, dev_pki: DevPki, uvicorn_records: _Records
 ) -> None:
-    caplog.set_level(logging.INFO)
     settings = node_settings(resource_dir, tmp_path / "data", dev_pki)
     settings.health_port = _free_port()
     running = start_in_thread(settings)
     running.stop()
-    messages = _messages(caplog)
+    messages = _messages(uvicorn_records)
     running_lines = [m for m in messages if m.startswith("Uvicorn running on")]
     assert not any(f"http://127.0.0.1:{running.port}" in m for m in running_lines), messages
     assert any(
