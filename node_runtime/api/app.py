@@ -19,7 +19,9 @@ from node_runtime.api.routes import (
     mailbox,
     messages,
     processing_log,
+    register,
     shadow,
+    statistics,
 )
 from node_runtime.audit.processing_log import NODE_PURPOSE, LogBuilder
 from node_runtime.node.assembly import IdentityExtractor, Node, build_node
@@ -84,7 +86,7 @@ def create_app(
         internal_detail="The node could not process the request; nothing was stored.",
     )
 
-    for module in (messages, mailbox, processing_log, catalogue, admin):
+    for module in (messages, mailbox, processing_log, statistics, register, catalogue, admin):
         app.include_router(module.router)
     app.include_router(ledger.router)
     app.include_router(conversations.router)

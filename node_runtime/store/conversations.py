@@ -172,16 +172,21 @@ def list_conversations(
         ]
 
 
-def counts(engine: Engine, *, now: datetime) -> dict[tuple[str, str, str, str, State], int]:
-    """(connector, conversation, gemeente, sender, state) → count."""
+def counts(
+    engine: Engine, *, now: datetime, gemeente: str | None = None
+) -> dict[tuple[str, str, str, str, State], int]:
+    """(connector, conversation, gemeente, sender, state) → count; one gemeente's when named."""
     c = schema.conversations
     out: dict[tuple[str, str, str, str, State], int] = {}
     with engine.connect() as conn:
         for state in STATES:
+            query = select(
+                c.c.connector, c.c.conversation, c.c.gemeente, c.c.sender, func.count()
+            ).where(_state_clause(state, now))
+            if gemeente is not None:
+                query = query.where(c.c.gemeente == gemeente)
             rows = conn.execute(
-                select(c.c.connector, c.c.conversation, c.c.gemeente, c.c.sender, func.count())
-                .where(_state_clause(state, now))
-                .group_by(c.c.connector, c.c.conversation, c.c.gemeente, c.c.sender)
+                query.group_by(c.c.connector, c.c.conversation, c.c.gemeente, c.c.sender)
             )
             for r in rows:
                 out[(r[0], r[1], r[2], r[3], state)] = int(r[4])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -512,6 +513,31 @@ class SqlStore:
             )
             # min() of a non-null UtcDateTime column over a non-empty group: an aware instant
             return {(r[0], r[1]): (int(r[2]), r[3] or now()) for r in rows}
+
+    def deliveries_for_subject(
+        self, gemeente: str, purpose: str, subject_ref: str, message_types: set[str]
+    ) -> list[DeliveryRecord]:
+        """The gemeente's deliveries under ``purpose`` naming ``subject_ref``, in intake order.
+
+        Purged deliveries (content removed after retention) are left out: the virtual register
+        shows only what the node still holds.
+        """
+        d = schema.deliveries
+        needle = json.dumps(subject_ref)  # subject_refs is a JSON list of strings
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(d)
+                .where(
+                    d.c.mailbox_kind == "gemeente",
+                    d.c.mailbox_id == gemeente,
+                    d.c.purpose == purpose,
+                    d.c.message_type.in_(sorted(message_types)),
+                    d.c.purged_at.is_(None),
+                    d.c.subject_refs.contains(needle),
+                )
+                .order_by(d.c.seq)
+            )
+            return [row_mapping.delivery(r) for r in rows]
 
     # -- processing log --------------------------------------------------------------------
 

@@ -9,7 +9,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from node_runtime.api.deps import NodeDep, PrincipalDep
+from node_runtime.api.deps import NodeDep, PrincipalDep, TraceDep
+from node_runtime.audit.processing_log import LogBuilder
 from node_runtime.model.bsn import elfproef
 from node_runtime.state.principals import Principal
 from node_runtime.store.records import LogQuery, LogRecord
@@ -127,6 +128,16 @@ async def query_log(
     }
 
 
+class Consultation(BaseModel):
+    """Why a person looks: the search is then itself a processing-log record."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    purpose: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    legal_basis: str = Field(alias="legalBasis", min_length=1, max_length=300)
+    detail: str | None = Field(default=None, max_length=200)
+
+
 class SubjectSearch(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
@@ -138,6 +149,11 @@ class SubjectSearch(BaseModel):
     purpose: str | None = None
     connector: str | None = None
     limit: int = Field(default=100, ge=1, le=1000)
+    consultation: Consultation | None = Field(
+        default=None,
+        description="Record this search in the log (activity consult) with this purpose and "
+        "legal basis; the gemeente portal always does.",
+    )
 
 
 @router.post(
@@ -146,7 +162,11 @@ class SubjectSearch(BaseModel):
     responses={200: {"model": SubjectRecords}, **contract.problem_responses(422)},
 )
 async def search_log(
-    gemeentecode: str, search: SubjectSearch, node: NodeDep, principal: PrincipalDep
+    gemeentecode: str,
+    search: SubjectSearch,
+    node: NodeDep,
+    principal: PrincipalDep,
+    trace: TraceDep,
 ) -> dict[str, Any]:
     check_own_log(principal, gemeentecode)
     if not elfproef(search.bsn):
@@ -160,4 +180,17 @@ async def search_log(
         limit=search.limit,
     )
     records = await asyncio.to_thread(node.store.query_log, q)
+    if search.consultation is not None:
+        c = search.consultation
+        logs = LogBuilder(trace, principal.actor)
+        logs.add(
+            activity="consult",
+            controller=gemeentecode,
+            purpose=c.purpose,
+            legal_basis=c.legal_basis,
+            outcome="success",
+            subject_ref=ref,
+            detail=c.detail or f"verwerkingenlog doorzocht: {len(records)} records",
+        )
+        await asyncio.to_thread(node.store.write_log, logs.records)
     return {"subjectRef": ref, "records": [record_json(r) for r in records]}
