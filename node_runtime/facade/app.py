@@ -15,6 +15,7 @@ import httpx
 from fastapi import FastAPI
 
 from node_runtime import __version__
+from node_runtime.facade import portal
 from node_runtime.facade.assembly import Facade, IdentityExtractor, build_facade
 from node_runtime.facade.config import FacadeSettings
 from node_runtime.facade.routes import (
@@ -72,5 +73,6 @@ def create_facade_app(
         description="Every call authenticates with the gemeente's organisation "
         "certificate (PKIoverheid) in the TLS handshake.",
     )
+    portal.install(app, facade.settings.portal_assets)
     app.add_middleware(ServerSpans, telemetry=facade.telemetry)
     return app

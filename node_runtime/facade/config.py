@@ -84,6 +84,16 @@ class FacadeSettings(BaseSettings):
     )
     max_connections_per_node: int = Field(default=20, ge=1, le=1000)
     reload_interval: float = Field(default=2.0, ge=0.1)
+    portal_assets: Path | None = Field(
+        default=None,
+        description="Directory built by tools/portal-assets/build.sh (the NL Design System "
+        "CSS the gemeente portal uses).",
+    )
+    portal_register_purposes: list[str] = Field(
+        default_factory=lambda: ["wmo-uitvoering"],
+        description="Purposes whose legal basis allows keeping a current picture of care per "
+        "citizen (the portal's virtual register); see docs/security.md.",
+    )
     otlp_endpoint: str | None = Field(
         default=None,
         description="OTLP/HTTP endpoint: export a span per request (the nodes' "

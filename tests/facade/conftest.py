@@ -223,7 +223,16 @@ class World:
             time.sleep(0.1)
 
 
-def build_world(tmp: Path, pki: DevPki, *, node_timeout: float = 1.5) -> World:
+def build_world(
+    tmp: Path,
+    pki: DevPki,
+    *,
+    node_timeout: float = 1.5,
+    prepare: Callable[[Path], None] | None = None,
+    **facade: Any,
+) -> World:
+    """Two nodes and a façade on ``tmp``; ``prepare`` may change the resources before they start,
+    ``facade`` sets further façade settings."""
     root = tmp / "resources"
     root.mkdir()
     shutil.copy(EXAMPLES / "connector.yaml", root / "iwmo-connector.yaml")
@@ -267,7 +276,10 @@ def build_world(tmp: Path, pki: DevPki, *, node_timeout: float = 1.5) -> World:
         client_key=pki.clients["facade"].key,
         node_timeout=node_timeout,
         reload_interval=0.2,
+        **facade,
     )
+    if prepare is not None:
+        prepare(root)
     nodes = {name: start_in_thread(s) for name, s in settings.items()}
     facade = start_facade_in_thread(facade_settings)
     return World(

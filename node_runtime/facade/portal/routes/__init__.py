@@ -1,0 +1,1 @@
+"""The portal's pages, one module per page (or pair of pages)."""
