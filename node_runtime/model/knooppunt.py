@@ -164,6 +164,21 @@ class DeliverySpec(Model):
     )
 
 
+class TracingSpec(Model):
+    """Where the node's OpenTelemetry spans go (docs/operations.md, traces)."""
+
+    otlp_endpoint: str | None = Field(
+        default=None,
+        alias="otlpEndpoint",
+        max_length=2048,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="OTLP/HTTP base URL of a collector (e.g. "
+        "http://otel-collector.monitoring.svc:4318); the operator sets it on the node's pods as "
+        "OTEL_EXPORTER_OTLP_ENDPOINT. Empty: the operator's default (its otlpEndpoint setting), "
+        "or no spans at all.",
+    )
+
+
 class KnooppuntSpec(Model):
     display_name: str = Field(alias="displayName", min_length=1, max_length=200)
     connectors: list[ConnectorPin] = Field(
@@ -192,6 +207,7 @@ class KnooppuntSpec(Model):
     processing_log: ProcessingLogSpec = Field(
         default_factory=ProcessingLogSpec, alias="processingLog"
     )
+    tracing: TracingSpec = Field(default_factory=TracingSpec)
 
 
 class Knooppunt(Resource):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     )
     otlp_endpoint: str | None = Field(
         default=None,
+        # KNOOPPUNT_OTLP_ENDPOINT, or the OpenTelemetry SDK's own variable (the operator sets
+        # that one on node pods from spec.tracing or its default)
+        validation_alias=AliasChoices(
+            "otlp_endpoint", "KNOOPPUNT_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"
+        ),
         description="OTLP/HTTP endpoint (e.g. http://otel-collector:4318): "
         "export OpenTelemetry spans of requests, intake steps and deliveries. Off when unset.",
     )

@@ -103,3 +103,10 @@ class OperatorConfig(BaseSettings):
     webhook_cert_dir: str | None = Field(
         default=None, description="tls.crt/tls.key for the webhook server; self-signed if unset."
     )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="Default OTLP/HTTP endpoint of the node pods (OTEL_EXPORTER_OTLP_ENDPOINT) "
+        "for Knooppunten without spec.tracing.otlpEndpoint. Unset: only those that name one "
+        "export spans.",
+    )

@@ -209,6 +209,22 @@ def test_webhook_can_be_switched_off_or_given_a_certificate(helm: Any) -> None:
     assert volumes["webhook-tls"]["secret"]["secretName"] == "from-cert-manager"
 
 
+def test_tracing_default_reaches_the_operator(helm: Any) -> None:
+    """tracing.otlpEndpoint becomes the operator's default for the node pods."""
+    from knooppunt_operator.config import OperatorConfig
+
+    [deployment] = of_kind(
+        helm.template({"tracing": {"otlpEndpoint": "http://otel-collector.monitoring.svc:4318"}}),
+        "Deployment",
+    )
+    env = {
+        e["name"]: e.get("value")
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["KNOOPPUNT_OPERATOR_OTLP_ENDPOINT"] == "http://otel-collector.monitoring.svc:4318"
+    assert "otlp_endpoint" in OperatorConfig.model_fields
+
+
 def test_image_tag_and_digest(helm: Any) -> None:
     def image(tag: str) -> str:
         [deployment] = of_kind(
@@ -247,6 +263,7 @@ def test_image_tag_and_digest(helm: Any) -> None:
         ({"operatorOin": "123"}, "/operatorOin"),
         ({"webhook": {"enabled": True, "port": 80}}, "/webhook/port"),
         ({"extraEnv": [{"name": "PATH", "value": "/tmp"}]}, "/extraEnv/0/name"),
+        ({"tracing": {"otlpEndpoint": "otel-collector:4318"}}, "/tracing/otlpEndpoint"),
     ],
 )
 def test_bad_values_fail_at_install(helm: Any, values: dict[str, Any], message: str) -> None:

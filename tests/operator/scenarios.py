@@ -238,6 +238,35 @@ async def connector_change_rolls_the_pods(cluster: Cluster) -> None:
     assert connector["status"]["revision"] == 2 and connector["status"]["revisions"] == [1, 2]
 
 
+async def tracing_endpoint_reaches_the_pods(cluster: Cluster) -> None:
+    """spec.tracing.otlpEndpoint becomes OTEL_EXPORTER_OTLP_ENDPOINT in the node's pods; a
+    change rolls them, removing it takes it away (no operator default here)."""
+    first, second = "http://otel-collector.monitoring.svc:4318", "https://traces.example.nl"
+
+    async def endpoint() -> str | None:
+        deployment = await cluster.must_get(kube.DEPLOYMENT, NODE)
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        return env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+
+    await ready_node(cluster, tracing={"otlpEndpoint": first})
+    assert await endpoint() == first
+    await cluster.patch(kube.KNOOPPUNT, NODE, {"spec": {"tracing": {"otlpEndpoint": second}}})
+
+    async def changed() -> bool:
+        return await endpoint() == second
+
+    await cluster.eventually(changed, what="the new endpoint in the pod template")
+    await cluster.set_rollout(NODE, ready=True)
+    await cluster.wait_condition(kube.KNOOPPUNT, NODE, "Ready", "True")
+    await cluster.patch(kube.KNOOPPUNT, NODE, {"spec": {"tracing": None}})
+
+    async def gone() -> bool:
+        return await endpoint() is None
+
+    await cluster.eventually(gone, what="no endpoint in the pod template")
+
+
 async def pinned_node_is_not_restarted_until_promoted(cluster: Cluster) -> None:
     await ready_node(cluster, connectors=[{"name": CONNECTOR, "revision": 1}])
     first = await template_hash(cluster)

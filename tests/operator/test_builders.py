@@ -378,6 +378,26 @@ def test_provided_tls_secret_is_mounted_with_crl_and_issuer_policy(config: Opera
     assert template["spec"]["volumes"][1]["secret"]["secretName"] == "pkioverheid"
 
 
+def test_otlp_endpoint_from_the_spec_or_the_operator_default(config: OperatorConfig) -> None:
+    """spec.tracing.otlpEndpoint wins; the operator's setting is the default; else none."""
+
+    def endpoint(kp: Knooppunt, cfg: OperatorConfig) -> str | None:
+        template = node.pod_template(
+            kp, config_hash="h", connectors=[], tls_secret="kp-tls", tls_managed=True, config=cfg
+        )
+        env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
+        return env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+
+    default = config.model_copy(update={"otlp_endpoint": "http://collector.monitoring:4318"})
+    own = make_kp(tracing={"otlpEndpoint": "https://traces.gemeente.example"})
+    assert endpoint(make_kp(), config) is None
+    assert endpoint(make_kp(), default) == "http://collector.monitoring:4318"
+    assert endpoint(own, config) == "https://traces.gemeente.example"
+    assert endpoint(own, default) == "https://traces.gemeente.example"
+    with pytest.raises(ValueError, match="otlpEndpoint"):
+        make_kp(tracing={"otlpEndpoint": "collector:4318"})
+
+
 def test_service_pdb_and_network_policy() -> None:
     kp = make_kp()
     assert node.service(kp) == {

@@ -237,6 +237,12 @@ async def test_connector_change_rolls_the_pods(running: Running) -> None:
 
 @pytest.mark.asyncio
 @pytest.mark.cluster_needs(RUNTIME_PODS)
+async def test_tracing_endpoint_reaches_the_pods(running: Running) -> None:
+    await scenarios.tracing_endpoint_reaches_the_pods(running.cluster)
+
+
+@pytest.mark.asyncio
+@pytest.mark.cluster_needs(RUNTIME_PODS)
 async def test_pinned_node_is_not_restarted_until_promoted(running: Running) -> None:
     await scenarios.pinned_node_is_not_restarted_until_promoted(running.cluster)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -149,3 +151,19 @@ def test_traceparent_is_continued_or_started() -> None:
     fresh = from_header("garbage")
     assert len(fresh.trace_id) == 32 and fresh.parent_span_id is None
     assert from_header(None).trace_id != fresh.trace_id
+
+
+def test_the_node_reads_the_sdks_otlp_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The operator sets OTEL_EXPORTER_OTLP_ENDPOINT on node pods; KNOOPPUNT_OTLP_ENDPOINT wins."""
+    from node_runtime.node.config import Settings
+
+    monkeypatch.delenv("KNOOPPUNT_OTLP_ENDPOINT", raising=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.monitoring:4318")
+    settings = Settings(node="kp", resources=[tmp_path], data_dir=tmp_path)
+    assert settings.otlp_endpoint == "http://collector.monitoring:4318"
+    monkeypatch.setenv("KNOOPPUNT_OTLP_ENDPOINT", "http://own:4318")
+    assert Settings(node="kp", resources=[tmp_path], data_dir=tmp_path).otlp_endpoint == (
+        "http://own:4318"
+    )

@@ -185,7 +185,12 @@ def data_volume_claim(kp: Knooppunt, *, size: str) -> dict[str, Any] | None:
 # ----------------------------------------------------------------------------------- pods
 
 
-def _env(kp: Knooppunt, *, tls_managed: bool) -> list[dict[str, Any]]:
+def otlp_endpoint(kp: Knooppunt, config: OperatorConfig) -> str | None:
+    """Where the node exports spans: its own spec.tracing, else the operator's default."""
+    return kp.spec.tracing.otlp_endpoint or config.otlp_endpoint
+
+
+def _env(kp: Knooppunt, *, tls_managed: bool, otlp: str | None) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": "KNOOPPUNT_NODE", "value": kp.name},
         {
@@ -219,6 +224,9 @@ def _env(kp: Knooppunt, *, tls_managed: bool) -> list[dict[str, Any]]:
                 "valueFrom": {"secretKeyRef": {"name": dsn.name, "key": dsn.key}},
             }
         )
+    if otlp is not None:
+        # the OpenTelemetry SDK's own variable, which the runtime reads too
+        env.append({"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": otlp})
     return env
 
 
@@ -291,7 +299,7 @@ def pod_template(
         "image": kp.spec.image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["knooppunt", "serve"],
-        "env": _env(kp, tls_managed=tls_managed),
+        "env": _env(kp, tls_managed=tls_managed, otlp=otlp_endpoint(kp, config)),
         "ports": [
             {"name": "https", "containerPort": HTTPS_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": HEALTH_PORT, "protocol": "TCP"},
