@@ -23,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from node_runtime.store import row_mapping, schema
+from node_runtime.store import row_mapping, schema, statistics
 from node_runtime.store.records import (
     DeliveryRecord,
     IntakeCommit,
@@ -770,3 +770,50 @@ def test_an_assertion_id_is_accepted_once_by_all_replicas_together(
     with a.engine.connect() as conn:
         left = {r.jti for r in conn.execute(sa.select(schema.used_assertions.c.jti))}
     assert "old" not in left and {"jti-1", "jti-2", "race", "new"} <= left
+
+
+# -- management information and the register's query ---------------------------------------
+
+
+def test_statistics_and_register_query_agree_on_both_backends(store: SqlStore) -> None:
+    """Months in UTC, latency from queued to acknowledged, each rejection counted once per
+    message and code, only the gemeente's own; the register finds a subject's deliveries under
+    one purpose, in intake order, and never purged ones."""
+    march = message(at=T0)
+    late_march = message(at=datetime(2026, 3, 31, 23, 30, tzinfo=timezone(-timedelta(hours=2))))
+    other = message(recipient=UTRECHT, at=T0)
+    first = delivery(march, at=T0)
+    second = delivery(late_march, at=late_march.received_at)
+    store.commit_intake(intake(march, first))
+    store.commit_intake(intake(late_march, second))
+    store.commit_intake(intake(other, delivery(other, mailbox=UTRECHT)))
+    assert store.acknowledge("gemeente", AMSTERDAM, first.id, []) is True
+    rejected = [
+        replace(log(activity="reject", at=T0), parent_span_id="a" * 16, detail=d)
+        for d in ("retourcodes 0435,8001", "retourcodes 0435,8001")  # two subjects, one message
+    ]
+    store.write_log(rejected)
+    period = statistics.Period(datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
+    stats = statistics.gather(store.engine, AMSTERDAM, period, now=T0)
+    assert dict(stats.volumes) == {
+        ("2026-03", "WMO305", AANBIEDER): 1,
+        ("2026-04", "WMO305", AANBIEDER): 1,  # 23:30 at UTC-2 is April in UTC
+    }
+    assert dict(stats.rejections) == {
+        ("2026-03", "0435", "knooppunt-zorg"): 1,
+        ("2026-03", "8001", "knooppunt-zorg"): 1,
+    }
+    [waited] = stats.latencies["2026-03"]
+    assert waited >= 0 and stats.undelivered == {"2026-04": 1}
+    assert not stats.dead_letters and not stats.conversations
+
+    found = store.deliveries_for_subject(AMSTERDAM, "toewijzing", "ps-2", {"WMO305"})
+    assert [d.id for d in found] == [first.id, second.id]
+    assert store.deliveries_for_subject(AMSTERDAM, "toewijzing", "ps-3", {"WMO305"}) == []
+    assert store.deliveries_for_subject(AMSTERDAM, "other", "ps-2", {"WMO305"}) == []
+    assert store.deliveries_for_subject(AMSTERDAM, "toewijzing", "ps-2", {"WMO307"}) == []
+    d = schema.deliveries
+    with store.transaction() as conn:  # retention purged the second one's content
+        conn.execute(sa.update(d).where(d.c.id == second.id).values(purged_at=T0))
+    found = store.deliveries_for_subject(AMSTERDAM, "toewijzing", "ps-2", {"WMO305"})
+    assert [d.id for d in found] == [first.id]
