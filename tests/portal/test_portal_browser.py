@@ -156,11 +156,21 @@ def test_each_gemeente_sees_only_its_own_mailbox(portals: dict[str, Portal]) -> 
         ("WMO315", "wmo-uitvoering"),
     ]
     ams.shot("postbus")
+    # per node and connector: the counts, and the list narrowed to one of them
+    assert _rows(ams.page, "mailbox-per") == [
+        [NODE_B, "vroegsignalering-1-0", "1"],
+        [NODE_A, "iwmo-2-1", "3"],
+    ]
+    ams.page.get_by_label("Connector").select_option("vroegsignalering-1-0")
+    ams.page.get_by_role("button", name="Tonen").click()
+    assert [(r[1], r[3], r[4]) for r in _rows(ams.page, "mailbox")] == [
+        ("VS01", "vroegsignalering-1-0", NODE_B)
+    ]
+    link = ams.page.locator('[data-testid="mailbox"] a').first.get_attribute("href")
     assert rdam.go("/portaal/postbus").status == 200
     assert rdam.page.get_by_test_id("gemeente").inner_text() == "Gemeente Rotterdam"
     assert [r[1] for r in _rows(rdam.page, "mailbox")] == ["WMO305"]
     # Rotterdam following a link to one of Amsterdam's messages gets nothing
-    link = ams.page.locator('[data-testid="mailbox"] a').first.get_attribute("href")
     refused = rdam.go(link)
     assert refused.status == 404
     assert AMSTERDAM_BSN not in rdam.page.content()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -23,15 +24,30 @@ async def mailbox(
     gemeente: SignedIn,
     alles: bool = False,
     bevestigd: bool = False,
+    knooppunt: str = "",
+    connector: str = "",
 ) -> HTMLResponse:
     nodes = Nodes(facade, gemeente)
     items, got = await nodes.mailbox(include_acknowledged=alles, headers=trace(request))
+    # the mailbox per node and connector: counts of each, and the list narrowed to one
+    per: Counter[tuple[str, str]] = Counter((i["node"], i["connector"]) for i in items)
+    shown = [
+        i
+        for i in items
+        if (not knooppunt or i["node"] == knooppunt)
+        and (not connector or i["connector"] == connector)
+    ]
+    serving = nodes.serving()
     return render(
         "mailbox.html",
         gemeente,
         title="Postbus",
         nav="postbus",
-        items=items,
+        items=shown,
+        per=sorted(per.items()),
+        node_names=[n.name for n in serving],
+        connectors=sorted({c for n in serving for c in n.connectors}),
+        filters={"knooppunt": knooppunt, "connector": connector},
         everything=alles,
         acknowledged=bevestigd,
         missing=dict(got.missing),
