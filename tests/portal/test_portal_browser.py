@@ -305,6 +305,14 @@ def test_charts_render_with_the_right_numbers(
     senders = {"98000011": 1, "98000023": 1, "90000011": 1}
     assert _bars(ams.page, "Berichten per afzender") == senders
     assert dict(_rows(ams.page, "volume-senders")) == {k: str(v) for k, v in senders.items()}
+    assert sorted(_rows(ams.page, "volumes")) == [
+        [month, "VS01", "90000011", "1"],
+        [month, "WMO305", "98000011", "1"],
+        [month, "WMO315", "98000023", "1"],
+    ]
+    assert _rows(ams.page, "rejections-senders") == [
+        [month, "0435", "participant:zorggroep-de-linde", "1"]
+    ]
     assert _bars(ams.page, "Afwijzingen per retourcode") == {"0435": 1}
     # the numbers beside the chart say the same, and the chart is drawn (bars have width)
     assert _rows(ams.page, "volume-types") == [["VS01", "1"], ["WMO305", "1"], ["WMO315", "1"]]
