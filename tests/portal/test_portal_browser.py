@@ -460,3 +460,12 @@ def test_no_serious_accessibility_violations(
         assert scan.page.evaluate("document.activeElement.textContent") == "Direct naar de inhoud"
     finally:
         scan.close()
+
+
+def test_a_node_that_does_not_answer_is_named_not_hidden(portal_world: World) -> None:
+    """Last in the module: it stops a node."""
+    portal_world.stop_node(NODE_B)
+    page = portal_world.at_facade("gemeente-amsterdam").get("/portaal/postbus")
+    assert page.status_code == 200
+    assert f"Niet volledig: {NODE_B} niet bereikbaar." in page.text
+    assert "WMO315" in page.text  # what the other node holds is still shown

@@ -37,10 +37,11 @@ class Gathered:
                 return None
             self.answers[outcome.node] = body
             return body
+        code = outcome.response.status_code if outcome.response is not None else None
         self.missing[outcome.node] = {
             "timeout": "gaf niet op tijd antwoord",
             "unavailable": "niet bereikbaar",
-        }.get(outcome.status, outcome.detail or "fout")
+        }.get(outcome.status, f"antwoordde met een fout (HTTP {code})" if code else "gaf een fout")
         return None
 
 
