@@ -26,6 +26,7 @@ operator = OperatorRelease(
         watched_namespaces=namespaces.apply(lambda n: n["nodes"]),
         resources=config.get_object("resources"),
         values=config.get_object("values") or {},
+        release_name=config.get("releaseName") or "knooppunt-operator",
     ),
 )
 
