@@ -104,6 +104,9 @@ class Engine:
         proc = subprocess.run([str(self.bin / "pulumi"), *args], cwd=cwd, env=self.env,
                               capture_output=True, text=True, timeout=timeout)
         result = Result(list(args), proc.returncode, proc.stdout, proc.stderr)
+        with (self.root / "pulumi.log").open("a") as log:  # every command and what it printed
+            log.write(f"\n$ (cd {cwd.relative_to(self.root)} && pulumi {' '.join(args)})\n"
+                      f"{proc.stdout}{proc.stderr}[exit {proc.returncode}]\n")
         if check and proc.returncode != 0:
             raise EngineError(str(result))
         return result
