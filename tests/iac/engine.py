@@ -88,6 +88,7 @@ class Engine:
             "PULUMI_CONFIG_PASSPHRASE": "knooppunt engine test passphrase",
             "PULUMI_SKIP_UPDATE_CHECK": "true",
             "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+            "PULUMI_DISABLE_REGISTRY_RESOLVE": "true",  # no service to ask: all is local
             "PULUMI_PYTHON_CMD": sys.executable,
             "KUBECONFIG": str(kubeconfig),
             "NO_COLOR": "1",
