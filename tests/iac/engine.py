@@ -26,14 +26,18 @@ from tests.iac.harness import REPO
 
 BUILD = REPO / "tools" / "pulumi" / "build.sh"
 KUBERNETES_VERSION = "4.25.0-alpha.1768448096"  # tools/pulumi/build.sh, pyproject's iac extra
-PROJECTS = {"platform": "knooppunt-platform", "operator": "knooppunt-operator",
-            "facade": "knooppunt-facade"}
+PROJECTS = {
+    "platform": "knooppunt-platform",
+    "operator": "knooppunt-operator",
+    "facade": "knooppunt-facade",
+}
 COPIED = ("stacks", "charts", "examples")
 
 
 def bin_dir() -> Path:
-    out = subprocess.run(["bash", str(BUILD), "--bin-dir"], check=True, capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        ["bash", str(BUILD), "--bin-dir"], check=True, capture_output=True, text=True
+    )
     return Path(out.stdout.strip())
 
 
@@ -56,8 +60,10 @@ class Result:
         return json.loads(self.stdout)
 
     def __str__(self) -> str:
-        return (f"pulumi {' '.join(self.args)} -> exit {self.returncode}\n"
-                f"--- stdout\n{self.stdout[-6000:]}\n--- stderr\n{self.stderr[-4000:]}")
+        return (
+            f"pulumi {' '.join(self.args)} -> exit {self.returncode}\n"
+            f"--- stdout\n{self.stdout[-6000:]}\n--- stderr\n{self.stderr[-4000:]}"
+        )
 
 
 class EngineError(AssertionError):
@@ -72,8 +78,11 @@ class Engine:
         self.bin = binaries or bin_dir()
         self.work = root / "work"
         for part in COPIED:
-            shutil.copytree(REPO / part, self.work / part,
-                            ignore=shutil.ignore_patterns("__pycache__", "Pulumi.*.yaml"))
+            shutil.copytree(
+                REPO / part,
+                self.work / part,
+                ignore=shutil.ignore_patterns("__pycache__", "Pulumi.*.yaml"),
+            )
         for project in PROJECTS:  # the repository's stack files are the examples to start from
             for f in (REPO / "stacks" / project).glob("Pulumi.*.yaml"):
                 shutil.copy(f, self.work / "stacks" / project / f"example.{f.name}")
@@ -94,39 +103,77 @@ class Engine:
             "NO_COLOR": "1",
         }
         # The kubernetes provider, installed as a plugin of exactly the version the SDK asks for.
-        self.cli(None, "plugin", "install", "resource", "kubernetes", KUBERNETES_VERSION,
-                 "--file", str(self.bin / "pulumi-resource-kubernetes"))
+        self.cli(
+            None,
+            "plugin",
+            "install",
+            "resource",
+            "kubernetes",
+            KUBERNETES_VERSION,
+            "--file",
+            str(self.bin / "pulumi-resource-kubernetes"),
+        )
 
     # --- running pulumi ---------------------------------------------------------------------
 
-    def cli(self, project: str | None, *args: str, check: bool = True,
-            timeout: float = 900) -> Result:
+    def cli(
+        self, project: str | None, *args: str, check: bool = True, timeout: float = 900
+    ) -> Result:
         cwd = self.project_dir(project) if project else self.root
-        proc = subprocess.run([str(self.bin / "pulumi"), *args], cwd=cwd, env=self.env,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [str(self.bin / "pulumi"), *args],
+            cwd=cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         result = Result(list(args), proc.returncode, proc.stdout, proc.stderr)
         with (self.root / "pulumi.log").open("a") as log:  # every command and what it printed
-            log.write(f"\n$ (cd {cwd.relative_to(self.root)} && pulumi {' '.join(args)})\n"
-                      f"{proc.stdout}{proc.stderr}[exit {proc.returncode}]\n")
+            log.write(
+                f"\n$ (cd {cwd.relative_to(self.root)} && pulumi {' '.join(args)})\n"
+                f"{proc.stdout}{proc.stderr}[exit {proc.returncode}]\n"
+            )
         if check and proc.returncode != 0:
             raise EngineError(str(result))
         return result
 
-    def run(self, project: str, command: str, *args: str, stack: str = "dev",
-            check: bool = True, timeout: float = 900) -> Result:
-        return self.cli(project, command, "--stack", stack, "--non-interactive", *args,
-                        check=check, timeout=timeout)
+    def run(
+        self,
+        project: str,
+        command: str,
+        *args: str,
+        stack: str = "dev",
+        check: bool = True,
+        timeout: float = 900,
+    ) -> Result:
+        return self.cli(
+            project,
+            command,
+            "--stack",
+            stack,
+            "--non-interactive",
+            *args,
+            check=check,
+            timeout=timeout,
+        )
 
-    def init(self, project: str, stack: str = "dev", *,
-             config: Mapping[str, Any] | None = None) -> None:
+    def init(
+        self, project: str, stack: str = "dev", *, config: Mapping[str, Any] | None = None
+    ) -> None:
         """``pulumi stack init`` (passphrase secrets) with the example stack file's config,
         overridden by ``config`` (keys without the project prefix)."""
-        self.cli(project, "stack", "init", stack, "--secrets-provider", "passphrase",
-                 "--non-interactive")
+        self.cli(
+            project, "stack", "init", stack, "--secrets-provider", "passphrase", "--non-interactive"
+        )
         example = yaml.safe_load(
-            (self.project_dir(project) / f"example.Pulumi.{stack}.yaml").read_text())
-        self.set_config(project, {**self._strip(project, example.get("config") or {}),
-                                  **(config or {})}, stack=stack)
+            (self.project_dir(project) / f"example.Pulumi.{stack}.yaml").read_text()
+        )
+        self.set_config(
+            project,
+            {**self._strip(project, example.get("config") or {}), **(config or {})},
+            stack=stack,
+        )
 
     def set_config(self, project: str, config: Mapping[str, Any], stack: str = "dev") -> None:
         """Replace the stack's configuration (keeps what ``stack init`` wrote besides it)."""

@@ -59,8 +59,11 @@ def example(project: str) -> dict[str, Any]:
 
 def platform_config() -> dict[str, Any]:
     config = example("platform")
-    config["namespaces"] = {"operator": NS["operator"], "facade": NS["facade"],
-                            "nodes": [NS["nodes"]]}
+    config["namespaces"] = {
+        "operator": NS["operator"],
+        "facade": NS["facade"],
+        "nodes": [NS["nodes"]],
+    }
     for node in config["pki"]["nodes"]:
         node["namespace"] = NS["nodes"]
     config["network"]["gemeenteClientCidrs"] = {"0363": ["192.0.2.0/26"]}
@@ -80,8 +83,7 @@ def facade_config() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def engine(controlplane: KubeCluster, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[Engine]:
+def engine(controlplane: KubeCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     if not built():
         unavailable(f"the Pulumi engine is not built: run {BUILD.relative_to(REPO)}")
     eng = Engine(tmp_path_factory.mktemp("pulumi-engine"), controlplane.kubeconfig)
@@ -100,8 +102,14 @@ def http(controlplane: KubeCluster) -> Iterator[httpx.Client]:
         yield client
 
 
-def get(http: httpx.Client, cp: KubeCluster, api_version: str, kind: str,
-        namespace: str | None, name: str) -> dict[str, Any] | None:
+def get(
+    http: httpx.Client,
+    cp: KubeCluster,
+    api_version: str,
+    kind: str,
+    namespace: str | None,
+    name: str,
+) -> dict[str, Any] | None:
     r = http.get(cp.resource_path(api_version, kind, namespace, name))
     if r.status_code == 404:
         return None
@@ -110,8 +118,11 @@ def get(http: httpx.Client, cp: KubeCluster, api_version: str, kind: str,
 
 
 def kubernetes_resources(eng: Engine, project: str) -> list[dict[str, Any]]:
-    return [r for r in eng.resources(project)
-            if r["type"].startswith("kubernetes:") and not r["type"].startswith("pulumi:")]
+    return [
+        r
+        for r in eng.resources(project)
+        if r["type"].startswith("kubernetes:") and not r["type"].startswith("pulumi:")
+    ]
 
 
 def kinds(resources: list[dict[str, Any]]) -> Counter[str]:
@@ -121,13 +132,20 @@ def kinds(resources: list[dict[str, Any]]) -> Counter[str]:
 # ------------------------------------------------------------------------- 1. broken config
 
 
-@pytest.mark.parametrize(("setting", "value", "message"), [
-    ("gemeenteClientCidrs", {"9999": ["198.51.100.0/24"]}, "unknown gemeentecode '9999'"),
-    ("facadeClientCidrs", ["10.0.0.0/33"], "'10.0.0.0/33' is not a valid CIDR"),
-])
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("gemeenteClientCidrs", {"9999": ["198.51.100.0/24"]}, "unknown gemeentecode '9999'"),
+        ("facadeClientCidrs", ["10.0.0.0/33"], "'10.0.0.0/33' is not a valid CIDR"),
+    ],
+)
 def test_broken_config_fails_up_before_anything_is_created(
-    engine: Engine, http: httpx.Client, controlplane: KubeCluster,
-    setting: str, value: Any, message: str,
+    engine: Engine,
+    http: httpx.Client,
+    controlplane: KubeCluster,
+    setting: str,
+    value: Any,
+    message: str,
 ) -> None:
     config = platform_config()
     config["network"][setting] = value
@@ -161,8 +179,14 @@ def test_platform_up_then_no_changes(
         live = get(http, controlplane, "v1", "Namespace", None, ns)
         assert live is not None
         assert live["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
-    policy = get(http, controlplane, "networking.k8s.io/v1", "NetworkPolicy", NS["facade"],
-                 "facade-from-gemeente-0363")
+    policy = get(
+        http,
+        controlplane,
+        "networking.k8s.io/v1",
+        "NetworkPolicy",
+        NS["facade"],
+        "facade-from-gemeente-0363",
+    )
     assert policy is not None
     assert policy["spec"]["ingress"][0]["from"] == [{"ipBlock": {"cidr": "192.0.2.0/26"}}]
     secret = get(http, controlplane, "v1", "Secret", NS["facade"], "knooppunt-facade-tls")
@@ -185,7 +209,8 @@ def test_operator_up_reads_the_platform_stack_then_no_changes(
     assert deployment is not None and deployment["spec"]["replicas"] == 2
     CREATED["operator"] = kinds(kubernetes_resources(engine, "operator"))
     CREATED["operator (Helm release)"] = Counter(
-        o["kind"] for o in release_objects(http, controlplane))
+        o["kind"] for o in release_objects(http, controlplane)
+    )
 
 
 def test_facade_up_reads_the_platform_stack_then_no_changes(
@@ -194,8 +219,7 @@ def test_facade_up_reads_the_platform_stack_then_no_changes(
     engine.run("facade", "up", "--yes")
     engine.run("facade", "preview", "--expect-no-changes")
     platform = engine.outputs("platform")
-    deployment = get(http, controlplane, "apps/v1", "Deployment", NS["facade"],
-                     "knooppunt-facade")
+    deployment = get(http, controlplane, "apps/v1", "Deployment", NS["facade"], "knooppunt-facade")
     assert deployment is not None
     assert deployment["status"].get("readyReplicas") == 1  # awaited by the provider
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
@@ -230,24 +254,31 @@ def test_config_change_is_an_update_in_place(
     plan = steps(engine.run("platform", "preview", "--json").json())
     ops = {(urn_type(u), urn_name(u)): op for u, op in plan.items()}
     assert ops == {
-        ("kubernetes:networking.k8s.io/v1:NetworkPolicy",
-         f"network-{NS['facade']}-facade-from-gemeente-0363"): "update",
-        ("kubernetes:networking.k8s.io/v1:NetworkPolicy",
-         f"network-{NS['facade']}-facade-from-gemeente-0599"): "create",
+        (
+            "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+            f"network-{NS['facade']}-facade-from-gemeente-0363",
+        ): "update",
+        (
+            "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+            f"network-{NS['facade']}-facade-from-gemeente-0599",
+        ): "create",
     }, plan
     engine.run("platform", "up", "--yes")
 
     engine.set_config("facade", {**facade_config(), "replicas": 2})
     plan = steps(engine.run("facade", "preview", "--json").json())
     ops = {urn_type(u): op for u, op in plan.items()}
-    assert ops == {"kubernetes:apps/v1:Deployment": "update",
-                   "kubernetes:policy/v1:PodDisruptionBudget": "create"}, plan
+    assert ops == {
+        "kubernetes:apps/v1:Deployment": "update",
+        "kubernetes:policy/v1:PodDisruptionBudget": "create",
+    }, plan
     engine.run("facade", "up", "--yes")
 
     engine.set_config("operator", {**operator_config(), "replicas": 3})
     plan = steps(engine.run("operator", "preview", "--json").json())
     assert {urn_type(u): op for u, op in plan.items()} == {
-        "kubernetes:helm.sh/v3:Release": "update"}, plan
+        "kubernetes:helm.sh/v3:Release": "update"
+    }, plan
     engine.run("operator", "up", "--yes")
 
     for project in ("platform", "operator", "facade"):
@@ -256,7 +287,9 @@ def test_config_change_is_an_update_in_place(
     live = get(http, controlplane, *policy)
     assert live is not None
     assert [p["ipBlock"]["cidr"] for p in live["spec"]["ingress"][0]["from"]] == [
-        "192.0.2.0/26", "192.0.2.64/26"]
+        "192.0.2.0/26",
+        "192.0.2.64/26",
+    ]
     assert (get(http, controlplane, *facade) or {})["spec"]["replicas"] == 2
     assert (get(http, controlplane, *operator) or {})["spec"]["replicas"] == 3
     assert not REPLACING & set(plan.values())
@@ -268,25 +301,41 @@ def test_config_change_is_an_update_in_place(
 def test_refresh_detects_a_change_behind_pulumis_back(
     engine: Engine, http: httpx.Client, controlplane: KubeCluster
 ) -> None:
-    path = controlplane.resource_path("networking.k8s.io/v1", "NetworkPolicy", NS["facade"],
-                                      "facade-from-gemeente-0599")
-    widened = {"spec": {"ingress": [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
-                                     "ports": [{"protocol": "TCP", "port": 8443}]}]}}
-    r = http.patch(path, content=json.dumps(widened),
-                   headers={"Content-Type": "application/merge-patch+json"})
+    path = controlplane.resource_path(
+        "networking.k8s.io/v1", "NetworkPolicy", NS["facade"], "facade-from-gemeente-0599"
+    )
+    widened = {
+        "spec": {
+            "ingress": [
+                {
+                    "from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
+                    "ports": [{"protocol": "TCP", "port": 8443}],
+                }
+            ]
+        }
+    }
+    r = http.patch(
+        path, content=json.dumps(widened), headers={"Content-Type": "application/merge-patch+json"}
+    )
     r.raise_for_status()
 
-    drift = engine.run("platform", "refresh", "--preview-only", "--expect-no-changes",
-                       check=False)
+    drift = engine.run("platform", "refresh", "--preview-only", "--expect-no-changes", check=False)
     assert drift.returncode != 0, drift
     assert "facade-from-gemeente-0599" in drift.output, drift
     engine.run("platform", "refresh", "--yes")
     plan = steps(engine.run("platform", "preview", "--json").json())
     assert {urn_name(u): op for u, op in plan.items()} == {
-        f"network-{NS['facade']}-facade-from-gemeente-0599": "update"}, plan
+        f"network-{NS['facade']}-facade-from-gemeente-0599": "update"
+    }, plan
     engine.run("platform", "up", "--yes")
-    live = get(http, controlplane, "networking.k8s.io/v1", "NetworkPolicy", NS["facade"],
-               "facade-from-gemeente-0599")
+    live = get(
+        http,
+        controlplane,
+        "networking.k8s.io/v1",
+        "NetworkPolicy",
+        NS["facade"],
+        "facade-from-gemeente-0599",
+    )
     assert live is not None
     assert live["spec"]["ingress"][0]["from"] == [{"ipBlock": {"cidr": "198.51.100.0/24"}}]
     engine.run("platform", "preview", "--expect-no-changes")
@@ -298,8 +347,10 @@ def test_refresh_detects_a_change_behind_pulumis_back(
 def release_objects(http: httpx.Client, cp: KubeCluster) -> list[dict[str, Any]]:
     """The objects of the operator's Helm release, from Helm's own record (the release
     Secret: base64, gzip, JSON with the rendered manifest), CRDs and that Secret included."""
-    r = http.get(f"/api/v1/namespaces/{NS['operator']}/secrets",
-                 params={"labelSelector": f"owner=helm,name={RELEASE}"})
+    r = http.get(
+        f"/api/v1/namespaces/{NS['operator']}/secrets",
+        params={"labelSelector": f"owner=helm,name={RELEASE}"},
+    )
     r.raise_for_status()
     latest = max(r.json()["items"], key=lambda s: int(s["metadata"]["labels"]["version"]))
     blob = base64.b64decode(base64.b64decode(latest["data"]["release"]))
@@ -318,7 +369,9 @@ def release_objects(http: httpx.Client, cp: KubeCluster) -> list[dict[str, Any]]
 
 
 def test_destroy_leaves_nothing_of_theirs(
-    engine: Engine, http: httpx.Client, controlplane: KubeCluster,
+    engine: Engine,
+    http: httpx.Client,
+    controlplane: KubeCluster,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     made: list[tuple[str, str, str | None, str]] = []
@@ -334,8 +387,9 @@ def test_destroy_leaves_nothing_of_theirs(
         if o["kind"] == "CustomResourceDefinition":
             crds.append(o["metadata"]["name"])
         else:
-            made.append((o["apiVersion"], o["kind"], o["metadata"].get("namespace"),
-                         o["metadata"]["name"]))
+            made.append(
+                (o["apiVersion"], o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"])
+            )
     assert len(made) > 20
 
     for project in ("facade", "operator", "platform"):
@@ -350,4 +404,3 @@ def test_destroy_leaves_nothing_of_theirs(
         print(f"\nobjects destroyed: {len(made)}; kept by Helm's policy: CRDs {sorted(crds)}")
         for project, counts in CREATED.items():
             print(f"  {project}: " + ", ".join(f"{k} {n}" for k, n in sorted(counts.items())))
-
