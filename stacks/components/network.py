@@ -121,6 +121,11 @@ def check_cidr(key: str, cidr: str) -> str:
 def check_gemeenten(gemeenten: Mapping[str, str]) -> Mapping[str, str]:
     """gemeentecode (four digits, CBS) → name; codes and names unique."""
     for code in gemeenten:
+        if not isinstance(code, str):
+            raise ValueError(
+                f"gemeenten: gemeentecode {code!r} is a number, not text: quote it in the stack "
+                "config ('0599'; a number loses its leading zero)"
+            )
         if not GEMEENTECODE.fullmatch(code):
             raise ValueError(f"gemeenten: {code!r} is not a gemeentecode (four digits)")
     names = list(gemeenten.values())
@@ -291,6 +296,12 @@ def policies(args: NetworkPoliciesArgs) -> list[tuple[str, str, Spec]]:
     return out
 
 
+# A policy edited behind Pulumi's back (``kubectl edit``: another field manager now owns its
+# rules) is put back by the next ``pulumi up``: the declared policy wins, the provider forces
+# its server-side apply instead of stopping at the field conflict.
+PATCH_FORCE = {"pulumi.com/patchForce": "true"}
+
+
 class NetworkPolicies(pulumi.ComponentResource):
     """The policies of :func:`policies` as NetworkPolicy objects."""
 
@@ -309,6 +320,7 @@ class NetworkPolicies(pulumi.ComponentResource):
                     name=policy,
                     namespace=args.namespace_inputs.get(ns, ns),
                     labels=meta_labels,
+                    annotations=PATCH_FORCE,
                 ),
                 spec=cast(Any, spec),  # Kubernetes field names, as in a manifest
                 opts=pulumi.ResourceOptions(parent=self),

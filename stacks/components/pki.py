@@ -58,6 +58,11 @@ class LeafSpec:
     def __post_init__(self) -> None:
         if self.usage not in USES:
             raise ValueError(f"certificate usage must be one of {USES}: {self.usage!r}")
+        if self.oin is not None and not isinstance(self.oin, str):
+            raise ValueError(
+                f"an OIN is text of 20 digits, not the number {self.oin!r}: quote it in the "
+                "stack config (a number loses its leading zeros)"
+            )
         if self.oin is not None and not (len(self.oin) == 20 and self.oin.isdigit()):
             raise ValueError(f"an OIN has 20 digits: {self.oin!r}")
 

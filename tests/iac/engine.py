@@ -99,6 +99,8 @@ class Engine:
             "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
             "PULUMI_DISABLE_REGISTRY_RESOLVE": "true",  # no service to ask: all is local
             "PULUMI_PYTHON_CMD": sys.executable,
+            # The kubernetes provider is the plugin installed below, not the binary on $PATH.
+            "PULUMI_IGNORE_AMBIENT_PLUGINS": "true",
             "KUBECONFIG": str(kubeconfig),
             "NO_COLOR": "1",
         }
@@ -181,7 +183,7 @@ class Engine:
         doc = yaml.safe_load(path.read_text()) if path.exists() else {}
         doc = doc or {}
         doc["config"] = {f"{PROJECTS[project]}:{k}": v for k, v in config.items()}
-        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        path.write_text(yaml.dump(doc, Dumper=_QuotingDumper, sort_keys=False))
 
     def config(self, project: str, stack: str = "dev") -> dict[str, Any]:
         doc = yaml.safe_load((self.project_dir(project) / f"Pulumi.{stack}.yaml").read_text())
@@ -206,9 +208,22 @@ class Engine:
         return {k.removeprefix(prefix): v for k, v in config.items()}
 
 
+class _QuotingDumper(yaml.SafeDumper):
+    """Quotes every string: PyYAML (YAML 1.1) writes ``0599`` or an OIN bare, and Pulumi
+    (YAML 1.2) reads them back as numbers, without their leading zeros."""
+
+
+_QuotingDumper.add_representer(
+    str, lambda dumper, value: dumper.represent_scalar("tag:yaml.org,2002:str", value, style="'")
+)
+
+
 def steps(preview: Mapping[str, Any]) -> dict[str, str]:
-    """``pulumi preview --json``: URN → the step's op, for every step that is not a 'same'."""
-    return {s["urn"]: s["op"] for s in preview.get("steps") or [] if s.get("op") != "same"}
+    """``pulumi preview --json``: URN → the step's op, for every step that changes something
+    (not a 'same', nor the 'read' of a StackReference, which every run does)."""
+    return {
+        s["urn"]: s["op"] for s in preview.get("steps") or [] if s.get("op") not in ("same", "read")
+    }
 
 
 def urn_name(urn: str) -> str:

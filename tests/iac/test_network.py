@@ -148,3 +148,6 @@ def test_invalid_cidrs_and_unknown_gemeenten_are_refused(
 def test_gemeentecodes_have_four_digits() -> None:
     with pytest.raises(ValueError, match="'363' is not a gemeentecode"):
         network.check_gemeenten({"363": "gemeente-amsterdam"})
+    # An unquoted 0599 in the stack's YAML reaches the program as the number 599.
+    with pytest.raises(ValueError, match="gemeentecode 599 is a number, not text: quote it"):
+        network.check_gemeenten({599: "gemeente-rotterdam"})  # type: ignore[dict-item]

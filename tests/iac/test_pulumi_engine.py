@@ -46,7 +46,7 @@ pytestmark = [
 
 SFX = uuid.uuid4().hex[:5]
 NS = {"operator": f"kp{SFX}-system", "facade": f"kp{SFX}-facade", "nodes": f"kp{SFX}-nodes"}
-RELEASE = f"kp{SFX}-operator"
+RELEASE = f"knooppunt-operator-{SFX}"  # contains the chart name: objects named exactly so
 REPLACING = {"replace", "create-replacement", "delete-replaced", "delete"}
 CREATED: dict[str, Counter[str]] = {}  # project → kind → count (reported at the end)
 

@@ -76,6 +76,12 @@ def test_every_allow_names_its_peers_and_ports(platform: Run) -> None:
             assert rule.get("ports"), f"{policy['metadata']['name']} allows every port"
 
 
+def test_a_policy_changed_by_hand_is_put_back_by_the_next_up(platform: Run) -> None:
+    # The provider forces its server-side apply over another field manager's edit.
+    for policy in k8s(platform, "NetworkPolicy"):
+        assert policy["metadata"]["annotations"] == {"pulumi.com/patchForce": "true"}
+
+
 def test_production_opens_no_address_to_the_whole_internet(runs: dict[Any, Run]) -> None:
     for policy in k8s(runs[("platform", "prod")], "NetworkPolicy"):
         text = repr(policy["spec"])
@@ -313,3 +319,5 @@ def test_production_bundle_must_exist_and_hold_ca_certificates(tmp_path: Path) -
         )
     with pytest.raises(ValueError, match="20 digits"):
         pki.LeafSpec("a", "x", "a", ("a",), oin="123")
+    with pytest.raises(ValueError, match="not the number 1999000000100: quote it"):
+        pki.LeafSpec("a", "x", "a", ("a",), oin=1999000000100)  # type: ignore[arg-type]
