@@ -71,6 +71,34 @@ def test_image_runs_read_only_as_non_root_without_build_tools(
     assert out[3] == "ro 30"  # EROFS: the root filesystem is read-only
 
 
+def test_node_image_carries_the_portals_css(images: podman.Images) -> None:
+    """The façade (the node image's `knooppunt facade`) serves the vendored NL Design System
+    CSS from the image: the files of tools/portal-assets/build.sh, found by the setting."""
+    script = (
+        "import os\n"
+        "from node_runtime.facade.config import FacadeSettings\n"
+        "assets = FacadeSettings(resources=[]).portal_assets\n"
+        "print(assets)\n"
+        "print(sorted(os.listdir(assets / 'css')))\n"
+        "print(os.path.getsize(assets / 'css' / 'components.css') > 10000)\n"
+    )
+    out = podman.podman(
+        "run",
+        "--rm",
+        "--read-only",
+        *podman.ulimit_args(),
+        images.node_runtime,
+        "python3",
+        "-c",
+        script,
+    ).stdout.splitlines()
+    assert out == [
+        "/opt/knooppunt/share/portal",
+        "['components.css', 'theme.css']",
+        "True",
+    ]
+
+
 def _private_copy(src: Path, dst: Path) -> None:
     shutil.copy(src, dst)
     os.chown(dst, UID, UID)

@@ -10,7 +10,8 @@
 # (e.g. docker.io/library/python:3.11-slim-bookworm, the Containerfile's default).
 #
 # Cached by content: each image carries the label nl.knooppunt.content=<hash of the sources,
-# Containerfile, base image and wheelhouse>; an image with the same label is not rebuilt.
+# Containerfile, base image, wheelhouse and portal CSS>; an image with the same label is not
+# rebuilt. The node-runtime image carries the portal's CSS (tools/portal-assets/build.sh).
 #
 # Usage:
 #   tools/images/build.sh            build what is missing; print "<reference> <size>" per image
@@ -84,13 +85,17 @@ if [[ ! -f "$wheels_ctx/COMPLETE" ]]; then
     echo "build.sh: wheelhouse ready in $((SECONDS - t0))s ($(ls "$wheels_ctx/wheels" | wc -l) wheels)" >&2
 fi
 
-# --- content key: the files the Containerfile copies, the Containerfile, base, wheelhouse
+# --- the gemeente portal's CSS (npm ci against its lock file; cached by the lock's hash)
+portal_ctx="$(bash "$root/tools/portal-assets/build.sh")"
+
+# --- content key: the files the Containerfile copies, the Containerfile, base, wheelhouse,
+# the portal's CSS (its directory is named after its lock file's hash)
 content="$( {
     cd "$root"
     git ls-files -z --cached --others --exclude-standard -- pyproject.toml README.md \
         node_runtime operator tools/images \
         | sort -z | xargs -0 sha256sum
-    echo "base=$base_id wheels=$wheels_key version=$version"
+    echo "base=$base_id wheels=$wheels_key version=$version portal=$(basename "$portal_ctx")"
 } | sha256sum | cut -c1-16)"
 revision="$(git -C "$root" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
 
@@ -107,6 +112,7 @@ for target in "${TARGETS[@]}"; do
         "${PODMAN[@]}" build "${ULIMITS[@]}" --quiet=false --layers \
             --file "$here/Containerfile" --target "$target" \
             --build-context "wheels=$wheels_ctx" \
+            --build-context "portal=$portal_ctx" \
             --build-arg "BASE=$base" --build-arg "VERSION=$version" \
             --build-arg "REVISION=$revision" \
             --label "nl.knooppunt.content=$content" \

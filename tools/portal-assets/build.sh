@@ -30,7 +30,18 @@ case "${1:-build}" in
     *) echo "usage: $0 [--path|--check]" >&2; exit 2 ;;
 esac
 if built; then echo "$out"; exit 0; fi
-command -v npm >/dev/null || { echo "build.sh: npm is required" >&2; exit 1; }
+if ! command -v npm >/dev/null; then
+  # npm from Debian's packages (as root, or with password-less sudo)
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo -n"; else
+      echo "build.sh: npm is required: apt-get install -y --no-install-recommends npm" >&2
+      exit 1
+    fi
+  fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm >&2
+fi
 
 mkdir -p "$out"
 exec 9>"$out/.lock"
