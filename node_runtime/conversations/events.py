@@ -28,20 +28,30 @@ log = logging.getLogger("knooppunt.conversations")
 
 
 def overdue_event(
-    node: str, namespace: str, labels: Labels, count: int, *, now: datetime
+    node: str,
+    namespace: str,
+    labels: Labels,
+    count: int,
+    *,
+    now: datetime,
+    uid: str | None = None,
 ) -> dict[str, Any]:
+    """The Event; with the Knooppunt's ``uid`` (kubectl describe selects events by uid)."""
     connector, conversation, gemeente, sender, _state = labels
     stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    involved: dict[str, Any] = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Knooppunt",
+        "name": node,
+        "namespace": namespace,
+    }
+    if uid:
+        involved["uid"] = uid
     return {
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {"generateName": f"{node}.conversation-overdue.", "namespace": namespace},
-        "involvedObject": {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "Knooppunt",
-            "name": node,
-            "namespace": namespace,
-        },
+        "involvedObject": involved,
         "reason": "ConversationOverdue",
         "type": "Warning",
         "message": f"{count} item(s) of conversation {conversation} ({connector}) overdue "
@@ -58,10 +68,13 @@ def overdue_event(
 class EventSink:
     """Posts an Event for every label set whose overdue count went up."""
 
-    def __init__(self, access: ApiAccess, namespace: str, node: str) -> None:
+    def __init__(
+        self, access: ApiAccess, namespace: str, node: str, *, uid: str | None = None
+    ) -> None:
         self.access = access
         self.namespace = namespace
         self.node = node
+        self.uid = uid
 
     def __call__(self, previous: dict[Labels, int], current: dict[Labels, int]) -> None:
         grown = {k: v for k, v in current.items() if v > previous.get(k, 0)}
@@ -77,7 +90,9 @@ class EventSink:
             async with ApiClient(configuration) as api:
                 core = CoreV1Api(api)
                 for labels, count in sorted(grown.items()):
-                    event = overdue_event(self.node, self.namespace, labels, count, now=now)
+                    event = overdue_event(
+                        self.node, self.namespace, labels, count, now=now, uid=self.uid
+                    )
                     try:
                         await core.create_namespaced_event(  # the JSON form is accepted
                             self.namespace, cast(Any, event), _request_timeout=10

@@ -218,7 +218,7 @@ def build_node(
         shadow=ShadowRunner(
             store=store,
             registry=metrics.registry,
-            config_map_root=settings.config_map_root,
+            config_map_root=settings.shadow_config_map_root,
             origin=lambda name: loader().origin_of("SectorConnector", name),
         ),
     )
@@ -237,7 +237,9 @@ def build_node(
     )
     shadow_status: StatusWriter | None = None
     if watch is not None and settings.namespace:  # on a cluster: Events on the Knooppunt
-        monitor.on_overdue.append(EventSink(watch.access, settings.namespace, settings.node))
+        monitor.on_overdue.append(
+            EventSink(watch.access, settings.namespace, settings.node, uid=settings.node_uid)
+        )
         runner = intake.shadow
         assert runner is not None
         shadow_status = StatusWriter(
@@ -246,6 +248,7 @@ def build_node(
             settings.node,
             reports=lambda: runner.snapshot(holder.current),
             connectors=lambda: sorted(holder.current.connectors),
+            interval=settings.shadow_status_interval,
         )
     node = Node(
         settings,

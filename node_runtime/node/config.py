@@ -13,6 +13,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KNOOPPUNT_", env_nested_delimiter="__")
 
     node: str = Field(description="Name of the Knooppunt resource this runtime serves.")
+    node_uid: str | None = Field(
+        default=None,
+        description="uid of the Knooppunt resource (on a cluster, set by the operator): the "
+        "node's Events name it, so `kubectl describe knooppunt` shows them.",
+    )
     resources: list[Path] = Field(description="Resource files or directories (YAML).")
     data_dir: Path = Path(".knooppunt/data")
     database_url: str | None = Field(
@@ -94,6 +99,17 @@ class Settings(BaseSettings):
         "export OpenTelemetry spans of requests, intake steps and deliveries. Off when unset.",
     )
     config_map_root: Path = Path("/etc/knooppunt/bundles")
+    shadow_config_map_root: Path = Field(
+        default=Path("/etc/knooppunt/shadow-bundles"),
+        description="Where the bundles of shadow releases from a ConfigMap are mounted, one "
+        "directory per connector (the operator mounts them there).",
+    )
+    shadow_status_interval: float = Field(
+        default=30.0,
+        ge=0.1,
+        description="Seconds between writes of the shadow report into the SectorConnector's "
+        "status (on a cluster; only a changed report is written).",
+    )
     reload_interval: float = Field(default=2.0, ge=0.1)
     log_signing_key: Path | None = Field(
         default=None,

@@ -19,9 +19,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter
 
 from node_runtime.messages.compiled import CompiledConnector, ConnectorCache
-from node_runtime.model.connector import SectorConnector
 from node_runtime.shadow.differences import Difference, compare
 from node_runtime.shadow.evaluation import evaluate_message
+from node_runtime.shadow.release import shadow_resource
 from node_runtime.state.node_state import NodeState
 from node_runtime.store import shadow as shadow_store
 from node_runtime.store.sql import SqlStore
@@ -29,24 +29,6 @@ from node_runtime.store.sql import SqlStore
 log = logging.getLogger("knooppunt.shadow")
 
 MAX_EXAMPLES = 10
-
-
-def shadow_resource(live: SectorConnector) -> SectorConnector | None:
-    """The connector as its shadow release describes it: the shadow's standard version,
-    bundle, namespaces (over the live ones) and message types; everything else as live."""
-    shadow = live.spec.shadow
-    if shadow is None:
-        return None
-    spec = live.spec.model_copy(
-        update={
-            "standard_version": shadow.standard_version,
-            "bundle": shadow.bundle,
-            "namespaces": {**live.spec.namespaces, **shadow.namespaces},
-            "messages": shadow.messages,
-            "shadow": None,
-        }
-    )
-    return live.model_copy(update={"spec": spec})
 
 
 def example(diff: Difference) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """On a cluster every node writes its shadow report into the SectorConnector's status
 (`status.shadow.<node>`), so `kubectl get sectorconnector -o yaml` shows what the next release
 would do. A JSON merge patch touches only the node's own entry; the operator's conditions and
-revisions stay as they are. An entry is removed when its connector no longer has a shadow."""
+revisions stay as they are. An entry is removed when its connector no longer has a shadow
+(also by a pod that starts after the promotion: it removes its predecessor's entry once)."""
 
 from __future__ import annotations
 
@@ -60,9 +61,9 @@ class StatusWriter:
                         if report is None
                         else {k: v for k, v in report.items() if v is not None}
                     )
-                    if connector not in self._written and content is None:
-                        self._written[connector] = None  # nothing of ours to remove, we assume
-                    if self._written.get(connector, "unset") == content:
+                    # Unknown until written once: a pod started after a promotion (the shadow
+                    # gone) removes the entry its predecessor left (a null is a no-op there).
+                    if connector in self._written and self._written[connector] == content:
                         continue
                     entry = (
                         None
@@ -83,7 +84,16 @@ class StatusWriter:
                             _content_type="application/merge-patch+json",
                             _request_timeout=10,
                         )
-                    except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
+                    except ApiException as exc:
+                        if content is None and exc.status == 404:
+                            self._written[connector] = None  # no connector: nothing to remove
+                            continue
+                        log.warning(
+                            "could not write the shadow report to the SectorConnector",
+                            extra={"connector": connector, "status": exc.status},
+                        )
+                        continue
+                    except (aiohttp.ClientError, TimeoutError) as exc:
                         log.warning(
                             "could not write the shadow report to the SectorConnector",
                             extra={"connector": connector, "status": getattr(exc, "status", None)},

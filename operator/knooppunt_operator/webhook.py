@@ -5,7 +5,9 @@ the resource must satisfy the typed model, its schemas and stylesheets must comp
 conversion must compile and every purpose's fields must exist in the conversion output
 (``node_runtime.messages.compiled.compile_connector`` does exactly what the runtime will
 do), and a change of content must come with a new ``spec.revision`` (revisions are
-immutable; nodes pin them). Each problem is reported as one precise sentence.
+immutable; nodes pin them). A shadow release (``spec.shadow``) is compiled the same way, as
+the runtime will compile it, so a shadow that could only report a compile error never
+reaches a node. Each problem is reported as one precise sentence.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from pydantic import ValidationError
 
 from knooppunt_operator.builders.revisions import bundle_key_problem, bundle_path
 from node_runtime.messages.compiled import ConnectorCompileError, compile_connector
-from node_runtime.model.connector import SectorConnector
+from node_runtime.model.connector import BundleSource, SectorConnector
+from node_runtime.shadow.release import shadow_resource
 
 
 def model_problems(exc: ValidationError) -> list[str]:
@@ -57,45 +60,64 @@ def _compile(connector: SectorConnector, files: Mapping[str, bytes] | None) -> s
     return None
 
 
+def _bundle_problems(
+    where: str, bundle: BundleSource, config_map: Mapping[str, Any] | None, connector: str
+) -> tuple[list[str], dict[str, bytes] | None]:
+    """Problems with a bundle source on a cluster, and its files when from a ConfigMap."""
+    if bundle.path:
+        return [
+            f"{where}.path: a bundle path is for local mode only; on a cluster use builtin "
+            "or configMap"
+        ], None
+    if not bundle.config_map:
+        return [], None
+    if config_map is None:
+        return [
+            f"{where}.configMap: ConfigMap {bundle.config_map!r} not found in the "
+            f"namespace of connector {connector}"
+        ], None
+    bad = [p for key in _keys(config_map) if (p := bundle_key_problem(key))]
+    if bad:
+        return [f"{where}.configMap: {p}" for p in bad], None
+    return [], bundle_files(config_map)
+
+
 def validate_connector(
     body: Mapping[str, Any],
     *,
     old: Mapping[str, Any] | None = None,
     config_map: Mapping[str, Any] | None = None,
+    shadow_config_map: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Problems that make the connector unusable on a cluster; empty when it is fine.
 
     ``config_map`` is the bundle ConfigMap named by ``spec.bundle.configMap`` (``None`` when
-    it does not exist); ``old`` is the stored object on an update.
+    it does not exist), ``shadow_config_map`` the one named by
+    ``spec.shadow.bundle.configMap``; ``old`` is the stored object on an update.
     """
     try:
         connector = SectorConnector.model_validate(body)
     except ValidationError as exc:
         return model_problems(exc)
     name = connector.name
-    bundle = connector.spec.bundle
-    if bundle.path:
-        return [
-            "spec.bundle.path: a bundle path is for local mode only; on a cluster use builtin "
-            "or configMap"
-        ]
-    files: dict[str, bytes] | None = None
-    if bundle.config_map:
-        if config_map is None:
-            return [
-                f"spec.bundle.configMap: ConfigMap {bundle.config_map!r} not found in the "
-                f"namespace of connector {name}"
-            ]
-        bad = [p for key in _keys(config_map) if (p := bundle_key_problem(key))]
-        if bad:
-            return [f"spec.bundle.configMap: {p}" for p in bad]
-        files = bundle_files(config_map)
-    problems: list[str] = []
+    problems, files = _bundle_problems("spec.bundle", connector.spec.bundle, config_map, name)
+    if problems:
+        return problems
     if old is not None:
         problems += revision_problems(old, body)
     compiled = _compile(connector, files)
     if compiled is not None:
         problems.append(compiled)
+    shadow = shadow_resource(connector)
+    if shadow is not None:
+        shadow_problems, shadow_files = _bundle_problems(
+            "spec.shadow.bundle", shadow.spec.bundle, shadow_config_map, name
+        )
+        if not shadow_problems:
+            shadow_compiled = _compile(shadow, shadow_files)
+            if shadow_compiled is not None:
+                shadow_problems.append(f"spec.shadow: {shadow_compiled}")
+        problems += shadow_problems
     return problems
 
 

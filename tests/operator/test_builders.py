@@ -215,6 +215,7 @@ def test_pod_template_and_deployment_postgresql(config: OperatorConfig) -> None:
                     "command": ["knooppunt", "serve"],
                     "env": [
                         {"name": "KNOOPPUNT_NODE", "value": "kp"},
+                        {"name": "KNOOPPUNT_NODE_UID", "value": "uid-kp"},
                         {
                             "name": "KNOOPPUNT_NAMESPACE",
                             "valueFrom": {
@@ -240,6 +241,10 @@ def test_pod_template_and_deployment_postgresql(config: OperatorConfig) -> None:
                             "value": "/etc/knooppunt/pseudonym/key",
                         },
                         {"name": "KNOOPPUNT_CONFIG_MAP_ROOT", "value": "/etc/knooppunt/bundles"},
+                        {
+                            "name": "KNOOPPUNT_SHADOW_CONFIG_MAP_ROOT",
+                            "value": "/etc/knooppunt/shadow-bundles",
+                        },
                         {
                             "name": "KNOOPPUNT_DATABASE_URL",
                             "valueFrom": {"secretKeyRef": {"name": "pg", "key": "dsn"}},
@@ -609,6 +614,101 @@ def test_connector_revision_and_bundle_snapshot() -> None:
     )
     assert parsed.standard_version == "2.1"
     assert revisions.same_content(parsed, connector)
+
+
+def test_a_shadow_bundle_is_snapshotted_recorded_and_mounted_beside_the_live_one(
+    config: OperatorConfig,
+) -> None:
+    """spec.shadow.bundle.configMap travels as the live bundle does: an immutable snapshot per
+    revision, named in the ControllerRevision, mounted under /etc/knooppunt/shadow-bundles."""
+    spec = {
+        **CONNECTOR_DOC["spec"],  # type: ignore[dict-item]
+        "shadow": {
+            "standardVersion": "2.2",
+            "bundle": {"configMap": "iwmo-2-2-bundle"},
+            "messages": [],
+        },
+    }
+    connector = {
+        **CONNECTOR_DOC,
+        "metadata": {"name": "iwmo-2-1", "namespace": NS, "uid": "uid-c"},
+        "spec": spec,
+    }
+    assert revisions.shadow_bundle_config_map_name(connector) == "iwmo-2-2-bundle"
+    assert revisions.shadow_bundle_config_map_name(CONNECTOR_DOC) is None
+    source = {"data": {"wmo305.xsd": "<xs:schema/>", "retour__wmo306.xsl": "<xsl/>"}}
+    snapshot = revisions.bundle_snapshot(connector, source, shadow=True)
+    assert snapshot["metadata"]["name"] == "iwmo-2-1-shadow-bundle-r2"
+    assert snapshot["immutable"] is True and snapshot["data"] == source["data"]
+    assert snapshot["metadata"]["labels"]["knooppunt.nl/revision"] == "2"
+    record = revisions.controller_revision(
+        connector,
+        bundle_config_map="iwmo-2-1-bundle-r2",
+        bundle_keys=("wmo305.xsd",),
+        shadow_bundle_config_map="iwmo-2-1-shadow-bundle-r2",
+        shadow_bundle_keys=revisions.bundle_keys_of(source),
+    )
+    assert record["data"]["shadowBundle"] == {
+        "configMap": "iwmo-2-1-shadow-bundle-r2",
+        "keys": ["retour__wmo306.xsl", "wmo305.xsd"],
+    }
+    parsed = revisions.parse_controller_revision(json.loads(json.dumps(record)))
+    assert parsed.shadow_bundle_config_map == "iwmo-2-1-shadow-bundle-r2"
+    assert parsed.shadow_bundle_keys == ("retour__wmo306.xsl", "wmo305.xsd")
+
+    template = node.pod_template(
+        make_kp(),
+        config_hash="h",
+        connectors=[parsed],
+        tls_secret="kp-tls",
+        tls_managed=True,
+        config=config,
+    )
+    spec_ = template["spec"]
+    assert spec_["volumes"][-2:] == [
+        {
+            "name": "bundle-f54ef6afa0",
+            "configMap": {
+                "name": "iwmo-2-1-bundle-r2",
+                "items": [{"key": "wmo305.xsd", "path": "wmo305.xsd"}],
+            },
+        },
+        {
+            "name": "shadow-bundle-f54ef6afa0",
+            "configMap": {
+                "name": "iwmo-2-1-shadow-bundle-r2",
+                "items": [
+                    {"key": "retour__wmo306.xsl", "path": "retour/wmo306.xsl"},
+                    {"key": "wmo305.xsd", "path": "wmo305.xsd"},
+                ],
+            },
+        },
+    ]
+    container = spec_["containers"][0]
+    assert container["volumeMounts"][-2:] == [
+        {
+            "name": "bundle-f54ef6afa0",
+            "mountPath": "/etc/knooppunt/bundles/iwmo-2-1",
+            "readOnly": True,
+        },
+        {
+            "name": "shadow-bundle-f54ef6afa0",
+            "mountPath": "/etc/knooppunt/shadow-bundles/iwmo-2-1",
+            "readOnly": True,
+        },
+    ]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KNOOPPUNT_SHADOW_CONFIG_MAP_ROOT"] == "/etc/knooppunt/shadow-bundles"
+    # promoted (no shadow in the revision): no shadow volume, and the template changes
+    promoted = node.pod_template(
+        make_kp(),
+        config_hash="h",
+        connectors=[REVISION],
+        tls_secret="kp-tls",
+        tls_managed=True,
+        config=config,
+    )
+    assert not [v for v in promoted["spec"]["volumes"] if v["name"].startswith("shadow-")]
 
 
 def test_bundle_keys_map_to_paths_inside_the_bundle() -> None:

@@ -113,3 +113,38 @@ def test_a_change_needs_a_new_revision(connector: dict[str, Any]) -> None:
     relabelled = copy.deepcopy(connector)
     relabelled["metadata"]["labels"]["team"] = "zorg"
     assert webhook.validate_connector(relabelled, old=connector) == []
+
+
+def test_a_shadow_release_is_checked_as_the_runtime_will_compile_it(
+    connector: dict[str, Any],
+) -> None:
+    """The shadow's bundle must exist and its schemas, rules and mapping compile; a problem
+    names spec.shadow, and the live part is judged on its own."""
+    messages = copy.deepcopy(connector["spec"]["messages"])
+    connector["spec"]["shadow"] = {
+        "standardVersion": "2.2-concept",
+        "bundle": {"configMap": "iwmo-2-2-bundle"},
+        "messages": messages,
+    }
+    config_map = bundle_config_map()
+    assert webhook.validate_connector(connector, shadow_config_map=config_map) == []
+    assert webhook.validate_connector(connector, shadow_config_map=None) == [
+        "spec.shadow.bundle.configMap: ConfigMap 'iwmo-2-2-bundle' not found in the namespace "
+        "of connector iwmo-2-1"
+    ]
+    escaping = copy.deepcopy(config_map)
+    escaping["data"]["..__evil.xsd"] = "<x/>"
+    assert webhook.validate_connector(connector, shadow_config_map=escaping) == [
+        "spec.shadow.bundle.configMap: bundle key '..__evil.xsd' does not map to a path inside "
+        "the bundle"
+    ]
+    messages[1]["schema"] = "wmo305-v3.xsd"
+    [problem] = webhook.validate_connector(connector, shadow_config_map=config_map)
+    assert problem.startswith(
+        "spec.shadow: connector iwmo-2-1 message WMO305: schema 'wmo305-v3.xsd' does not compile"
+    )
+    connector["spec"]["shadow"]["bundle"] = {"path": "next"}
+    assert webhook.validate_connector(connector) == [
+        "spec.shadow.bundle.path: a bundle path is for local mode only; on a cluster use builtin "
+        "or configMap"
+    ]

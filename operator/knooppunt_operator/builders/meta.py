@@ -76,6 +76,10 @@ def bundle_snapshot_name(connector: str, revision: int) -> str:
     return f"{connector}-bundle-r{revision}"
 
 
+def shadow_bundle_snapshot_name(connector: str, revision: int) -> str:
+    return f"{connector}-shadow-bundle-r{revision}"
+
+
 def selector_labels(node: str) -> dict[str, str]:
     """Labels selecting a node's pods (immutable in the Deployment selector)."""
     return {"app.kubernetes.io/name": "knooppunt", "app.kubernetes.io/instance": node}

@@ -3,7 +3,8 @@
 The runtime contract (what the pod is told and where it finds things) lives here, in one
 place: ``knooppunt serve`` configured by ``KNOOPPUNT_*`` variables, the resources ConfigMap
 mounted at ``/etc/knooppunt/resources``, TLS material at ``/etc/knooppunt/tls``, connector
-bundles at ``/etc/knooppunt/bundles/<connector>/``, data at ``/var/lib/knooppunt``.
+bundles at ``/etc/knooppunt/bundles/<connector>/`` (a shadow release's bundle at
+``/etc/knooppunt/shadow-bundles/<connector>/``), data at ``/var/lib/knooppunt``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ TLS_DIR = "/etc/knooppunt/tls"
 ISSUERS_KEY = "issuers.json"
 PSEUDONYM_DIR = "/etc/knooppunt/pseudonym"
 BUNDLES_DIR = "/etc/knooppunt/bundles"
+SHADOW_BUNDLES_DIR = "/etc/knooppunt/shadow-bundles"
 DATA_DIR = "/var/lib/knooppunt"
 CONTAINER = "knooppunt"
 
@@ -193,6 +195,8 @@ def otlp_endpoint(kp: Knooppunt, config: OperatorConfig) -> str | None:
 def _env(kp: Knooppunt, *, tls_managed: bool, otlp: str | None) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": "KNOOPPUNT_NODE", "value": kp.name},
+        # the Knooppunt's uid: the node's Events name it, so `kubectl describe` finds them
+        {"name": "KNOOPPUNT_NODE_UID", "value": kp.metadata.uid or ""},
         {
             "name": "KNOOPPUNT_NAMESPACE",
             "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}},
@@ -215,6 +219,7 @@ def _env(kp: Knooppunt, *, tls_managed: bool, otlp: str | None) -> list[dict[str
     env += [
         {"name": "KNOOPPUNT_PSEUDONYM_KEY_FILE", "value": f"{PSEUDONYM_DIR}/key"},
         {"name": "KNOOPPUNT_CONFIG_MAP_ROOT", "value": BUNDLES_DIR},
+        {"name": "KNOOPPUNT_SHADOW_CONFIG_MAP_ROOT", "value": SHADOW_BUNDLES_DIR},
     ]
     dsn = kp.spec.storage.postgresql_dsn_secret
     if not sqlite(kp) and dsn is not None:
@@ -230,8 +235,24 @@ def _env(kp: Knooppunt, *, tls_managed: bool, otlp: str | None) -> list[dict[str
     return env
 
 
-def _bundle_volume(rev: ConnectorRevision) -> str:
-    return "bundle-" + hashlib.sha256(rev.name.encode()).hexdigest()[:10]
+def _bundle_volume(rev: ConnectorRevision, *, shadow: bool = False) -> str:
+    prefix = "shadow-bundle-" if shadow else "bundle-"
+    return prefix + hashlib.sha256(rev.name.encode()).hexdigest()[:10]
+
+
+def _bundle_mount(
+    volume: str, config_map: str, keys: Sequence[str], mount_path: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    return (
+        {
+            "name": volume,
+            "configMap": {
+                "name": config_map,
+                "items": [{"key": key, "path": bundle_path(key)} for key in keys],
+            },
+        },
+        {"name": volume, "mountPath": mount_path, "readOnly": True},
+    )
 
 
 def _volumes(
@@ -257,19 +278,28 @@ def _volumes(
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - the pod's own scratch volume
     ]
     for rev in sorted(connectors, key=lambda r: r.name):
-        if rev.bundle_config_map is None:
-            continue
-        volume = _bundle_volume(rev)
-        volumes.append(
-            {
-                "name": volume,
-                "configMap": {
-                    "name": rev.bundle_config_map,
-                    "items": [{"key": key, "path": bundle_path(key)} for key in rev.bundle_keys],
-                },
-            }
-        )
-        mounts.append({"name": volume, "mountPath": f"{BUNDLES_DIR}/{rev.name}", "readOnly": True})
+        bundles = []
+        if rev.bundle_config_map is not None:
+            bundles.append(
+                _bundle_mount(
+                    _bundle_volume(rev),
+                    rev.bundle_config_map,
+                    rev.bundle_keys,
+                    f"{BUNDLES_DIR}/{rev.name}",
+                )
+            )
+        if rev.shadow_bundle_config_map is not None:  # the shadow travels with its revision
+            bundles.append(
+                _bundle_mount(
+                    _bundle_volume(rev, shadow=True),
+                    rev.shadow_bundle_config_map,
+                    rev.shadow_bundle_keys,
+                    f"{SHADOW_BUNDLES_DIR}/{rev.name}",
+                )
+            )
+        for volume, mount in bundles:
+            volumes.append(volume)
+            mounts.append(mount)
     return volumes, mounts
 
 

@@ -4,7 +4,9 @@ A revision is recorded as an ``apps/v1`` ControllerRevision ``<connector>-r<N>``
 mechanism StatefulSets use for their history) holding the connector resource exactly as it
 was at revision N. A connector whose bundle comes from a ConfigMap also gets an immutable
 copy of that ConfigMap, ``<connector>-bundle-r<N>``, so editing the source ConfigMap never
-changes what a running node serves: nodes pin revisions, and promotion is explicit.
+changes what a running node serves: nodes pin revisions, and promotion is explicit. A shadow
+release (``spec.shadow``) whose bundle comes from a ConfigMap travels the same way, as
+``<connector>-shadow-bundle-r<N>``: the shadow is part of the revision.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class ConnectorRevision:
     document: dict[str, Any] = field(compare=False)
     bundle_config_map: str | None = None
     bundle_keys: tuple[str, ...] = ()
+    shadow_bundle_config_map: str | None = None
+    shadow_bundle_keys: tuple[str, ...] = ()
 
     @property
     def standard_version(self) -> str | None:
@@ -63,11 +67,20 @@ def connector_document(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def shadow_bundle_config_map_name(connector: Mapping[str, Any]) -> str | None:
+    """The source ConfigMap of the shadow release's bundle, if it comes from one."""
+    shadow = (connector.get("spec") or {}).get("shadow") or {}
+    name = (shadow.get("bundle") or {}).get("configMap")
+    return str(name) if name else None
+
+
 def controller_revision(
     connector: Mapping[str, Any],
     *,
     bundle_config_map: str | None = None,
     bundle_keys: tuple[str, ...] = (),
+    shadow_bundle_config_map: str | None = None,
+    shadow_bundle_keys: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The ControllerRevision recording the connector's current revision."""
     cmeta = connector["metadata"]
@@ -75,6 +88,11 @@ def controller_revision(
     data: dict[str, Any] = {"connector": connector_document(connector)}
     if bundle_config_map is not None:
         data["bundle"] = {"configMap": bundle_config_map, "keys": list(bundle_keys)}
+    if shadow_bundle_config_map is not None:
+        data["shadowBundle"] = {
+            "configMap": shadow_bundle_config_map,
+            "keys": list(shadow_bundle_keys),
+        }
     return {
         "apiVersion": "apps/v1",
         "kind": "ControllerRevision",
@@ -94,15 +112,23 @@ def controller_revision(
     }
 
 
-def bundle_snapshot(connector: Mapping[str, Any], source: Mapping[str, Any]) -> dict[str, Any]:
-    """An immutable copy of the connector's bundle ConfigMap for its current revision."""
+def bundle_snapshot(
+    connector: Mapping[str, Any], source: Mapping[str, Any], *, shadow: bool = False
+) -> dict[str, Any]:
+    """An immutable copy of the connector's bundle ConfigMap (or, with ``shadow``, of its
+    shadow release's bundle ConfigMap) for its current revision."""
     cmeta = connector["metadata"]
     revision = int((connector.get("spec") or {}).get("revision", 1))
+    name = (
+        meta.shadow_bundle_snapshot_name(cmeta["name"], revision)
+        if shadow
+        else meta.bundle_snapshot_name(cmeta["name"], revision)
+    )
     body: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": meta.object_meta(
-            meta.bundle_snapshot_name(cmeta["name"], revision),
+            name,
             cmeta.get("namespace"),
             owner=connector,
             labels={
@@ -128,12 +154,15 @@ def parse_controller_revision(obj: Mapping[str, Any]) -> ConnectorRevision:
     data = obj.get("data") or {}
     document = dict(data["connector"])
     bundle = data.get("bundle") or {}
+    shadow_bundle = data.get("shadowBundle") or {}
     return ConnectorRevision(
         name=document["metadata"]["name"],
         revision=int(obj["revision"]),
         document=document,
         bundle_config_map=bundle.get("configMap"),
         bundle_keys=tuple(bundle.get("keys") or ()),
+        shadow_bundle_config_map=shadow_bundle.get("configMap"),
+        shadow_bundle_keys=tuple(shadow_bundle.get("keys") or ()),
     )
 
 

@@ -30,13 +30,27 @@ async def bundle_config_map(
     return await ctx.client.get(kube.CONFIG_MAP, namespace, name)
 
 
+async def shadow_bundle_config_map(
+    ctx: Context, namespace: str, body: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    name = revisions.shadow_bundle_config_map_name(body)
+    if not name:
+        return None
+    return await ctx.client.get(kube.CONFIG_MAP, namespace, name)
+
+
 async def validate(
     ctx: Context, namespace: str, body: Mapping[str, Any], *, old: Mapping[str, Any] | None = None
 ) -> list[str]:
-    """The admission check, with the bundle ConfigMap read from the API server."""
+    """The admission check, with the bundle ConfigMaps read from the API server."""
     config_map = await bundle_config_map(ctx, namespace, body)
+    shadow_config_map = await shadow_bundle_config_map(ctx, namespace, body)
     problems = await asyncio.to_thread(
-        webhook.validate_connector, body, old=old, config_map=config_map
+        webhook.validate_connector,
+        body,
+        old=old,
+        config_map=config_map,
+        shadow_config_map=shadow_config_map,
     )
     if problems:
         name = str((body.get("metadata") or {}).get("name"))
@@ -78,7 +92,13 @@ async def reconcile(
     spec = body.get("spec") or {}
     revision = int(spec.get("revision", 1))
     config_map = await bundle_config_map(ctx, namespace, body)
-    problems = await asyncio.to_thread(webhook.validate_connector, body, config_map=config_map)
+    shadow_config_map = await shadow_bundle_config_map(ctx, namespace, body)
+    problems = await asyncio.to_thread(
+        webhook.validate_connector,
+        body,
+        config_map=config_map,
+        shadow_config_map=shadow_config_map,
+    )
     recorded = await knooppunt.recorded_revisions(ctx, namespace, name)
     reason = "Invalid"
     new_revision = False
@@ -99,8 +119,19 @@ async def reconcile(
                 snapshot_name = snapshot["metadata"]["name"]
                 keys = revisions.bundle_keys_of(config_map)
                 objects.append(snapshot)
+            shadow_name: str | None = None
+            shadow_keys: tuple[str, ...] = ()
+            if shadow_config_map is not None:  # the shadow's bundle travels the same way
+                shadow_snapshot = revisions.bundle_snapshot(body, shadow_config_map, shadow=True)
+                shadow_name = shadow_snapshot["metadata"]["name"]
+                shadow_keys = revisions.bundle_keys_of(shadow_config_map)
+                objects.append(shadow_snapshot)
             record = revisions.controller_revision(
-                body, bundle_config_map=snapshot_name, bundle_keys=keys
+                body,
+                bundle_config_map=snapshot_name,
+                bundle_keys=keys,
+                shadow_bundle_config_map=shadow_name,
+                shadow_bundle_keys=shadow_keys,
             )
             objects.append(record)
             await ctx.apply_all(body, objects)
@@ -126,6 +157,7 @@ async def reconcile(
             [
                 ObjectRef(kube.CONTROLLER_REVISION, namespace, meta.revision_name(name, old)),
                 ObjectRef(kube.CONFIG_MAP, namespace, meta.bundle_snapshot_name(name, old)),
+                ObjectRef(kube.CONFIG_MAP, namespace, meta.shadow_bundle_snapshot_name(name, old)),
             ],
         )
         del recorded[old]
