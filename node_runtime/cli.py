@@ -109,6 +109,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from node_runtime.messages.compiled import ConnectorCache, ConnectorCompileError
     from node_runtime.model.loading import ResourceError, load_paths
+    from node_runtime.shadow.release import shadow_resource
     from node_runtime.state.node_state import StateError, build_state
 
     try:
@@ -120,12 +121,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 f"Knooppunt {name}: {len(state.connectors)} connector(s), "
                 f"{len(state.gemeenten_by_code)} gemeente(n)"
             )
+        shadow_cache = ConnectorCache(config_map_root=Path(args.shadow_config_map_root))
         for name, connector in sorted(resources.connectors.items()):
-            compiled = cache.get(connector, resources.origin_of("SectorConnector", name))
+            origin = resources.origin_of("SectorConnector", name)
+            compiled = cache.get(connector, origin)
             print(
                 f"SectorConnector {name} r{compiled.revision}: "
                 f"{', '.join(compiled.messages)}; purposes {', '.join(compiled.purposes)}"
             )
+            shadow = shadow_resource(connector)
+            if shadow is not None:  # compiled as the shadow worker will compile it
+                try:
+                    shadowed = shadow_cache.get(shadow, origin)
+                except ConnectorCompileError as exc:
+                    raise ConnectorCompileError(f"shadow: {exc}") from exc
+                print(f"  shadow {shadow.spec.standard_version}: {', '.join(shadowed.messages)}")
     except (ResourceError, ConnectorCompileError, StateError) as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         return 1
@@ -180,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check resources and compile connectors")
     validate.add_argument("-f", "--file", action="append", required=True)
     validate.add_argument("--config-map-root", default="/etc/knooppunt/bundles")
+    validate.add_argument("--shadow-config-map-root", default="/etc/knooppunt/shadow-bundles")
     validate.set_defaults(func=cmd_validate)
 
     from node_runtime.facade.cli import add_facade_command

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import subprocess
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import yaml
 
 from node_runtime.security.pki.store import DevPki
 from node_runtime.security.tls.contexts import client_context
@@ -68,6 +70,35 @@ def test_validate_reports_broken_resources(tmp_path: Path) -> None:
         check=False,
     )
     assert failed.returncode == 1 and "missing.xsd" in failed.stderr
+    # a shadow release is compiled too, as the shadow worker will compile it
+    doc = yaml.safe_load((EXAMPLES / "connector.yaml").read_text())
+    messages = copy.deepcopy(doc["spec"]["messages"])
+    doc["spec"]["shadow"] = {
+        "standardVersion": "2.2",
+        "bundle": {"builtin": "iwmo-2.1"},
+        "messages": messages,
+    }
+    shadowed = tmp_path / "shadowed.yaml"
+    shadowed.write_text(yaml.safe_dump(doc))
+    ok = subprocess.run(
+        [*KNOOPPUNT, "validate", "-f", str(shadowed)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ok.returncode == 0 and "shadow 2.2: WMO301" in ok.stdout, ok.stderr
+    messages[1]["schema"] = "next-missing.xsd"
+    shadowed.write_text(yaml.safe_dump(doc))
+    failed = subprocess.run(
+        [*KNOOPPUNT, "validate", "-f", str(shadowed)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert failed.returncode == 1 and "shadow: " in failed.stderr
+    assert "next-missing.xsd" in failed.stderr
 
 
 def test_serve_takes_its_settings_from_the_environment(tmp_path: Path, dev_pki: DevPki) -> None:

@@ -5,7 +5,9 @@ mounts it into the node's pod → the node, started from exactly what its pod wo
 pods do not run; tests/operator/podview.py) and with only its own service account, evaluates
 the live traffic off the request path and writes the differences into the SectorConnector's
 status → promotion is an edit of the SectorConnector, and the existing rollbacks (a pin, and
-the automatic one after a failed rollout) still work after it.
+the automatic one after a failed rollout) still work after it. On the way, the other two
+parts of issue 17 as the pod runs them: its processing-log checkpoint is signed with the key of
+its mounted TLS Secret, and an overdue conversation's Event carries the Knooppunt's uid.
 
 The traffic and the expected report are those of the local-mode test (tests/shadow/
 test_shadow.py): one tightened rule, one renamed field; the live answers are byte for byte
@@ -31,6 +33,7 @@ from knooppunt_operator import kube
 from knooppunt_operator.builders import meta
 
 from node_runtime.api.server import RunningNode, start_in_thread
+from node_runtime.conversations.events import EventSink
 from node_runtime.ledger import checkpoints
 from node_runtime.node.config import Settings
 from node_runtime.security.pki.store import DevPki
@@ -248,6 +251,11 @@ async def test_a_shadow_revision_reaches_the_pod_reports_its_differences_and_is_
         entry = await cluster.eventually(reported, timeout=30, what="status.shadow.<node>")
         with client(node, dev_pki, ADMIN_CERT) as admin:
             metrics = (await asyncio.to_thread(admin.get, "/metrics")).text
+        # an overdue conversation becomes an Event `kubectl describe knooppunt` finds (it
+        # selects by uid), posted with the node's own account
+        sink = next(h for h in node.node.conversations.on_overdue if isinstance(h, EventSink))
+        labels = (CONNECTOR, "verzoek-om-toewijzing", "0363", "98000023", "overdue")
+        await asyncio.to_thread(sink, {}, {labels: 2})
         with client(node, dev_pki, "gemeente-amsterdam") as amsterdam:
             checkpoint = await asyncio.to_thread(
                 amsterdam.post, "/api/v1/gemeenten/0363/processing-log/checkpoint"
@@ -296,6 +304,18 @@ async def test_a_shadow_revision_reaches_the_pod_reports_its_differences_and_is_
     )
     signer = checkpoints.verify(signed, trust=trust)
     assert signer == x509.load_pem_x509_certificates(dev_pki.server.chain.read_bytes())[0]
+
+    uid = (await cluster.must_get(kube.KNOOPPUNT, NODE))["metadata"]["uid"]
+    assert pod.view.env["KNOOPPUNT_NODE_UID"] == uid
+    selector = f"involvedObject.kind=Knooppunt,involvedObject.name={NODE},involvedObject.uid={uid}"
+    with controlplane.client() as http:
+        found = http.get(
+            f"/api/v1/namespaces/{cluster.namespace}/events", params={"fieldSelector": selector}
+        ).json()["items"]
+    assert [e["message"] for e in found if e["reason"] == "ConversationOverdue"] == [
+        f"2 item(s) of conversation verzoek-om-toewijzing ({CONNECTOR}) overdue for gemeente "
+        "0363, opened by 98000023"
+    ]
 
     # live answers: byte for byte those of a local node without a shadow
     with monkeypatch.context() as patched:
