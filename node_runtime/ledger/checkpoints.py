@@ -17,6 +17,8 @@ trusts for the node; an old checkpoint stays verifiable after the certificate is
 from __future__ import annotations
 
 import base64
+import logging
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +30,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from node_runtime.ledger import leaves, merkle
+
+log = logging.getLogger("knooppunt.ledger")
 
 ECDSA = "ecdsa-sha256"
 RSA = "rsa-pkcs1-sha256"
@@ -88,33 +92,70 @@ def note_body(origin: str, tree_size: int, root_hash: bytes, issued_at: datetime
 
 
 class Signer:
-    """The node's signing key and certificate chain (PEM files from the node's PKI)."""
+    """The node's signing key and certificate chain (PEM files from the node's PKI).
+
+    The files are read again before each signature: on a cluster the operator renews the
+    node's certificate in its mounted TLS Secret (and the kubelet swaps key and chain
+    together), so a long-running pod signs with the renewed key instead of one whose
+    certificate expires. A pair that does not load keeps the previous one (logged).
+    """
 
     def __init__(self, key_path: Path, chain_path: Path) -> None:
-        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        self.key_path = key_path
+        self.chain_path = chain_path
+        self._lock = threading.Lock()
+        self._load(key_path.read_bytes(), chain_path.read_text())
+
+    def _load(self, key_pem: bytes, chain_pem: str) -> None:
+        key = serialization.load_pem_private_key(key_pem, password=None)
         if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
             raise CheckpointError(f"unsupported signing key type {type(key).__name__}")
-        self.key = key
-        self.chain_pem = chain_path.read_text()
-        chain = x509.load_pem_x509_certificates(self.chain_pem.encode())
+        chain = x509.load_pem_x509_certificates(chain_pem.encode())
         raw = serialization.PublicFormat.SubjectPublicKeyInfo
         if chain[0].public_key().public_bytes(
             serialization.Encoding.DER, raw
         ) != key.public_key().public_bytes(serialization.Encoding.DER, raw):
             raise CheckpointError("the signing key does not belong to the first certificate")
+        self.key = key
+        self.chain_pem = chain_pem
         self.algorithm = ECDSA if isinstance(key, ec.EllipticCurvePrivateKey) else RSA
+        self._source = (key_pem, chain_pem)
+
+    def refresh(self) -> bool:
+        """Take up a renewed key and certificate; True when they changed and loaded."""
+        try:
+            source = (self.key_path.read_bytes(), self.chain_path.read_text())
+        except OSError as exc:
+            log.warning(
+                "checkpoint signing key unreadable; keeping the loaded one",
+                extra={"error": str(exc)},
+            )
+            return False
+        if source == self._source:
+            return False
+        try:
+            self._load(*source)
+        except (ValueError, CheckpointError) as exc:
+            log.warning(
+                "renewed checkpoint signing key not usable; keeping the loaded one",
+                extra={"error": str(exc)},
+            )
+            return False
+        log.info("checkpoint signing key renewed")
+        return True
 
     def sign(
         self, origin: str, tree_size: int, root_hash: bytes, issued_at: datetime
     ) -> Checkpoint:
         body = note_body(origin, tree_size, root_hash, issued_at)
-        if isinstance(self.key, ec.EllipticCurvePrivateKey):
-            signature = self.key.sign(body, ec.ECDSA(hashes.SHA256()))
+        with self._lock:
+            self.refresh()
+            key, algorithm, chain_pem = self.key, self.algorithm, self.chain_pem
+        if isinstance(key, ec.EllipticCurvePrivateKey):
+            signature = key.sign(body, ec.ECDSA(hashes.SHA256()))
         else:
-            signature = self.key.sign(body, padding.PKCS1v15(), hashes.SHA256())
-        return Checkpoint(
-            origin, tree_size, root_hash, issued_at, self.algorithm, signature, self.chain_pem
-        )
+            signature = key.sign(body, padding.PKCS1v15(), hashes.SHA256())
+        return Checkpoint(origin, tree_size, root_hash, issued_at, algorithm, signature, chain_pem)
 
 
 def verify(
