@@ -394,10 +394,17 @@ class KubeCluster:
         self, api_version: str, kind: str, namespace: str | None = None, name: str | None = None
     ) -> str:
         """REST path for a kind, found through API discovery (cached)."""
-        resources = self._discovery(api_version)
-        for res in resources:
-            if res["kind"] == kind and "/" not in res["name"]:
+        for attempt in range(50):
+            resources = self._discovery(api_version)
+            found = [r for r in resources if r["kind"] == kind and "/" not in r["name"]]
+            if found:
+                res = found[0]
                 break
+            # Cached before this kind's CRD was established (another test installed the CRDs
+            # and applied at once): ask again, and give a CRD just applied a moment.
+            self._discovery_cache.pop(api_version, None)
+            if attempt:
+                time.sleep(0.1)
         else:
             raise KeyError(f"{kind} not served in {api_version}")
         base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"

@@ -8,7 +8,9 @@ from __future__ import annotations
 import copy
 import itertools
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -86,6 +88,13 @@ def traffic() -> list[tuple[str, bytes]]:
     ]
 
 
+def numbered(counter: Iterator[int]) -> SimpleNamespace:
+    """The intake's `secrets` with numbered retour ids: the same traffic gets the same
+    answers on every node. Only the intake's name is replaced (tracing, delivery and the
+    shadow worker keep the real module, so their background use cannot shift the numbers)."""
+    return SimpleNamespace(token_hex=lambda n=6: f"{next(counter):0{2 * n}X}")
+
+
 def run(
     tmp: Path,
     pki: DevPki,
@@ -93,9 +102,7 @@ def run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> tuple[list[tuple[int, bytes]], dict[str, Any], str]:
     counter = itertools.count(1)
-    monkeypatch.setattr(
-        "node_runtime.pipeline.intake.secrets.token_hex", lambda n=6: f"{next(counter):0{2 * n}X}"
-    )
+    monkeypatch.setattr("node_runtime.pipeline.intake.secrets", numbered(counter))
     node = start_in_thread(node_settings(resource_dir, tmp / f"data-{resource_dir.name}", pki))
     try:
         answers = []

@@ -165,10 +165,7 @@ def send_traffic(
     counter = itertools.count(1)
     answers = []
     with monkeypatch.context() as patched:
-        patched.setattr(
-            "node_runtime.pipeline.intake.secrets.token_hex",
-            lambda n=6: f"{next(counter):0{2 * n}X}",
-        )
+        patched.setattr("node_runtime.pipeline.intake.secrets", local.numbered(counter))
         for sender, body in local.traffic():
             with client(node, pki, sender) as c:
                 r = c.post(local.URL, content=body, headers=local.XML)
