@@ -125,12 +125,23 @@ for target in "${TARGETS[@]}"; do
     fi
     if [[ -n "$save_dir" ]]; then
         archive="$cache_root/images/archives/$target-$content.tar"
+        mkdir -p "$(dirname "$archive")"
+        # Other worktrees' archives (other content) may be in use by a test session that is
+        # about to import them: only those unused for an hour go.
+        find "$(dirname "$archive")" -maxdepth 1 -name "$target-*.tar" ! -name "${archive##*/}" \
+            -mmin +60 -delete
         if [[ ! -f "$archive" ]]; then
-            mkdir -p "$(dirname "$archive")"
-            rm -f "$(dirname "$archive")/$target-"*.tar
+            # The tag is shared by every worktree: make sure it named the same image throughout.
+            before="$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$ref")"
             "${PODMAN[@]}" save --quiet --format docker-archive -o "$archive.tmp" "$ref"
+            if [[ "$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$ref")" != "$before" ]]; then
+                rm -f "$archive.tmp"
+                echo "build.sh: $ref was retagged by another build meanwhile; run again" >&2
+                exit 1
+            fi
             mv "$archive.tmp" "$archive"
         fi
+        touch "$archive"
         ln -sf "$archive" "$save_dir/$target.tar"
     fi
     size="$("${PODMAN[@]}" image inspect --format '{{.Size}}' "$ref")"
