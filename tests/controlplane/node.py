@@ -202,6 +202,26 @@ class WorkerNode:
             out.append(f"----- {p.name} ({state}) {p.log} -----\n{_tail(p.log, lines)}")
         return "\n".join(out)
 
+    def pod_logs(self, namespace: str | None = None, lines: int = 40) -> str:
+        """The tail of every container log the kubelet wrote (of one namespace), newest
+        restart last: what ``kubectl logs`` would show, read from the node's disk."""
+        root = self.state / "pod-logs"
+        out = []
+        pattern = f"{namespace}_*" if namespace else "*"
+        for pod in sorted(root.glob(pattern)) if root.is_dir() else []:
+            for log in sorted(
+                pod.glob("*/*.log"), key=lambda p: (p.parent.name, p.stat().st_mtime)
+            ):
+                out.append(
+                    f"----- {pod.name}/{log.parent.name}/{log.name} -----\n{_tail(log, lines)}"
+                )
+        return "\n".join(out) or f"(no container logs under {root})"
+
+    def pod_volume(self, pod_uid: str, plugin: str, volume: str) -> Path:
+        """Where the kubelet materialised a pod's volume on this node, e.g.
+        ``pod_volume(uid, "kubernetes.io~secret", "tls")``: the files the container sees."""
+        return self.state / "kubelet" / "pods" / pod_uid / "volumes" / plugin / volume
+
     def crictl_pods(self) -> list[dict[str, Any]]:
         out = self._ctr("--namespace", "k8s.io", "containers", "list", "--quiet")
         return [{"id": line} for line in out.stdout.split()]

@@ -31,6 +31,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -97,8 +98,19 @@ def _pdeathsig() -> object:
 class PostgresServer:
     """One private PostgreSQL server; see the module docstring."""
 
-    def __init__(self, bin_dir: Path, *, start_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        bin_dir: Path,
+        *,
+        start_timeout: float = 60.0,
+        extra_listen: Sequence[str] = (),
+        allow_networks: Sequence[str] = (),
+    ) -> None:
+        """``extra_listen``: addresses to listen on besides 127.0.0.1; ``allow_networks``:
+        CIDRs whose clients may log in (scram-sha-256), e.g. a test node's pods."""
         self.bin_dir = Path(bin_dir)
+        self.extra_listen = list(extra_listen)
+        self.allow_networks = list(allow_networks)
         self.start_timeout = start_timeout
         self.root: Path | None = None
         self.port = 0
@@ -243,6 +255,10 @@ class PostgresServer:
                 + result.stdout.decode(errors="replace")
                 + result.stderr.decode(errors="replace")
             )
+        if self.allow_networks:
+            with (self.data_dir / "pg_hba.conf").open("a") as hba:
+                for net in self.allow_networks:
+                    hba.write(f"host all all {net} scram-sha-256\n")
 
     def _start_server(self) -> None:
         last_error = ""
@@ -258,7 +274,7 @@ class PostgresServer:
                         "-c",
                         f"port={self.port}",
                         "-c",
-                        "listen_addresses=127.0.0.1",
+                        f"listen_addresses={','.join(['127.0.0.1', *self.extra_listen])}",
                         "-c",
                         f"unix_socket_directories={self.socket_dir}",
                         "-c",

@@ -19,8 +19,9 @@ from knooppunt_operator import kube
 
 from tests.controlplane.cluster import ControlPlane
 from tests.controlplane.fixtures import AUDIT_POLICY, controlplane_bin_dir, in_ci
-from tests.controlplane.node import WorkerNode
+from tests.controlplane.node import POD_NETWORK, WorkerNode
 from tests.images import podman
+from tests.postgresql.server import INSTALL_HINT, PostgresServer, find_bin_dir
 
 HERE = Path(__file__).resolve().parent
 NODE_BUILD = HERE.parent / "controlplane" / "build_node.sh"
@@ -89,10 +90,33 @@ def realpods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealPods]:
         cp.stop()
 
 
+@pytest.fixture(scope="session")
+def realpods_postgresql(realpods: RealPods) -> Iterator[PostgresServer]:
+    """A PostgreSQL server on the host that the node's pods reach at the host's address (the
+    one the API server advertises): it listens there too, and its pg_hba.conf lets the pod
+    network (and the host address, should a packet be masqueraded) log in with a password."""
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        _unavailable(f"PostgreSQL is missing: run {INSTALL_HINT}")
+    assert bin_dir is not None
+    server = PostgresServer(
+        bin_dir,
+        extra_listen=[realpods.node.ip],
+        allow_networks=[str(POD_NETWORK), f"{realpods.node.ip}/32"],
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if "realpods" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.realpods)
+        if "realpods_postgresql" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgresql)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -102,4 +126,5 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
         rp = item.funcargs.get("realpods") if hasattr(item, "funcargs") else None
         if isinstance(rp, RealPods):
             report.sections.append(("worker node logs", rp.node.format_logs(40)))
+            report.sections.append(("container logs", rp.node.pod_logs(lines=60)))
     return report

@@ -22,6 +22,7 @@ from node_runtime.security.pki.development import organisations
 from node_runtime.security.pki.store import DevPki, ensure_dev_pki
 from node_runtime.security.tls.contexts import client_context
 from tests.operator.harness import Cluster, fast_config, running_operator
+from tests.postgresql.server import PostgresServer
 from tests.realpods.conftest import RealPods
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,35 +97,47 @@ def sqlite_volume(rp: RealPods, ns: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def apply_example(rp: RealPods, ns: str, pki: DevPki, **knooppunt_spec: Any) -> None:
-    """The example's YAML as a platform team applies it, with the node's server certificate
-    in a Secret the Knooppunt names."""
-    rp.cp.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "kubernetes.io/tls",
-            "metadata": {"name": TLS_SECRET, "namespace": ns},
-            "data": {
-                "tls.crt": b64(pki.server.chain),
-                "tls.key": b64(pki.server.key),
-                "ca.crt": b64(pki.ca_bundle),
-                "crl.pem": b64(pki.crl),
-            },
-        }
-    )
+def apply_example(
+    rp: RealPods,
+    ns: str,
+    pki: DevPki,
+    *,
+    provided_tls: bool = True,
+    gemeenten: Mapping[str, Mapping[str, Any]] | None = None,
+    **knooppunt_spec: Any,
+) -> None:
+    """The example's YAML as a platform team applies it. ``provided_tls``: the node's server
+    certificate (``pki``'s) in a Secret the Knooppunt names; otherwise the operator's own CA
+    issues it. ``gemeenten``: spec fields to change per Gemeente name."""
+    if provided_tls:
+        rp.cp.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "kubernetes.io/tls",
+                "metadata": {"name": TLS_SECRET, "namespace": ns},
+                "data": {
+                    "tls.crt": b64(pki.server.chain),
+                    "tls.key": b64(pki.server.key),
+                    "ca.crt": b64(pki.ca_bundle),
+                    "crl.pem": b64(pki.crl),
+                },
+            }
+        )
     for name in ("connector.yaml", "gemeenten.yaml"):
         for doc in documents(name):
             doc["metadata"]["namespace"] = ns
+            doc["spec"].update((gemeenten or {}).get(doc["metadata"]["name"], {}))
             rp.cp.apply(doc)
-    apply_knooppunt(rp, ns, **knooppunt_spec)
+    apply_knooppunt(rp, ns, provided_tls=provided_tls, **knooppunt_spec)
 
 
-def apply_knooppunt(rp: RealPods, ns: str, **spec: Any) -> None:
+def apply_knooppunt(rp: RealPods, ns: str, *, provided_tls: bool = True, **spec: Any) -> None:
     kp = copy.deepcopy(documents("knooppunt.yaml")[0])
     kp["metadata"]["namespace"] = ns
     kp["spec"]["image"] = rp.images.node_runtime
-    kp["spec"].setdefault("security", {})["tlsSecret"] = TLS_SECRET
+    if provided_tls:
+        kp["spec"].setdefault("security", {})["tlsSecret"] = TLS_SECRET
     kp["spec"].update(spec)
     rp.cp.apply(kp)
 
@@ -166,10 +179,17 @@ class Parties:
     """httpx clients with the example organisations' certificates, to one address."""
 
     def __init__(
-        self, pki: DevPki, address: str, port: int = 8443, *, server_trust: Path | None = None
+        self,
+        pki: DevPki,
+        address: str,
+        port: int = 8443,
+        *,
+        server_trust: Path | None = None,
+        server_name: str = SERVER_NAME,
     ) -> None:
         self.pki, self.base = pki, f"https://{address}:{port}"
         self.server_trust = server_trust or pki.ca_bundle
+        self.server_name = server_name
         self.clients: list[httpx.Client] = []
 
     def __call__(self, name: str) -> httpx.Client:
@@ -185,11 +205,54 @@ class Parties:
         self.clients.append(client)
         return client
 
-    @staticmethod
-    def _sni(request: httpx.Request) -> None:
+    def _sni(self, request: httpx.Request) -> None:
         # The pod is reached by IP; its certificate names the node: verify against that name.
-        request.extensions["sni_hostname"] = SERVER_NAME
+        request.extensions["sni_hostname"] = self.server_name
 
     def close(self) -> None:
         for c in self.clients:
             c.close()
+
+
+DSN_SECRET = f"{NODE}-database"
+
+
+@contextlib.contextmanager
+def postgresql_node(
+    rp: RealPods, pg: PostgresServer, ns: str, pki: DevPki, **spec: Any
+) -> Iterator[str]:
+    """The example node with two replicas on a fresh PostgreSQL database (its URL in a Secret,
+    with the host's address the pods reach); yields the URL the test process uses."""
+    name = f"rp_{uuid.uuid4().hex[:10]}"
+    url = pg.create_database(name)
+    pod_url = url.replace("@127.0.0.1:", f"@{rp.node.ip}:")
+    try:
+        rp.cp.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": DSN_SECRET, "namespace": ns},
+                "stringData": {"url": pod_url},
+            }
+        )
+        storage = {
+            "backend": "postgresql",
+            "postgresqlDsnSecret": {"name": DSN_SECRET, "key": "url"},
+        }
+        apply_example(rp, ns, pki, **{"replicas": 2, "storage": storage, **spec})
+        yield url
+    finally:
+        pg.drop_database(name)
+
+
+def ready_pods(rp: RealPods, ns: str, n: int) -> list[dict[str, Any]]:
+    """Exactly ``n`` running, ready pods of the node (none terminating), else empty."""
+    now = pods(rp, ns)
+    return now if len(now) == n and all(ready(p) for p in now) else []
+
+
+def service_address(rp: RealPods, ns: str) -> tuple[str, int]:
+    with rp.cp.client() as http:
+        svc = http.get(f"/api/v1/namespaces/{ns}/services/{NODE}").json()
+    port = next(p["port"] for p in svc["spec"]["ports"] if p["name"] == "https")
+    return svc["spec"]["clusterIP"], port
