@@ -391,6 +391,23 @@ def test_destroy_leaves_nothing_of_theirs(
                 (o["apiVersion"], o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"])
             )
     assert len(made) > 20
+    # every kind the three stacks create is in the list checked below
+    kinds_made = Counter(kind for _, kind, _, _ in made)
+    assert set(kinds_made) >= {
+        "Namespace",
+        "NetworkPolicy",
+        "ConfigMap",
+        "Secret",
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+        "Ingress",
+        "PodDisruptionBudget",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    }, kinds_made
 
     for project in ("facade", "operator", "platform"):
         engine.run(project, "destroy", "--yes")
@@ -400,6 +417,18 @@ def test_destroy_leaves_nothing_of_theirs(
     assert left == [], f"left behind: {left}"
     # Helm never deletes the CRDs of a chart's crds/ (that would delete every Knooppunt and
     # Gemeente in the cluster): they stay, deliberately, as with `helm uninstall`.
+    assert sorted(crds) == [
+        "gemeenten.knooppunt.nl",
+        "knooppunten.knooppunt.nl",
+        "sectorconnectors.knooppunt.nl",
+    ]
+    for crd in crds:
+        assert (
+            get(
+                http, controlplane, "apiextensions.k8s.io/v1", "CustomResourceDefinition", None, crd
+            )
+            is not None
+        )
     with capsys.disabled():
         print(f"\nobjects destroyed: {len(made)}; kept by Helm's policy: CRDs {sorted(crds)}")
         for project, counts in CREATED.items():
