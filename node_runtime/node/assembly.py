@@ -35,6 +35,7 @@ from node_runtime.shadow.runner import ShadowRunner
 from node_runtime.shadow.status import StatusWriter
 from node_runtime.state.kubernetes_source import GemeenteWatch, from_kubeconfig, in_cluster
 from node_runtime.state.node_state import NodeState, build_state
+from node_runtime.store import database_tls
 from node_runtime.store.outbox import Outbox
 from node_runtime.store.records import DeliveryRecord
 from node_runtime.store.sql import SqlStore, now, sqlite_url
@@ -181,7 +182,9 @@ def build_node(
         on_error=on_error,
     )
     if store is None and settings.database_url:
-        store = SqlStore(settings.database_url)
+        connect_args = settings.database_tls().connect_args(settings.database_url)
+        log.info("PostgreSQL connection TLS", extra={"tls": database_tls.describe(connect_args)})
+        store = SqlStore(settings.database_url, connect_args=connect_args)
     elif store is None:
         database = settings.sqlite_path(holder.current.knooppunt.spec.storage.sqlite_path)
         database.parent.mkdir(parents=True, exist_ok=True)

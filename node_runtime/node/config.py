@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from node_runtime.store.database_tls import DatabaseTls, SslMode
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KNOOPPUNT_", env_nested_delimiter="__")
@@ -22,6 +24,23 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".knooppunt/data")
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default: SQLite file in data_dir."
+    )
+    database_ca: Path | None = Field(
+        default=None,
+        description="PostgreSQL: PEM bundle of the CAs that sign the server certificate; "
+        "with it the connection is TLS with sslmode verify-full (server verified against the "
+        "CA and its host name).",
+    )
+    database_sslmode: SslMode | None = Field(
+        default=None,
+        description="PostgreSQL: libpq sslmode; default verify-full when database_ca is set. "
+        "Anything weaker than verify-full next to a CA is refused.",
+    )
+    database_client_cert: Path | None = Field(
+        default=None, description="PostgreSQL: client certificate (PEM) for cert authentication."
+    )
+    database_client_key: Path | None = Field(
+        default=None, description="PostgreSQL: private key of database_client_cert (PEM)."
     )
     pseudonym_key_file: Path | None = Field(
         default=None, description="Key for subject references; default: data_dir/pseudonym.key."
@@ -135,6 +154,14 @@ class Settings(BaseSettings):
                 "to the data directory"
             )
         return self.data_dir / path
+
+    def database_tls(self) -> DatabaseTls:
+        return DatabaseTls(
+            ca=self.database_ca,
+            sslmode=self.database_sslmode,
+            client_cert=self.database_client_cert,
+            client_key=self.database_client_key,
+        )
 
     def key_path(self) -> Path:
         return self.pseudonym_key_file or self.data_dir / "pseudonym.key"

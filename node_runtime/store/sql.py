@@ -6,7 +6,7 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -248,7 +248,15 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 class SqlStore:
     """All durable state of a node. Every method is one transaction."""
 
-    def __init__(self, url: str, *, engine: Engine | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        engine: Engine | None = None,
+        connect_args: Mapping[str, str] | None = None,
+    ) -> None:
+        """``connect_args``: extra libpq parameters for PostgreSQL (TLS, see
+        :mod:`node_runtime.store.database_tls`); they override the URL's."""
         url = normalise_url(url)
         self.url = url
         if engine is None:
@@ -257,6 +265,8 @@ class SqlStore:
                 kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
             else:
                 kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+                if connect_args:
+                    kwargs["connect_args"] = dict(connect_args)
             engine = create_engine(url, **kwargs)
             if url.startswith("sqlite"):
                 event.listen(engine, "connect", _sqlite_pragmas)

@@ -10,6 +10,11 @@ Fixtures:
     postgresql_url      a FRESH database per test, owned by the application role; its
                         SQLAlchemy URL (``postgresql+psycopg://knooppunt:…@127.0.0.1:…/t_…``).
                         Dropped afterwards (WITH (FORCE): leftover connections are cut).
+    postgresql_tls      session-scoped `TlsPostgres`: a second server with ``ssl=on``, its
+                        certificate (for ``localhost`` only) issued at run time by a fresh
+                        test CA; TCP logins without TLS are refused; a client CA for
+                        certificate logins, and the PEM files a client needs (CA, another
+                        CA, a client certificate) in a temp dir. Nothing is committed.
 
 The binaries are never installed here: they are found via ``$KNOOPPUNT_POSTGRESQL_BIN``,
 ``pg_config --bindir`` or ``/usr/lib/postgresql/*/bin``. If missing, the test fails when
@@ -31,8 +36,9 @@ from typing import NoReturn
 import pytest
 
 from tests.postgresql.server import INSTALL_HINT, PostgresServer, find_bin_dir
+from tests.postgresql.tls import TlsPostgres, start_tls_postgres
 
-FIXTURES = ("postgresql_server", "postgresql_url")
+FIXTURES = ("postgresql_server", "postgresql_url", "postgresql_tls")
 _SERVER_KEY = pytest.StashKey[PostgresServer]()
 
 
@@ -61,6 +67,19 @@ def postgresql_server(request: pytest.FixtureRequest) -> Iterator[PostgresServer
         server.stop()
         if _SERVER_KEY in request.config.stash:
             del request.config.stash[_SERVER_KEY]
+
+
+@pytest.fixture(scope="session")
+def postgresql_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsPostgres]:
+    """A PostgreSQL server with ssl=on, certificate from a test CA (tests/postgresql/tls.py)."""
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        _unavailable(f"PostgreSQL server binaries not found; run: {INSTALL_HINT}")
+    tls = start_tls_postgres(bin_dir, tmp_path_factory.mktemp("pg-tls"))
+    try:
+        yield tls
+    finally:
+        tls.server.stop()
 
 
 @pytest.fixture

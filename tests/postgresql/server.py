@@ -32,6 +32,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -39,6 +40,7 @@ import psycopg
 from psycopg import sql
 
 APP_ROLE = "knooppunt"
+CERT_ROLE = "knooppunt_cert"  # logs in with a client certificate (CN) on a TLS server
 SUPERUSER = "postgres"
 OS_USER = "postgres"  # created by Debian's postgresql-common
 INSTALL_SCRIPT = Path(__file__).resolve().parent / "install.sh"
@@ -95,6 +97,17 @@ def _pdeathsig() -> object:
     return preexec
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """The server's certificate chain and key (PEM bytes, made by the test PKI at run time:
+    never files of the repository). ``client_ca``: CAs whose client certificates the server
+    accepts for ``cert`` authentication (hostssl … cert), optional."""
+
+    chain: bytes
+    key: bytes
+    client_ca: bytes | None = None
+
+
 class PostgresServer:
     """One private PostgreSQL server; see the module docstring."""
 
@@ -105,9 +118,12 @@ class PostgresServer:
         start_timeout: float = 60.0,
         extra_listen: Sequence[str] = (),
         allow_networks: Sequence[str] = (),
+        tls: ServerTls | None = None,
     ) -> None:
         """``extra_listen``: addresses to listen on besides 127.0.0.1; ``allow_networks``:
-        CIDRs whose clients may log in (scram-sha-256), e.g. a test node's pods."""
+        CIDRs whose clients may log in (scram-sha-256), e.g. a test node's pods; ``tls``:
+        run with ``ssl=on`` and this certificate, and accept TCP logins only over TLS."""
+        self.tls = tls
         self.bin_dir = Path(bin_dir)
         self.extra_listen = list(extra_listen)
         self.allow_networks = list(allow_networks)
@@ -255,10 +271,45 @@ class PostgresServer:
                 + result.stdout.decode(errors="replace")
                 + result.stderr.decode(errors="replace")
             )
+        if self.tls is not None:
+            self._write_tls()
         if self.allow_networks:
             with (self.data_dir / "pg_hba.conf").open("a") as hba:
                 for net in self.allow_networks:
-                    hba.write(f"host all all {net} scram-sha-256\n")
+                    hba.write(f"{self._host_kind} all all {net} scram-sha-256\n")
+
+    @property
+    def _host_kind(self) -> str:
+        return "hostssl" if self.tls is not None else "host"
+
+    def _write_tls(self) -> None:
+        """Certificate files for ``ssl=on`` (the key 0600, owned by the server's user, as
+        PostgreSQL demands), and a pg_hba.conf that refuses TCP logins without TLS: first
+        certificate logins of the ``certuser`` role when a client CA is given, then
+        passwords, all over TLS only."""
+        assert self.tls is not None
+        files = {"server.crt": self.tls.chain, "server.key": self.tls.key}
+        if self.tls.client_ca is not None:
+            files["client-ca.crt"] = self.tls.client_ca
+        for name, content in files.items():
+            path = self.data_dir / name
+            path.write_bytes(content)
+            path.chmod(0o600)
+            self._chown(path)
+        hba_path = self.data_dir / "pg_hba.conf"
+        local = [
+            line
+            for line in hba_path.read_text().splitlines()
+            if line.startswith("local") or line.startswith("#") or not line.strip()
+        ]
+        rules = ["hostnossl all all all reject"]
+        if self.tls.client_ca is not None:
+            rules.append(f"hostssl all {CERT_ROLE} all cert")
+        rules += [
+            "hostssl all all 127.0.0.1/32 scram-sha-256",
+            "hostssl all all ::1/128 scram-sha-256",
+        ]
+        hba_path.write_text("\n".join([*local, *rules]) + "\n")
 
     def _start_server(self) -> None:
         last_error = ""
@@ -295,6 +346,7 @@ class PostgresServer:
                         "log_timezone=UTC",
                         "-c",
                         "timezone=UTC",
+                        *self._tls_options(),
                     ],
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -310,6 +362,14 @@ class PostgresServer:
             if "could not bind" not in last_error and "Address already in use" not in last_error:
                 break
         raise PostgresError(f"PostgreSQL did not start; server log:\n{last_error}")
+
+    def _tls_options(self) -> list[str]:
+        if self.tls is None:
+            return []
+        options = ["ssl=on", "ssl_cert_file=server.crt", "ssl_key_file=server.key"]
+        if self.tls.client_ca is not None:
+            options.append("ssl_ca_file=client-ca.crt")
+        return [arg for option in options for arg in ("-c", option)]
 
     def _wait_ready(self) -> bool:
         assert self._proc is not None
@@ -331,6 +391,8 @@ class PostgresServer:
                     sql.Identifier(APP_ROLE), sql.Literal(self.password)
                 )
             )
+            if self.tls is not None and self.tls.client_ca is not None:
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(CERT_ROLE)))
         self.create_database(self.database)
 
     def create_database(self, name: str) -> str:
