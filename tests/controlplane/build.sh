@@ -91,11 +91,12 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 done
 
 start=$SECONDS
-step() {   # step NAME MODULE_DIR PACKAGE LDFLAGS
-    local name="$1" dir="$2" pkg="$3" ldflags="$4" t0=$SECONDS
+. "$here/../../tools/progress.sh"
+step() {   # step NAME MODULE_DIR PACKAGE LDFLAGS; a progress line every 30 s (cold: minutes)
+    local name="$1" dir="$2" pkg="$3" ldflags="$4"
     echo "build.sh: building $name ($pkg)..." >&2
-    (cd "$dir" && "$GO" build -p "$parallel" -trimpath -ldflags "$ldflags" -o "$tmp/$name" "$pkg")
-    echo "build.sh: $name built in $((SECONDS - t0))s" >&2
+    (cd "$dir" && progress_run "build.sh: $name" \
+        "$GO" build -v -p "$parallel" -trimpath -ldflags "$ldflags" -o "$tmp/$name" "$pkg")
 }
 
 step etcd "$here/gomod" go.etcd.io/etcd/server/v3 "-s -w"

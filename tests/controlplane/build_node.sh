@@ -61,16 +61,13 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ldflags+=" -X $pkg.gitTreeState=clean"
 done
 start=$SECONDS
+. "$here/../../tools/progress.sh"
 for name in "${BINARIES[@]}"; do
-    t0=$SECONDS
     echo "build_node.sh: building $name (k8s.io/kubernetes/cmd/$name $K8S_VERSION)..." >&2
-    # Progress: a line per minute while the (cold: several minutes) build runs.
-    ( while sleep 60; do echo "build_node.sh:   $name: $((SECONDS - t0))s..." >&2; done ) &
-    ticker=$!
-    (cd "$here/gomod-node" && "$GO" build -p "$parallel" -trimpath -ldflags "$ldflags" \
-        -o "$tmp/$name" "k8s.io/kubernetes/cmd/$name") || { kill "$ticker"; exit 1; }
-    kill "$ticker" 2>/dev/null || true
-    echo "build_node.sh: $name built in $((SECONDS - t0))s" >&2
+    # A progress line every 30 s while the (cold: several minutes) build runs.
+    (cd "$here/gomod-node" && progress_run "build_node.sh: $name" \
+        "$GO" build -v -p "$parallel" -trimpath -ldflags "$ldflags" \
+        -o "$tmp/$name" "k8s.io/kubernetes/cmd/$name")
 done
 echo "$stamp" > "$tmp/VERSIONS"
 chmod 755 "$tmp"

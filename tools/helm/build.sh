@@ -20,57 +20,9 @@ set -euo pipefail
 HELM_VERSION="${HELM_VERSION:-v4.3.2}"
 HELM_MODULE="helm.sh/helm/v4"
 
-cache_root="${KNOOPPUNT_CACHE:-$HOME/.cache/knooppunt}"
-cache_dir="$cache_root/helm/$HELM_VERSION"
-binary="$cache_dir/helm"
-
-cached() {
-    [[ -x "$binary" ]] && [[ -f "$cache_dir/VERSION" ]] \
-        && [[ "$(cat "$cache_dir/VERSION")" == "$HELM_MODULE@$HELM_VERSION" ]]
-}
-
-mode="${1:-build}"
-case "$mode" in
-    --path) echo "$binary"; exit 0 ;;
-    --check) cached; exit $? ;;
-    --force|build) ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
-    *) echo "usage: $0 [--path|--check|--force]" >&2; exit 2 ;;
-esac
-
-if [[ "$mode" != --force ]] && cached; then
-    echo "$binary"
-    exit 0
-fi
-
-GO="${GO:-go}"
-if ! command -v "$GO" >/dev/null 2>&1; then
-    echo "build.sh: the go toolchain is required (helm $HELM_VERSION needs go 1.26+)" >&2
-    exit 1
-fi
-
-mkdir -p "$cache_dir"
-exec 9>"$cache_dir/.lock"
-flock 9   # one build at a time per version (parallel CI jobs, developers)
-if [[ "$mode" != --force ]] && cached; then
-    echo "$binary"
-    exit 0
-fi
-
-tmp="$(mktemp -d "$cache_dir/bin.tmp.XXXXXX")"
-trap 'rm -rf "$tmp"' EXIT
-
-echo "building $HELM_MODULE/cmd/helm@$HELM_VERSION into $cache_dir ..." >&2
-start=$SECONDS
-# `go install module@version` builds from the module's own go.mod/go.sum (checked against
-# the Go checksum database); the ldflags are the ones helm's Makefile sets for a release.
+# The ldflags are the ones helm's Makefile sets for a release.
 ldflags="-s -w -X $HELM_MODULE/internal/version.version=$HELM_VERSION"
 ldflags+=" -X $HELM_MODULE/internal/version.metadata="
 ldflags+=" -X $HELM_MODULE/internal/version.gitTreeState=clean"
-GOBIN="$tmp" CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local \
-    "$GO" install -trimpath -ldflags "$ldflags" "$HELM_MODULE/cmd/helm@$HELM_VERSION"
-"$tmp/helm" version --short >&2
-mv -f "$tmp/helm" "$binary"
-echo "$HELM_MODULE@$HELM_VERSION" > "$cache_dir/VERSION"
-echo "built helm $HELM_VERSION in $((SECONDS - start)) s" >&2
-echo "$binary"
+exec bash "$(dirname "${BASH_SOURCE[0]}")/../gobuild.sh" helm "$HELM_MODULE" "$HELM_VERSION" \
+    "$HELM_MODULE/cmd/helm" "$ldflags" version --short -- "$@"

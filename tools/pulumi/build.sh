@@ -89,6 +89,7 @@ trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/bin"
 export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=readonly
 total=$SECONDS
+. "$here/../progress.sh"   # a progress line every 30 s during each (cold: long) go build
 
 step() {  # step <n> <what>: progress on stderr
     echo "[pulumi build $1/4] $2 ..." >&2
@@ -96,14 +97,14 @@ step() {  # step <n> <what>: progress on stderr
 
 step 1 "pulumi CLI $PULUMI_VERSION (github.com/pulumi/pulumi/pkg/v3/cmd/pulumi)"
 start=$SECONDS
-(cd "$here/cli" && "$GO" build -trimpath -o "$tmp/bin/pulumi" \
+(cd "$here/cli" && progress_run "    pulumi CLI" "$GO" build -v -trimpath -o "$tmp/bin/pulumi" \
     -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$PULUMI_VERSION" \
     github.com/pulumi/pulumi/pkg/v3/cmd/pulumi)
 echo "    $("$tmp/bin/pulumi" version) in $((SECONDS - start)) s" >&2
 
 step 2 "Python language host $LANGUAGE_HOST_VERSION and its shims"
 start=$SECONDS
-(cd "$here/python" && "$GO" build -trimpath -o "$tmp/bin/pulumi-language-python" \
+(cd "$here/python" && progress_run "    language host" "$GO" build -v -trimpath -o "$tmp/bin/pulumi-language-python" \
     -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$LANGUAGE_HOST_VERSION" \
     github.com/pulumi/pulumi/sdk/v3/python/cmd/pulumi-language-python)
 # The shims ship in the sdk/v3 module of the CLI's version (they run the installed Python SDK).
@@ -134,7 +135,7 @@ json.dump(schema, open(f"{cmd}/schema-embed.json", "w"), separators=(",", ":"))
 mapping = json.load(open(f"{cmd}/terraform-mapping.json"))
 json.dump(mapping, open(f"{cmd}/terraform-mapping-embed.json", "w"), separators=(",", ":"))
 EOF
-(cd "$work" && "$GO" build -trimpath -o "$tmp/bin/pulumi-resource-kubernetes" \
+(cd "$work" && progress_run "    kubernetes provider" "$GO" build -v -trimpath -o "$tmp/bin/pulumi-resource-kubernetes" \
     -ldflags "-s -w -X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$KUBERNETES_VERSION" \
     github.com/pulumi/pulumi-kubernetes/provider/v4/cmd/pulumi-resource-kubernetes)
 echo "    in $((SECONDS - start)) s" >&2
