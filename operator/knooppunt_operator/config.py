@@ -21,6 +21,12 @@ class OperatorConfig(BaseSettings):
     )
     leader_election: bool = Field(default=True, description="Elect one active replica.")
     lease_name: str = "knooppunt-operator"
+    lease_create: bool = Field(
+        default=True,
+        description="Create the Lease when it is absent. False when it is installed with the "
+        "operator (the Helm chart): a replica that is still stopping then cannot bring it back "
+        "after an uninstall removed it.",
+    )
     lease_seconds: float = Field(default=15.0, gt=0, description="Lease duration.")
     renew_seconds: float = Field(
         default=2.0, gt=0, description="How often the leader renews and a standby retries."
@@ -86,7 +92,14 @@ class OperatorConfig(BaseSettings):
     webhook_service: str | None = Field(
         default=None,
         description="Service in front of the operator's webhook server; enables the admission "
-        "webhook (the ValidatingWebhookConfiguration is managed by the operator).",
+        "webhook.",
+    )
+    webhook_managed: bool = Field(
+        default=True,
+        description="Create and keep the ValidatingWebhookConfiguration current from the "
+        "operator (kopf's managed mode). False when it is installed with the operator, as the "
+        "Helm chart does: then the operator needs no rights on webhook configurations and an "
+        "uninstall removes it.",
     )
     webhook_url_host: str | None = Field(
         default=None,

@@ -73,6 +73,8 @@ class LeaseElector:
     renew_seconds: float = 2.0
     renew_deadline: float | None = None
     """Stop leading when not renewed for this long; default two thirds of the lease."""
+    create: bool = True
+    """Create the Lease when absent; otherwise it is installed with the operator (the chart)."""
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
     monotonic: Callable[[], float] = time.monotonic
     on_lost: Callable[[], None] = _stop_process
@@ -132,7 +134,7 @@ class LeaseElector:
                         self._leader.set()
                         metrics.LEADER.set(1)
                 elif self.is_leader and held is False:
-                    self._lose("another replica holds the lease")
+                    self._lose("another replica holds the lease, or it was removed")
                     return
                 elif self.is_leader and now - last_renewal > deadline:
                     self._lose(f"not renewed for {now - last_renewal:.1f} s")
@@ -176,6 +178,15 @@ class LeaseElector:
         """Take or keep the Lease; False when another live holder has it."""
         now = self.clock()
         lease = await self.client.get(kube.LEASE, self.namespace, self.name)
+        if lease is None and not self.create:
+            if self.is_leader:
+                return False  # removed under a leader (an uninstall): stop leading at once
+            logger.warning(
+                "leader election: Lease %s/%s does not exist (it is installed with the operator)",
+                self.namespace,
+                self.name,
+            )
+            return False
         if lease is None:
             body = {
                 "apiVersion": "coordination.k8s.io/v1",

@@ -57,7 +57,8 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
             port=config.webhook_port,
             cert_dir=config.webhook_cert_dir,
         )
-        settings.admission.managed = PREFIX
+        if config.webhook_managed:  # otherwise installed with the operator (the Helm chart)
+            settings.admission.managed = PREFIX
     elif config.webhook_url_host:
         settings.admission.server = UrlWebhookServer(
             host=config.webhook_url_host, port=config.webhook_port
@@ -104,6 +105,7 @@ def build_context(config: OperatorConfig, credentials: kube.Credentials) -> Cont
             lease_seconds=config.lease_seconds,
             renew_seconds=config.renew_seconds,
             renew_deadline=config.renew_deadline_seconds,
+            create=config.lease_create,
         )
     return ctx
 

@@ -39,9 +39,11 @@ class Helm:
         }
         self.values_dir = home
 
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [str(self.binary), *args], capture_output=True, text=True, env=self.env, timeout=120
+            [str(self.binary), *args], capture_output=True, text=True, env=self.env, timeout=timeout
         )
         if check and result.returncode != 0:
             raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stdout}{result.stderr}")

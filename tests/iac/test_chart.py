@@ -47,8 +47,6 @@ def test_renders_the_expected_objects(default: list[dict[str, Any]]) -> None:
             "ServiceAccount",
             "Secret",
             "ClusterRole",
-            "ClusterRole",
-            "ClusterRoleBinding",
             "ClusterRoleBinding",
             "Role",
             "RoleBinding",
@@ -56,10 +54,16 @@ def test_renders_the_expected_objects(default: list[dict[str, Any]]) -> None:
             "Service",
             "Deployment",
             "PodDisruptionBudget",
+            "ValidatingWebhookConfiguration",
+            "Lease",
         ]
     )
     for doc in default:
-        if doc["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+        if doc["kind"] not in (
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ValidatingWebhookConfiguration",
+        ):
             assert doc["metadata"]["namespace"] == "knooppunt-system", doc["kind"]
         assert doc["metadata"]["labels"]["app.kubernetes.io/name"] == "knooppunt-operator"
 
@@ -153,8 +157,11 @@ def test_webhook_service_certificate_and_mount(
 
 def test_rbac_is_the_generated_least_privilege(default: list[dict[str, Any]]) -> None:
     roles = {r["metadata"]["name"]: r["rules"] for r in of_kind(default, "ClusterRole")}
-    assert roles["knooppunt-operator"] == RULES["namespaced"]
-    assert roles["knooppunt-operator-cluster"] == RULES["clusterScoped"]
+    assert roles == {"knooppunt-operator": RULES["namespaced"]}
+    # The chart installs the webhook configuration and the Lease itself: the operator may not
+    # touch webhook configurations at all, nor create Leases.
+    assert RULES["clusterScoped"] == []
+    assert not any(r["apiGroups"] == ["admissionregistration.k8s.io"] for r in RULES["namespaced"])
     [role] = of_kind(default, "Role")
     assert role["rules"] == RULES["operatorNamespace"]
     everything = [*roles.values(), role["rules"]]
@@ -162,11 +169,8 @@ def test_rbac_is_the_generated_least_privilege(default: list[dict[str, Any]]) ->
         for rule in rules:
             assert "*" not in rule["verbs"] and "*" not in rule["resources"]
             assert "*" not in rule["apiGroups"]
-    # The operator reads its own Secrets from a label-filtered watch (issue 15); RBAC cannot
-    # narrow list/watch by label, so those verbs are granted, but only where it works: in the
-    # namespaced role, never in the cluster-scoped one.
-    for rule in roles["knooppunt-operator-cluster"]:
-        assert "secrets" not in rule["resources"], rule
+    [lease_rule] = [r for r in role["rules"] if "leases" in r["resources"]]
+    assert "create" not in lease_rule["verbs"]
     bindings = of_kind(default, "ClusterRoleBinding")
     for binding in bindings:
         assert binding["subjects"] == [
@@ -183,8 +187,16 @@ def test_watched_namespaces_get_role_bindings_not_cluster_rights(helm: Any) -> N
     bindings = [b for b in of_kind(docs, "RoleBinding") if b["metadata"]["name"].endswith("-watch")]
     assert {b["metadata"]["namespace"] for b in bindings} == {"gemeenten-a", "gemeenten-b"}
     assert all(b["roleRef"]["name"] == "knooppunt-operator" for b in bindings)
-    cluster = [b["roleRef"]["name"] for b in of_kind(docs, "ClusterRoleBinding")]
-    assert cluster == ["knooppunt-operator-cluster"]
+    assert not of_kind(docs, "ClusterRoleBinding")
+    [config] = of_kind(docs, "ValidatingWebhookConfiguration")
+    [webhook] = config["webhooks"]
+    assert webhook["namespaceSelector"]["matchExpressions"] == [
+        {
+            "key": "kubernetes.io/metadata.name",
+            "operator": "In",
+            "values": ["gemeenten-a", "gemeenten-b"],
+        }
+    ]
     [deployment] = of_kind(docs, "Deployment")
     command = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
     assert "--namespace=gemeenten-a" in command and "--all-namespaces" not in command
@@ -200,13 +212,90 @@ def test_webhook_can_be_switched_off_or_given_a_certificate(helm: Any) -> None:
     env = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert "KNOOPPUNT_OPERATOR_WEBHOOK_SERVICE" not in env
 
-    docs = helm.template(
-        {"webhook": {"enabled": True, "certificate": {"existingSecret": "from-cert-manager"}}}
-    )
+    assert not of_kind(docs, "ValidatingWebhookConfiguration")
+
+    ca = base64.b64encode(b"-----BEGIN CERTIFICATE-----\n").decode()
+    existing = {"existingSecret": "from-cert-manager", "caBundle": ca}
+    docs = helm.template({"webhook": {"enabled": True, "certificate": existing}})
     assert not of_kind(docs, "Secret")
     [deployment] = of_kind(docs, "Deployment")
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     assert volumes["webhook-tls"]["secret"]["secretName"] == "from-cert-manager"
+    [config] = of_kind(docs, "ValidatingWebhookConfiguration")
+    assert config["webhooks"][0]["clientConfig"]["caBundle"] == ca
+
+    # Without a CA to trust the API server would refuse every connector: refused at install,
+    # unless cert-manager's cainjector fills it in.
+    error = helm.run(
+        *helm.template_args(
+            {"webhook": {"enabled": True, "certificate": {"existingSecret": "from-cert-manager"}}},
+            "knooppunt-system",
+            "kp",
+            [],
+        ),
+        check=False,
+    ).stderr
+    assert "set webhook.certificate.caBundle" in error
+    injected = {
+        "enabled": True,
+        "certificate": {"existingSecret": "from-cert-manager"},
+        "annotations": {"cert-manager.io/inject-ca-from": "knooppunt-system/webhook"},
+    }
+    [config] = of_kind(helm.template({"webhook": injected}), "ValidatingWebhookConfiguration")
+    assert "caBundle" not in config["webhooks"][0]["clientConfig"]
+    assert config["metadata"]["annotations"] == injected["annotations"]
+
+
+def test_webhook_configuration_is_the_one_kopf_would_register(
+    default: list[dict[str, Any]],
+) -> None:
+    """The chart's ValidatingWebhookConfiguration routes to the operator's handler exactly as
+    kopf's managed mode (used outside the chart) would; the CA is the chart's."""
+    import kopf
+    from knooppunt_operator.config import OperatorConfig
+    from knooppunt_operator.main import PREFIX, register
+    from kopf._cogs.structs import references
+    from kopf._core.engines.admission import build_webhooks
+
+    registry = kopf.OperatorRegistry()
+    register(registry, OperatorConfig(webhook_local_port=1))
+    [config] = of_kind(default, "ValidatingWebhookConfiguration")
+    [chart] = config["webhooks"]
+    service = dict(chart["clientConfig"]["service"])
+    [kopfs] = build_webhooks(
+        registry._webhooks.get_all_handlers(),
+        resources=[
+            references.Resource("knooppunt.nl", "v1alpha1", "sectorconnectors", namespaced=True)
+        ],
+        name_suffix=PREFIX,
+        client_config={"service": {**service, "path": ""}},
+    )
+    assert chart["name"] == kopfs["name"]
+    assert chart["clientConfig"]["service"] == kopfs["clientConfig"]["service"]
+    assert service == {
+        "name": "knooppunt-operator-webhook",
+        "namespace": "knooppunt-system",
+        "port": 443,
+        "path": "/validate-connector",
+    }
+    for rule, expected in zip(chart["rules"], kopfs["rules"], strict=True):
+        assert {k: v for k, v in rule.items() if k != "scope"} == {
+            k: v for k, v in expected.items() if k != "scope"
+        }
+    assert chart["failurePolicy"] == kopfs["failurePolicy"] == "Fail"
+    assert chart["sideEffects"] == kopfs["sideEffects"]
+    [secret] = of_kind(default, "Secret")
+    assert chart["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+    [deployment] = of_kind(default, "Deployment")
+    env = {
+        e["name"]: e.get("value")
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["KNOOPPUNT_OPERATOR_WEBHOOK_MANAGED"] == "false"
+    assert env["KNOOPPUNT_OPERATOR_LEASE_CREATE"] == "false"
+    [lease] = of_kind(default, "Lease")
+    assert lease["metadata"]["name"] == env["KNOOPPUNT_OPERATOR_LEASE_NAME"]
+    assert "spec" not in lease
 
 
 def test_tracing_default_reaches_the_operator(helm: Any) -> None:

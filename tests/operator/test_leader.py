@@ -125,6 +125,37 @@ async def test_losing_the_lease_stops_the_replica(client: kube.KubeClient) -> No
     await a.stop()
 
 
+async def test_a_lease_installed_with_the_operator_is_never_recreated(
+    client: kube.KubeClient,
+) -> None:
+    """The chart installs the Lease (create=False): while it is absent nobody leads, a Lease
+    without a spec (as the chart writes it) is taken, and its removal (an uninstall) stops
+    the leader instead of bringing the Lease back."""
+    clock = Clock()
+    a = elector(client, "pod-a", clock)
+    a.create = False
+    lost = asyncio.Event()
+    a.on_lost = lost.set
+    assert not await a.try_acquire_or_renew()
+    assert await client.get(kube.LEASE, "knooppunt-system", "knooppunt-operator") is None
+    await client.create(
+        kube.LEASE,
+        "knooppunt-system",
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "knooppunt-operator", "namespace": "knooppunt-system"},
+        },
+    )
+    a.start()
+    await asyncio.wait_for(a.wait(), 5)
+    await client.delete(kube.LEASE, "knooppunt-system", "knooppunt-operator")
+    await asyncio.wait_for(lost.wait(), 5)
+    assert not a.is_leader
+    await a.stop()
+    assert await client.get(kube.LEASE, "knooppunt-system", "knooppunt-operator") is None
+
+
 async def test_a_standby_with_a_fast_clock_still_waits_a_whole_lease(
     client: kube.KubeClient,
 ) -> None:
