@@ -351,6 +351,7 @@ def test_image_tag_and_digest(helm: Any) -> None:
         ({"logLevel": "trace"}, "/logLevel"),
         ({"operatorOin": "123"}, "/operatorOin"),
         ({"webhook": {"enabled": True, "port": 80}}, "/webhook/port"),
+        ({"webhook": {"enabled": True, "failurePolicy": "Sometimes"}}, "/webhook/failurePolicy"),
         ({"extraEnv": [{"name": "PATH", "value": "/tmp"}]}, "/extraEnv/0/name"),
         ({"tracing": {"otlpEndpoint": "otel-collector:4318"}}, "/tracing/otlpEndpoint"),
     ],
