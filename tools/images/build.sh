@@ -10,8 +10,11 @@
 # (e.g. docker.io/library/python:3.11-slim-bookworm, the Containerfile's default).
 #
 # Cached by content: each image carries the label nl.knooppunt.content=<hash of the sources,
-# Containerfile, base image, wheelhouse and portal CSS>; an image with the same label is not
-# rebuilt. The node-runtime image carries the portal's CSS (tools/portal-assets/build.sh).
+# Containerfile, base image, wheelhouse and portal CSS> and is also tagged
+# localhost/knooppunt-cache/<target>:<content>; an image with the same content is re-tagged, not
+# rebuilt (several checkouts on one machine share the <registry>/<target>:<version> tag). The
+# last KNOOPPUNT_IMAGE_KEEP (default 3) contents per target are kept. The node-runtime image
+# carries the portal's CSS (tools/portal-assets/build.sh).
 #
 # Usage:
 #   tools/images/build.sh            build what is missing; print "<reference> <size>" per image
@@ -103,8 +106,13 @@ for target in "${TARGETS[@]}"; do
     ref="$(ref_of "$target")"
     have="$("${PODMAN[@]}" image inspect --format '{{index .Labels "nl.knooppunt.content"}}' "$ref" \
         2>/dev/null || true)"
+    cache_ref="localhost/knooppunt-cache/$target:$content"
     if [[ "$have" == "$content" ]]; then
+        "${PODMAN[@]}" tag "$ref" "$cache_ref"
         echo "build.sh: $ref cached (content $content)" >&2
+    elif "${PODMAN[@]}" image exists "$cache_ref"; then
+        "${PODMAN[@]}" tag "$cache_ref" "$ref"
+        echo "build.sh: $ref cached (content $content, tagged again)" >&2
     else
         t0=$SECONDS
         log="$cache_root/images/build-$target.log"
@@ -116,12 +124,17 @@ for target in "${TARGETS[@]}"; do
             --build-arg "BASE=$base" --build-arg "VERSION=$version" \
             --build-arg "REVISION=$revision" \
             --label "nl.knooppunt.content=$content" \
-            --tag "$ref" "$root" 2>&1 | tee "$log" \
+            --tag "$ref" --tag "$cache_ref" "$root" 2>&1 | tee "$log" \
             | while IFS= read -r line; do
                 case "$line" in STEP*) echo "build.sh:   $line" >&2 ;; esac
               done \
             || { tail -n 40 "$log" >&2; echo "build.sh: building $ref failed (log: $log)" >&2; exit 1; }
         echo "build.sh: $ref built in $((SECONDS - t0))s" >&2
+        # Older contents: untagged (their layers go with the next `podman image prune`).
+        "${PODMAN[@]}" images --sort created --format '{{.Repository}}:{{.Tag}}' \
+            --filter "reference=localhost/knooppunt-cache/$target" \
+            | tail -n +"$((${KNOOPPUNT_IMAGE_KEEP:-3} + 1))" \
+            | xargs -r "${PODMAN[@]}" rmi >/dev/null 2>&1 || true
     fi
     if [[ -n "$save_dir" ]]; then
         archive="$cache_root/images/archives/$target-$content.tar"
