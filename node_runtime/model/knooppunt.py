@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from node_runtime.model.meta import DNS_LABEL, OIN_PATTERN, Model, Resource
 
@@ -26,6 +26,84 @@ class SecretKeyRef(Model):
     key: str = Field(min_length=1, description="Key within the Secret.")
 
 
+OBJECT_KEY_PATTERN = r"^[-._a-zA-Z0-9]{1,253}$"
+
+
+class PostgresqlCa(Model):
+    """Where the CA bundle (PEM) that signs the PostgreSQL server's certificate is kept."""
+
+    secret: str | None = Field(
+        default=None, pattern=DNS_LABEL, description="A Secret in the node's namespace."
+    )
+    config_map: str | None = Field(
+        default=None,
+        alias="configMap",
+        pattern=DNS_LABEL,
+        description="A ConfigMap in the node's namespace (a CA certificate is public).",
+    )
+    key: str = Field(
+        default="ca.crt", pattern=OBJECT_KEY_PATTERN, description="Key holding the PEM bundle."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PostgresqlCa:
+        if (self.secret is None) == (self.config_map is None):
+            raise ValueError("postgresqlTls.ca needs exactly one of secret, configMap")
+        return self
+
+
+class PostgresqlClientCertificate(Model):
+    """A client certificate for PostgreSQL certificate authentication (``cert`` in pg_hba)."""
+
+    secret: str = Field(
+        pattern=DNS_LABEL, description="Secret (e.g. kubernetes.io/tls) in the node's namespace."
+    )
+    cert_key: str = Field(
+        default="tls.crt",
+        alias="certKey",
+        pattern=OBJECT_KEY_PATTERN,
+        description="Key holding the certificate chain (PEM).",
+    )
+    key_key: str = Field(
+        default="tls.key",
+        alias="keyKey",
+        pattern=OBJECT_KEY_PATTERN,
+        description="Key holding the private key (PEM).",
+    )
+
+
+class PostgresqlTls(Model):
+    """TLS of the node's connection to PostgreSQL. With a CA the server is verified against
+    it and its host name (sslmode verify-full); nothing weaker is accepted next to a CA."""
+
+    ssl_mode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = Field(
+        default="verify-full",
+        alias="sslMode",
+        description="libpq sslmode. verify-full (the default) is the only mode allowed with a CA.",
+    )
+    ca: PostgresqlCa | None = Field(
+        default=None, description="The CA bundle of the PostgreSQL server (mounted read-only)."
+    )
+    client_certificate: PostgresqlClientCertificate | None = Field(
+        default=None,
+        alias="clientCertificate",
+        description="Optional client certificate for certificate authentication.",
+    )
+
+    @model_validator(mode="after")
+    def _verified(self) -> PostgresqlTls:
+        if self.ca is not None and self.ssl_mode != "verify-full":
+            raise ValueError(
+                f"postgresqlTls.sslMode {self.ssl_mode} is weaker than verify-full while a CA "
+                "is given; with a CA the server is verified against it and its host name"
+            )
+        if self.ca is None and self.ssl_mode in ("verify-ca", "verify-full"):
+            raise ValueError(f"postgresqlTls.sslMode {self.ssl_mode} needs postgresqlTls.ca")
+        if self.client_certificate is not None and self.ca is None:
+            raise ValueError("postgresqlTls.clientCertificate needs postgresqlTls.ca")
+        return self
+
+
 class StorageSpec(Model):
     """Where the node keeps messages, mailboxes and the processing log."""
 
@@ -42,6 +120,18 @@ class StorageSpec(Model):
         alias="postgresqlDsnSecret",
         description="Secret holding the PostgreSQL connection string (backend postgresql).",
     )
+    postgresql_tls: PostgresqlTls | None = Field(
+        default=None,
+        alias="postgresqlTls",
+        description="TLS to PostgreSQL: the server's CA (sslMode verify-full) and an optional "
+        "client certificate, mounted read-only into the node pods (backend postgresql).",
+    )
+
+    @model_validator(mode="after")
+    def _tls_for_postgresql(self) -> StorageSpec:
+        if self.postgresql_tls is not None and self.backend != "postgresql":
+            raise ValueError("storage.postgresqlTls is for backend postgresql only")
+        return self
 
 
 class LimitsSpec(Model):

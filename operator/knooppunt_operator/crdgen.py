@@ -113,6 +113,33 @@ VALIDATIONS: dict[type[BaseModel], list[Rule]] = {
             "message": "a (connector, purpose) subscription may appear once",
         }
     ],
+    knooppunt.PostgresqlCa: [
+        {
+            "rule": "has(self.secret) != has(self.configMap)",
+            "message": "postgresqlTls.ca needs exactly one of secret, configMap",
+        }
+    ],
+    knooppunt.PostgresqlTls: [
+        {
+            "rule": "!has(self.ca) || !has(self.sslMode) || self.sslMode == 'verify-full'",
+            "message": "postgresqlTls.sslMode is weaker than verify-full while a CA is given",
+        },
+        {
+            "rule": "has(self.ca) || (has(self.sslMode) && "
+            "!(self.sslMode in ['verify-ca', 'verify-full']))",
+            "message": "postgresqlTls.sslMode verify-ca or verify-full needs postgresqlTls.ca",
+        },
+        {
+            "rule": "!has(self.clientCertificate) || has(self.ca)",
+            "message": "postgresqlTls.clientCertificate needs postgresqlTls.ca",
+        },
+    ],
+    knooppunt.StorageSpec: [
+        {
+            "rule": "!has(self.postgresqlTls) || self.backend == 'postgresql'",
+            "message": "storage.postgresqlTls is for backend postgresql only",
+        }
+    ],
     knooppunt.KnooppuntSpec: [
         {
             "rule": "!has(self.storage) || self.storage.backend != 'postgresql' || "

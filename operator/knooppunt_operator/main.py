@@ -22,7 +22,7 @@ from knooppunt_operator.admission import ServiceWebhookServer, UrlWebhookServer
 from knooppunt_operator.builders import meta
 from knooppunt_operator.config import OperatorConfig
 from knooppunt_operator.controller import Controller
-from knooppunt_operator.handlers import connector
+from knooppunt_operator.handlers import connector, knooppunt
 from knooppunt_operator.handlers.context import CONNECTOR, GEMEENTE, KNOOPPUNT, Context
 from knooppunt_operator.runtime_client import RuntimeAdminClient
 from node_runtime.model.meta import GROUP, VERSION
@@ -212,7 +212,29 @@ def register(
         if problems:
             raise kopf.AdmissionError("; ".join(problems), code=422)
 
+    async def knooppunt_admission(
+        body: kopf.Body,
+        memo: kopf.Memo,
+        old: kopf.Body | None = None,
+        operation: str | None = None,
+        **_: Any,
+    ) -> None:
+        namespace = body.get("metadata", {}).get("namespace") or "default"
+        problems = await knooppunt.validate(
+            memo["ctx"], namespace, body, old=old if operation == "UPDATE" else None
+        )
+        if problems:
+            raise kopf.AdmissionError("; ".join(problems), code=422)
+
     if webhook_enabled(config):  # kopf refuses admission handlers without a server
+        kopf.on.validate(
+            GROUP,
+            VERSION,
+            "knooppunten",
+            id="validate-knooppunt",
+            operations=["CREATE", "UPDATE"],
+            registry=registry,
+        )(knooppunt_admission)
         kopf.on.validate(
             GROUP,
             VERSION,

@@ -1,4 +1,5 @@
-"""Connector validation: a broken SectorConnector never reaches a node.
+"""Admission checks: a broken SectorConnector never reaches a node, and a Knooppunt never
+names PostgreSQL TLS material that is not there (:func:`validate_knooppunt`).
 
 The admission webhook and the connector controller both call :func:`validate_connector`:
 the resource must satisfy the typed model, its schemas and stylesheets must compile, its
@@ -18,11 +19,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from pydantic import ValidationError
 
 from knooppunt_operator.builders.revisions import bundle_key_problem, bundle_path
 from node_runtime.messages.compiled import ConnectorCompileError, compile_connector
 from node_runtime.model.connector import BundleSource, SectorConnector
+from node_runtime.model.knooppunt import Knooppunt
 from node_runtime.shadow.release import shadow_resource
 
 
@@ -134,3 +137,101 @@ def revision_problems(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[st
 
 def _keys(config_map: Mapping[str, Any]) -> list[str]:
     return [*(config_map.get("data") or {}), *(config_map.get("binaryData") or {})]
+
+
+# ------------------------------------------------------------------------------ Knooppunt
+
+KIND_SECRET = "Secret"  # noqa: S105 - a kind, not a password
+KIND_CONFIG_MAP = "ConfigMap"
+ObjectRef = tuple[str, str]  # (kind, name) in the Knooppunt's namespace
+
+
+def postgresql_tls_refs(body: Mapping[str, Any]) -> list[ObjectRef]:
+    """The Secrets and ConfigMaps ``spec.storage.postgresqlTls`` names (read leniently: the
+    model check reports a malformed spec)."""
+    tls = ((body.get("spec") or {}).get("storage") or {}).get("postgresqlTls") or {}
+    refs: list[ObjectRef] = []
+    ca = tls.get("ca") or {}
+    if isinstance(ca.get("secret"), str):
+        refs.append((KIND_SECRET, ca["secret"]))
+    if isinstance(ca.get("configMap"), str):
+        refs.append((KIND_CONFIG_MAP, ca["configMap"]))
+    client = tls.get("clientCertificate") or {}
+    if isinstance(client.get("secret"), str):
+        refs.append((KIND_SECRET, client["secret"]))
+    return refs
+
+
+def object_value(obj: Mapping[str, Any], key: str) -> bytes | None:
+    """A key's content in a Secret (base64 ``data``) or ConfigMap (``data``/``binaryData``)."""
+    if obj.get("kind") == KIND_SECRET or "type" in obj:
+        raw = (obj.get("data") or {}).get(key)
+        if raw is None:
+            value = (obj.get("stringData") or {}).get(key)
+            return None if value is None else str(value).encode()
+        return base64.b64decode(raw)
+    if key in (obj.get("data") or {}):
+        return str(obj["data"][key]).encode()
+    raw = (obj.get("binaryData") or {}).get(key)
+    return None if raw is None else base64.b64decode(raw)
+
+
+def _pem_problem(content: bytes, *, private_key: bool) -> str | None:
+    if private_key:
+        return None if b"PRIVATE KEY-----" in content else "holds no PEM private key"
+    try:
+        x509.load_pem_x509_certificates(content)
+    except ValueError:
+        return "holds no PEM certificate"
+    return None
+
+
+def postgresql_tls_problems(
+    kp: Knooppunt, referenced: Mapping[ObjectRef, Mapping[str, Any] | None]
+) -> list[str]:
+    """Each named object must exist and hold its keys with PEM content. ``referenced``: the
+    objects of :func:`postgresql_tls_refs`, ``None`` where missing."""
+    tls = kp.spec.storage.postgresql_tls
+    if tls is None:
+        return []
+    where = "spec.storage.postgresqlTls"
+    wanted: list[tuple[str, ObjectRef, str, bool]] = []
+    if tls.ca is not None:
+        if tls.ca.secret is not None:
+            wanted.append((f"{where}.ca.secret", (KIND_SECRET, tls.ca.secret), tls.ca.key, False))
+        elif tls.ca.config_map is not None:
+            wanted.append(
+                (f"{where}.ca.configMap", (KIND_CONFIG_MAP, tls.ca.config_map), tls.ca.key, False)
+            )
+    client = tls.client_certificate
+    if client is not None:
+        ref = (KIND_SECRET, client.secret)
+        wanted.append((f"{where}.clientCertificate.secret", ref, client.cert_key, False))
+        wanted.append((f"{where}.clientCertificate.secret", ref, client.key_key, True))
+    problems: list[str] = []
+    for field, (kind, name), key, private in wanted:
+        obj = referenced.get((kind, name))
+        if obj is None:
+            problem = f"{field}: {kind} {name!r} not found in the namespace of Knooppunt {kp.name}"
+            if problem not in problems:
+                problems.append(problem)
+            continue
+        content = object_value(obj, key)
+        if content is None:
+            problems.append(f"{field}: {kind} {name!r} has no key {key!r}")
+            continue
+        bad = _pem_problem(content, private_key=private)
+        if bad is not None:
+            problems.append(f"{field}: key {key!r} of {kind} {name!r} {bad}")
+    return problems
+
+
+def validate_knooppunt(
+    body: Mapping[str, Any], *, referenced: Mapping[ObjectRef, Mapping[str, Any] | None]
+) -> list[str]:
+    """Problems that would keep the node from running; empty when it is fine."""
+    try:
+        kp = Knooppunt.model_validate(body)
+    except ValidationError as exc:
+        return model_problems(exc)
+    return postgresql_tls_problems(kp, referenced)

@@ -639,3 +639,96 @@ async def two_nodes_carry_each_others_crl(cluster: Cluster) -> None:
         )
 
     await cluster.eventually(revoked, what=f"the revocation in {other}'s CRL ({pki_name})")
+
+
+async def postgresql_tls_reaches_the_pods(cluster: Cluster) -> None:
+    """TLS to PostgreSQL: the node waits for the CA and client certificate it names, then its
+    pods mount them read-only (one projected volume) and are told to verify the server."""
+    await cluster.create(connector_resource())
+    await cluster.wait_condition(kube.SECTOR_CONNECTOR, CONNECTOR, "Ready", "True")
+    await cluster.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "pg-dsn"},
+            "data": {"url": b64(b"postgresql://knooppunt@db.example:5432/knooppunt")},
+        }
+    )
+    storage = {
+        "backend": "postgresql",
+        "postgresqlDsnSecret": {"name": "pg-dsn", "key": "url"},
+        "postgresqlTls": {
+            "ca": {"configMap": "pg-ca", "key": "root.pem"},
+            "clientCertificate": {"secret": "pg-client"},
+        },
+    }
+    await cluster.create(knooppunt_resource(replicas=2, storage=storage))
+    degraded = await cluster.wait_condition(
+        kube.KNOOPPUNT, NODE, "Degraded", "True", reason="ConfigurationProblem"
+    )
+    assert (
+        "spec.storage.postgresqlTls.ca.configMap: ConfigMap 'pg-ca' not found"
+        in degraded["message"]
+    )
+    assert "Secret 'pg-client' not found" in degraded["message"]
+    assert await cluster.get(kube.DEPLOYMENT, NODE) is None  # never a pod that cannot mount
+
+    now = datetime.datetime.now(datetime.UTC)
+    db_ca = certificates.load_ca(certificates.create_node_ca("pg", "database"))
+    client = certificates.issue_gemeente_client(
+        db_ca,
+        oin="00000001999000345000",
+        organisation="Knooppunt",
+        common_name="knooppunt",
+        days=30,
+        now=now,
+    )
+    await cluster.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "pg-ca"},
+            "data": {"root.pem": certificates.pem_cert(db_ca.certificate).decode()},
+        }
+    )
+    await cluster.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "pg-client"},
+            "type": "kubernetes.io/tls",
+            "data": {"tls.crt": b64(client.chain_pem), "tls.key": b64(client.key_pem)},
+        }
+    )
+    # user objects are not watched (only the operator's own): touch the node, as a resync would
+    await cluster.patch(kube.KNOOPPUNT, NODE, {"metadata": {"labels": {"tls": "provided"}}})
+    deployment = await cluster.eventually(
+        lambda: cluster.get(kube.DEPLOYMENT, NODE), what="Deployment"
+    )
+    pod = deployment["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "postgresql-tls")
+    assert volume["projected"]["sources"] == [
+        {"configMap": {"name": "pg-ca", "items": [{"key": "root.pem", "path": "ca.crt"}]}},
+        {
+            "secret": {
+                "name": "pg-client",
+                "items": [
+                    {"key": "tls.crt", "path": "client.crt"},
+                    {"key": "tls.key", "path": "client.key"},
+                ],
+            }
+        },
+    ]
+    assert volume["projected"]["defaultMode"] == 0o440
+    container = pod["containers"][0]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "postgresql-tls")
+    assert mount == {
+        "name": "postgresql-tls",
+        "mountPath": "/etc/knooppunt/postgresql",
+        "readOnly": True,
+    }
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KNOOPPUNT_DATABASE_SSLMODE"] == "verify-full"
+    assert env["KNOOPPUNT_DATABASE_CA"] == "/etc/knooppunt/postgresql/ca.crt"
+    assert env["KNOOPPUNT_DATABASE_CLIENT_CERT"] == "/etc/knooppunt/postgresql/client.crt"
+    assert env["KNOOPPUNT_DATABASE_CLIENT_KEY"] == "/etc/knooppunt/postgresql/client.key"

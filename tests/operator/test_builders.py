@@ -727,3 +727,110 @@ def test_image_version() -> None:
     assert node.image_version("ghcr.io/knooppunt/node-runtime:0.1.0") == "0.1.0"
     assert node.image_version("registry:5000/knooppunt") == "latest"
     assert node.image_version("knooppunt@sha256:0123456789abcdef0123") == "sha256:0123456789ab"
+
+
+PG_STORAGE = {"backend": "postgresql", "postgresqlDsnSecret": {"name": "pg", "key": "dsn"}}
+
+
+def _template(kp: Knooppunt, config: OperatorConfig) -> dict[str, Any]:
+    return node.pod_template(
+        kp,
+        config_hash="abc",
+        connectors=[REVISION],
+        tls_secret="kp-tls",
+        tls_managed=True,
+        config=config,
+    )
+
+
+def test_postgresql_tls_mounts_the_ca_and_client_certificate_read_only(
+    config: OperatorConfig,
+) -> None:
+    kp = make_kp(
+        storage={
+            **PG_STORAGE,
+            "postgresqlTls": {
+                "ca": {"secret": "pg-ca"},
+                "clientCertificate": {"secret": "pg-client", "certKey": "c", "keyKey": "k"},
+            },
+        }
+    )
+    spec = _template(kp, config)["spec"]
+    [volume] = [v for v in spec["volumes"] if v["name"] == "postgresql-tls"]
+    assert volume == {
+        "name": "postgresql-tls",
+        "projected": {
+            "sources": [
+                {"secret": {"name": "pg-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {
+                    "secret": {
+                        "name": "pg-client",
+                        "items": [
+                            {"key": "c", "path": "client.crt"},
+                            {"key": "k", "path": "client.key"},
+                        ],
+                    }
+                },
+            ],
+            "defaultMode": 0o440,
+        },
+    }
+    container = spec["containers"][0]
+    assert {
+        "name": "postgresql-tls",
+        "mountPath": "/etc/knooppunt/postgresql",
+        "readOnly": True,
+    } in container["volumeMounts"]
+    env = [e for e in container["env"] if e["name"].startswith("KNOOPPUNT_DATABASE_")]
+    assert env[1:] == [
+        {"name": "KNOOPPUNT_DATABASE_SSLMODE", "value": "verify-full"},
+        {"name": "KNOOPPUNT_DATABASE_CA", "value": "/etc/knooppunt/postgresql/ca.crt"},
+        {"name": "KNOOPPUNT_DATABASE_CLIENT_CERT", "value": "/etc/knooppunt/postgresql/client.crt"},
+        {"name": "KNOOPPUNT_DATABASE_CLIENT_KEY", "value": "/etc/knooppunt/postgresql/client.key"},
+    ]
+
+
+def test_postgresql_without_tls_mounts_nothing_and_a_ca_change_rolls_the_pods(
+    config: OperatorConfig,
+) -> None:
+    plain = _template(make_kp(storage=PG_STORAGE), config)
+    assert all(v["name"] != "postgresql-tls" for v in plain["spec"]["volumes"])
+    assert not any(
+        e["name"] == "KNOOPPUNT_DATABASE_CA" for e in plain["spec"]["containers"][0]["env"]
+    )
+    with_ca = _template(
+        make_kp(storage={**PG_STORAGE, "postgresqlTls": {"ca": {"configMap": "pg-ca"}}}), config
+    )
+    assert node.template_hash(with_ca) != node.template_hash(plain)
+
+
+@pytest.mark.parametrize(
+    ("storage", "message"),
+    [
+        (
+            {**PG_STORAGE, "postgresqlTls": {"ca": {"secret": "a"}, "sslMode": "require"}},
+            "weaker than verify-full while a CA is given",
+        ),
+        ({**PG_STORAGE, "postgresqlTls": {}}, "sslMode verify-full needs postgresqlTls.ca"),
+        (
+            {**PG_STORAGE, "postgresqlTls": {"ca": {"secret": "a", "configMap": "b"}}},
+            "exactly one of secret, configMap",
+        ),
+        (
+            {"backend": "sqlite", "postgresqlTls": {"ca": {"secret": "a"}}},
+            "for backend postgresql only",
+        ),
+        (
+            {
+                **PG_STORAGE,
+                "postgresqlTls": {"sslMode": "require", "clientCertificate": {"secret": "c"}},
+            },
+            "clientCertificate needs postgresqlTls.ca",
+        ),
+    ],
+)
+def test_postgresql_tls_model_refuses_weak_or_incomplete_settings(
+    storage: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_kp(storage=storage)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import copy
 import json
 import socket
 import time
@@ -32,7 +33,7 @@ import httpx
 import pytest
 import pytest_asyncio
 import yaml
-from knooppunt_operator import kube, rbac, status
+from knooppunt_operator import certificates, kube, rbac, status
 from knooppunt_operator.handlers.context import Context
 from knooppunt_operator.runtime_client import StaticPending
 
@@ -261,6 +262,12 @@ async def test_a_node_carries_400_gemeenten(running: Running) -> None:
     """400 gemeenten on the real API server: 400 certificates, no pod restart, no object
     growing with them (the scale the issue asks for, asserted, not only benchmarked)."""
     await scenarios.gemeenten_never_touch_the_deployment(running.cluster, count=400)
+
+
+@pytest.mark.asyncio
+@pytest.mark.cluster_needs(RUNTIME_PODS)
+async def test_postgresql_tls_reaches_the_pods(running: Running) -> None:
+    await scenarios.postgresql_tls_reaches_the_pods(running.cluster)
 
 
 @pytest.mark.asyncio
@@ -516,6 +523,48 @@ async def test_the_api_server_calls_the_webhook_and_refuses_a_broken_connector(
         with pytest.raises(httpx.HTTPStatusError) as unbumped:
             await asyncio.to_thread(controlplane.apply, changed)
         assert "raise spec.revision" in unbumped.value.response.json()["message"]
+
+        # a Knooppunt naming PostgreSQL TLS material that is not there is refused, with why
+        storage = {
+            "backend": "postgresql",
+            "postgresqlDsnSecret": {"name": "pg-dsn", "key": "url"},
+            "postgresqlTls": {"ca": {"secret": "pg-ca"}},
+        }
+        node = scenarios.knooppunt_resource(storage=storage)
+        node["metadata"]["namespace"] = controlplane_namespace
+        with pytest.raises(httpx.HTTPStatusError) as no_ca:
+            await asyncio.to_thread(controlplane.apply, node)
+        message = no_ca.value.response.json()["message"]
+        assert 'admission webhook "validate-knooppunt.knooppunt.nl" denied the request' in message
+        assert "spec.storage.postgresqlTls.ca.secret: Secret 'pg-ca' not found" in message
+        not_pem = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "pg-ca", "namespace": controlplane_namespace},
+            "stringData": {"ca.crt": "not a certificate"},
+        }
+        await asyncio.to_thread(controlplane.apply, not_pem)
+        with pytest.raises(httpx.HTTPStatusError) as bad_ca:
+            await asyncio.to_thread(controlplane.apply, node)
+        assert (
+            "key 'ca.crt' of Secret 'pg-ca' holds no PEM certificate"
+            in (bad_ca.value.response.json()["message"])
+        )
+        ca = certificates.load_ca(certificates.create_node_ca("pg", "database"))
+        good_ca = {
+            **not_pem,
+            "stringData": {"ca.crt": certificates.pem_cert(ca.certificate).decode()},
+        }
+        await asyncio.to_thread(controlplane.apply, good_ca)
+        await asyncio.to_thread(controlplane.apply, node)  # now admitted
+        weaker = copy.deepcopy(node)
+        weaker["spec"]["storage"]["postgresqlTls"]["sslMode"] = "require"
+        with pytest.raises(httpx.HTTPStatusError) as downgrade:
+            await asyncio.to_thread(controlplane.apply, weaker)
+        assert (
+            "weaker than verify-full while a CA is given"
+            in (downgrade.value.response.json()["message"])
+        )
     with controlplane.client() as http:  # kopf takes its (non-persistent) webhook back out
         config_after = http.get(WEBHOOK_CONFIGURATION).json()
     assert not config_after.get("webhooks")

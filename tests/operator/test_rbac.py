@@ -104,7 +104,10 @@ def test_handlers_registered_and_the_webhook_only_with_a_server() -> None:
     assert registry._webhooks.get_all_handlers() == []
     with_webhook = kopf.OperatorRegistry()
     main.register(with_webhook, fast_config(webhook_local_port=9443))
-    assert [h.id for h in with_webhook._webhooks.get_all_handlers()] == ["validate-connector"]
+    assert sorted(h.id for h in with_webhook._webhooks.get_all_handlers()) == [
+        "validate-connector",
+        "validate-knooppunt",
+    ]
 
 
 def test_the_operator_watches_only_its_own_secrets_and_config_maps() -> None:

@@ -148,3 +148,76 @@ def test_a_shadow_release_is_checked_as_the_runtime_will_compile_it(
         "spec.shadow.bundle.path: a bundle path is for local mode only; on a cluster use builtin "
         "or configMap"
     ]
+
+
+# ------------------------------------------------------------------ Knooppunt: PostgreSQL TLS
+
+
+def _knooppunt(tls: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "knooppunt.nl/v1alpha1",
+        "kind": "Knooppunt",
+        "metadata": {"name": "kp", "namespace": "zorg"},
+        "spec": {
+            "displayName": "Knooppunt Zorg",
+            "connectors": [{"name": "iwmo-2-1"}],
+            "storage": {
+                "backend": "postgresql",
+                "postgresqlDsnSecret": {"name": "pg", "key": "dsn"},
+                "postgresqlTls": tls,
+            },
+        },
+    }
+
+
+def _ca_pem() -> str:
+    from knooppunt_operator import certificates
+
+    ca = certificates.load_ca(certificates.create_node_ca("pg", "database"))
+    return certificates.pem_cert(ca.certificate).decode()
+
+
+def test_knooppunt_postgresql_tls_objects_must_exist_and_hold_pem() -> None:
+    import base64
+
+    body = _knooppunt({"ca": {"configMap": "pg-ca"}, "clientCertificate": {"secret": "pg-client"}})
+    assert webhook.postgresql_tls_refs(body) == [("ConfigMap", "pg-ca"), ("Secret", "pg-client")]
+    missing = webhook.validate_knooppunt(body, referenced={})
+    assert missing == [
+        "spec.storage.postgresqlTls.ca.configMap: ConfigMap 'pg-ca' not found in the "
+        "namespace of Knooppunt kp",
+        "spec.storage.postgresqlTls.clientCertificate.secret: Secret 'pg-client' not found in "
+        "the namespace of Knooppunt kp",
+    ]
+    ca_map = {"kind": "ConfigMap", "data": {"ca.crt": _ca_pem()}}
+    no_key = {"kind": "Secret", "type": "kubernetes.io/tls", "data": {"tls.crt": ""}}
+    problems = webhook.validate_knooppunt(
+        body,
+        referenced={("ConfigMap", "pg-ca"): ca_map, ("Secret", "pg-client"): no_key},
+    )
+    assert problems == [
+        "spec.storage.postgresqlTls.clientCertificate.secret: key 'tls.crt' of Secret "
+        "'pg-client' holds no PEM certificate",
+        "spec.storage.postgresqlTls.clientCertificate.secret: Secret 'pg-client' has no key "
+        "'tls.key'",
+    ]
+    good_client = {
+        "kind": "Secret",
+        "data": {
+            "tls.crt": base64.b64encode(_ca_pem().encode()).decode(),
+            "tls.key": base64.b64encode(b"-----BEGIN PRIVATE KEY-----\n...").decode(),
+        },
+    }
+    assert (
+        webhook.validate_knooppunt(
+            body,
+            referenced={("ConfigMap", "pg-ca"): ca_map, ("Secret", "pg-client"): good_client},
+        )
+        == []
+    )
+
+
+def test_knooppunt_with_a_weaker_sslmode_next_to_a_ca_is_refused() -> None:
+    body = _knooppunt({"ca": {"secret": "pg-ca"}, "sslMode": "verify-ca"})
+    [problem] = webhook.validate_knooppunt(body, referenced={})
+    assert "sslMode verify-ca is weaker than verify-full while a CA is given" in problem

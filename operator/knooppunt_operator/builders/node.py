@@ -4,7 +4,8 @@ The runtime contract (what the pod is told and where it finds things) lives here
 place: ``knooppunt serve`` configured by ``KNOOPPUNT_*`` variables, the resources ConfigMap
 mounted at ``/etc/knooppunt/resources``, TLS material at ``/etc/knooppunt/tls``, connector
 bundles at ``/etc/knooppunt/bundles/<connector>/`` (a shadow release's bundle at
-``/etc/knooppunt/shadow-bundles/<connector>/``), data at ``/var/lib/knooppunt``.
+``/etc/knooppunt/shadow-bundles/<connector>/``), the PostgreSQL CA (and client certificate)
+at ``/etc/knooppunt/postgresql``, data at ``/var/lib/knooppunt``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import yaml  # type: ignore[import-untyped,unused-ignore]
 from knooppunt_operator.builders import meta
 from knooppunt_operator.builders.revisions import ConnectorRevision, bundle_path
 from knooppunt_operator.config import OperatorConfig
-from node_runtime.model.knooppunt import Knooppunt
+from node_runtime.model.knooppunt import Knooppunt, PostgresqlTls
 from node_runtime.model.meta import GROUP
 
 HTTPS_PORT = 8443
@@ -31,6 +32,10 @@ PSEUDONYM_DIR = "/etc/knooppunt/pseudonym"
 BUNDLES_DIR = "/etc/knooppunt/bundles"
 SHADOW_BUNDLES_DIR = "/etc/knooppunt/shadow-bundles"
 DATA_DIR = "/var/lib/knooppunt"
+POSTGRESQL_TLS_DIR = "/etc/knooppunt/postgresql"
+POSTGRESQL_CA = "ca.crt"
+POSTGRESQL_CLIENT_CERT = "client.crt"
+POSTGRESQL_CLIENT_KEY = "client.key"
 CONTAINER = "knooppunt"
 
 ACCESS_HTTPS = ("facade", "sector")
@@ -229,10 +234,68 @@ def _env(kp: Knooppunt, *, tls_managed: bool, otlp: str | None) -> list[dict[str
                 "valueFrom": {"secretKeyRef": {"name": dsn.name, "key": dsn.key}},
             }
         )
+    env += _postgresql_tls_env(kp)
     if otlp is not None:
         # the OpenTelemetry SDK's own variable, which the runtime reads too
         env.append({"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": otlp})
     return env
+
+
+def _postgresql_tls(kp: Knooppunt) -> PostgresqlTls | None:
+    return None if sqlite(kp) else kp.spec.storage.postgresql_tls
+
+
+def _postgresql_tls_env(kp: Knooppunt) -> list[dict[str, Any]]:
+    """The runtime's PostgreSQL TLS settings (node_runtime.store.database_tls)."""
+    tls = _postgresql_tls(kp)
+    if tls is None:
+        return []
+    env = [{"name": "KNOOPPUNT_DATABASE_SSLMODE", "value": tls.ssl_mode}]
+    if tls.ca is not None:
+        env.append(
+            {"name": "KNOOPPUNT_DATABASE_CA", "value": f"{POSTGRESQL_TLS_DIR}/{POSTGRESQL_CA}"}
+        )
+    if tls.client_certificate is not None:
+        env += [
+            {
+                "name": "KNOOPPUNT_DATABASE_CLIENT_CERT",
+                "value": f"{POSTGRESQL_TLS_DIR}/{POSTGRESQL_CLIENT_CERT}",
+            },
+            {
+                "name": "KNOOPPUNT_DATABASE_CLIENT_KEY",
+                "value": f"{POSTGRESQL_TLS_DIR}/{POSTGRESQL_CLIENT_KEY}",
+            },
+        ]
+    return env
+
+
+def postgresql_tls_volume(kp: Knooppunt) -> dict[str, Any] | None:
+    """One read-only projected volume: the CA (from its Secret or ConfigMap) as ca.crt and
+    the client certificate as client.crt/client.key; files 0440 (libpq accepts a key of
+    root:fsGroup 0440, and the kubelet refreshes rotated contents in place)."""
+    tls = _postgresql_tls(kp)
+    if tls is None or tls.ca is None:
+        return None
+    ca_items = [{"key": tls.ca.key, "path": POSTGRESQL_CA}]
+    sources: list[dict[str, Any]] = [
+        {"secret": {"name": tls.ca.secret, "items": ca_items}}
+        if tls.ca.secret is not None
+        else {"configMap": {"name": tls.ca.config_map, "items": ca_items}}
+    ]
+    client = tls.client_certificate
+    if client is not None:
+        sources.append(
+            {
+                "secret": {
+                    "name": client.secret,
+                    "items": [
+                        {"key": client.cert_key, "path": POSTGRESQL_CLIENT_CERT},
+                        {"key": client.key_key, "path": POSTGRESQL_CLIENT_KEY},
+                    ],
+                }
+            }
+        )
+    return {"name": "postgresql-tls", "projected": {"sources": sources, "defaultMode": 0o440}}
 
 
 def _bundle_volume(rev: ConnectorRevision, *, shadow: bool = False) -> str:
@@ -277,6 +340,10 @@ def _volumes(
         {"name": "data", "mountPath": DATA_DIR},
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - the pod's own scratch volume
     ]
+    pg_tls = postgresql_tls_volume(kp)
+    if pg_tls is not None:
+        volumes.append(pg_tls)
+        mounts.append({"name": pg_tls["name"], "mountPath": POSTGRESQL_TLS_DIR, "readOnly": True})
     for rev in sorted(connectors, key=lambda r: r.name):
         bundles = []
         if rev.bundle_config_map is not None:

@@ -18,7 +18,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from knooppunt_operator import kube, metrics, status
+from knooppunt_operator import kube, metrics, status, webhook
 from knooppunt_operator.builders import meta, node
 from knooppunt_operator.builders import secrets as secret_builders
 from knooppunt_operator.builders.revisions import ConnectorRevision, parse_controller_revision
@@ -125,6 +125,36 @@ async def resolve_connectors(ctx: Context, kp: Knooppunt, current: Mapping[str, 
     return result
 
 
+# ------------------------------------------------------------------------------ admission
+
+
+async def postgresql_tls_objects(
+    ctx: Context, namespace: str, body: Mapping[str, Any]
+) -> dict[webhook.ObjectRef, dict[str, Any] | None]:
+    """The Secrets and ConfigMaps the Knooppunt's PostgreSQL TLS names, read from the API."""
+    kinds = {webhook.KIND_SECRET: kube.SECRET, webhook.KIND_CONFIG_MAP: kube.CONFIG_MAP}
+    return {
+        ref: await ctx.client.get(kinds[ref[0]], namespace, ref[1])
+        for ref in webhook.postgresql_tls_refs(body)
+    }
+
+
+async def validate(
+    ctx: Context, namespace: str, body: Mapping[str, Any], *, old: Mapping[str, Any] | None = None
+) -> list[str]:
+    """The admission check of a Knooppunt: the model, and the objects it names exist.
+
+    An update that leaves the spec alone (metadata, finalizers, a node being deleted) is
+    never refused: a Secret deleted later must not keep the Knooppunt from being deleted.
+    """
+    if old is not None and (old.get("spec") or {}) == (body.get("spec") or {}):
+        return []
+    if (body.get("metadata") or {}).get("deletionTimestamp"):
+        return []
+    referenced = await postgresql_tls_objects(ctx, namespace, body)
+    return webhook.validate_knooppunt(body, referenced=referenced)
+
+
 # ------------------------------------------------------------------------------ reconcile
 
 
@@ -197,6 +227,13 @@ async def _reconcile(ctx: Context, body: dict[str, Any]) -> bool:
         tls_name, tls_managed = names.tls, True
         async with ctx.ca_locks[key]:
             await pki.refresh_tls_locked(ctx, body, kp)
+
+    database_tls = webhook.postgresql_tls_problems(
+        kp, await postgresql_tls_objects(ctx, namespace, body)
+    )
+    if database_tls:  # the pods could not mount it: keep what runs now (or wait to start)
+        problems += database_tls
+        blocking = True
 
     resolution = await resolve_connectors(ctx, kp, current)
     problems += resolution.problems
