@@ -101,11 +101,13 @@ def _pdeathsig() -> object:
 class ServerTls:
     """The server's certificate chain and key (PEM bytes, made by the test PKI at run time:
     never files of the repository). ``client_ca``: CAs whose client certificates the server
-    accepts for ``cert`` authentication (hostssl … cert), optional."""
+    accepts for ``cert`` authentication (hostssl … cert), optional; ``ca``: the CA that
+    issued ``chain``, for the tests' clients."""
 
     chain: bytes
     key: bytes
     client_ca: bytes | None = None
+    ca: bytes | None = None  # the CA clients verify the server with (for the tests' use)
 
 
 class PostgresServer:

@@ -9,13 +9,14 @@ server's certificate-login role.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from node_runtime.security.pki.authority import create_root_ca
+from node_runtime.security.pki.authority import CertificateAuthority, create_root_ca
 from node_runtime.security.pki.issuing import issue_client_certificate, issue_server_certificate
 from tests.postgresql.server import CERT_ROLE, PostgresServer, ServerTls
 
@@ -54,11 +55,18 @@ class TlsPostgres:
         return f"postgresql+psycopg://{CERT_ROLE}@{SERVER_HOST}:{self.server.port}/{db}"
 
 
+def server_tls(
+    ca: CertificateAuthority, *, dns_names: Sequence[str], ip_addresses: Sequence[str] = ()
+) -> ServerTls:
+    """ssl=on material for a PostgresServer: a certificate for these names from ``ca``."""
+    leaf = issue_server_certificate(ca, dns_names=dns_names, ip_addresses=ip_addresses)
+    return ServerTls(chain=_pem(*leaf.chain), key=_key_pem(leaf.key), ca=_pem(ca.certificate))
+
+
 def start_tls_postgres(bin_dir: Path, directory: Path) -> TlsPostgres:
     ca = create_root_ca(common_name="knooppunt test PostgreSQL CA")
     other = create_root_ca(common_name="knooppunt test unrelated CA")
     client_ca = create_root_ca(common_name="knooppunt test PostgreSQL client CA")
-    leaf = issue_server_certificate(ca, dns_names=[SERVER_HOST])
     client = issue_client_certificate(
         client_ca,
         organisation="Knooppunt test",
@@ -77,11 +85,7 @@ def start_tls_postgres(bin_dir: Path, directory: Path) -> TlsPostgres:
         path.chmod(0o600)
     server = PostgresServer(
         bin_dir,
-        tls=ServerTls(
-            chain=_pem(*leaf.chain),
-            key=_key_pem(leaf.key),
-            client_ca=_pem(client_ca.certificate),
-        ),
+        tls=replace(server_tls(ca, dns_names=[SERVER_HOST]), client_ca=_pem(client_ca.certificate)),
     )
     server.start()
     return TlsPostgres(
