@@ -44,13 +44,19 @@ def _local(args: argparse.Namespace) -> dict[str, Any]:
     from sqlalchemy import create_engine, inspect
 
     from node_runtime.ledger.verification import verify
+    from node_runtime.store.database_tls import DatabaseTls, DatabaseTlsError
     from node_runtime.store.sql import normalise_url, sqlite_url
 
+    connect_args: dict[str, str] = {}
     if args.database_url:
         url = normalise_url(args.database_url)
+        try:  # the node's own policy: with a CA, verify-full and nothing weaker
+            connect_args = DatabaseTls(ca=args.database_ca).connect_args(url)
+        except DatabaseTlsError as exc:
+            raise SystemExit(str(exc)) from exc
     else:
         url = sqlite_url(_sqlite_file(Path(args.data_dir)))
-    engine = create_engine(url)
+    engine = create_engine(url, connect_args=connect_args)
     try:
         if "log_leaves" not in inspect(engine).get_table_names():
             raise SystemExit(
@@ -117,6 +123,12 @@ def add_log_commands(sub: Any) -> None:
         "--data-dir", default=".knooppunt/data", help="the node's data directory (SQLite)"
     )
     verify.add_argument("--database-url", default=None, help="PostgreSQL URL instead")
+    verify.add_argument(
+        "--database-ca",
+        type=Path,
+        default=None,
+        help="CA of the PostgreSQL server (PEM): TLS with sslmode verify-full",
+    )
     verify.add_argument("--url", default=None, help="a running node's base URL instead")
     verify.add_argument("--cert", type=Path, help="administrator certificate (with --url)")
     verify.add_argument("--key", type=Path, help="its private key")

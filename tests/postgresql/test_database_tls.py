@@ -141,3 +141,22 @@ def test_inconsistent_tls_settings_say_what_is_wrong(tmp_path: Path) -> None:
         DatabaseTls(ca=tmp_path / "missing.crt").connect_args()
     # without any TLS settings nothing is added (libpq's defaults and the URL apply)
     assert DatabaseTls().connect_args("postgresql://u@db/x") == {}
+
+
+def test_log_verify_reaches_the_database_over_verified_tls(
+    postgresql_tls: TlsPostgres, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`knooppunt log verify --database-url … --database-ca …` follows the node's policy."""
+    from node_runtime.cli import main
+
+    url = postgresql_tls.url()
+    store = _store(_settings(url, database_ca=postgresql_tls.ca))
+    store.migrate()
+    store.engine.dispose()
+    args = ["log", "verify", "--database-url", url, "--json"]
+    assert main([*args, "--database-ca", str(postgresql_tls.ca)]) == 0
+    assert '"ok": true' in capsys.readouterr().out
+    with pytest.raises(sqlalchemy.exc.OperationalError, match="certificate verify failed"):
+        main([*args, "--database-ca", str(postgresql_tls.other_ca)])
+    assert main([*args[:3], url + "?sslmode=disable", "--database-ca", str(postgresql_tls.ca)]) == 2
+    assert "weaker than the configured verify-full" in capsys.readouterr().err
