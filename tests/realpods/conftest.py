@@ -17,11 +17,13 @@ from pathlib import Path
 import pytest
 from knooppunt_operator import kube
 
+from node_runtime.security.pki.authority import create_root_ca
 from tests.controlplane.cluster import ControlPlane
 from tests.controlplane.fixtures import AUDIT_POLICY, controlplane_bin_dir, in_ci
 from tests.controlplane.node import POD_NETWORK, WorkerNode
 from tests.images import podman
 from tests.postgresql.server import INSTALL_HINT, PostgresServer, find_bin_dir
+from tests.postgresql.tls import server_tls
 
 HERE = Path(__file__).resolve().parent
 NODE_BUILD = HERE.parent / "controlplane" / "build_node.sh"
@@ -94,15 +96,24 @@ def realpods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealPods]:
 def realpods_postgresql(realpods: RealPods) -> Iterator[PostgresServer]:
     """A PostgreSQL server on the host that the node's pods reach at the host's address (the
     one the API server advertises): it listens there too, and its pg_hba.conf lets the pod
-    network (and the host address, should a packet be masqueraded) log in with a password."""
+    network (and the host address, should a packet be masqueraded) log in with a password,
+    over TLS only (``ssl=on``, a certificate for that address from a CA made here)."""
     bin_dir = find_bin_dir()
     if bin_dir is None:
         _unavailable(f"PostgreSQL is missing: run {INSTALL_HINT}")
     assert bin_dir is not None
+    # ssl=on with a certificate for the address the pods dial: the node verifies it
+    # (verify-full against the CA the Knooppunt names); logins without TLS are refused
+    tls = server_tls(
+        create_root_ca(common_name="knooppunt realpods PostgreSQL CA"),
+        dns_names=["localhost"],
+        ip_addresses=[realpods.node.ip, "127.0.0.1"],
+    )
     server = PostgresServer(
         bin_dir,
         extra_listen=[realpods.node.ip],
         allow_networks=[str(POD_NETWORK), f"{realpods.node.ip}/32"],
+        tls=tls,
     )
     server.start()
     try:

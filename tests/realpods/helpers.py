@@ -215,6 +215,7 @@ class Parties:
 
 
 DSN_SECRET = f"{NODE}-database"
+DB_CA = f"{NODE}-database-ca"
 
 
 @contextlib.contextmanager
@@ -235,14 +236,41 @@ def postgresql_node(
                 "stringData": {"url": pod_url},
             }
         )
-        storage = {
+        storage: dict[str, Any] = {
             "backend": "postgresql",
             "postgresqlDsnSecret": {"name": DSN_SECRET, "key": "url"},
         }
+        if pg.tls is not None and pg.tls.ca is not None:  # verified TLS to the database
+            rp.cp.apply(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": DB_CA, "namespace": ns},
+                    "data": {"ca.crt": pg.tls.ca.decode()},
+                }
+            )
+            storage["postgresqlTls"] = {"ca": {"configMap": DB_CA}}
         apply_example(rp, ns, pki, **{"replicas": 2, "storage": storage, **spec})
         yield url
     finally:
         pg.drop_database(name)
+
+
+def database_connections(pg: PostgresServer, url: str) -> dict[bool, int]:
+    """Connections to ``url``'s database from outside the test process, by TLS or not
+    (``pg_stat_ssl``, read as the superuser)."""
+    import psycopg
+
+    database = url.rsplit("/", 1)[1]
+    admin = pg.url_for("postgres", admin=True).replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin) as conn:
+        rows = conn.execute(
+            "SELECT s.ssl, count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) "
+            "WHERE a.datname = %s AND a.client_addr IS NOT NULL "
+            "AND a.client_addr <> '127.0.0.1' GROUP BY s.ssl",
+            (database,),
+        ).fetchall()
+    return {bool(ssl): int(n) for ssl, n in rows}
 
 
 def ready_pods(rp: RealPods, ns: str, n: int) -> list[dict[str, Any]]:

@@ -1,6 +1,7 @@
 """Two real pods on PostgreSQL under continuous load; one pod is deleted mid-load (as a drain
 would: gracefully, through the API). Every message the node accepted is stored once and
-delivered once per subscription; none is lost, none delivered twice."""
+delivered once per subscription; none is lost, none delivered twice. The pods' database
+connections are TLS, verified against the CA the Knooppunt names (spec.storage.postgresqlTls)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,12 @@ async def test_a_pod_deleted_mid_load_loses_nothing_and_delivers_nothing_twice(
                     interval=1,
                     message="two ready pods",
                 )
+                # the pods reach PostgreSQL over TLS, verified against the CA the Knooppunt
+                # names (the server refuses logins without TLS; verify-full refuses others)
+                by_tls = await asyncio.to_thread(
+                    helpers.database_connections, realpods_postgresql, url
+                )
+                assert by_tls.get(True, 0) >= 2 and not by_tls.get(False), by_tls
                 address, port = helpers.service_address(rp, ns)
                 with Load(pki, address, port) as load:
                     await load.wait(20, "load through the Service")
