@@ -189,14 +189,15 @@ def test_watched_namespaces_get_role_bindings_not_cluster_rights(helm: Any) -> N
     assert all(b["roleRef"]["name"] == "knooppunt-operator" for b in bindings)
     assert not of_kind(docs, "ClusterRoleBinding")
     [config] = of_kind(docs, "ValidatingWebhookConfiguration")
-    [webhook] = config["webhooks"]
-    assert webhook["namespaceSelector"]["matchExpressions"] == [
-        {
-            "key": "kubernetes.io/metadata.name",
-            "operator": "In",
-            "values": ["gemeenten-a", "gemeenten-b"],
-        }
-    ]
+    assert len(config["webhooks"]) == 2
+    for webhook in config["webhooks"]:
+        assert webhook["namespaceSelector"]["matchExpressions"] == [
+            {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "In",
+                "values": ["gemeenten-a", "gemeenten-b"],
+            }
+        ]
     [deployment] = of_kind(docs, "Deployment")
     command = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
     assert "--namespace=gemeenten-a" in command and "--all-namespaces" not in command
@@ -222,7 +223,7 @@ def test_webhook_can_be_switched_off_or_given_a_certificate(helm: Any) -> None:
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     assert volumes["webhook-tls"]["secret"]["secretName"] == "from-cert-manager"
     [config] = of_kind(docs, "ValidatingWebhookConfiguration")
-    assert config["webhooks"][0]["clientConfig"]["caBundle"] == ca
+    assert all(hook["clientConfig"]["caBundle"] == ca for hook in config["webhooks"])
 
     # Without a CA to trust the API server would refuse every connector: refused at install,
     # unless cert-manager's cainjector fills it in.
@@ -242,7 +243,7 @@ def test_webhook_can_be_switched_off_or_given_a_certificate(helm: Any) -> None:
         "annotations": {"cert-manager.io/inject-ca-from": "knooppunt-system/webhook"},
     }
     [config] = of_kind(helm.template({"webhook": injected}), "ValidatingWebhookConfiguration")
-    assert "caBundle" not in config["webhooks"][0]["clientConfig"]
+    assert all("caBundle" not in hook["clientConfig"] for hook in config["webhooks"])
     assert config["metadata"]["annotations"] == injected["annotations"]
 
 
@@ -260,30 +261,45 @@ def test_webhook_configuration_is_the_one_kopf_would_register(
     registry = kopf.OperatorRegistry()
     register(registry, OperatorConfig(webhook_local_port=1))
     [config] = of_kind(default, "ValidatingWebhookConfiguration")
-    [chart] = config["webhooks"]
-    service = dict(chart["clientConfig"]["service"])
-    [kopfs] = build_webhooks(
-        registry._webhooks.get_all_handlers(),
-        resources=[
-            references.Resource("knooppunt.nl", "v1alpha1", "sectorconnectors", namespaced=True)
-        ],
-        name_suffix=PREFIX,
-        client_config={"service": {**service, "path": ""}},
+    charts = {hook["name"]: hook for hook in config["webhooks"]}
+    service = dict(charts["validate-connector.knooppunt.nl"]["clientConfig"]["service"])
+    kopfs = {
+        hook["name"]: hook
+        for hook in build_webhooks(
+            registry._webhooks.get_all_handlers(),
+            resources=[
+                references.Resource("knooppunt.nl", "v1alpha1", plural, namespaced=True)
+                for plural in ("knooppunten", "sectorconnectors")
+            ],
+            name_suffix=PREFIX,
+            client_config={"service": {**service, "path": ""}},
+        )
+    }
+    # Every admission handler the operator registers is routed by the chart, and nothing else.
+    assert (
+        set(charts)
+        == set(kopfs)
+        == {
+            "validate-knooppunt.knooppunt.nl",
+            "validate-connector.knooppunt.nl",
+        }
     )
-    assert chart["name"] == kopfs["name"]
-    assert chart["clientConfig"]["service"] == kopfs["clientConfig"]["service"]
     assert service == {
         "name": "knooppunt-operator-webhook",
         "namespace": "knooppunt-system",
         "port": 443,
         "path": "/validate-connector",
     }
-    for rule, expected in zip(chart["rules"], kopfs["rules"], strict=True):
-        assert {k: v for k, v in rule.items() if k != "scope"} == {
-            k: v for k, v in expected.items() if k != "scope"
-        }
-    assert chart["failurePolicy"] == kopfs["failurePolicy"] == "Fail"
-    assert chart["sideEffects"] == kopfs["sideEffects"]
+    for name, chart in charts.items():
+        kopf_hook = kopfs[name]
+        assert chart["clientConfig"]["service"] == kopf_hook["clientConfig"]["service"]
+        for rule, expected in zip(chart["rules"], kopf_hook["rules"], strict=True):
+            assert {k: v for k, v in rule.items() if k != "scope"} == {
+                k: v for k, v in expected.items() if k != "scope"
+            }
+        assert chart["failurePolicy"] == kopf_hook["failurePolicy"] == "Fail"
+        assert chart["sideEffects"] == kopf_hook["sideEffects"]
+    chart = charts["validate-connector.knooppunt.nl"]
     [secret] = of_kind(default, "Secret")
     assert chart["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
     [deployment] = of_kind(default, "Deployment")
