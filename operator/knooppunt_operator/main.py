@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 import kopf
 
@@ -26,6 +27,20 @@ from knooppunt_operator.handlers import connector, knooppunt
 from knooppunt_operator.handlers.context import CONNECTOR, GEMEENTE, KNOOPPUNT, Context
 from knooppunt_operator.runtime_client import RuntimeAdminClient
 from node_runtime.model.meta import GROUP, VERSION
+
+
+class Validator(Protocol):
+    """An admission check: the problems with `body` (none: admitted)."""
+
+    def __call__(
+        self,
+        ctx: Context,
+        namespace: str,
+        body: Mapping[str, Any],
+        *,
+        old: Mapping[str, Any] | None = None,
+    ) -> Awaitable[list[str]]: ...
+
 
 PREFIX = "knooppunt.nl"
 
@@ -198,33 +213,27 @@ def register(
         if node:
             memo["controller"].on_deployment(type, ns(namespace), node)
 
-    async def connector_admission(
-        body: kopf.Body,
-        memo: kopf.Memo,
-        old: kopf.Body | None = None,
-        operation: str | None = None,
-        **_: Any,
-    ) -> None:
-        namespace = body.get("metadata", {}).get("namespace") or "default"
-        problems = await connector.validate(
-            memo["ctx"], namespace, body, old=old if operation == "UPDATE" else None
-        )
-        if problems:
-            raise kopf.AdmissionError("; ".join(problems), code=422)
+    def admission(validate: Validator) -> Callable[..., Awaitable[None]]:
+        """A kopf admission handler: refuse (422) with every problem `validate` finds."""
 
-    async def knooppunt_admission(
-        body: kopf.Body,
-        memo: kopf.Memo,
-        old: kopf.Body | None = None,
-        operation: str | None = None,
-        **_: Any,
-    ) -> None:
-        namespace = body.get("metadata", {}).get("namespace") or "default"
-        problems = await knooppunt.validate(
-            memo["ctx"], namespace, body, old=old if operation == "UPDATE" else None
-        )
-        if problems:
-            raise kopf.AdmissionError("; ".join(problems), code=422)
+        async def handler(
+            body: kopf.Body,
+            memo: kopf.Memo,
+            old: kopf.Body | None = None,
+            operation: str | None = None,
+            **_: Any,
+        ) -> None:
+            namespace = body.get("metadata", {}).get("namespace") or "default"
+            problems = await validate(
+                memo["ctx"], namespace, body, old=old if operation == "UPDATE" else None
+            )
+            if problems:
+                raise kopf.AdmissionError("; ".join(problems), code=422)
+
+        return handler
+
+    connector_admission = admission(connector.validate)
+    knooppunt_admission = admission(knooppunt.validate)
 
     if webhook_enabled(config):  # kopf refuses admission handlers without a server
         kopf.on.validate(
