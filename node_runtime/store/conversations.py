@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from node_runtime.store import schema
@@ -46,23 +46,34 @@ class ConversationRow:
         return self.status  # type: ignore[return-value]
 
 
+# The statements of the intake's commit, built once (building them per call cost more than
+# running them). One conversation item: connector, conversation and keyed hash.
+_C = schema.conversations
+_SAME = and_(
+    _C.c.connector == bindparam("k_connector"),
+    _C.c.conversation == bindparam("k_conversation"),
+    _C.c.key_hash == bindparam("k_hash"),
+)
+_UNMATCHED = (
+    select(_C.c.id).where(_SAME, _C.c.status == "unmatched").order_by(_C.c.closed_at).limit(1)
+)
+_OPEN = (
+    select(_C.c.id, _C.c.due_at)
+    .where(_SAME, _C.c.status == "open")
+    .order_by(_C.c.opened_at)
+    .limit(1)
+)
+_INSERT = insert(_C)
+_UPDATE = update(_C).where(_C.c.id == bindparam("row_id"))
+
+
 def apply(conn: Connection, events: Sequence[ConversationEvent]) -> None:
     """Open and close conversation items. Called under the commit-order lock (after the
     processing-log insert), so replicas on one database apply events one at a time."""
-    c = schema.conversations
     for e in events:
-        same = and_(
-            c.c.connector == e.connector,
-            c.c.conversation == e.conversation,
-            c.c.key_hash == e.key_hash,
-        )
+        same = {"k_connector": e.connector, "k_conversation": e.conversation, "k_hash": e.key_hash}
         if e.kind == "open":
-            early = conn.execute(
-                select(c.c.id, c.c.closed_at)
-                .where(same, c.c.status == "unmatched")
-                .order_by(c.c.closed_at)
-                .limit(1)
-            ).first()
+            early = conn.execute(_UNMATCHED, same).first()
             values = {
                 "opener_message_id": e.message_id,
                 "opener_type": e.message_type,
@@ -74,27 +85,23 @@ def apply(conn: Connection, events: Sequence[ConversationEvent]) -> None:
                 "recipient": e.recipient,
             }
             if early is not None:  # its answer came first: closed in time
-                conn.execute(update(c).where(c.c.id == early.id).values(status="closed", **values))
+                conn.execute(_UPDATE, {"row_id": early.id, "status": "closed", **values})
             else:
                 conn.execute(
-                    insert(c).values(
-                        id=str(uuid.uuid4()),
-                        connector=e.connector,
-                        conversation=e.conversation,
-                        key_hash=e.key_hash,
-                        gemeente=e.gemeente,
-                        participant=e.participant,
-                        status="open",
+                    _INSERT,
+                    {
+                        "id": str(uuid.uuid4()),
+                        "connector": e.connector,
+                        "conversation": e.conversation,
+                        "key_hash": e.key_hash,
+                        "gemeente": e.gemeente,
+                        "participant": e.participant,
+                        "status": "open",
                         **values,
-                    )
+                    },
                 )
             continue
-        opened = conn.execute(
-            select(c.c.id, c.c.due_at)
-            .where(same, c.c.status == "open")
-            .order_by(c.c.opened_at)
-            .limit(1)
-        ).first()
+        opened = conn.execute(_OPEN, same).first()
         closing = {
             "closer_message_id": e.message_id,
             "closer_type": e.message_type,
@@ -105,24 +112,23 @@ def apply(conn: Connection, events: Sequence[ConversationEvent]) -> None:
             due = opened.due_at
             late = due is not None and e.at > _aware(due)
             conn.execute(
-                update(c)
-                .where(c.c.id == opened.id)
-                .values(status="late" if late else "closed", **closing)
+                _UPDATE, {"row_id": opened.id, "status": "late" if late else "closed", **closing}
             )
         else:
             conn.execute(
-                insert(c).values(
-                    id=str(uuid.uuid4()),
-                    connector=e.connector,
-                    conversation=e.conversation,
-                    key_hash=e.key_hash,
-                    gemeente=e.gemeente,
-                    participant=e.participant,
-                    sender=e.recipient,
-                    recipient=e.sender,
-                    status="unmatched",
+                _INSERT,
+                {
+                    "id": str(uuid.uuid4()),
+                    "connector": e.connector,
+                    "conversation": e.conversation,
+                    "key_hash": e.key_hash,
+                    "gemeente": e.gemeente,
+                    "participant": e.participant,
+                    "sender": e.recipient,
+                    "recipient": e.sender,
+                    "status": "unmatched",
                     **closing,
-                )
+                },
             )
 
 

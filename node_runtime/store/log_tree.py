@@ -12,13 +12,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.engine import Connection, Engine
 
 from node_runtime.ledger.leaves import record_leaf_hash
 from node_runtime.store import schema
 
 _CHUNK = 500
+
+# The statements of the intake's commit, built once: building them per call (coercing every
+# column and comparison, computing cache keys) cost more than running them.
+_P, _LV = schema.processing_log, schema.log_leaves
+_SEQS_OF = select(_P.c.seq, _P.c.id).where(_P.c.id.in_(bindparam("ids", expanding=True)))
+_NEXT_INDEX = select(func.coalesce(func.max(_LV.c.leaf_index) + 1, 0))
+_INSERT_LEAVES = insert(_LV)
 
 
 @dataclass(frozen=True)
@@ -43,22 +50,17 @@ class StoredCheckpoint:
 def append_leaves(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Leaves for processing-log rows just inserted in this transaction (commit-order lock
     held). Their seq numbers are read back: a sequence, not the insert, numbers them."""
-    p, leaves = schema.processing_log, schema.log_leaves
     by_id = {r["id"]: r for r in rows}
     seqs: list[tuple[int, str]] = []
     ids = list(by_id)
     for i in range(0, len(ids), _CHUNK):
-        chunk = ids[i : i + _CHUNK]
         seqs.extend(
-            (int(s), str(rid))
-            for s, rid in conn.execute(select(p.c.seq, p.c.id).where(p.c.id.in_(chunk)))
+            (int(s), str(rid)) for s, rid in conn.execute(_SEQS_OF, {"ids": ids[i : i + _CHUNK]})
         )
     seqs.sort()
-    start = int(
-        conn.execute(select(func.coalesce(func.max(leaves.c.leaf_index) + 1, 0))).scalar_one()
-    )
+    start = int(conn.execute(_NEXT_INDEX).scalar_one())
     conn.execute(
-        insert(leaves),
+        _INSERT_LEAVES,
         [
             {
                 "leaf_index": start + n,
