@@ -9,12 +9,12 @@ overtakes its start.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
 from node_runtime.store import row_mapping, schema
@@ -23,12 +23,54 @@ from node_runtime.store.sql import SqlStore, insert_in_seq_order, now
 
 UNSETTLED = ("pending", "dead")
 
+_D = schema.deliveries
+# Lease the rows a claim selected, in one statement, and say which it got (a row another
+# worker leased or settled meanwhile is not returned). Built once.
+_LEASE = (
+    update(_D)
+    .where(
+        _D.c.id.in_(bindparam("ids", expanding=True)),
+        _D.c.status == "pending",
+        or_(_D.c.lease_until.is_(None), _D.c.lease_until < bindparam("moment")),
+    )
+    .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
+    .returning(_D.c.id)
+)
+# Settle successful pushes still pending, and say which (one statement for a batch).
+_SETTLE = (
+    update(_D)
+    .where(_D.c.id.in_(bindparam("ids", expanding=True)), _D.c.status == "pending")
+    .values(
+        status="delivered",
+        delivered_at=bindparam("moment"),
+        acknowledged_at=bindparam("moment"),
+        attempts=_D.c.attempts + 1,
+        lease_owner=None,
+        lease_until=None,
+        last_error=None,
+    )
+    .returning(_D.c.id)
+)
+
 
 @dataclass(frozen=True)
 class DeadLetterFilter:
     gemeente: str | None = None
     connector: str | None = None
     ids: tuple[str, ...] = ()
+
+
+def _within_room(rows: list[Any], room: Callable[[str], int]) -> list[Any]:
+    left: dict[str, int] = {}
+    kept = []
+    for row in rows:
+        endpoint = row.endpoint or ""
+        if endpoint not in left:
+            left[endpoint] = room(endpoint)
+        if left[endpoint] > 0:
+            left[endpoint] -= 1
+            kept.append(row)
+    return kept
 
 
 class Outbox:
@@ -43,7 +85,11 @@ class Outbox:
         limit: int,
         lease: timedelta,
         exclude_endpoints: Sequence[str] = (),
+        room: Callable[[str], int] | None = None,
     ) -> list[DeliveryRecord]:
+        """Lease up to ``limit`` due deliveries, oldest first, none behind an unsettled one of
+        its stream. ``room(endpoint)``: how many more this worker may have in flight to that
+        endpoint; the rest stay in the pool (their streams wait for them, order holds)."""
         d = schema.deliveries
         e = aliased(schema.deliveries)
         moment = now()
@@ -71,22 +117,25 @@ class Outbox:
             query = query.where(d.c.endpoint.not_in(list(exclude_endpoints)))
         if self.store.dialect == "postgresql":
             query = query.with_for_update(of=d, skip_locked=True)
-        claimed: list[DeliveryRecord] = []
         with self.store.transaction() as conn:
             rows = list(conn.execute(query))
-            for row in rows:
-                result = conn.execute(
-                    update(d)
-                    .where(
-                        d.c.id == row.id,
-                        d.c.status == "pending",
-                        or_(d.c.lease_until.is_(None), d.c.lease_until < moment),
-                    )
-                    .values(lease_owner=owner, lease_until=moment + lease)
+            if room is not None:
+                rows = _within_room(rows, room)
+            if not rows:
+                return []
+            leased = {
+                r[0]
+                for r in conn.execute(
+                    _LEASE,
+                    {
+                        "ids": [r.id for r in rows],
+                        "moment": moment,
+                        "owner": owner,
+                        "until": moment + lease,
+                    },
                 )
-                if result.rowcount == 1:
-                    claimed.append(row_mapping.delivery(row))
-        return claimed
+            }
+        return [row_mapping.delivery(r) for r in rows if r.id in leased]
 
     def delivered(self, delivery_id: str, log: Sequence[LogRecord]) -> bool:
         """Settle a successful push. False if it was already settled (harmless)."""
@@ -116,31 +165,9 @@ class Outbox:
         """Settle many successful pushes in one transaction (group commit)."""
         if not settled:
             return 0
-        d = schema.deliveries
-        moment = now()
         ids = [i for i, _ in settled]
         with self.store.transaction() as conn:
-            pending = {
-                r[0]
-                for r in conn.execute(
-                    select(d.c.id).where(d.c.id.in_(ids), d.c.status == "pending")
-                )
-            }
-            if not pending:
-                return 0
-            conn.execute(
-                update(d)
-                .where(d.c.id.in_(list(pending)), d.c.status == "pending")
-                .values(
-                    status="delivered",
-                    delivered_at=moment,
-                    acknowledged_at=moment,
-                    attempts=d.c.attempts + 1,
-                    lease_owner=None,
-                    lease_until=None,
-                    last_error=None,
-                )
-            )
+            pending = {r[0] for r in conn.execute(_SETTLE, {"ids": ids, "moment": now()})}
             records = [row_mapping.log_values(r) for i, log in settled if i in pending for r in log]
             insert_in_seq_order(conn, schema.processing_log, records)
             return len(pending)
