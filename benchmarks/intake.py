@@ -43,6 +43,7 @@ import argparse
 import base64
 import collections
 import csv
+import functools
 import http.client
 import importlib
 import io
@@ -51,6 +52,7 @@ import multiprocessing
 import multiprocessing.connection
 import re
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -169,6 +171,11 @@ def _serve(settings: dict[str, Any], conn: multiprocessing.connection.Connection
     known = {k: v for k, v in settings.items() if k in settings_class.model_fields}
     known["resources"] = [EXAMPLES]  # this checkout's own resources (the same organisations)
     _node, servers, _tls = build_servers(settings_class(**known))
+    reuse_port = settings.get("_reuse_port")
+    if reuse_port:  # one of several worker processes on one port (SO_REUSEPORT)
+        sock = reuse_port_socket(servers[0].config.host, reuse_port)
+        sock.listen(2048)
+        servers[0].serve = functools.partial(servers[0].serve, sockets=[sock])  # type: ignore[method-assign]
 
     app = servers[0].config.app
     app.add_api_route(READ_PATH, read_only, methods=["POST"], include_in_schema=False)
@@ -177,6 +184,14 @@ def _serve(settings: dict[str, Any], conn: multiprocessing.connection.Connection
     conn.send(port)
     conn.recv()  # until told to stop
     stop_servers(servers, thread)
+
+
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
 
 
 async def read_only(request: StarletteRequest) -> Response:
@@ -610,6 +625,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--clients", type=int, default=4, help="client processes")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="node processes serving this checkout on one port (SO_REUSEPORT), one database",
+    )
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument(
         "--slice", type=float, default=4.0, help="seconds per phase and round (after calibration)"
@@ -683,7 +704,7 @@ def main() -> None:
             return values
 
         try:
-            targets.append(Target.in_process(args.label, settings("data-0")))
+            targets.append(Target.in_process(args.label, settings("data-0"), args.workers))
             if args.compare_with is not None:
                 targets.append(
                     Target.other_checkout(args.compare_label, args.compare_with, settings("data-1"))
@@ -763,19 +784,32 @@ class Target:
     profile_lines: list[str] = field(default_factory=list)
 
     @classmethod
-    def in_process(cls, label: str, settings: dict[str, Any]) -> Target:
+    def in_process(cls, label: str, settings: dict[str, Any], workers: int = 1) -> Target:
+        """The node in a process of its own; with ``workers`` > 1, that many node processes
+        on one port (SO_REUSEPORT: the kernel spreads connections) and one database."""
         ctx = multiprocessing.get_context("spawn")
-        parent, child = ctx.Pipe()
-        node = ctx.Process(target=_serve, args=(settings, child), daemon=True)
-        node.start()
-        port = parent.recv()
+        reserved = None
+        if workers > 1:
+            reserved = reuse_port_socket("127.0.0.1", 0)  # holds the port, never listens
+            settings = {**settings, "_reuse_port": reserved.getsockname()[1]}
+        pipes, nodes = [], []
+        for _ in range(workers):  # one after the other: the first creates the keys
+            parent, child = ctx.Pipe()
+            node = ctx.Process(target=_serve, args=(settings, child), daemon=True)
+            node.start()
+            port = parent.recv()
+            pipes.append(parent)
+            nodes.append(node)
 
         def stop() -> None:
-            parent.send("stop")
-            node.join(20)
+            for parent, node in zip(pipes, nodes, strict=True):
+                parent.send("stop")
+                node.join(20)
+            if reserved is not None:
+                reserved.close()
 
-        assert node.pid is not None
-        return cls(label, port, node.pid, stop)
+        assert nodes[0].pid is not None
+        return cls(label, port, nodes[0].pid, stop)
 
     @classmethod
     def other_checkout(cls, label: str, checkout: Path, settings: dict[str, Any]) -> Target:

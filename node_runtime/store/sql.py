@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -245,6 +247,44 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+class WriterLock:
+    """One writer at a time on a SQLite database: across this process's threads (a lock) and
+    across processes on the same file (``flock`` on ``<database>.writer``), so that several
+    worker processes queue for the write lock instead of polling SQLite's busy handler (which
+    sleeps in growing steps) or failing a read-then-write transaction with "database is
+    locked". Each process's group commit still shares one transaction and fsync among its
+    waiting writers."""
+
+    def __init__(self, database: str | None) -> None:
+        self._thread = threading.Lock()
+        self._path = f"{database}.writer" if database and database != ":memory:" else None
+        self._fd: int | None = None
+
+    def __enter__(self) -> None:
+        self._thread.acquire()
+        try:
+            if self._path is not None:
+                if self._fd is None:
+                    self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread.release()
+            raise
+
+    def __exit__(self, *_exc: object) -> None:
+        try:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread.release()
+
+    def close(self) -> None:
+        with self._thread:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
 class SqlStore:
     """All durable state of a node. Every method is one transaction."""
 
@@ -272,10 +312,11 @@ class SqlStore:
                 event.listen(engine, "connect", _sqlite_pragmas)
         self.engine = engine
         self.dialect = engine.dialect.name
-        # SQLite has one writer at a time; serialising writers in-process avoids its busy
-        # handler, which sleeps in growing steps and wrecks latency under contention.
-        self._write_lock: threading.Lock | None = (
-            threading.Lock() if self.dialect == "sqlite" else None
+        # SQLite has one writer at a time; serialising writers (threads and processes on the
+        # same file) avoids its busy handler, which sleeps in growing steps and wrecks latency
+        # under contention.
+        self._write_lock: WriterLock | None = (
+            WriterLock(engine.url.database) if self.dialect == "sqlite" else None
         )
         self._intake_group: GroupCommit[Write, tuple[MessageRecord, bool] | None] = GroupCommit(
             self._commit_intake_batch
@@ -327,6 +368,8 @@ class SqlStore:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._write_lock is not None:
+            self._write_lock.close()
 
     # -- intake ----------------------------------------------------------------------------
 
