@@ -147,7 +147,12 @@ class DeliveryWorker:
         exclude = set(self.breakers.open_endpoints())
         half_open = set(self.breakers.half_open_endpoints())
         exclude |= {e for e in half_open if self._inflight[e] >= 1}
-        exclude |= {e for e, n in self._inflight.items() if n >= spec.concurrency_per_endpoint}
+        # An endpoint is claimed for again once a quarter of its slots are free, not at every
+        # finished push: on SQLite each claim is a durable transaction of its own.
+        step = max(1, spec.concurrency_per_endpoint // 4)
+        exclude |= {
+            e for e, n in self._inflight.items() if spec.concurrency_per_endpoint - n < step
+        }
         lease = timedelta(seconds=spec.timeout_seconds + 10)
         inflight = dict(self._inflight)
 

@@ -251,9 +251,9 @@ class WriterLock:
     """One writer at a time on a SQLite database: across this process's threads (a lock) and
     across processes on the same file (``flock`` on ``<database>.writer``), so that several
     worker processes queue for the write lock instead of polling SQLite's busy handler (which
-    sleeps in growing steps) or failing a read-then-write transaction with "database is
-    locked". Each process's group commit still shares one transaction and fsync among its
-    waiting writers."""
+    sleeps in growing steps), and a transaction that reads before it writes (a delivery claim)
+    reads what no other process is changing. Each process's group commit still shares one
+    transaction and fsync among its waiting writers."""
 
     def __init__(self, database: str | None) -> None:
         self._thread = threading.Lock()

@@ -1,16 +1,19 @@
 """Several worker processes on one SQLite file (docs/decisions/worker-processes.md): their
 writers queue on one cross-process write lock, so the processing log stays one dense tree in
-commit order, and every push delivery is leased by exactly one process (a claim reads, then
-writes: without the shared lock SQLite fails it with "database is locked")."""
+commit order, every push delivery is leased by exactly one process, and a claim does not come
+back empty while deliveries wait (without the shared lock a claim reads outside the write lock,
+and one that picked the rows another process leased meanwhile comes back with nothing)."""
 
 from __future__ import annotations
 
 import json
 import multiprocessing
 import threading
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import insert, text
 
@@ -60,20 +63,25 @@ def _log_writer(url: str, worker: int) -> None:
         raise SystemExit(f"worker {worker}: {errors[0]!r}")
 
 
-def _claimer(url: str, out: str) -> None:
+def _claimer(url: str, out: str, start: Any) -> None:
     store = SqlStore(url)
     outbox = Outbox(store)
     owner = f"worker-{uuid.uuid4().hex[:8]}"
     claimed: list[str] = []
+    start.wait()  # both processes claim at the same time
     while batch := outbox.claim(owner=owner, limit=7, lease=timedelta(minutes=5)):
         claimed += [d.id for d in batch]
+        time.sleep(0.005)  # the pushes
         outbox.delivered_many([(d.id, []) for d in batch])
     store.close()
     Path(out).write_text(json.dumps(claimed))
 
 
-def _run(target: object, args: list[tuple[object, ...]]) -> None:
+def _run(target: object, args: list[tuple[object, ...]], *, barrier: bool = False) -> None:
     ctx = multiprocessing.get_context("spawn")
+    if barrier:
+        start = ctx.Barrier(len(args))
+        args = [(*a, start) for a in args]
     procs = [ctx.Process(target=target, args=a) for a in args]  # type: ignore[arg-type]
     for p in procs:
         p.start()
@@ -158,7 +166,7 @@ def test_worker_processes_lease_each_delivery_once(tmp_path: Path) -> None:
             ],
         )
     outs = [tmp_path / f"claimed-{w}.json" for w in range(PROCESSES)]
-    _run(_claimer, [(url, str(out)) for out in outs])
+    _run(_claimer, [(url, str(out)) for out in outs], barrier=True)
     claimed = [json.loads(out.read_text()) for out in outs]
     every = [i for side in claimed for i in side]
     assert sorted(every) == sorted(ids)  # each delivery leased by exactly one process
