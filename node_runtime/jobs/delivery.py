@@ -64,6 +64,7 @@ class DeliveryWorker:
         )
         self._ssl = client_ssl
         self._inflight: Counter[str] = Counter()
+        self._slots: dict[str, str] = {}  # delivery id → endpoint, while its request runs
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = False
@@ -173,16 +174,27 @@ class DeliveryWorker:
         for delivery in batch:
             endpoint = delivery.endpoint or ""
             self._inflight[endpoint] += 1
+            self._slots[delivery.id] = endpoint
             task = asyncio.create_task(self._attempt(delivery))
             self._tasks.add(task)
-            task.add_done_callback(functools.partial(self._finished, endpoint=endpoint))
+            task.add_done_callback(functools.partial(self._finished, delivery_id=delivery.id))
         return len(batch)
 
-    def _finished(self, task: asyncio.Task[None], *, endpoint: str) -> None:
-        self._tasks.discard(task)
+    def _free_slot(self, delivery_id: str) -> None:
+        """The endpoint's slot of a delivery, freed once its request is answered (its
+        settlement may still be on the way: the endpoint is no longer busy with it, and the
+        stream's next delivery waits for the settlement in the outbox, not for the slot)."""
+        endpoint = self._slots.pop(delivery_id, None)
+        if endpoint is None:
+            return
         self._inflight[endpoint] -= 1
         if self._inflight[endpoint] <= 0:
             del self._inflight[endpoint]
+        self._wake.set()
+
+    def _finished(self, task: asyncio.Task[None], *, delivery_id: str) -> None:
+        self._tasks.discard(task)
+        self._free_slot(delivery_id)
         self._wake.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("delivery task failed", extra={"error": str(task.exception())})
@@ -232,6 +244,7 @@ class DeliveryWorker:
                 error = f"HTTP {status}"
         except (aiohttp.ClientError, TimeoutError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
+        self._free_slot(d.id)
         if error is not None:
             span.error(error)
         common = {
