@@ -403,10 +403,11 @@ def test_destroy_leaves_nothing_of_theirs(
         "ServiceAccount",
         "Ingress",
         "PodDisruptionBudget",
-        "ClusterRole",
-        "ClusterRoleBinding",
+        "ClusterRole",  # bound per watched namespace: the stack sets watchNamespaces
         "Role",
         "RoleBinding",
+        "Lease",  # the chart's own leader-election Lease and webhook configuration
+        "ValidatingWebhookConfiguration",
     }, kinds_made
 
     for project in ("facade", "operator", "platform"):
