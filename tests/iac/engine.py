@@ -34,6 +34,26 @@ PROJECTS = {
 COPIED = ("stacks", "charts", "examples")
 
 
+def example_config(project: str) -> dict[str, Any]:
+    """A stack's example configuration (`stacks/<project>/Pulumi.dev.yaml`), keys unprefixed."""
+    doc = yaml.safe_load((REPO / "stacks" / project / "Pulumi.dev.yaml").read_text())
+    prefix = f"{PROJECTS[project]}:"
+    return {k.removeprefix(prefix): v for k, v in doc["config"].items()}
+
+
+def platform_config(namespaces: Mapping[str, str]) -> dict[str, Any]:
+    """The platform stack's example, its namespaces (operator, facade, nodes) the given ones."""
+    config = example_config("platform")
+    config["namespaces"] = {
+        "operator": namespaces["operator"],
+        "facade": namespaces["facade"],
+        "nodes": [namespaces["nodes"]],
+    }
+    for node in config["pki"]["nodes"]:
+        node["namespace"] = namespaces["nodes"]
+    return config
+
+
 def bin_dir() -> Path:
     out = subprocess.run(
         ["bash", str(BUILD), "--bin-dir"], check=True, capture_output=True, text=True

@@ -34,7 +34,17 @@ import yaml
 
 from tests.controlplane.cluster import KubeCluster
 from tests.iac.conftest import unavailable
-from tests.iac.engine import BUILD, PROJECTS, Engine, built, steps, urn_name, urn_type
+from tests.iac.engine import (
+    BUILD,
+    PROJECTS,
+    Engine,
+    built,
+    example_config,
+    steps,
+    urn_name,
+    urn_type,
+)
+from tests.iac.engine import platform_config as shared_platform_config
 from tests.iac.harness import REPO
 
 pytestmark = [
@@ -51,31 +61,18 @@ REPLACING = {"replace", "create-replacement", "delete-replaced", "delete"}
 CREATED: dict[str, Counter[str]] = {}  # project → kind → count (reported at the end)
 
 
-def example(project: str) -> dict[str, Any]:
-    doc = yaml.safe_load((REPO / "stacks" / project / "Pulumi.dev.yaml").read_text())
-    prefix = f"{PROJECTS[project]}:"
-    return {k.removeprefix(prefix): v for k, v in doc["config"].items()}
-
-
 def platform_config() -> dict[str, Any]:
-    config = example("platform")
-    config["namespaces"] = {
-        "operator": NS["operator"],
-        "facade": NS["facade"],
-        "nodes": [NS["nodes"]],
-    }
-    for node in config["pki"]["nodes"]:
-        node["namespace"] = NS["nodes"]
+    config = shared_platform_config(NS)
     config["network"]["gemeenteClientCidrs"] = {"0363": ["192.0.2.0/26"]}
     return config
 
 
 def operator_config() -> dict[str, Any]:
-    return {**example("operator"), "releaseName": RELEASE, "replicas": 2}
+    return {**example_config("operator"), "releaseName": RELEASE, "replicas": 2}
 
 
 def facade_config() -> dict[str, Any]:
-    config = example("facade")
+    config = example_config("facade")
     # No ingress controller in the test cluster: the Ingress never gets an address, so the
     # provider must not wait for one (kwok runs the pods; the Deployment is awaited).
     config["entry"] = {**config["entry"], "annotations": {"pulumi.com/skipAwait": "true"}}

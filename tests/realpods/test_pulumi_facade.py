@@ -20,11 +20,11 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from node_runtime.security.tls.contexts import client_context
 from tests.iac.conftest import unavailable
-from tests.iac.engine import BUILD, PROJECTS, Engine, built
+from tests.iac.engine import BUILD, Engine, built, example_config
+from tests.iac.engine import platform_config as shared_platform_config
 from tests.iac.harness import REPO
 from tests.realpods.conftest import RealPods
 
@@ -35,26 +35,12 @@ NS = {"operator": f"kp{SFX}-system", "facade": f"kp{SFX}-facade", "nodes": f"kp{
 FACADE_HOST = "facade.knooppunt.localtest.me"  # the façade certificate's name (Pulumi.dev.yaml)
 
 
-def example(project: str) -> dict[str, Any]:
-    doc = yaml.safe_load((REPO / "stacks" / project / "Pulumi.dev.yaml").read_text())
-    prefix = f"{PROJECTS[project]}:"
-    return {k.removeprefix(prefix): v for k, v in doc["config"].items()}
-
-
 def platform_config() -> dict[str, Any]:
-    config = example("platform")
-    config["namespaces"] = {
-        "operator": NS["operator"],
-        "facade": NS["facade"],
-        "nodes": [NS["nodes"]],
-    }
-    for node in config["pki"]["nodes"]:
-        node["namespace"] = NS["nodes"]
-    return config
+    return shared_platform_config(NS)
 
 
 def facade_config(image: str) -> dict[str, Any]:
-    config = example("facade")
+    config = example_config("facade")
     config["image"] = image
     config["replicas"] = 1
     # No ingress controller on the test node: the Ingress never gets an address.
