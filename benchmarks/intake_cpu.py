@@ -1,0 +1,183 @@
+"""Benchmark: CPU time per accepted message inside the node, without HTTP.
+
+    .venv/bin/python benchmarks/intake_cpu.py [--messages 2000] [--profile]
+        [--database-url postgresql://…]
+
+The node is built as ``knooppunt serve`` builds it (``build_node``: the example resources,
+SQLite in a temporary directory unless ``--database-url``) and the example WMO305/307/315
+messages, each with its own identification, go through ``IntakeService.process`` from one
+thread, one after the other: parse, XSD validation, rules, routing with conversion and
+doelbinding, the retour, the processing-log records, and the durable commit (group commit
+with one writer: one transaction and fsync per message). The figure is CPU time
+(``time.process_time``, all threads of this process) per accepted message, so it stays
+meaningful on a busy machine where wall-clock figures do not; the fsync wait is not CPU time
+and is not in it.
+
+``--profile`` runs the same messages once more under cProfile with a CPU clock and prints
+where the time goes: per component (inclusive time of the pipeline's steps) and the functions
+with the most own time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from node_runtime.model.loading import load_paths  # noqa: E402
+from node_runtime.node.assembly import Node, build_node  # noqa: E402
+from node_runtime.node.config import Settings  # noqa: E402
+from node_runtime.observability.tracing import TraceContext  # noqa: E402
+from node_runtime.security.pki.development import ensure_for_resources  # noqa: E402
+from node_runtime.state.principals import Principal  # noqa: E402
+
+EXAMPLES = REPO / "examples" / "iwmo"
+NODE = "knooppunt-zorg"
+CONNECTOR = "iwmo-2-1"
+
+# (label, file suffix, function name) of the inclusive times reported per component; a
+# function missing from a checkout (renamed, or not there yet) is reported as absent.
+COMPONENTS = [
+    ("whole intake (IntakeService.process)", "pipeline/intake.py", "process"),
+    ("parse", "messages/parsing.py", "parse_message"),
+    ("XSD validation of the message", "pipeline/validation.py", "validate_schema"),
+    ("duplicate pre-check (SELECT)", "store/sql.py", "find_message"),
+    ("subject pseudonyms", "pipeline/subjects.py", "subject_refs"),
+    ("rules", "pipeline/rule_check.py", "check_rules"),
+    ("routing (conversion, doelbinding, envelopes)", "pipeline/routing.py", "route"),
+    ("  conversion", "messages/conversion.py", "convert"),
+    ("retour (XSLT + its checks)", "pipeline/acceptance.py", "answer"),
+    ("  retour XSD validation", "messages/retour.py", "_validate"),
+    ("conversation events", "pipeline/conversation_events.py", "events"),
+    ("commit (group commit, transaction)", "store/sql.py", "commit_intake"),
+    ("  message/delivery/log inserts", "store/sql.py", "_insert_intakes"),
+    ("  Merkle leaves", "store/log_tree.py", "append_leaves"),
+    ("  conversations", "store/conversations.py", "apply"),
+    ("  SQLite COMMIT", "sqlalchemy/engine/base.py", "_commit_impl"),
+]
+
+
+def messages(count: int, tag: str) -> list[tuple[str, bytes]]:
+    """(sender AGB, body): the example WMO305/307/315, each with its own identification
+    (``tag`` + a number, 12 characters, the standard's maximum)."""
+    bases = [p.read_bytes() for p in sorted((EXAMPLES / "messages").glob("wmo3[01][57]*.xml"))]
+    out = []
+    for i in range(count):
+        ident = f"{tag}{i:0{12 - len(tag)}d}".encode()
+        body = re.sub(
+            rb"(<(\w+:)?Identificatie>)[^<]*(</)",
+            rb"\g<1>" + ident + rb"\g<3>",
+            bases[i % len(bases)],
+            count=1,
+        )
+        sender = re.search(rb"<(?:\w+:)?Afzender>(\d+)<", body)
+        assert sender
+        out.append((sender.group(1).decode(), body))
+    return out
+
+
+def principals(node: Node) -> dict[str, Principal]:
+    """The participant principal of every sender AGB, as the TLS identity would resolve it."""
+    state = node.holder.current
+    out: dict[str, Principal] = {}
+    for compiled in state.connectors.values():
+        for participant in compiled.resource.spec.participants:
+            principal = Principal(
+                kind="participant",
+                id=participant.name,
+                display_name=participant.display_name,
+                identifiers=frozenset(participant.identifiers),
+                connectors=frozenset({compiled.name}),
+            )
+            for ident in participant.identifiers:
+                out[ident] = principal
+    return out
+
+
+def run(node: Node, batch: list[tuple[str, bytes]], by_agb: dict[str, Principal]) -> float:
+    """CPU seconds for the batch; every message must be accepted."""
+    state = node.holder.current
+    started = time.process_time()
+    for agb, body in batch:
+        result = node.intake.process(
+            state, CONNECTOR, body, by_agb[agb], TraceContext("0" * 31 + "1", None)
+        )
+        assert result.outcome == "accepted", (result.outcome, result.problem)
+    return time.process_time() - started
+
+
+def component_table(stats: pstats.Stats, count: int) -> list[str]:
+    raw = stats.stats  # type: ignore[attr-defined]
+    total = sum(tt for (_cc, _nc, tt, _ct, _callers) in raw.values())
+    lines = [f"  {'total (profiled)':<46} {total / count * 1000:7.3f} ms/message"]
+    for label, suffix, name in COMPONENTS:
+        found = [
+            ct
+            for (file, _line, func), (_cc, _nc, _tt, ct, _callers) in raw.items()
+            if func == name and file.endswith(suffix)
+        ]
+        value = f"{sum(found) / count * 1000:7.3f} ms" if found else "   absent"
+        lines.append(f"  {label:<46} {value}")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--top", type=int, default=40, help="functions listed by own time")
+    parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        pki = ensure_for_resources(tmp / "pki", load_paths([EXAMPLES]), NODE)
+        settings = Settings(
+            node=NODE,
+            resources=[EXAMPLES],
+            data_dir=tmp / "data",
+            tls_cert=pki.server.chain,
+            tls_key=pki.server.key,
+            tls_trust=pki.ca_bundle,
+            tls_crl=pki.crl,
+            database_url=args.database_url,
+            delivery_enabled=False,
+        )
+        node = build_node(settings, identity=lambda _request: None)
+        by_agb = principals(node)
+        try:
+            run(node, messages(args.warmup, "W"), by_agb)
+            cpu = run(node, messages(args.messages, "M"), by_agb)
+            print(
+                f"in-process intake, {args.messages} accepted messages, one thread: "
+                f"{cpu / args.messages * 1000:.3f} ms CPU per message "
+                f"({args.messages / cpu:.0f}/s of CPU)"
+            )
+            if args.profile:
+                profiler = cProfile.Profile(time.process_time)
+                batch = messages(args.messages, "P")
+                profiler.enable()
+                run(node, batch, by_agb)
+                profiler.disable()
+                stats = pstats.Stats(profiler)
+                print("\ncProfile (CPU clock), inclusive time per component:")
+                print("\n".join(component_table(stats, len(batch))))
+                print(f"\ntop {args.top} functions by own time:")
+                stats.sort_stats("tottime").print_stats(args.top)
+        finally:
+            node.store.close()
+
+
+if __name__ == "__main__":
+    main()
