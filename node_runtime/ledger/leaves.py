@@ -41,14 +41,19 @@ FIELDS: tuple[tuple[str, str], ...] = (
 
 
 def instant(value: datetime | str) -> str:
+    """``%Y-%m-%dT%H:%M:%S.%fZ`` in UTC (isoformat: the same text, at a fraction of the cost)."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(timespec="microseconds") + "Z"
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def _data(values: list[Any]) -> bytes:
-    return json.dumps([VERSION, *values], ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return _ENCODER.encode([VERSION, *values]).encode("utf-8")
 
 
 def leaf_data(row: Mapping[str, Any]) -> bytes:

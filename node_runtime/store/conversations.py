@@ -12,7 +12,7 @@ from typing import Any, Literal
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from node_runtime.store import schema
+from node_runtime.store import prepared, schema
 from node_runtime.store.records import ConversationEvent
 
 State = Literal["open", "overdue", "closed", "late", "unmatched"]
@@ -73,7 +73,7 @@ def apply(conn: Connection, events: Sequence[ConversationEvent]) -> None:
     for e in events:
         same = {"k_connector": e.connector, "k_conversation": e.conversation, "k_hash": e.key_hash}
         if e.kind == "open":
-            early = conn.execute(_UNMATCHED, same).first()
+            early = next(iter(prepared.fetch(conn, _UNMATCHED, same)), None)
             values = {
                 "opener_message_id": e.message_id,
                 "opener_type": e.message_type,
@@ -85,9 +85,10 @@ def apply(conn: Connection, events: Sequence[ConversationEvent]) -> None:
                 "recipient": e.recipient,
             }
             if early is not None:  # its answer came first: closed in time
-                conn.execute(_UPDATE, {"row_id": early.id, "status": "closed", **values})
+                prepared.execute(conn, _UPDATE, {"row_id": early[0], "status": "closed", **values})
             else:
-                conn.execute(
+                prepared.execute(
+                    conn,
                     _INSERT,
                     {
                         "id": str(uuid.uuid4()),
@@ -101,7 +102,7 @@ def apply(conn: Connection, events: Sequence[ConversationEvent]) -> None:
                     },
                 )
             continue
-        opened = conn.execute(_OPEN, same).first()
+        opened = next(iter(prepared.fetch(conn, _OPEN, same)), None)
         closing = {
             "closer_message_id": e.message_id,
             "closer_type": e.message_type,
@@ -109,13 +110,14 @@ def apply(conn: Connection, events: Sequence[ConversationEvent]) -> None:
             "closed_at": e.at,
         }
         if opened is not None:
-            due = opened.due_at
+            row_id, due = opened
             late = due is not None and e.at > _aware(due)
-            conn.execute(
-                _UPDATE, {"row_id": opened.id, "status": "late" if late else "closed", **closing}
+            prepared.execute(
+                conn, _UPDATE, {"row_id": row_id, "status": "late" if late else "closed", **closing}
             )
         else:
-            conn.execute(
+            prepared.execute(
+                conn,
                 _INSERT,
                 {
                     "id": str(uuid.uuid4()),

@@ -12,18 +12,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Connection, Engine
 
 from node_runtime.ledger.leaves import record_leaf_hash
-from node_runtime.store import schema
+from node_runtime.store import prepared, schema
 
 _CHUNK = 500
 
 # The statements of the intake's commit, built once: building them per call (coercing every
 # column and comparison, computing cache keys) cost more than running them.
 _P, _LV = schema.processing_log, schema.log_leaves
-_SEQS_OF = select(_P.c.seq, _P.c.id).where(_P.c.id.in_(bindparam("ids", expanding=True)))
 _NEXT_INDEX = select(func.coalesce(func.max(_LV.c.leaf_index) + 1, 0))
 _INSERT_LEAVES = insert(_LV)
 
@@ -53,17 +52,20 @@ def append_leaves(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     by_id = {r["id"]: r for r in rows}
     seqs: list[tuple[int, str]] = []
     ids = list(by_id)
+    mark = prepared.placeholder(conn.dialect)
     for i in range(0, len(ids), _CHUNK):
-        seqs.extend(
-            (int(s), str(rid)) for s, rid in conn.execute(_SEQS_OF, {"ids": ids[i : i + _CHUNK]})
-        )
+        chunk = ids[i : i + _CHUNK]
+        marks = ", ".join([mark] * len(chunk))  # only markers: the ids are parameters
+        sql = f"SELECT seq, id FROM {_P.name} WHERE id IN ({marks})"  # noqa: S608
+        seqs.extend((int(s), str(rid)) for s, rid in prepared.fetch_sql(conn, sql, chunk))
     seqs.sort()
-    start = int(conn.execute(_NEXT_INDEX).scalar_one())
-    conn.execute(
+    ((start,),) = prepared.fetch(conn, _NEXT_INDEX, {})
+    prepared.execute_many(
+        conn,
         _INSERT_LEAVES,
         [
             {
-                "leaf_index": start + n,
+                "leaf_index": int(start) + n,
                 "seq": seq,
                 "record_id": rid,
                 "leaf_hash": record_leaf_hash(by_id[rid]),

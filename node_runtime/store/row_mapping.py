@@ -6,6 +6,7 @@ Public so that every repository module of the store maps rows the same way.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,25 +44,30 @@ def message_values(m: MessageRecord) -> dict[str, Any]:
 
 
 def message(r: Row[Any]) -> MessageRecord:
-    received = utc(r.received_at)
+    return message_from_values(r._mapping)
+
+
+def message_from_values(r: Mapping[Any, Any]) -> MessageRecord:
+    """A message from its column values by name (a row's mapping, or values read raw)."""
+    received = utc(r["received_at"])
     assert received is not None
     return MessageRecord(
-        id=r.id,
-        connector=r.connector,
-        connector_revision=r.connector_revision,
-        message_type=r.message_type,
-        direction=r.direction,
-        sender=r.sender,
-        recipient=r.recipient,
-        sender_message_id=r.sender_message_id,
-        payload_sha256=r.payload_sha256,
-        payload=r.payload or b"",
+        id=r["id"],
+        connector=r["connector"],
+        connector_revision=r["connector_revision"],
+        message_type=r["message_type"],
+        direction=r["direction"],
+        sender=r["sender"],
+        recipient=r["recipient"],
+        sender_message_id=r["sender_message_id"],
+        payload_sha256=r["payload_sha256"],
+        payload=r["payload"] or b"",
         received_at=received,
-        trace_id=r.trace_id,
-        controller=r.controller,
-        answer_status=r.answer_status,
-        answer_body=r.answer_body,
-        answer_content_type=r.answer_content_type,
+        trace_id=r["trace_id"],
+        controller=r["controller"],
+        answer_status=r["answer_status"],
+        answer_body=r["answer_body"],
+        answer_content_type=r["answer_content_type"],
     )
 
 

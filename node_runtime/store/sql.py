@@ -32,7 +32,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from node_runtime.store import conversations, log_tree, row_mapping, schema
+from node_runtime.store import conversations, log_tree, prepared, row_mapping, schema
 from node_runtime.store.group import GroupCommit
 from node_runtime.store.records import (
     DeliveryRecord,
@@ -161,6 +161,7 @@ SEQ_ORDER_LOCK_KEY = 0x2F0C_5A41_7D93_1E66
 # comparison) cost more than executing them.
 _SEQ_ORDER_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 _INSERTS = {t.name: insert(t) for t in (schema.messages, schema.deliveries, schema.processing_log)}
+_MESSAGE_COLUMNS = tuple(c.name for c in schema.messages.c)
 _FIND_MESSAGE = select(schema.messages).where(
     schema.messages.c.connector == bindparam("connector"),
     schema.messages.c.sender == bindparam("sender"),
@@ -183,9 +184,12 @@ def insert_in_seq_order(conn: Connection, table: Any, rows: Sequence[dict[str, A
     if not rows:
         return
     if conn.dialect.name == "postgresql":
-        conn.execute(_SEQ_ORDER_LOCK, {"key": SEQ_ORDER_LOCK_KEY})
+        prepared.execute(conn, _SEQ_ORDER_LOCK, {"key": SEQ_ORDER_LOCK_KEY})
     statement = _INSERTS.get(table.name)
-    conn.execute(insert(table) if statement is None else statement, list(rows))
+    if statement is None:
+        conn.execute(insert(table), list(rows))
+    else:
+        prepared.execute_many(conn, statement, rows)
     if table is schema.processing_log:
         log_tree.append_leaves(conn, rows)
 
@@ -211,7 +215,9 @@ def _insert_intakes(conn: Connection, commits: Sequence[Write]) -> None:
         intakes, key=lambda c: (c.message.connector, c.message.sender, c.message.sender_message_id)
     )
     if ordered:
-        conn.execute(_INSERTS["messages"], [row_mapping.message_values(c.message) for c in ordered])
+        prepared.execute_many(
+            conn, _INSERTS["messages"], [row_mapping.message_values(c.message) for c in ordered]
+        )
     insert_in_seq_order(
         conn,
         schema.deliveries,
@@ -377,15 +383,18 @@ class SqlStore:
         self, connector: str, sender: str, sender_message_id: str
     ) -> MessageRecord | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
+            rows = prepared.fetch(
+                conn,
                 _FIND_MESSAGE,
                 {
                     "connector": connector,
                     "sender": sender,
                     "sender_message_id": sender_message_id,
                 },
-            ).first()
-        return None if row is None else row_mapping.message(row)
+            )
+        if not rows:
+            return None
+        return row_mapping.message_from_values(dict(zip(_MESSAGE_COLUMNS, rows[0], strict=True)))
 
     def commit_intake(self, commit: IntakeCommit) -> tuple[MessageRecord, bool]:
         """Store an accepted message with its deliveries and log records atomically.
