@@ -23,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from node_runtime.store import row_mapping, schema, statistics
+from node_runtime.store import prepared, row_mapping, schema, statistics
 from node_runtime.store.records import (
     DeliveryRecord,
     IntakeCommit,
@@ -817,3 +817,52 @@ def test_statistics_and_register_query_agree_on_both_backends(store: SqlStore) -
         conn.execute(sa.update(d).where(d.c.id == second.id).values(purged_at=T0))
     found = store.deliveries_for_subject(AMSTERDAM, "toewijzing", "ps-2", {"WMO305"})
     assert [d.id for d in found] == [first.id]
+
+
+# -- statements run on the driver's cursor (store/prepared.py) ------------------------------
+
+
+def test_rows_written_on_the_drivers_cursor_equal_rows_written_by_sqlalchemy(
+    store: SqlStore,
+) -> None:
+    """The intake's inserts bypass SQLAlchemy's execute: the same values must land the same
+    (instants normalised to UTC, binaries, NULLs), on either backend."""
+    at = datetime(2026, 3, 31, 23, 30, 0, 123456, tzinfo=timezone(timedelta(hours=-2)))
+    by_cursor = message(at=at, payload=b"\x00\xffbin")
+    by_sqlalchemy = replace(by_cursor, id=_id(), sender_message_id=_id())
+    with store.transaction() as conn:
+        prepared.execute_many(
+            conn, sa.insert(schema.messages), [row_mapping.message_values(by_cursor)]
+        )
+        conn.execute(sa.insert(schema.messages), [row_mapping.message_values(by_sqlalchemy)])
+    m = schema.messages
+    with store.engine.connect() as conn:
+        rows = {
+            r.id: {k: v for k, v in r._mapping.items() if k not in ("id", "sender_message_id")}
+            for r in conn.execute(sa.select(m))
+        }
+    assert rows[by_cursor.id] == rows[by_sqlalchemy.id]
+    assert rows[by_cursor.id]["received_at"] == at  # the same instant, read back in UTC
+    assert rows[by_cursor.id]["purged_at"] is None
+    found = store.find_message(CONNECTOR, AANBIEDER, by_cursor.sender_message_id)
+    assert found == by_cursor
+
+
+def test_a_duplicate_on_the_drivers_cursor_is_sqlalchemys_integrity_error(
+    store: SqlStore,
+) -> None:
+    msg = message()
+    with store.transaction() as conn:
+        prepared.execute_many(conn, sa.insert(schema.messages), [row_mapping.message_values(msg)])
+    with pytest.raises(IntegrityError), store.transaction() as conn:
+        prepared.execute_many(
+            conn, sa.insert(schema.messages), [row_mapping.message_values(replace(msg, id=_id()))]
+        )
+    assert store.count_rows()["messages"] == 1  # the failed transaction left nothing
+
+
+def test_a_statement_needing_a_default_it_is_not_given_is_refused() -> None:
+    """Column defaults are SQLAlchemy's to fill in; on the cursor every value must be given."""
+    dialect = sa.create_engine("sqlite://").dialect
+    with pytest.raises(ValueError, match="read_count"):
+        prepared.prepare(sa.insert(schema.deliveries), dialect, ["id", "message_id"])
