@@ -18,6 +18,8 @@ def xpath_text(result: object) -> str:
             return ""
         first = result[0]
         if isinstance(first, etree._Element):
+            if not len(first):  # no children: its text is all its text (the common case)
+                return (first.text or "").strip()
             return "".join(first.itertext()).strip()
         return str(first).strip()
     if isinstance(result, bool):
