@@ -13,6 +13,12 @@ with one writer: one transaction and fsync per message). The figure is CPU time
 meaningful on a busy machine where wall-clock figures do not; the fsync wait is not CPU time
 and is not in it.
 
+``--compare-with CHECKOUT`` measures this checkout and another one (e.g. ``git worktree add
+/tmp/before <rev>``, with this script copied into it), each in a fresh process, alternating
+for ``--rounds`` rounds, and prints every round and the median per checkout: on a shared
+machine even CPU time per message varies from run to run (caches, frequency), so only the
+alternated pair is a fair before/after.
+
 ``--profile`` runs the same messages once more under cProfile with a CPU clock and prints
 where the time goes: per component (inclusive time of the pipeline's steps) and the functions
 with the most own time.
@@ -24,6 +30,8 @@ import argparse
 import cProfile
 import pstats
 import re
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -138,7 +146,14 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--top", type=int, default=40, help="functions listed by own time")
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
+    parser.add_argument("--compare-with", type=Path, default=None, metavar="CHECKOUT")
+    parser.add_argument("--rounds", type=int, default=5, help="with --compare-with")
+    parser.add_argument("--label", default="this checkout")
+    parser.add_argument("--compare-label", default="other checkout")
     args = parser.parse_args()
+    if args.compare_with is not None:
+        compare(args)
+        return
 
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -177,6 +192,37 @@ def main() -> None:
                 stats.sort_stats("tottime").print_stats(args.top)
         finally:
             node.store.close()
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Both checkouts, each round in fresh processes, alternating (the order flips per round)."""
+    sides = [(args.label, REPO), (args.compare_label, args.compare_with.resolve())]
+    figures: dict[str, list[float]] = {label: [] for label, _ in sides}
+    for round_no in range(args.rounds):
+        for label, checkout in sides if round_no % 2 == 0 else sides[::-1]:
+            command = [
+                sys.executable,
+                str(checkout / "benchmarks" / "intake_cpu.py"),
+                "--messages",
+                str(args.messages),
+                "--warmup",
+                str(args.warmup),
+            ]
+            if args.database_url:
+                command += ["--database-url", args.database_url]
+            out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            found = re.search(r"([0-9.]+) ms CPU per message", out)
+            assert found, out
+            figures[label].append(float(found.group(1)))
+            print(f"  round {round_no + 1} {label:<16} {found.group(1)} ms CPU per message")
+    print(f"\nin-process intake, {args.messages} accepted messages per round, one thread:")
+    for label, values in figures.items():
+        print(
+            f"  {label:<16} median {statistics.median(values):.3f} ms CPU per message "
+            f"(min {min(values):.3f}, max {max(values):.3f}, {len(values)} rounds)"
+        )
+    new, old = (statistics.median(figures[label]) for label, _ in sides)
+    print(f"  {args.label} / {args.compare_label}: {new / old:.2f}")
 
 
 if __name__ == "__main__":
