@@ -27,6 +27,7 @@ with the most own time.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import cProfile
 import pstats
 import re
@@ -110,15 +111,27 @@ def principals(node: Node) -> dict[str, Principal]:
     return out
 
 
-def run(node: Node, batch: list[tuple[str, bytes]], by_agb: dict[str, Principal]) -> float:
-    """CPU seconds for the batch; every message must be accepted."""
+def run(
+    node: Node, batch: list[tuple[str, bytes]], by_agb: dict[str, Principal], threads: int = 1
+) -> float:
+    """CPU seconds for the batch (all threads); every message must be accepted. With several
+    threads, concurrent intakes share group commits as concurrent requests do."""
     state = node.holder.current
-    started = time.process_time()
-    for agb, body in batch:
+
+    def one(item: tuple[str, bytes]) -> None:
+        agb, body = item
         result = node.intake.process(
             state, CONNECTOR, body, by_agb[agb], TraceContext("0" * 31 + "1", None)
         )
         assert result.outcome == "accepted", (result.outcome, result.problem)
+
+    started = time.process_time()
+    if threads == 1:
+        for item in batch:
+            one(item)
+    else:
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            list(pool.map(one, batch))
     return time.process_time() - started
 
 
@@ -146,6 +159,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--top", type=int, default=40, help="functions listed by own time")
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="concurrent intakes (they share group commits)"
+    )
     parser.add_argument("--compare-with", type=Path, default=None, metavar="CHECKOUT")
     parser.add_argument("--rounds", type=int, default=5, help="with --compare-with")
     parser.add_argument("--label", default="this checkout")
@@ -154,6 +170,7 @@ def main() -> None:
     if args.compare_with is not None:
         compare(args)
         return
+    threads = "one thread" if args.threads == 1 else f"{args.threads} threads"
 
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -173,9 +190,9 @@ def main() -> None:
         by_agb = principals(node)
         try:
             run(node, messages(args.warmup, "W"), by_agb)
-            cpu = run(node, messages(args.messages, "M"), by_agb)
+            cpu = run(node, messages(args.messages, "M"), by_agb, args.threads)
             print(
-                f"in-process intake, {args.messages} accepted messages, one thread: "
+                f"in-process intake, {args.messages} accepted messages, {threads}: "
                 f"{cpu / args.messages * 1000:.3f} ms CPU per message "
                 f"({args.messages / cpu:.0f}/s of CPU)"
             )
@@ -208,6 +225,8 @@ def compare(args: argparse.Namespace) -> None:
                 "--warmup",
                 str(args.warmup),
             ]
+            if args.threads != 1:
+                command += ["--threads", str(args.threads)]
             if args.database_url:
                 command += ["--database-url", args.database_url]
             out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
@@ -215,7 +234,10 @@ def compare(args: argparse.Namespace) -> None:
             assert found, out
             figures[label].append(float(found.group(1)))
             print(f"  round {round_no + 1} {label:<16} {found.group(1)} ms CPU per message")
-    print(f"\nin-process intake, {args.messages} accepted messages per round, one thread:")
+    print(
+        f"\nin-process intake, {args.messages} accepted messages per round, "
+        f"{args.threads} thread(s):"
+    )
     for label, values in figures.items():
         print(
             f"  {label:<16} median {statistics.median(values):.3f} ms CPU per message "
