@@ -2,13 +2,19 @@
 
     .venv/bin/python benchmarks/delivery.py [--messages 1000] [--backlog 100000]
                                              [--backends sqlite,postgresql]
+                                             [--delivery-worker process|inline]
 
 Prints, per backend:
   * intake-only rate (messages accepted per second, push workers off),
   * delivered rate end to end (intake → receiver acknowledged, workers on), and their ratio;
   * the time to drain a backlog of --backlog push deliveries after the receiver comes back,
-    and the drain rate as a ratio of a plain HTTPS POST loop to the same receiver (the floor),
-    with the rate of every tenth of the backlog (a steady drain keeps them alike).
+    and the drain rate as a ratio of a plain HTTPS POST loop to the same receiver (the floor:
+    the fastest of httpx in threads and aiohttp, in this process and in a process of its own,
+    since the node's delivery process has a process of its own too), with the rate of every
+    tenth of the backlog (a steady drain keeps them alike), and the CPU time the delivering
+    process used per delivery.
+The receiver runs in a thread of this process, as the node does; with --delivery-worker
+process (the default, as deployed) the node's delivery process is a child of this one.
 All figures come from the same run on the same machine; only ratios are meaningful.
 """
 
@@ -17,6 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
+import os
 import re
 import sys
 import tempfile
@@ -204,9 +212,37 @@ def drain_deciles(store: SqlStore, backlog: int, started: float) -> list[float]:
         time.sleep(0.25)
 
 
+def _aiohttp_loop(url: str, tls: tuple[str, str, str], count: int, clients: int) -> float:
+    """A plain aiohttp POST loop, ``clients`` at a time; its rate."""
+    ctx = client_context(Path(tls[0]), Path(tls[1]), Path(tls[2]))
+
+    async def loop() -> None:
+        connector = aiohttp.TCPConnector(ssl=ctx, limit=clients)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def post(n: int) -> None:
+                for _ in range(n):
+                    headers = {"idempotency-key": str(uuid.uuid4())}
+                    async with session.post(url, data=b"{}", headers=headers) as r:
+                        await r.read()
+
+            await asyncio.gather(*(post(count // clients) for _ in range(clients)))
+
+    started = time.perf_counter()
+    asyncio.run(loop())
+    return (count // clients * clients) / (time.perf_counter() - started)
+
+
+def _aiohttp_loop_in_process(out, *args) -> None:  # type: ignore[no-untyped-def]
+    cpu = time.process_time()
+    rate = _aiohttp_loop(*args)
+    out.put((rate, time.process_time() - cpu))
+
+
 def floor_post_rate(receiver_url: str, pki, count: int = 2000, clients: int = 16) -> float:  # type: ignore[no-untyped-def]
     """The fastest plain POST loop to the receiver, ``clients`` at a time: httpx in threads
-    and aiohttp on one event loop, both measured; the higher rate is the floor."""
+    and aiohttp on one event loop in this process, and aiohttp in a process of its own (the
+    node's delivery process has one too); the highest rate is the floor."""
     own = pki.clients[node_client_name(NODE)]
     ctx = client_context(own.chain, own.key, pki.ca_bundle)
 
@@ -220,28 +256,44 @@ def floor_post_rate(receiver_url: str, pki, count: int = 2000, clients: int = 16
     with ThreadPoolExecutor(clients) as ex:
         list(ex.map(worker, [count // clients] * clients))
     threads = (count // clients * clients) / (time.perf_counter() - started)
-
-    async def loop() -> None:
-        connector = aiohttp.TCPConnector(ssl=ctx, limit=clients)
-        async with aiohttp.ClientSession(connector=connector) as session:
-
-            async def post(n: int) -> None:
-                for _ in range(n):
-                    headers = {"idempotency-key": str(uuid.uuid4())}
-                    async with session.post(receiver_url, data=b"{}", headers=headers) as r:
-                        await r.read()
-
-            await asyncio.gather(*(post(count // clients) for _ in range(clients)))
-
-    started = time.perf_counter()
-    asyncio.run(loop())
-    event_loop = (count // clients * clients) / (time.perf_counter() - started)
+    tls = (str(own.chain), str(own.key), str(pki.ca_bundle))
+    event_loop = _aiohttp_loop(receiver_url, tls, count, clients)
+    spawn = multiprocessing.get_context("spawn")  # not fork: this process runs threads
+    out = spawn.Queue()
+    child = spawn.Process(
+        target=_aiohttp_loop_in_process, args=(out, receiver_url, tls, count, clients)
+    )
+    child.start()
+    own_process, own_cpu = out.get()
+    child.join()
     print(
         f"  plain POST loops, {clients} at a time: httpx threads {threads:.1f} msg/s, "
-        f"aiohttp {event_loop:.1f} msg/s (the floor is the faster)",
+        f"aiohttp {event_loop:.1f} msg/s, aiohttp in a process of its own {own_process:.1f} "
+        f"msg/s ({own_cpu / count * 1000:.2f} ms CPU per request there); the floor is the "
+        "fastest",
         flush=True,
     )
-    return max(threads, event_loop)
+    return max(threads, event_loop, own_process)
+
+
+def delivery_up(node) -> int:  # type: ignore[no-untyped-def]
+    """Wait until the node's delivery process (if it has one) runs; the delivering pid."""
+    supervisor = getattr(node.node, "delivery", None)
+    if supervisor is None:
+        return os.getpid()
+    deadline = time.monotonic() + 300
+    while not supervisor.up:
+        assert time.monotonic() < deadline, "the delivery process did not come up"
+        time.sleep(0.05)
+    return int(supervisor.process.pid)
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process used so far, all its threads."""
+    if pid == os.getpid():
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_backend(backend: str, args: argparse.Namespace, pg) -> None:  # type: ignore[no-untyped-def]
@@ -257,6 +309,13 @@ def run_backend(backend: str, args: argparse.Namespace, pg) -> None:  # type: ig
             agb, _ = bodies(1, "X")
             provider = next(
                 p.name for p in res.connectors[CONNECTOR].spec.participants if agb in p.identifiers
+            )
+
+            # older checkouts (a "before" run) have no delivery_worker setting: inline only
+            worker_mode = (
+                {"delivery_worker": args.delivery_worker}
+                if "delivery_worker" in Settings.model_fields
+                else {}
             )
 
             def settings(name: str, delivery: bool) -> Settings:
@@ -278,6 +337,7 @@ def run_backend(backend: str, args: argparse.Namespace, pg) -> None:  # type: ig
                     delivery_cert=own.chain,
                     delivery_key=own.key,
                     delivery_enabled=delivery,
+                    **worker_mode,
                 )
 
             # 1. intake only
@@ -290,6 +350,7 @@ def run_backend(backend: str, args: argparse.Namespace, pg) -> None:  # type: ig
             _, batch = bodies(args.messages, "E")
             before = len(receiver.applied)
             node = start_in_thread(settings("e2e", True))
+            delivery_up(node)
             started = time.perf_counter()
             send_all(node.port, pki, provider, batch)
             while len(receiver.applied) - before < args.messages:
@@ -307,9 +368,13 @@ def run_backend(backend: str, args: argparse.Namespace, pg) -> None:  # type: ig
             load_backlog(store, args.backlog, receiver.url)
             floor = floor_post_rate(receiver.url, pki)
             node = start_in_thread(cfg)
+            worker_pid = delivery_up(node)
+            cpu_before, own_before = process_cpu(worker_pid), time.process_time()
             started = time.perf_counter()
             deciles = drain_deciles(store, args.backlog, started)
             drain = time.perf_counter() - started
+            worker_cpu = process_cpu(worker_pid) - cpu_before
+            own_cpu = time.process_time() - own_before
             node.stop()
             store.close()
             rate = args.backlog / drain
@@ -317,6 +382,12 @@ def run_backend(backend: str, args: argparse.Namespace, pg) -> None:  # type: ig
                 f"[{backend}] backlog of {args.backlog}: drained in {drain:.1f} s "
                 f"({rate:.1f} msg/s); plain HTTPS POST floor {floor:.1f} msg/s; "
                 f"ratio drain/floor: {rate / floor:.3f}"
+            )
+            where = "delivery process" if worker_pid != os.getpid() else "node process (inline)"
+            print(
+                f"[{backend}] CPU per delivery: {worker_cpu / args.backlog * 1000:.2f} ms in the "
+                f"{where}; {own_cpu / args.backlog * 1000:.2f} ms in the benchmark process "
+                "(receiver, node, polling)"
             )
             steady = min(deciles) / max(deciles) if deciles and max(deciles) else 0.0
             print(
@@ -333,6 +404,12 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--backlog", type=int, default=100_000)
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument(
+        "--delivery-worker",
+        default="process",
+        choices=["process", "inline"],
+        help="push delivery in a process of its own (as deployed) or in the node's process",
+    )
     args = parser.parse_args()
     backends = args.backends.split(",")
     pg = None

@@ -202,6 +202,9 @@ def run_demo(*, resources: list[Path], workdir: Path, node: str | None = None) -
         tls_crl=pki.crl,
         delivery_cert=own.chain,
         delivery_key=own.key,
+        # the demo's node lives in a thread of this script: its worker too (one process to
+        # watch; `knooppunt up` and `serve` deliver from a process of their own)
+        delivery_worker="inline",
     )
     running = start_in_thread(settings)
     base = f"https://localhost:{running.port}"

@@ -87,6 +87,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deliver(args: argparse.Namespace) -> int:
+    """The push delivery worker in a process of its own; `knooppunt serve` starts it."""
+    import asyncio
+    import uuid
+
+    from node_runtime.node.deliverer import run_delivery
+
+    configure(args.log_level)
+    # From the node: its exact settings as JSON on stdin (no secret on a command line).
+    settings = (
+        Settings.model_validate_json(sys.stdin.buffer.read()) if args.settings_stdin else Settings()
+    )
+    asyncio.run(
+        run_delivery(
+            settings,
+            owner=args.owner or f"delivery-{uuid.uuid4().hex[:12]}",
+            wake_fd=args.wake_fd,
+            metrics_socket=args.metrics_socket,
+        )
+    )
+    return 0
+
+
 DEMO_SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "demo.py"
 
 
@@ -180,6 +203,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve_cmd.add_argument("--log-level", default="INFO")
     serve_cmd.set_defaults(func=cmd_serve)
+
+    deliver = sub.add_parser(
+        "deliver",
+        help="run push delivery alone (started by `knooppunt serve`; settings as for serve)",
+    )
+    deliver.add_argument(
+        "--settings-stdin", action="store_true", help="read the settings as JSON from stdin"
+    )
+    deliver.add_argument("--owner", default=None, help="lease owner (kept across restarts)")
+    deliver.add_argument("--wake-fd", type=int, default=None, help="pipe: claim at each byte")
+    deliver.add_argument("--metrics-socket", type=Path, default=None)
+    deliver.add_argument("--log-level", default="INFO")
+    deliver.set_defaults(func=cmd_deliver)
 
     demo = sub.add_parser("demo", help="run the local demo end to end")
     demo.add_argument("-f", "--file", action="append", default=None)

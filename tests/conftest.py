@@ -69,6 +69,9 @@ def resource_dir(tmp_path: Path) -> Path:
 
 
 def node_settings(resource_dir: Path, data_dir: Path, pki: DevPki, **extra: object) -> Settings:
+    """A node's settings for tests; push delivery inline (in the node's process) unless
+    ``delivery_worker="process"`` is given (tests/runtime/test_delivery_process.py)."""
+    extra.setdefault("delivery_worker", "inline")
     return Settings(
         node=NODE,
         resources=[resource_dir],

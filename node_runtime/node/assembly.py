@@ -25,6 +25,7 @@ from node_runtime.messages.compiled import ConnectorCache
 from node_runtime.model.loading import ResourceSet, load_paths
 from node_runtime.model.reloading import StateHolder, watch_files
 from node_runtime.node.config import Settings
+from node_runtime.node.supervisor import DeliverySupervisor
 from node_runtime.observability.metrics import Metrics
 from node_runtime.observability.telemetry import DISABLED, Telemetry
 from node_runtime.pipeline.intake import IntakeService
@@ -62,6 +63,7 @@ class Node:
     telemetry: Telemetry = DISABLED
     outbox: Outbox | None = None
     worker: DeliveryWorker | None = None
+    delivery: DeliverySupervisor | None = None
     _worker_task: asyncio.Task[None] | None = field(default=None, repr=False)
     _retention: asyncio.Task[None] | None = field(default=None, repr=False)
     _reloader: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -81,6 +83,8 @@ class Node:
         self._retention = asyncio.create_task(self._retention_loop())
         if self.worker is not None:
             self._worker_task = asyncio.create_task(self.worker.run())
+        if self.delivery is not None:
+            self._worker_task = asyncio.create_task(self.delivery.run())
 
     async def _retention_loop(self) -> None:
         while True:
@@ -104,6 +108,10 @@ class Node:
                 await self._retention
         if self.worker is not None and self._worker_task is not None:
             await self.worker.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker_task
+        if self.delivery is not None and self._worker_task is not None:
+            await self.delivery.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker_task
         if self._reloader is not None:
@@ -139,7 +147,23 @@ class Node:
                 extra={"generation": self.holder.current.generation},
             )
 
+    def wake_delivery(self) -> None:
+        """New or replayed deliveries are waiting (thread-safe)."""
+        if self.worker is not None:
+            self.worker.wake()
+        if self.delivery is not None:
+            self.delivery.wake()
+
+    def delivery_state(self) -> str:
+        """off, inline (in this process), running or down (the delivery process)."""
+        if self.delivery is not None:
+            return "running" if self.delivery.up else "down"
+        return "inline" if self.worker is not None else "off"
+
     def ready(self) -> bool:
+        """The database answers, and the delivery process (if any) runs."""
+        if self.delivery_state() == "down":
+            return False
         try:
             return self.store.ping()
         except Exception:  # noqa: BLE001 - readiness reports, never raises
@@ -154,41 +178,9 @@ def build_node(
 ) -> Node:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     metrics = Metrics()
-    paths: list[Path] = list(settings.resources)
-    watch: GemeenteWatch | None = None
-    if settings.gemeenten_source == "kubernetes":
-        if not settings.namespace:
-            raise ValueError("gemeenten_source kubernetes needs a namespace")
-        access = from_kubeconfig(settings.kubeconfig) if settings.kubeconfig else in_cluster()
-        watch = GemeenteWatch(access, settings.namespace)
-        watch.start()
-
-    def loader() -> ResourceSet:
-        resources = load_paths(paths)
-        if watch is not None:
-            resources.gemeenten = watch.snapshot()
-        return resources
-
-    def on_error(exc: Exception) -> None:
-        metrics.config_errors.inc()
-        log.error(
-            "configuration reload refused; keeping the previous one", extra={"error": str(exc)}
-        )
-
-    cache = ConnectorCache(config_map_root=settings.config_map_root)
-    holder: StateHolder[NodeState] = StateHolder(
-        loader,
-        lambda res, gen: build_state(res, node=settings.node, cache=cache, generation=gen),
-        on_error=on_error,
-    )
-    if store is None and settings.database_url:
-        connect_args = settings.database_tls().connect_args(settings.database_url)
-        log.info("PostgreSQL connection TLS", extra={"tls": database_tls.describe(connect_args)})
-        store = SqlStore(settings.database_url, connect_args=connect_args)
-    elif store is None:
-        database = settings.sqlite_path(holder.current.knooppunt.spec.storage.sqlite_path)
-        database.parent.mkdir(parents=True, exist_ok=True)
-        store = SqlStore(sqlite_url(database))
+    holder, loader, watch = build_holder(settings, metrics)
+    if store is None:
+        store = open_store(settings, holder)
     store.migrate()
     pseudonymizer = Pseudonymizer(load_or_create_key(settings.key_path()))
     telemetry = Telemetry(
@@ -197,26 +189,20 @@ def build_node(
         attributes={"knooppunt.node": settings.node},
     )
     outbox = Outbox(store)
-    worker = None
-    if settings.delivery_enabled:
-        worker = DeliveryWorker(
-            outbox=outbox,
-            spec=lambda: holder.current.knooppunt.spec.delivery,
-            client_ssl=_delivery_ssl(settings),
-            metrics=metrics,
-            node_name=lambda: holder.current.name,
-            envelope=lambda d: _envelope(holder.current, d),
-            node_oin=lambda: holder.current.knooppunt.spec.oin,
-        )
-    if worker is not None:
-        worker.telemetry = telemetry
+    worker: DeliveryWorker | None = None
+    supervisor: DeliverySupervisor | None = None
+    if settings.delivery_enabled and settings.delivery_worker == "inline":
+        worker = build_worker(settings, holder, outbox, metrics, telemetry)
+    elif settings.delivery_enabled:
+        supervisor = DeliverySupervisor(settings, metrics=metrics)
+    wake = worker.wake if worker is not None else supervisor.wake if supervisor else None
     intake = IntakeService(
         store=store,
         pseudonymizer=pseudonymizer,
         metrics=metrics,
         max_depth=holder.current.knooppunt.spec.limits.max_xml_depth,
         public_url=settings.public_url,
-        on_commit=worker.wake if worker is not None else None,
+        on_commit=wake,
         conversations=Matcher(load_or_create_key(settings.key_path())),
         shadow=ShadowRunner(
             store=store,
@@ -266,6 +252,7 @@ def build_node(
         monitor,
         outbox=outbox,
         worker=worker,
+        delivery=supervisor,
         shadow_status=shadow_status,
     )
     node.telemetry = telemetry
@@ -273,6 +260,77 @@ def build_node(
         node.gemeente_watch = watch
         watch.on_change = node.reload_from_watch
     return node
+
+
+def build_holder(
+    settings: Settings, metrics: Metrics
+) -> tuple[StateHolder[NodeState], Callable[[], ResourceSet], GemeenteWatch | None]:
+    """The node's live configuration: its resource files, and on a cluster its Gemeente
+    resources watched in the Kubernetes API (the watch is started)."""
+    paths: list[Path] = list(settings.resources)
+    watch: GemeenteWatch | None = None
+    if settings.gemeenten_source == "kubernetes":
+        if not settings.namespace:
+            raise ValueError("gemeenten_source kubernetes needs a namespace")
+        access = from_kubeconfig(settings.kubeconfig) if settings.kubeconfig else in_cluster()
+        watch = GemeenteWatch(access, settings.namespace)
+        watch.start()
+
+    def loader() -> ResourceSet:
+        resources = load_paths(paths)
+        if watch is not None:
+            resources.gemeenten = watch.snapshot()
+        return resources
+
+    def on_error(exc: Exception) -> None:
+        metrics.config_errors.inc()
+        log.error(
+            "configuration reload refused; keeping the previous one", extra={"error": str(exc)}
+        )
+
+    cache = ConnectorCache(config_map_root=settings.config_map_root)
+    holder: StateHolder[NodeState] = StateHolder(
+        loader,
+        lambda res, gen: build_state(res, node=settings.node, cache=cache, generation=gen),
+        on_error=on_error,
+    )
+    return holder, loader, watch
+
+
+def open_store(settings: Settings, holder: StateHolder[NodeState]) -> SqlStore:
+    """The node's database: PostgreSQL when a URL is set, else its SQLite file."""
+    if settings.database_url:
+        connect_args = settings.database_tls().connect_args(settings.database_url)
+        log.info("PostgreSQL connection TLS", extra={"tls": database_tls.describe(connect_args)})
+        return SqlStore(settings.database_url, connect_args=connect_args)
+    database = settings.sqlite_path(holder.current.knooppunt.spec.storage.sqlite_path)
+    database.parent.mkdir(parents=True, exist_ok=True)
+    return SqlStore(sqlite_url(database))
+
+
+def build_worker(
+    settings: Settings,
+    holder: StateHolder[NodeState],
+    outbox: Outbox,
+    metrics: Metrics,
+    telemetry: Telemetry,
+    *,
+    owner: str | None = None,
+) -> DeliveryWorker:
+    """The push delivery worker, configured by the node's live state (in the node's process
+    or in its delivery process)."""
+    worker = DeliveryWorker(
+        outbox=outbox,
+        spec=lambda: holder.current.knooppunt.spec.delivery,
+        client_ssl=_delivery_ssl(settings),
+        metrics=metrics,
+        node_name=lambda: holder.current.name,
+        envelope=lambda d: _envelope(holder.current, d),
+        node_oin=lambda: holder.current.knooppunt.spec.oin,
+        owner=owner,
+    )
+    worker.telemetry = telemetry
+    return worker
 
 
 def _envelope(state: NodeState, d: DeliveryRecord) -> Envelope:

@@ -91,6 +91,13 @@ class Settings(BaseSettings):
         description="Header carrying the URL-encoded PEM client certificate from a trusted proxy.",
     )
     delivery_enabled: bool = Field(default=True, description="Run push-delivery workers.")
+    delivery_worker: Literal["process", "inline"] = Field(
+        default="process",
+        description="process: push delivery runs in a child process of its own (`knooppunt "
+        "deliver`), supervised by the node (restarted when it ends, stopped with the node; "
+        "readiness and /metrics include it), so intake and delivery use separate cores. "
+        "inline: in the node's own process (tests, embedding).",
+    )
     delivery_cert: Path | None = Field(
         default=None, description="Client certificate chain the node presents when pushing."
     )

@@ -2,12 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+
+class _Forwarded(Collector):
+    """The families of another source (a registry, or a process's exposition), collected
+    as part of this registry."""
+
+    def __init__(self, source: Callable[[], Iterable[Metric]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[Metric]:
+        return self._source()
+
+    def describe(self) -> Iterable[Metric]:
+        return ()  # names may change with the source: no duplicate check at registration
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        # The push delivery worker's own metrics live in a registry of their own. With the
+        # worker in this process they are part of ``registry``; with a delivery process
+        # (node_runtime.node.supervisor) that process's figures take their place
+        # (``delivery_source``), so one /metrics shows the node's and its delivery's figures.
+        self.delivery_registry = CollectorRegistry()
+        self.delivery_source: Callable[[], Iterable[Metric]] = self.delivery_registry.collect
+        self.registry.register(_Forwarded(lambda: self.delivery_source()))
         self.messages = Counter(
             "knooppunt_messages",
             "Messages received, by connector, message type, gemeente and outcome.",
@@ -55,7 +80,7 @@ class Metrics:
             "knooppunt_push_attempts",
             "Push delivery attempts by gemeente and result (delivered, retry, dead).",
             ["gemeente", "result"],
-            registry=self.registry,
+            registry=self.delivery_registry,
         )
         self.outbox = Gauge(
             "knooppunt_outbox_deliveries",
@@ -67,14 +92,14 @@ class Metrics:
             "knooppunt_delivery_circuit_open",
             "1 while this worker's circuit to a gemeente's push endpoint is open (or half-open).",
             ["gemeente"],
-            registry=self.registry,
+            registry=self.delivery_registry,
         )
         self.delivery_latency = Histogram(
             "knooppunt_delivery_latency_seconds",
             "Time from intake (delivery queued) to the gemeente endpoint's 2xx, per gemeente.",
             ["gemeente"],
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
-            registry=self.registry,
+            registry=self.delivery_registry,
         )
         self.backlog_age = Gauge(
             "knooppunt_backlog_oldest_age_seconds",

@@ -211,6 +211,20 @@ class Outbox:
                 .values(lease_owner=None, lease_until=None)
             )
 
+    def release_owner(self, owner: str) -> int:
+        """Give back every pending delivery leased by ``owner``, untried as far as the outbox
+        knows: called by a delivery process at start for the leases of its predecessor under
+        the same owner, which has ended (a push it made but did not settle is made again with
+        the same idempotency key). Returns the count."""
+        d = schema.deliveries
+        with self.store.transaction() as conn:
+            result = conn.execute(
+                update(d)
+                .where(d.c.lease_owner == owner, d.c.status == "pending")
+                .values(lease_owner=None, lease_until=None)
+            )
+            return int(result.rowcount)
+
     def attempts(self, delivery_id: str) -> int:
         d = schema.deliveries
         with self.engine.connect() as conn:

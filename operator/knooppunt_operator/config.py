@@ -79,8 +79,10 @@ class OperatorConfig(BaseSettings):
 
     cpu_request: str = "100m"
     memory_request: str = "256Mi"
-    cpu_limit: str = "1"
-    memory_limit: str = "512Mi"
+    # two processes per runtime pod, intake and push delivery: room for two cores and two
+    # interpreters (about 280 MiB together when idle)
+    cpu_limit: str = "2"
+    memory_limit: str = "768Mi"
     sqlite_volume_size: str = "1Gi"
     termination_grace_seconds: int = Field(default=60, ge=1)
     run_as_user: int = Field(default=10001, ge=1)

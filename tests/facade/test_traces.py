@@ -60,11 +60,19 @@ def _traced(world: World, pki: DevPki, otlp: OtlpReceiver) -> None:
         update={
             "otlp_endpoint": otlp.endpoint,
             "delivery_enabled": True,
+            # pushes and their spans come from the delivery process, as in production
+            "delivery_worker": "process",
             "delivery_cert": own.chain,
             "delivery_key": own.key,
         }
     )
     world.start_node(NODE_A)
+    supervisor = world.nodes[NODE_A].node.delivery
+    assert supervisor is not None
+    deadline = time.monotonic() + 120  # the child imports and builds its state first
+    while not supervisor.up:
+        assert time.monotonic() < deadline, "the delivery process did not come up"
+        time.sleep(0.1)
     world.facade.stop()
     world.facade_settings = world.facade_settings.model_copy(
         update={"otlp_endpoint": otlp.endpoint}

@@ -245,6 +245,7 @@ def test_pod_template_and_deployment_postgresql(config: OperatorConfig) -> None:
                             "name": "KNOOPPUNT_SHADOW_CONFIG_MAP_ROOT",
                             "value": "/etc/knooppunt/shadow-bundles",
                         },
+                        {"name": "KNOOPPUNT_DELIVERY_WORKER", "value": "process"},
                         {
                             "name": "KNOOPPUNT_DATABASE_URL",
                             "valueFrom": {"secretKeyRef": {"name": "pg", "key": "dsn"}},
@@ -265,7 +266,7 @@ def test_pod_template_and_deployment_postgresql(config: OperatorConfig) -> None:
                     "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
                     "resources": {
                         "requests": {"cpu": "100m", "memory": "256Mi"},
-                        "limits": {"cpu": "1", "memory": "512Mi"},
+                        "limits": {"cpu": "2", "memory": "768Mi"},
                     },
                     "securityContext": {
                         "allowPrivilegeEscalation": False,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,9 +15,10 @@ import yaml
 
 from node_runtime.api.server import RunningNode, start_in_thread
 from node_runtime.jobs.breakers import CircuitBreakers
-from node_runtime.jobs.delivery import backoff
+from node_runtime.jobs.delivery import DeliveryWorker, backoff
 from node_runtime.model.knooppunt import DeliverySpec
 from node_runtime.model.loading import load_paths
+from node_runtime.observability.metrics import Metrics
 from node_runtime.security.pki.development import ensure_for_resources, node_client_name
 from node_runtime.security.pki.store import DevPki
 from node_runtime.security.tls.contexts import client_context
@@ -51,6 +53,8 @@ def configure(resource_dir: Path, endpoint: str, **delivery: Any) -> None:
 
 
 Start = Callable[..., tuple[RunningNode, DevPki]]
+# in the node's process, and from the delivery process `knooppunt serve` runs in production
+WORKERS = pytest.mark.parametrize("worker", ["inline", "process"])
 
 
 @pytest.fixture()
@@ -59,7 +63,10 @@ def push_node(
 ) -> Iterator[Start]:
     started: list[RunningNode] = []
 
-    def start(**delivery: Any) -> tuple[RunningNode, DevPki]:
+    def start(
+        worker: str = "inline", database_url: str | None = None, **delivery: Any
+    ) -> tuple[RunningNode, DevPki]:
+        """A node pushing to the receiver; ``worker="process"``: from its delivery process."""
         configure(resource_dir, receiver.url, **delivery)
         # the receiver's PKI: the node trusts its server certificate and vice versa
         pki = ensure_for_resources(dev_pki.store.directory, load_paths([resource_dir]), NODE)
@@ -72,9 +79,15 @@ def push_node(
             pki,
             delivery_cert=node_cert.chain,
             delivery_key=node_cert.key,
+            delivery_worker=worker,
+            database_url=database_url,
         )
         running = start_in_thread(settings)
         started.append(running)
+        if running.node.delivery is not None:  # wait for the child's imports and state
+            assert _wait(
+                lambda: running.node.delivery is not None and running.node.delivery.up, 120
+            )
         return running, pki
 
     yield start
@@ -113,8 +126,11 @@ def _wait(predicate: Callable[[], bool], timeout: float = 20) -> bool:
     return predicate()
 
 
-def test_push_reaches_the_endpoint_over_mtls_once(push_node: Start, receiver: Receiver) -> None:
-    running, pki = push_node()
+@WORKERS
+def test_push_reaches_the_endpoint_over_mtls_once(
+    push_node: Start, receiver: Receiver, worker: str
+) -> None:
+    running, pki = push_node(worker)
     body = _rotterdam_message()
     with _client(running, pki, _provider(body)) as c:
         assert c.post(URL, content=body, headers=XML).status_code == 202
@@ -143,9 +159,12 @@ def test_push_reaches_the_endpoint_over_mtls_once(push_node: Start, receiver: Re
     assert 'knooppunt_delivery_circuit_open{gemeente="0599"} 0.0' in metrics
 
 
-def test_retry_then_dead_letter_then_replay(push_node: Start, receiver: Receiver) -> None:
+@WORKERS
+def test_retry_then_dead_letter_then_replay(
+    push_node: Start, receiver: Receiver, worker: str
+) -> None:
     receiver.always_fail = True
-    running, pki = push_node(maxAttempts=3, circuitBreakerThreshold=100)
+    running, pki = push_node(worker, maxAttempts=3, circuitBreakerThreshold=100)
     body = _rotterdam_message()
     with _client(running, pki, _provider(body)) as c:
         assert c.post(URL, content=body, headers=XML).status_code == 202
@@ -171,11 +190,13 @@ def test_retry_then_dead_letter_then_replay(push_node: Start, receiver: Receiver
         assert admin.get("/api/v1/admin/dead-letters").json()["items"] == []
 
 
+@WORKERS
 def test_an_open_circuit_is_reported_until_a_delivery_succeeds(
-    push_node: Start, receiver: Receiver
+    push_node: Start, receiver: Receiver, worker: str
 ) -> None:
     receiver.always_fail = True
     running, pki = push_node(
+        worker,
         circuitBreakerThreshold=1,
         circuitBreakerCooldownSeconds=0.5,
         maxAttempts=50,
@@ -259,3 +280,22 @@ def test_backoff_is_exponential_with_full_jitter() -> None:
     assert backoff(20, spec, rand=lambda: 1.0) == 60.0
     assert backoff(3, spec, rand=lambda: 0.5) == 4.0
     assert backoff(3, spec, rand=lambda: 0.0) == 0.05
+
+
+def test_proxies_come_from_the_environment_once_per_endpoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost")
+    worker = DeliveryWorker(
+        outbox=None,  # type: ignore[arg-type]
+        spec=DeliverySpec,
+        client_ssl=ssl.create_default_context(),
+        metrics=Metrics(),
+        node_name=lambda: NODE,
+    )
+    proxy, auth = worker._proxy("https://gemeente.example/notificaties")
+    assert str(proxy) == "http://proxy.example:3128" and auth is None
+    assert worker._proxy("https://localhost:8443/notificaties") == (None, None)
+    monkeypatch.delenv("HTTPS_PROXY")  # looked up once: the first answer stays
+    assert str(worker._proxy("https://gemeente.example/notificaties")[0]).endswith(":3128")

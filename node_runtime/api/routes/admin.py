@@ -121,6 +121,5 @@ async def replay(request: ReplayRequest, node: NodeDep) -> dict[str, Any]:
             gemeente=request.gemeente, connector=request.connector, ids=tuple(request.ids)
         ),
     )
-    if node.worker is not None:
-        node.worker.wake()
+    node.wake_delivery()
     return {"replayed": count}

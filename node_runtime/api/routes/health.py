@@ -31,6 +31,7 @@ READY = {
             "generation": {"type": "integer"},
             "connectors": {"type": "object"},
             "gemeenten": {"type": "integer"},
+            "delivery": {"enum": ["off", "inline", "running", "down"]},
         },
     }
 }
@@ -51,7 +52,10 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: configuration loaded and database reachable")
+@router.get(
+    "/readyz",
+    summary="Readiness: configuration loaded, database reachable, delivery process running",
+)
 async def readyz(node: NodeDep) -> Response:
     ok = await asyncio.to_thread(node.ready)
     state = node.holder.current
@@ -61,6 +65,7 @@ async def readyz(node: NodeDep) -> Response:
         "generation": state.generation,
         "connectors": {n: c.revision for n, c in state.connectors.items()},
         "gemeenten": len(state.gemeenten_by_code),
+        "delivery": node.delivery_state(),
     }
     return JSONResponse(body, status_code=200 if ok else 503)
 
@@ -85,7 +90,9 @@ async def metrics(node: NodeDep) -> Response:
         counts = await asyncio.to_thread(node.outbox.counts)
         for status in ("pending", "delivered", "dead"):
             node.metrics.outbox.labels(status).set(counts.get(status, 0))
-    return Response(generate_latest(node.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    # in a thread: the delivery process's figures are read from its socket
+    body = await asyncio.to_thread(generate_latest, node.metrics.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 router.add_api_route("/metrics", metrics, methods=["GET"], summary="Prometheus metrics")
@@ -97,7 +104,7 @@ tls_router.add_api_route(
     "/readyz",
     readyz,
     methods=["GET"],
-    summary="Readiness: configuration loaded and database reachable",
+    summary="Readiness: configuration loaded, database reachable, delivery process running",
     responses=READY_RESPONSES,
 )
 tls_router.add_api_route(

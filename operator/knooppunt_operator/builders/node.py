@@ -225,6 +225,9 @@ def _env(kp: Knooppunt, *, tls_managed: bool, otlp: str | None) -> list[dict[str
         {"name": "KNOOPPUNT_PSEUDONYM_KEY_FILE", "value": f"{PSEUDONYM_DIR}/key"},
         {"name": "KNOOPPUNT_CONFIG_MAP_ROOT", "value": BUNDLES_DIR},
         {"name": "KNOOPPUNT_SHADOW_CONFIG_MAP_ROOT", "value": SHADOW_BUNDLES_DIR},
+        # push delivery in a process of its own beside intake (docs/decisions/
+        # delivery-process.md); the runtime's default too, stated so the pod spec shows it
+        {"name": "KNOOPPUNT_DELIVERY_WORKER", "value": "process"},
     ]
     dsn = kp.spec.storage.postgresql_dsn_secret
     if not sqlite(kp) and dsn is not None:
