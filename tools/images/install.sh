@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install, from Debian's packages, what building and running the images needs:
 #   tools/images/install.sh          podman, buildah, runc, mmdebstrap (the image build)
-#   tools/images/install.sh --node   also containerd, the CNI plugins, iptables and conntrack
-#                                    (the real worker node of the `realpods` tests)
+#   tools/images/install.sh --node   also containerd, the CNI plugins, iptables, conntrack and
+#                                    catatonit (the real worker node of the `realpods` tests;
+#                                    catatonit is the pod sandbox's "pause" process)
 # Idempotent: nothing is called when every command is already there. Needs root (or
 # passwordless sudo) only when it installs. Services the packages would start (containerd)
 # are kept from starting: the tests run their own instances.
@@ -13,7 +14,7 @@ export DEBIAN_FRONTEND=noninteractive
 wanted=(podman:podman buildah:buildah runc:runc mmdebstrap:mmdebstrap)
 if [[ "${1:-}" == --node ]]; then
     wanted+=(containerd:containerd ctr:containerd /usr/lib/cni/bridge:containernetworking-plugins
-             iptables:iptables conntrack:conntrack)
+             iptables:iptables conntrack:conntrack catatonit:catatonit)
 fi
 missing=()
 for w in "${wanted[@]}"; do
