@@ -58,8 +58,9 @@ else
 fi
 base_id="$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$base")"
 
-# --- wheelhouse: every dependency as a wheel for this Python, keyed by pyproject.toml
-wheels_key="$( { sha256sum "$root/pyproject.toml"; python3 -c 'import sys; print(sys.version)'; } \
+# --- wheelhouse: every dependency as a wheel for this Python, keyed by pyproject.toml's content
+# (not its path: every clone shares it)
+wheels_key="$( { sha256sum <"$root/pyproject.toml"; python3 -c 'import sys; print(sys.version)'; } \
     | sha256sum | cut -c1-12)"
 wheels_ctx="$cache_root/images/wheels/$wheels_key"
 if [[ ! -f "$wheels_ctx/COMPLETE" ]]; then
