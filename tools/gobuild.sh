@@ -13,7 +13,8 @@
 # new binary print its version (a smoke test before it is cached).
 #
 # Environment: KNOOPPUNT_CACHE (cache root), GO (go command, default `go`, then
-# /usr/local/go/bin/go).
+# /usr/local/go/bin/go), GOBUILD_TAGS (build tags, part of the cache stamp; set by the
+# NAME/build.sh that needs them, e.g. promtool leaves out the service discoveries).
 set -euo pipefail
 
 name="$1" module="$2" version="$3" package="$4" ldflags="$5"
@@ -24,7 +25,8 @@ while (($#)) && [[ "$1" != -- ]]; do version_args+=("$1"); shift; done
 
 cache_dir="${KNOOPPUNT_CACHE:-$HOME/.cache/knooppunt}/$name/$version"
 binary="$cache_dir/$name"
-stamp="$module@$version"
+tags="${GOBUILD_TAGS:-}"
+stamp="$module@$version${tags:+ tags=$tags}"
 
 cached() {
     [[ -x "$binary" ]] && [[ -f "$cache_dir/VERSION" ]] && [[ "$(cat "$cache_dir/VERSION")" == "$stamp" ]]
@@ -65,7 +67,7 @@ trap 'rm -rf "$tmp"' EXIT
 echo "tools/$name/build.sh: building $package@$version into $cache_dir ..." >&2
 GOBIN="$tmp" CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local \
     progress_run "tools/$name/build.sh: $name $version" \
-    "$GO" install -v -trimpath -ldflags "$ldflags" "$package@$version"
+    "$GO" install -v -trimpath ${tags:+-tags "$tags"} -ldflags "$ldflags" "$package@$version"
 "$tmp/$name" "${version_args[@]}" >&2
 mv -f "$tmp/$name" "$binary"
 echo "$stamp" > "$cache_dir/VERSION"

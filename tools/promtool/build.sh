@@ -20,6 +20,10 @@ set -euo pipefail
 # --- pinned version: the Go module tag v0.316.0 is Prometheus 3.16.0 (named in docs/testing.md) ---
 PROMTOOL_VERSION="${PROMTOOL_VERSION:-v0.316.0}"
 PROM_MODULE="github.com/prometheus/prometheus"
+# `promtool test rules` needs none of Prometheus' service discoveries (AWS, Azure, GCE,
+# Kubernetes, ...): the build tag remove_all_sd (Prometheus >= 3.10) leaves their SDKs out,
+# which makes the cold build several times shorter.
+export GOBUILD_TAGS="remove_all_sd"
 
 exec bash "$(dirname "${BASH_SOURCE[0]}")/../gobuild.sh" promtool "$PROM_MODULE" "$PROMTOOL_VERSION" \
     "$PROM_MODULE/cmd/promtool" "-s -w" --version -- "$@"
