@@ -8,8 +8,9 @@ import functools
 import logging
 import random
 import ssl
+import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -70,8 +71,12 @@ class DeliveryWorker:
         self._ssl = client_ssl
         self._inflight: Counter[str] = Counter()
         self._slots: dict[str, str] = {}  # delivery id → endpoint, while its request runs
+        # leased, not yet started: per endpoint, oldest first (see _fill)
+        self._ready: dict[str, deque[DeliveryRecord]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._news = True  # deliveries may have been committed since the last claim
+        self._idle: tuple[frozenset[str], float] | None = None  # the last empty claim
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._settle: asyncio.Queue[tuple[str, list[LogRecord], asyncio.Future[None]]] = (
@@ -86,7 +91,11 @@ class DeliveryWorker:
     def wake(self) -> None:
         """Thread-safe: new deliveries were committed."""
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
+            self._loop.call_soon_threadsafe(self._woken)
+
+    def _woken(self) -> None:
+        self._news = True
+        self._wake.set()
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -102,9 +111,8 @@ class DeliveryWorker:
         settler = asyncio.create_task(self._settler())
         try:
             while not self._stopping:
-                claimed = await self._fill()
-                if not claimed:
-                    self._wake.clear()
+                self._wake.clear()  # before the claim: a wake during it is not lost
+                if not await self._fill():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.poll_interval)
         finally:
@@ -134,12 +142,17 @@ class DeliveryWorker:
             for _, _, fut in batch:
                 if not fut.done():
                     fut.set_result(None)
+            # the streams of settled deliveries may have their next one due now
+            self._news = True
+            self._wake.set()
 
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
 
     async def _drain(self, grace: float = 5.0) -> None:
+        for endpoint in list(self._ready):  # never started: back to the pool at once
+            await self._give_back(endpoint)
         if self._tasks:
             _done, pending = await asyncio.wait(self._tasks, timeout=grace)
             for task in pending:
@@ -148,28 +161,42 @@ class DeliveryWorker:
     # -- claiming --------------------------------------------------------------------------
 
     async def _fill(self) -> int:
-        capacity = self.max_inflight - len(self._tasks)
+        """Lease due deliveries ahead of the free slots, so that a slot freed by an answer
+        takes the next leased delivery at once (:meth:`_start_ready`) instead of waiting for
+        a claim (on SQLite a durable transaction). Per endpoint at most twice its
+        ``concurrencyPerEndpoint`` is held (in flight or ready); one, when its circuit is
+        half open; none while it is open. An endpoint is claimed for again once a quarter of
+        that is free. Only stream heads are claimed (:meth:`Outbox.claim`), so holding more
+        never lets a delivery overtake an earlier one of its stream."""
+        ready_total = sum(len(q) for q in self._ready.values())
+        capacity = 2 * self.max_inflight - len(self._tasks) - ready_total
         if capacity <= 0:
             return 0
         spec = self.spec()
+        target = 2 * spec.concurrency_per_endpoint
+        held = Counter(self._inflight)
+        for endpoint, queue in self._ready.items():
+            held[endpoint] += len(queue)
         exclude = set(self.breakers.open_endpoints())
         half_open = set(self.breakers.half_open_endpoints())
-        exclude |= {e for e in half_open if self._inflight[e] >= 1}
-        # An endpoint is claimed for again once a quarter of its slots are free, not at every
-        # finished push: on SQLite each claim is a durable transaction of its own.
-        step = max(1, spec.concurrency_per_endpoint // 4)
-        exclude |= {
-            e for e, n in self._inflight.items() if spec.concurrency_per_endpoint - n < step
-        }
-        lease = timedelta(seconds=spec.timeout_seconds + 10)
-        inflight = dict(self._inflight)
+        exclude |= {e for e in half_open if held[e] >= 1}
+        step = max(1, target // 4)
+        exclude |= {e for e, n in held.items() if target - n < step}
+        # A claim that came back empty is not repeated while nothing new was committed, no
+        # endpoint left the exclusions and the poll interval has not passed: an answer frees
+        # a slot every few milliseconds, and each claim is a transaction.
+        if self._idle is not None and not self._news:
+            excluded, at = self._idle
+            if excluded <= exclude and time.monotonic() - at < self.poll_interval:
+                return 0
+        # a ready delivery may wait for a slot up to one request's time before its own
+        lease = timedelta(seconds=2 * spec.timeout_seconds + 10)
 
         def room(endpoint: str) -> int:
-            """At most concurrencyPerEndpoint in flight per endpoint (one trial when its
-            circuit is half open): no more connections than that either."""
-            most = 1 if endpoint in half_open else spec.concurrency_per_endpoint
-            return most - inflight.get(endpoint, 0)
+            most = 1 if endpoint in half_open else target
+            return most - held.get(endpoint, 0)
 
+        self._news = False
         batch = await asyncio.to_thread(
             self.outbox.claim,
             owner=self.owner,
@@ -178,14 +205,44 @@ class DeliveryWorker:
             exclude_endpoints=sorted(exclude),
             room=room,
         )
+        self._idle = None if batch else (frozenset(exclude), time.monotonic())
         for delivery in batch:
-            endpoint = delivery.endpoint or ""
+            self._ready.setdefault(delivery.endpoint or "", deque()).append(delivery)
+        for endpoint in {d.endpoint or "" for d in batch}:
+            self._start_ready(endpoint)
+        return len(batch)
+
+    def _start_ready(self, endpoint: str) -> None:
+        """Start the endpoint's ready deliveries in its free slots: at most
+        concurrencyPerEndpoint in flight (one trial when its circuit is half open; none while
+        it is open: they go back to the pool), so no more connections than that either."""
+        queue = self._ready.get(endpoint)
+        if not queue or self._stopping:  # stopping: _drain gives them back
+            return
+        state = self.breakers.state(endpoint)
+        if state == "open":
+            task = asyncio.create_task(self._give_back(endpoint))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        most = 1 if state == "half-open" else self.spec().concurrency_per_endpoint
+        while queue and self._inflight[endpoint] < most and len(self._tasks) < self.max_inflight:
+            delivery = queue.popleft()
             self._inflight[endpoint] += 1
             self._slots[delivery.id] = endpoint
             task = asyncio.create_task(self._attempt(delivery))
             self._tasks.add(task)
             task.add_done_callback(functools.partial(self._finished, delivery_id=delivery.id))
-        return len(batch)
+        if not queue:
+            del self._ready[endpoint]
+
+    async def _give_back(self, endpoint: str) -> None:
+        """Release the endpoint's ready deliveries, untried (its circuit opened, or we stop)."""
+        queue = self._ready.pop(endpoint, None)
+        if queue:
+            ids = [d.id for d in queue]
+            await asyncio.to_thread(self.outbox.release_many, ids, owner=self.owner)
+            self._news = True  # they are due again (another worker may take them)
 
     def _free_slot(self, delivery_id: str) -> None:
         """The endpoint's slot of a delivery, freed once its request is answered (its
@@ -197,11 +254,14 @@ class DeliveryWorker:
         self._inflight[endpoint] -= 1
         if self._inflight[endpoint] <= 0:
             del self._inflight[endpoint]
+        self._start_ready(endpoint)
         self._wake.set()
 
     def _finished(self, task: asyncio.Task[None], *, delivery_id: str) -> None:
         self._tasks.discard(task)
         self._free_slot(delivery_id)
+        for endpoint in list(self._ready):  # a task slot is free too
+            self._start_ready(endpoint)
         self._wake.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("delivery task failed", extra={"error": str(task.exception())})

@@ -211,6 +211,25 @@ class Outbox:
                 .values(lease_owner=None, lease_until=None)
             )
 
+    def release_many(self, delivery_ids: Sequence[str], *, owner: str) -> int:
+        """Give back claimed deliveries untried (a worker's leased deliveries it will not
+        start: their circuit opened, or it stops), in one transaction; a lease that has
+        meanwhile passed to another owner is left alone. Returns the count."""
+        if not delivery_ids:
+            return 0
+        d = schema.deliveries
+        with self.store.transaction() as conn:
+            result = conn.execute(
+                update(d)
+                .where(
+                    d.c.id.in_(list(delivery_ids)),
+                    d.c.status == "pending",
+                    d.c.lease_owner == owner,
+                )
+                .values(lease_owner=None, lease_until=None)
+            )
+            return int(result.rowcount)
+
     def release_owner(self, owner: str) -> int:
         """Give back every pending delivery leased by ``owner``, untried as far as the outbox
         knows: called by a delivery process at start for the leases of its predecessor under

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from node_runtime.store import prepared, row_mapping, schema, statistics
+from node_runtime.store.outbox import Outbox
 from node_runtime.store.records import (
     DeliveryRecord,
     IntakeCommit,
@@ -866,3 +867,20 @@ def test_a_statement_needing_a_default_it_is_not_given_is_refused() -> None:
     dialect = sa.create_engine("sqlite://").dialect
     with pytest.raises(ValueError, match="read_count"):
         prepared.prepare(sa.insert(schema.deliveries), dialect, ["id", "message_id"])
+
+
+def test_released_leases_are_only_the_owners_and_due_again(store: SqlStore) -> None:
+    """A worker gives back leased deliveries it will not start (release_many) and a delivery
+    process gives back its dead predecessor's (release_owner); another owner's lease stays."""
+    outbox = Outbox(store)
+    for i in range(4):
+        msg = message()
+        store.commit_intake(intake(msg, delivery(msg, mode="push", order_key=f"k{i}")))
+    lease = timedelta(minutes=5)
+    mine = outbox.claim(owner="a", limit=3, lease=lease)
+    theirs = outbox.claim(owner="b", limit=3, lease=lease)
+    assert len(mine) == 3 and len(theirs) == 1
+    assert outbox.release_many([d.id for d in mine[:2]] + [theirs[0].id], owner="a") == 2
+    assert outbox.release_owner("a") == 1
+    again = outbox.claim(owner="c", limit=10, lease=lease)
+    assert {d.id for d in again} == {d.id for d in mine}  # b's lease is still b's
