@@ -184,6 +184,9 @@ class DeliverySupervisor:
         finally:
             os.close(read_fd)  # the child's end: only the child holds it now
         self.process = process
+        if self._stopping:  # stop() came while it was being started: it saw no process
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
         with self._wake_lock:
             self._wake_fd = write_fd
         ready = asyncio.create_task(self._await_ready(process))

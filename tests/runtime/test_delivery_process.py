@@ -4,6 +4,7 @@ killed in the middle of its pushes applies nothing twice, on SQLite and on Postg
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -17,7 +18,9 @@ from sqlalchemy import func, select
 
 from node_runtime.api.server import RunningNode
 from node_runtime.model.loading import load_paths
+from node_runtime.node.config import Settings
 from node_runtime.node.supervisor import DeliverySupervisor
+from node_runtime.observability.metrics import Metrics
 from node_runtime.security.pki.development import ensure_for_resources, node_client_name
 from node_runtime.security.pki.store import DevPki
 from node_runtime.store import schema
@@ -217,3 +220,40 @@ def test_a_delivery_process_killed_mid_batch_applies_nothing_twice(
     assert len(delivered_records) == count
     assert all(n == subjects[i] >= 1 for i, n in delivered_records)
     assert set(receiver.applied) == {i for i, _ in delivered_records}
+
+
+def _bare(command: list[str], **timing: float) -> DeliverySupervisor:
+    return DeliverySupervisor(
+        Settings(node=NODE, resources=[]), metrics=Metrics(), command=command, **timing
+    )
+
+
+def test_a_stop_while_the_delivery_process_starts_leaves_none_behind() -> None:
+    supervisor = _bare([sys.executable, "-c", "import time; time.sleep(60)"])
+
+    async def scenario() -> None:
+        running = asyncio.create_task(supervisor.run())
+        await asyncio.sleep(0)  # run() is starting the process
+        await supervisor.stop()
+        await asyncio.wait_for(running, 30)
+
+    asyncio.run(scenario())
+    assert supervisor.process is not None and supervisor.process.returncode is not None
+    assert not supervisor.up
+
+
+def test_a_delivery_process_that_keeps_dying_is_restarted_with_growing_pauses() -> None:
+    supervisor = _bare(
+        [sys.executable, "-c", "raise SystemExit(3)"], first_pause=0.05, longest_pause=0.2
+    )
+
+    async def scenario() -> None:
+        running = asyncio.create_task(supervisor.run())
+        while supervisor.restarts < 4:
+            await asyncio.sleep(0.05)
+        await supervisor.stop()
+        await asyncio.wait_for(running, 30)
+
+    asyncio.run(scenario())
+    assert supervisor.restarts >= 4 and not supervisor.up
+    assert supervisor.process is not None and supervisor.process.returncode == 3
