@@ -50,6 +50,7 @@ import io
 import json
 import multiprocessing
 import multiprocessing.connection
+import os
 import re
 import shutil
 import socket
@@ -274,11 +275,29 @@ class Phase:
     latencies: list[float] = field(default_factory=list)
     requests: int = 0
     seconds: float = 0.0
+    node_cpu: float = 0.0  # CPU seconds of the node process (all threads) in counted rounds
+    client_cpu: float = 0.0  # the same of all client processes
 
     @property
     def rate(self) -> float:
         """All counted requests over all their time."""
         return self.requests / self.seconds if self.seconds else 0.0
+
+    def cpu_ms(self) -> tuple[float, float]:
+        """(node, clients) CPU milliseconds per request."""
+        n = self.requests or 1
+        return self.node_cpu / n * 1000, self.client_cpu / n * 1000
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0 where unavailable)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Clients:
@@ -297,8 +316,14 @@ class Clients:
         for pipe in self.pipes:
             assert pipe.recv() == "ready"
 
+    node_pid: int | None = None
+
+    def cpu(self) -> tuple[float, float]:
+        return cpu_seconds(self.node_pid), sum(cpu_seconds(p.pid) for p in self.procs)
+
     def run(self, phase: Phase, requests: list[Request], *, counted: bool = True) -> float:
         parts = [requests[i :: len(self.pipes)] for i in range(len(self.pipes))]
+        node_before, clients_before = self.cpu()
         started = time.perf_counter()
         for pipe, part in zip(self.pipes, parts, strict=True):
             pipe.send(part)
@@ -309,6 +334,7 @@ class Clients:
             statuses.update(counts)
             latencies += lat
         elapsed = time.perf_counter() - started
+        node_after, clients_after = self.cpu()
         if statuses.get(phase.expected, 0) != len(requests):
             raise SystemExit(
                 f"{phase.name}: expected {len(requests)} x {phase.expected}, got {dict(statuses)}"
@@ -319,6 +345,8 @@ class Clients:
             phase.latencies += latencies
             phase.requests += len(requests)
             phase.seconds += elapsed
+            phase.node_cpu += node_after - node_before
+            phase.client_cpu += clients_after - clients_before
         return rate
 
     def close(self) -> None:
@@ -714,6 +742,7 @@ def main() -> None:
                 )
             for target in targets:
                 target.clients = Clients(args.clients, target.port, str(pki.ca_bundle), certs)
+                target.clients.node_pid = target.pid  # the first node process of --workers
             # Calibration round (also warm-up, not counted), then rounds in which every phase
             # runs for about --slice seconds: on a shared machine the noise then falls on
             # every phase (and every node compared) alike. A phase's rate is all its
@@ -883,9 +912,11 @@ def report(target: Target, floor: float, args: argparse.Namespace) -> None:
         spread = f"rounds {min(phase.rates):.0f}-{max(phase.rates):.0f}/s"
         p50 = lat[len(lat) // 2] * 1000
         p99 = lat[int(len(lat) * 0.99)] * 1000
+        node_ms, client_ms = phase.cpu_ms()
         print(
             f"{phase.name:<36} {phase.rate:8.1f}/s  {phase.rate / ceiling:5.2f}x GET /healthz"
-            f"  ({spread}; p50 {p50:.1f} ms, p99 {p99:.1f} ms)"
+            f"  ({spread}; p50 {p50:.1f} ms, p99 {p99:.1f} ms; CPU per request: node "
+            f"{node_ms:.2f} ms, clients {client_ms:.2f} ms)"
         )
     full = phases[-1].rate
     print(f"ratio identity + body / GET /healthz: {phases[2].rate / ceiling:.3f}")
