@@ -177,6 +177,9 @@ class DeliverySupervisor:
                 logging.getLevelName(logging.getLogger().getEffectiveLevel()),
                 stdin=asyncio.subprocess.PIPE,
                 pass_fds=(read_fd,),
+                # a terminal's Ctrl-C reaches the node only, which then stops the child (else
+                # the child would stop first and be restarted during the node's shutdown)
+                start_new_session=True,
             )
         except BaseException:
             os.close(write_fd)

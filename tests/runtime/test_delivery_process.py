@@ -124,9 +124,12 @@ def test_stopping_the_node_stops_its_delivery_process(push_node: Start, receiver
     assert not supervisor.socket_path.parent.exists()
 
 
-def test_sigterm_to_the_node_process_stops_both_processes(
-    tmp_path: Path, resource_dir: Path, dev_pki: DevPki, receiver: Receiver
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
+def test_sigterm_or_ctrl_c_to_the_node_process_stops_both_processes(
+    tmp_path: Path, resource_dir: Path, dev_pki: DevPki, receiver: Receiver, how: str
 ) -> None:
+    """SIGTERM to the node (as the kubelet sends), or SIGINT to its process group (as a
+    terminal's Ctrl-C does): the node stops its delivery process, which is not restarted."""
     configure(resource_dir, receiver.url)
     pki = ensure_for_resources(dev_pki.store.directory, load_paths([resource_dir]), NODE)
     own = pki.clients[node_client_name(NODE)]
@@ -140,7 +143,7 @@ def test_sigterm_to_the_node_process_stops_both_processes(
     args += ["--delivery-key", str(own.key), "--log-level", "WARNING"]
     log = tmp_path / "node.log"
     with log.open("wb") as out:
-        node = subprocess.Popen(args, stdout=out, stderr=out)
+        node = subprocess.Popen(args, stdout=out, stderr=out, start_new_session=True)
     try:
 
         def ready() -> bool:
@@ -157,11 +160,16 @@ def test_sigterm_to_the_node_process_stops_both_processes(
         ]
         assert len(children) == 1, children
         assert "deliver" in Path(f"/proc/{children[0]}/cmdline").read_text()
-        node.send_signal(signal.SIGTERM)
+        if how == "sigterm":
+            node.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(node.pid, signal.SIGINT)
         # uvicorn shuts down gracefully, then ends by the signal it caught
-        assert node.wait(30) in (0, -signal.SIGTERM), log.read_text()[-3000:]
+        assert node.wait(30) in (0, -signal.SIGTERM, -signal.SIGINT), log.read_text()[-3000:]
         assert _wait(lambda: not _alive(children[0]), timeout=5)
-        assert "killing it" not in log.read_text()  # the child stopped on its SIGTERM
+        text = log.read_text()
+        assert "killing it" not in text  # the child stopped on its SIGTERM
+        assert "starting it again" not in text
     finally:
         if node.poll() is None:
             node.kill()
