@@ -28,6 +28,7 @@ from prometheus_client import generate_latest
 from node_runtime.model.reloading import watch_files
 from node_runtime.node.assembly import build_holder, build_worker, open_store
 from node_runtime.node.config import Settings
+from node_runtime.node.supervisor import SOCKET_DIR_PREFIX
 from node_runtime.observability.metrics import Metrics
 from node_runtime.observability.telemetry import Telemetry
 from node_runtime.store.outbox import Outbox
@@ -128,6 +129,11 @@ async def run_delivery(
             server.close()
         if metrics_socket is not None:
             metrics_socket.unlink(missing_ok=True)
+            if metrics_socket.parent.name.startswith(SOCKET_DIR_PREFIX):
+                # the node's private directory for it: gone with us, even when the node was
+                # killed (the node makes it again for a successor)
+                with contextlib.suppress(OSError):
+                    metrics_socket.parent.rmdir()
         if watch is not None:
             watch.stop()
         telemetry.shutdown()

@@ -46,6 +46,8 @@ from node_runtime.observability.metrics import Metrics
 
 log = logging.getLogger("knooppunt.delivery.supervisor")
 
+SOCKET_DIR_PREFIX = "knooppunt-delivery-"  # the delivery process removes it when it ends
+
 COMMAND = (sys.executable, "-m", "node_runtime.cli", "deliver")
 
 
@@ -71,7 +73,7 @@ class DeliverySupervisor:
         self.process: asyncio.subprocess.Process | None = None
         self.up = False
         self.restarts = 0
-        self._dir = Path(tempfile.mkdtemp(prefix="knooppunt-delivery-"))  # 0700: ours only
+        self._dir = Path(tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX))  # 0700: ours only
         self.socket_path = self._dir / "metrics.sock"
         self._wake_lock = threading.Lock()
         self._wake_fd: int | None = None
@@ -163,6 +165,7 @@ class DeliverySupervisor:
         read_fd, write_fd = os.pipe()
         try:
             os.set_blocking(write_fd, False)
+            self._dir.mkdir(mode=0o700, exist_ok=True)  # a child that ended removed it
             self.socket_path.unlink(missing_ok=True)
             process = await asyncio.create_subprocess_exec(
                 *self.command,

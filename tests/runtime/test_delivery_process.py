@@ -124,12 +124,14 @@ def test_stopping_the_node_stops_its_delivery_process(push_node: Start, receiver
     assert not supervisor.socket_path.parent.exists()
 
 
-@pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c", "sigkill"])
 def test_sigterm_or_ctrl_c_to_the_node_process_stops_both_processes(
     tmp_path: Path, resource_dir: Path, dev_pki: DevPki, receiver: Receiver, how: str
 ) -> None:
     """SIGTERM to the node (as the kubelet sends), or SIGINT to its process group (as a
-    terminal's Ctrl-C does): the node stops its delivery process, which is not restarted."""
+    terminal's Ctrl-C does): the node stops its delivery process, which is not restarted.
+    SIGKILL to the node: the delivery process sees its wake pipe close and stops, and removes
+    its socket directory."""
     configure(resource_dir, receiver.url)
     pki = ensure_for_resources(dev_pki.store.directory, load_paths([resource_dir]), NODE)
     own = pki.clients[node_client_name(NODE)]
@@ -160,6 +162,15 @@ def test_sigterm_or_ctrl_c_to_the_node_process_stops_both_processes(
         ]
         assert len(children) == 1, children
         assert "deliver" in Path(f"/proc/{children[0]}/cmdline").read_text()
+        cmdline = Path(f"/proc/{children[0]}/cmdline").read_text().split("\0")
+        socket_dir = Path(cmdline[cmdline.index("--metrics-socket") + 1]).parent
+        assert socket_dir.is_dir()
+        if how == "sigkill":
+            node.kill()
+            node.wait(30)
+            assert _wait(lambda: not _alive(children[0]), timeout=20)
+            assert not socket_dir.exists()
+            return
         if how == "sigterm":
             node.send_signal(signal.SIGTERM)
         else:
@@ -170,6 +181,7 @@ def test_sigterm_or_ctrl_c_to_the_node_process_stops_both_processes(
         text = log.read_text()
         assert "killing it" not in text  # the child stopped on its SIGTERM
         assert "starting it again" not in text
+        assert not socket_dir.exists()
     finally:
         if node.poll() is None:
             node.kill()
