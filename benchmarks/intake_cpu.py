@@ -41,6 +41,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.intake import messages  # noqa: E402  (the same bodies as the HTTP benchmark)
 from node_runtime.model.loading import load_paths  # noqa: E402
 from node_runtime.node.assembly import Node, build_node  # noqa: E402
 from node_runtime.node.config import Settings  # noqa: E402
@@ -71,25 +72,6 @@ COMPONENTS = [
     ("  conversations", "store/conversations.py", "apply"),
     ("  SQLite COMMIT", "sqlalchemy/engine/base.py", "_commit_impl"),
 ]
-
-
-def messages(count: int, tag: str) -> list[tuple[str, bytes]]:
-    """(sender AGB, body): the example WMO305/307/315, each with its own identification
-    (``tag`` + a number, 12 characters, the standard's maximum)."""
-    bases = [p.read_bytes() for p in sorted((EXAMPLES / "messages").glob("wmo3[01][57]*.xml"))]
-    out = []
-    for i in range(count):
-        ident = f"{tag}{i:0{12 - len(tag)}d}".encode()
-        body = re.sub(
-            rb"(<(\w+:)?Identificatie>)[^<]*(</)",
-            rb"\g<1>" + ident + rb"\g<3>",
-            bases[i % len(bases)],
-            count=1,
-        )
-        sender = re.search(rb"<(?:\w+:)?Afzender>(\d+)<", body)
-        assert sender
-        out.append((sender.group(1).decode(), body))
-    return out
 
 
 def principals(node: Node) -> dict[str, Principal]:
