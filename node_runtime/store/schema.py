@@ -18,10 +18,15 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 
 metadata = MetaData()
+
+# Deliveries not settled yet: a stream's next delivery waits while an earlier one is (outbox).
+UNSETTLED_STATUSES = ("pending", "dead")
+UNSETTLED = "status IN ('pending', 'dead')"
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -116,7 +121,19 @@ deliveries = Table(
     Index("ix_deliveries_mailbox", "mailbox_kind", "mailbox_id", "status", "seq"),
     Index("ix_deliveries_due", "delivery_mode", "status", "next_attempt_at"),
     Index("ix_deliveries_status_seq", "status", "seq"),
-    Index("ix_deliveries_order", "mailbox_id", "purpose", "order_key", "seq"),
+    # A claim takes only stream heads: no earlier delivery of the stream unsettled. Partial,
+    # on unsettled deliveries only, so that check costs the same however long the stream's
+    # settled history is (on all rows it walked that history, row by row).
+    Index(
+        "ix_deliveries_unsettled_order",
+        "mailbox_kind",
+        "mailbox_id",
+        "purpose",
+        "order_key",
+        "seq",
+        sqlite_where=text(UNSETTLED),
+        postgresql_where=text(UNSETTLED),
+    ),
 )
 
 processing_log = Table(

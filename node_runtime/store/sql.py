@@ -116,6 +116,17 @@ def _v8(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE deliveries ADD COLUMN traceparent VARCHAR(55)"))
 
 
+def _v9(conn: Connection) -> None:
+    """Claims find stream heads on a partial index of unsettled deliveries; it replaces the
+    index on all deliveries by stream, which made that check walk each stream's history."""
+    indexes = {i["name"] for i in inspect(conn).get_indexes("deliveries")}
+    if "ix_deliveries_order" in indexes:
+        conn.execute(text("DROP INDEX ix_deliveries_order"))
+    for index in schema.deliveries.indexes:
+        if index.name not in indexes:
+            index.create(conn)
+
+
 MIGRATIONS: list[tuple[int, Migration]] = [
     (1, _v1),
     (2, _v2),
@@ -125,6 +136,7 @@ MIGRATIONS: list[tuple[int, Migration]] = [
     (6, _v6),
     (7, _v7),
     (8, _v8),
+    (9, _v9),
 ]
 
 

@@ -884,3 +884,91 @@ def test_released_leases_are_only_the_owners_and_due_again(store: SqlStore) -> N
     assert outbox.release_owner("a") == 1
     again = outbox.claim(owner="c", limit=10, lease=lease)
     assert {d.id for d in again} == {d.id for d in mine}  # b's lease is still b's
+
+
+def test_a_claim_takes_stream_heads_only_in_seq_order(store: SqlStore) -> None:
+    """A delivery is claimed only while no earlier one of its stream is unsettled (pending,
+    leased or not, or dead); claims come oldest first, with their whole rows."""
+    outbox = Outbox(store)
+    pushes = []
+    for key in ("a", "b", "a", "b", "a"):
+        msg = message()
+        pushes.append(delivery(msg, mode="push", order_key=key, content=key.encode()))
+        store.commit_intake(intake(msg, pushes[-1]))
+    lease = timedelta(minutes=5)
+    heads = outbox.claim(owner="w", limit=10, lease=lease)
+    assert [d.id for d in heads] == [pushes[0].id, pushes[1].id]
+    assert [d.content for d in heads] == [b"a", b"b"] and heads[0].endpoint == pushes[0].endpoint
+    assert outbox.claim(owner="w", limit=10, lease=lease) == []  # leased heads hold their streams
+    assert outbox.delivered_many([(pushes[0].id, [])]) == 1
+    assert outbox.failed(pushes[1].id, error="HTTP 500", retry_at=None) == "dead"
+    # a's next is due; b's waits behind its dead letter
+    assert [d.id for d in outbox.claim(owner="w", limit=10, lease=lease)] == [pushes[2].id]
+    assert outbox.delivered_many([(pushes[2].id, [])]) == 1
+    assert outbox.delivered_many([(pushes[2].id, [])]) == 0  # settled once
+    assert [d.id for d in outbox.claim(owner="w", limit=10, lease=lease)] == [pushes[4].id]
+
+
+def test_settling_and_leasing_look_deliveries_up_by_id(tmp_path: Path) -> None:
+    """SQLite (no statistics) planned 'these ids, if still pending' on the (status, seq)
+    index, walking every pending delivery: a settlement cost time in proportion to the
+    backlog. A claim checks a stream's earlier deliveries on the index of unsettled ones."""
+    from node_runtime.store import outbox as outbox_module
+
+    store = SqlStore(sqlite_url(tmp_path / "plans.db"))
+    store.migrate()
+    captured: list[tuple[str, Any]] = []
+
+    def capture(_conn, _cursor, statement, parameters, _context, _many) -> None:  # type: ignore[no-untyped-def]
+        captured.append((statement, parameters))
+
+    for i in range(3):
+        msg = message()
+        store.commit_intake(intake(msg, delivery(msg, mode="push", order_key=f"k{i % 2}")))
+    sa.event.listen(store.engine, "before_cursor_execute", capture)
+    outbox = Outbox(store)
+    claimed = outbox.claim(owner="w", limit=5, lease=timedelta(minutes=5))
+    outbox.delivered_many([(d.id, []) for d in claimed])
+    outbox.release_many([claimed[0].id], owner="w")
+    sa.event.remove(store.engine, "before_cursor_execute", capture)
+    raw = store.engine.raw_connection()
+    try:
+        plans = [
+            (
+                statement.split()[0],
+                " / ".join(
+                    row[3] for row in raw.execute(f"EXPLAIN QUERY PLAN {statement}", parameters)
+                ),
+            )
+            for statement, parameters in captured
+            if statement.startswith(("SELECT", "UPDATE"))
+        ]
+    finally:
+        raw.close()
+    by_id = "SEARCH deliveries USING INDEX sqlite_autoindex_deliveries_1 (id=?)"
+    # the lease, the settlement, the release
+    assert [plan for verb, plan in plans if verb == "UPDATE"] == [by_id] * 3
+    [claim] = [plan for verb, plan in plans if verb == "SELECT"]
+    assert "USING INDEX ix_deliveries_unsettled_order" in claim
+    assert outbox_module.UNSETTLED == schema.UNSETTLED_STATUSES
+    store.close()
+
+
+def test_v9_replaces_the_stream_index_by_one_of_unsettled_deliveries(tmp_path: Path) -> None:
+    from sqlalchemy import inspect
+
+    store = SqlStore(sqlite_url(tmp_path / "v8.db"))
+    store.migrate()
+    with store.transaction() as conn:  # as v8 left it
+        conn.execute(sa.text("DROP INDEX ix_deliveries_unsettled_order"))
+        conn.execute(
+            sa.text(
+                "CREATE INDEX ix_deliveries_order ON deliveries (mailbox_id, purpose, "
+                "order_key, seq)"
+            )
+        )
+        conn.execute(sa.text("DELETE FROM schema_migrations WHERE version = 9"))
+    assert store.migrate() == LATEST
+    indexes = {i["name"] for i in inspect(store.engine).get_indexes("deliveries")}
+    assert "ix_deliveries_unsettled_order" in indexes and "ix_deliveries_order" not in indexes
+    store.close()
