@@ -12,7 +12,9 @@ Prints, per backend:
     the fastest of httpx in threads and aiohttp, in this process and in a process of its own,
     since the node's delivery process has a process of its own too), with the rate of every
     tenth of the backlog (a steady drain keeps them alike), and the CPU time the delivering
-    process used per delivery.
+    process used per delivery, in all and per tenth;
+  * CPU time per message of each process in the intake-only and end-to-end phases (this
+    process, the delivery process, the PostgreSQL server).
 The receiver runs in a thread of this process, as the node does; with --delivery-worker
 process (the default, as deployed) the node's delivery process is a child of this one.
 All figures come from the same run on the same machine; only ratios are meaningful.
@@ -191,24 +193,32 @@ def unsettled(store: SqlStore) -> int:
         )
 
 
-def drain_deciles(store: SqlStore, backlog: int, started: float) -> list[float]:
-    """Wait until the backlog is settled; the rate of each tenth of it, so a slowdown towards
-    the end (or the start) is visible, not averaged away."""
-    rates: list[float] = []
-    boundary, last_at = 1, started
+def drain_deciles(
+    store: SqlStore, backlog: int, started: float, worker_pid: int
+) -> list[tuple[float, float]]:
+    """Wait until the backlog is settled; per tenth of it, the rate and the delivering
+    process's CPU time per delivery, so a slowdown towards the end (or the start), and work
+    that grows or shrinks with the backlog, are visible, not averaged away."""
+    tenths: list[tuple[float, float]] = []
+    boundary, last_at, last_cpu, last_done = 1, started, process_cpu(worker_pid), 0
     while True:
         left = unsettled(store)
-        at = time.perf_counter()
-        while boundary <= 10 and backlog - left >= backlog * boundary / 10:
-            rates.append(backlog / 10 / max(at - last_at, 1e-6))
-            print(
-                f"  {boundary * 10:3d} % drained after {at - started:7.1f} s "
-                f"({rates[-1]:.0f} msg/s in this tenth)",
-                flush=True,
-            )
-            boundary, last_at = boundary + 1, at
+        at, cpu, done = time.perf_counter(), process_cpu(worker_pid), backlog - left
+        if boundary <= 10 and done >= backlog * boundary / 10:
+            count = max(done - last_done, 1)
+            tenth = (count / max(at - last_at, 1e-6), (cpu - last_cpu) / count * 1000)
+            while boundary <= 10 and done >= backlog * boundary / 10:
+                tenths.append(tenth)
+                print(
+                    f"  {boundary * 10:3d} % drained after {at - started:7.1f} s "
+                    f"({tenth[0]:.0f} msg/s in this tenth, {tenth[1]:.2f} ms CPU per "
+                    "delivery in the delivering process)",
+                    flush=True,
+                )
+                boundary += 1
+            last_at, last_cpu, last_done = at, cpu, done
         if not left:
-            return rates
+            return tenths
         time.sleep(0.25)
 
 
@@ -296,6 +306,58 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def server_cpu(pg) -> float:  # type: ignore[no-untyped-def]
+    """CPU seconds the PostgreSQL server used so far: the postmaster, its live children (the
+    backends of the node's connections, the WAL writer, autovacuum) and its ended children;
+    0 without a server (SQLite works inside the node's processes)."""
+    if pg is None:
+        return 0.0
+    postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+
+    def fields(pid: int) -> list[str]:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+    own = fields(postmaster)
+    ticks = sum(int(f) for f in own[11:15])  # utime, stime, cutime, cstime
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                child = fields(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if int(child[1]) == postmaster:  # ppid
+                ticks += int(child[11]) + int(child[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU time per message of each process taking part in a phase: this one (the clients'
+    threads, the node's intake and API, the receiver), the delivery process, the database
+    server."""
+
+    def __init__(self, pg, worker_pid: int | None) -> None:  # type: ignore[no-untyped-def]
+        self.pg, self.worker_pid = pg, worker_pid
+        self.start = self._read()
+
+    def _read(self) -> tuple[float, float, float]:
+        worker = (
+            process_cpu(self.worker_pid)
+            if self.worker_pid is not None and self.worker_pid != os.getpid()
+            else 0.0
+        )
+        return time.process_time(), worker, server_cpu(self.pg)
+
+    def per_message(self, count: int) -> str:
+        end = self._read()
+        own, worker, server = (1000 * (b - a) / count for a, b in zip(self.start, end, strict=True))
+        parts = [f"{own:.2f} benchmark process (clients, node, receiver)"]
+        if self.worker_pid is not None and self.worker_pid != os.getpid():
+            parts.append(f"{worker:.2f} delivery process")
+        if self.pg is not None:
+            parts.append(f"{server:.2f} PostgreSQL server")
+        return f"{own + worker + server:.2f} ms CPU per message: " + ", ".join(parts)
+
+
 def run_backend(backend: str, args: argparse.Namespace, pg) -> None:  # type: ignore[no-untyped-def]
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -343,24 +405,29 @@ def run_backend(backend: str, args: argparse.Namespace, pg) -> None:  # type: ig
             # 1. intake only
             _, batch = bodies(args.messages, "I")
             node = start_in_thread(settings("intake", False))
+            meter = CpuMeter(pg if backend == "postgresql" else None, None)
             intake_s = send_all(node.port, pki, provider, batch)
+            intake_cpu = meter.per_message(args.messages)
             node.stop()
             intake_rate = args.messages / intake_s
             # 2. end to end: from the first send until the receiver acknowledged the last
             _, batch = bodies(args.messages, "E")
             before = len(receiver.applied)
             node = start_in_thread(settings("e2e", True))
-            delivery_up(node)
+            meter = CpuMeter(pg if backend == "postgresql" else None, delivery_up(node))
             started = time.perf_counter()
             send_all(node.port, pki, provider, batch)
             while len(receiver.applied) - before < args.messages:
                 time.sleep(0.01)
             e2e_rate = args.messages / (time.perf_counter() - started)
+            e2e_cpu = meter.per_message(args.messages)
             node.stop()
             print(
                 f"[{backend}] intake only: {intake_rate:8.1f} msg/s; delivered end to end: "
                 f"{e2e_rate:8.1f} msg/s; ratio delivered/intake: {e2e_rate / intake_rate:.3f}"
             )
+            print(f"[{backend}] intake only: {intake_cpu}")
+            print(f"[{backend}] end to end: {e2e_cpu}")
             # 3. backlog drain after the receiver comes back
             cfg = settings("backlog", True)
             store = SqlStore(cfg.database_url or "")
@@ -371,7 +438,7 @@ def run_backend(backend: str, args: argparse.Namespace, pg) -> None:  # type: ig
             worker_pid = delivery_up(node)
             cpu_before, own_before = process_cpu(worker_pid), time.process_time()
             started = time.perf_counter()
-            deciles = drain_deciles(store, args.backlog, started)
+            deciles = drain_deciles(store, args.backlog, started, worker_pid)
             drain = time.perf_counter() - started
             worker_cpu = process_cpu(worker_pid) - cpu_before
             own_cpu = time.process_time() - own_before
@@ -389,11 +456,16 @@ def run_backend(backend: str, args: argparse.Namespace, pg) -> None:  # type: ig
                 f"{where}; {own_cpu / args.backlog * 1000:.2f} ms in the benchmark process "
                 "(receiver, node, polling)"
             )
-            steady = min(deciles) / max(deciles) if deciles and max(deciles) else 0.0
+            rates = [r for r, _ in deciles]
+            steady = min(rates) / max(rates) if rates and max(rates) else 0.0
             print(
                 f"[{backend}] drain rate per 10 % of the backlog (msg/s): "
-                + " ".join(f"{r:.0f}" for r in deciles)
+                + " ".join(f"{r:.0f}" for r in rates)
                 + f"; slowest/fastest {steady:.2f}"
+            )
+            print(
+                f"[{backend}] CPU per delivery per 10 % of the backlog (ms, delivering "
+                "process): " + " ".join(f"{c:.2f}" for _, c in deciles)
             )
         finally:
             manager.__exit__(None, None, None)
