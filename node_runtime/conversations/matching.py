@@ -9,7 +9,6 @@ stored. Items whose key values are all empty are skipped: nothing to correlate.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import threading
@@ -88,7 +87,7 @@ class Matcher:
             [connector, conversation, parties.gemeente, parties.participant, *values],
             separators=(",", ":"),
         ).encode()
-        return hmac.new(self._key, b"conversation:" + data, hashlib.sha256).hexdigest()
+        return hmac.digest(self._key, b"conversation:" + data, "sha256").hex()
 
     def events(
         self,

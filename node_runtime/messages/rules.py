@@ -76,12 +76,20 @@ def evaluate(
 ) -> list[RuleFailure]:
     failures: list[RuleFailure] = []
     tree = root.getroottree()
+    # Rules often share a context (the header, each client, each product): each distinct
+    # context expression is evaluated once per message.
+    selected: dict[str, list[etree._Element]] = {}
     for rule in rules:
-        found = rule.context(root)
-        contexts = found if isinstance(found, list) else []
+        contexts = selected.get(rule.spec.context)
+        if contexts is None:
+            found = rule.context(root)
+            contexts = (
+                [c for c in found if isinstance(c, etree._Element)]
+                if isinstance(found, list)
+                else []
+            )
+            selected[rule.spec.context] = contexts
         for ctx in contexts:
-            if not isinstance(ctx, etree._Element):
-                continue
             if rule.spec.kind == "xpath":
                 assert rule.test is not None
                 ok = bool(rule.test(ctx))

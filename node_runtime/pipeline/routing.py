@@ -4,10 +4,10 @@ addressed participant's mailbox for a message from a gemeente."""
 from __future__ import annotations
 
 import json
-import uuid
 
 from lxml import etree
 
+from node_runtime.audit.identifiers import random_uuid
 from node_runtime.audit.processing_log import NODE_PURPOSE
 from node_runtime.messages.conversion import ConversionError
 from node_runtime.pipeline import envelopes
@@ -37,7 +37,7 @@ def to_participant(ctx: MessageContext, *, order_key: str | None) -> DeliveryRec
             f"No participant with identifier {header.recipient}.",
         )
     delivery = DeliveryRecord(
-        id=str(uuid.uuid4()),
+        id=random_uuid(),
         message_id=ctx.message_id,
         mailbox_kind="participant",
         mailbox_id=participant,
@@ -99,7 +99,7 @@ def to_gemeente(
     refs = tuple(s for s in ctx.subjects if s)
     deliveries = []
     for sub in subs:
-        delivery_id = str(uuid.uuid4())
+        delivery_id = random_uuid()
         envelope = envelopes.notification(
             notification=mt.spec.notification,
             public_url=public_url,

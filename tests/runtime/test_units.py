@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from lxml import etree
 
+from node_runtime.audit.identifiers import random_uuid
+from node_runtime.conversations.matching import Matcher, Parties
 from node_runtime.messages.conversion import MappingConverter, XsltConverter, json_from_xml
 from node_runtime.messages.doelbinding import FieldFilter, paths_of
 from node_runtime.messages.parsing import parse_message
@@ -144,6 +147,16 @@ def test_pseudonyms_are_keyed_and_stable() -> None:
         Pseudonymizer(b"short")
 
 
+def test_pseudonyms_keep_their_values() -> None:
+    """Stored references must match across versions: HMAC-SHA-256 of the prefixed value
+    (values computed with hmac.new before the one-shot hmac.digest was used)."""
+    a = Pseudonymizer(b"k" * 32)
+    assert a.subject_ref(" 999990019 ") == (
+        "429fefe03d2552a256b16d8915a981be69c1f22486f807a519832623e84ddf3e"
+    )
+    assert a.order_ref("999990019") == "5a5aa7edc99b639b86a07ccb3c76b87e"
+
+
 def test_traceparent_is_continued_or_started() -> None:
     t = from_header("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
     assert t.trace_id == "0af7651916cd43dd8448eb211c80319c"
@@ -167,3 +180,23 @@ def test_the_node_reads_the_sdks_otlp_variable(
     assert Settings(node="kp", resources=[tmp_path], data_dir=tmp_path).otlp_endpoint == (
         "http://own:4318"
     )
+
+
+def test_random_uuid_is_a_canonical_version_4_uuid() -> None:
+    seen = set()
+    for _ in range(2000):
+        text = random_uuid()
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+        seen.add(text)
+    assert len(seen) == 2000
+
+
+def test_conversation_key_hash_keeps_its_value() -> None:
+    """Open conversations are matched on stored hashes: the value must not change."""
+    matcher = Matcher(b"k" * 32)
+    parties = Parties("98000011", "0363", "0363", "98000011")
+    assert matcher.key_hash(
+        "iwmo-2-1", "verzoek-om-toewijzing", parties, ["999990019", "REF1"]
+    ) == ("2f04f326f16cee9d297f6fea34479254e2cc2dd03cffebbf621ce67afec419af")
