@@ -12,6 +12,8 @@ from typing import Any
 # Nine-digit runs (a BSN) are masked wherever they appear, as a last line of defence.
 _BSN_LIKE = re.compile(r"(?<![0-9])[0-9]{9}(?![0-9])")
 _STANDARD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+# json.dumps(..., default=str) builds an encoder per call; one encoder gives the same text.
+_encode = json.JSONEncoder(default=str).encode
 
 
 def redact(text: str) -> str:
@@ -31,7 +33,7 @@ class JsonFormatter(logging.Formatter):
                 out[key] = redact(value) if isinstance(value, str) else value
         if record.exc_info:
             out["exception"] = redact(self.formatException(record.exc_info))
-        return json.dumps(out, default=str)
+        return _encode(out)
 
 
 def configure(level: str = "INFO") -> None:
