@@ -66,6 +66,7 @@ COMPONENTS = [
     ("  conversion", "messages/conversion.py", "convert"),
     ("retour (XSLT + its XSD validation)", "pipeline/acceptance.py", "answer"),
     ("conversation events", "pipeline/conversation_events.py", "events"),
+    ("processing-log records (built, not stored)", "audit/processing_log.py", "add"),
     ("commit (group commit, transaction)", "store/sql.py", "commit_intake"),
     ("  message/delivery/log inserts", "store/sql.py", "_insert_intakes"),
     ("  Merkle leaves", "store/log_tree.py", "append_leaves"),

@@ -34,8 +34,10 @@ class RetourBuilder:
         retour_date: str,
     ) -> bytes:
         failures = list(failures)
-        # The codes are added to a copy; without codes the stylesheet (which never changes
-        # its input) reads the original.
+        # The codes are added to a copy; without codes the stylesheet reads the original.
+        # Note: a stylesheet with xsl:strip-space (the iWmo retours have one) makes libxslt
+        # remove the whitespace-only text nodes of the document it reads, so the original
+        # loses those: read from the message what must keep them before the retour is built.
         doc = copy.deepcopy(original) if failures else original
         for failure in failures:
             target = doc.getroot()
