@@ -10,6 +10,7 @@ test_retour_stylesheets_output_is_unchanged holds them to it, byte for byte.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +41,24 @@ def _failure(element: etree._Element, code: str) -> RuleFailure:
     return RuleFailure("case", code, "case", element, None, "", index_path(element))
 
 
+def _spellings(body: bytes) -> Iterator[tuple[str, bytes]]:
+    """The same message spelled differently: other prefixes, the message namespace as the
+    default namespace, namespaces declared again on inner elements."""
+    prefix = re.search(rb"<(wmo3\d\d):Bericht", body)
+    assert prefix
+    own = prefix.group(1)
+    other = re.sub(rb"\b" + own + rb":", b"m:", body)
+    other = re.sub(rb"\biwmo:", b"b:", other)
+    other = other.replace(b"xmlns:" + own + b"=", b"xmlns:m=").replace(b"xmlns:iwmo=", b"xmlns:b=")
+    yield "other prefixes", other
+    default = re.sub(rb"(</?)" + own + rb":", rb"\1", body)
+    yield "default namespace", default.replace(b"xmlns:" + own + b"=", b"xmlns=")
+    uri = re.search(rb'xmlns:iwmo="([^"]+)"', body)
+    assert uri
+    inner = re.sub(rb"<(iwmo:\w+)>", rb'<\1 xmlns:iwmo="' + uri.group(1) + rb'">', body)
+    yield "namespaces declared on inner elements", inner
+
+
 def retours(compiled: CompiledConnector) -> Iterator[tuple[str, str]]:
     """(case name, SHA-256 of the retour) for every case."""
     for path in sorted((EXAMPLES / "messages").glob("*.xml")):
@@ -57,6 +76,8 @@ def retours(compiled: CompiledConnector) -> Iterator[tuple[str, str]]:
             return hashlib.sha256(built).hexdigest()
 
         yield f"{path.stem} accepted", run([], parse_message(body))
+        for label, variant in _spellings(body):
+            yield f"{path.stem} accepted, {label}", run([], parse_message(variant))
         elements = list(parse_message(body).getroot().iter())
         for n in range(len(elements)):
             tree = parse_message(body)

@@ -105,4 +105,67 @@
     </wmo316:RetourCodes>
   </xsl:template>
 
+  <!-- BEGIN generated literal templates (tests/connector/retour_templates.py; do not edit):
+       the same copies as the generic src:* and iwmo:* templates, as literal result
+       elements, which libxslt instantiates without evaluating a name per element. -->
+  <xsl:template match="src:Aanbieder"><wmo316:Aanbieder><xsl:apply-templates select="node()"/></wmo316:Aanbieder></xsl:template>
+  <xsl:template match="src:Afzender"><wmo316:Afzender><xsl:apply-templates select="node()"/></wmo316:Afzender></xsl:template>
+  <xsl:template match="src:BerichtCode"><wmo316:BerichtCode><xsl:apply-templates select="node()"/></wmo316:BerichtCode></xsl:template>
+  <xsl:template match="src:BerichtIdentificatie"><wmo316:BerichtIdentificatie><xsl:apply-templates select="node()"/></wmo316:BerichtIdentificatie></xsl:template>
+  <xsl:template match="src:BerichtSubversie"><wmo316:BerichtSubversie><xsl:apply-templates select="node()"/></wmo316:BerichtSubversie></xsl:template>
+  <xsl:template match="src:BerichtVersie"><wmo316:BerichtVersie><xsl:apply-templates select="node()"/></wmo316:BerichtVersie></xsl:template>
+  <xsl:template match="src:BeschikkingIngangsdatum"><wmo316:BeschikkingIngangsdatum><xsl:apply-templates select="node()"/></wmo316:BeschikkingIngangsdatum></xsl:template>
+  <xsl:template match="src:BeschikkingNummer"><wmo316:BeschikkingNummer><xsl:apply-templates select="node()"/></wmo316:BeschikkingNummer></xsl:template>
+  <xsl:template match="src:Bsn"><wmo316:Bsn><xsl:apply-templates select="node()"/></wmo316:Bsn></xsl:template>
+  <xsl:template match="src:Clienten"><wmo316:Clienten><xsl:apply-templates select="node()"/></wmo316:Clienten></xsl:template>
+  <xsl:template match="src:Geboortedatum"><wmo316:Geboortedatum><xsl:apply-templates select="node()"/></wmo316:Geboortedatum></xsl:template>
+  <xsl:template match="src:Geslacht"><wmo316:Geslacht><xsl:apply-templates select="node()"/></wmo316:Geslacht></xsl:template>
+  <xsl:template match="src:Naam"><wmo316:Naam><xsl:apply-templates select="node()"/></wmo316:Naam></xsl:template>
+  <xsl:template match="src:Omvang"><wmo316:Omvang><xsl:apply-templates select="node()"/></wmo316:Omvang></xsl:template>
+  <xsl:template match="src:Ontvanger"><wmo316:Ontvanger><xsl:apply-templates select="node()"/></wmo316:Ontvanger></xsl:template>
+  <xsl:template match="src:Product"><wmo316:Product><xsl:apply-templates select="node()"/></wmo316:Product></xsl:template>
+  <xsl:template match="src:Producten"><wmo316:Producten><xsl:apply-templates select="node()"/></wmo316:Producten></xsl:template>
+  <xsl:template match="src:Raamcontract"><wmo316:Raamcontract><xsl:apply-templates select="node()"/></wmo316:Raamcontract></xsl:template>
+  <xsl:template match="src:ReferentieAanbieder"><wmo316:ReferentieAanbieder><xsl:apply-templates select="node()"/></wmo316:ReferentieAanbieder></xsl:template>
+  <xsl:template match="src:ToewijzingEinddatum"><wmo316:ToewijzingEinddatum><xsl:apply-templates select="node()"/></wmo316:ToewijzingEinddatum></xsl:template>
+  <xsl:template match="src:ToewijzingIngangsdatum"><wmo316:ToewijzingIngangsdatum><xsl:apply-templates select="node()"/></wmo316:ToewijzingIngangsdatum></xsl:template>
+  <xsl:template match="src:Verwijzer"><wmo316:Verwijzer><xsl:apply-templates select="node()"/></wmo316:Verwijzer></xsl:template>
+  <xsl:template match="iwmo:AanduidingWoonadres"><iwmo:AanduidingWoonadres><xsl:apply-templates select="node()"/></iwmo:AanduidingWoonadres></xsl:template>
+  <xsl:template match="iwmo:Begindatum"><iwmo:Begindatum><xsl:apply-templates select="node()"/></iwmo:Begindatum></xsl:template>
+  <xsl:template match="iwmo:Categorie"><iwmo:Categorie><xsl:apply-templates select="node()"/></iwmo:Categorie></xsl:template>
+  <xsl:template match="iwmo:Code"><iwmo:Code><xsl:apply-templates select="node()"/></iwmo:Code></xsl:template>
+  <xsl:template match="iwmo:Dagtekening"><iwmo:Dagtekening><xsl:apply-templates select="node()"/></iwmo:Dagtekening></xsl:template>
+  <xsl:template match="iwmo:Datum"><iwmo:Datum><xsl:apply-templates select="node()"/></iwmo:Datum></xsl:template>
+  <xsl:template match="iwmo:DatumGebruik"><iwmo:DatumGebruik><xsl:apply-templates select="node()"/></iwmo:DatumGebruik></xsl:template>
+  <xsl:template match="iwmo:Eenheid"><iwmo:Eenheid><xsl:apply-templates select="node()"/></iwmo:Eenheid></xsl:template>
+  <xsl:template match="iwmo:Einddatum"><iwmo:Einddatum><xsl:apply-templates select="node()"/></iwmo:Einddatum></xsl:template>
+  <xsl:template match="iwmo:Frequentie"><iwmo:Frequentie><xsl:apply-templates select="node()"/></iwmo:Frequentie></xsl:template>
+  <xsl:template match="iwmo:Geslachtsnaam"><iwmo:Geslachtsnaam><xsl:apply-templates select="node()"/></iwmo:Geslachtsnaam></xsl:template>
+  <xsl:template match="iwmo:Grondslag01"><iwmo:Grondslag01><xsl:apply-templates select="node()"/></iwmo:Grondslag01></xsl:template>
+  <xsl:template match="iwmo:Grondslag02"><iwmo:Grondslag02><xsl:apply-templates select="node()"/></iwmo:Grondslag02></xsl:template>
+  <xsl:template match="iwmo:Huis"><iwmo:Huis><xsl:apply-templates select="node()"/></iwmo:Huis></xsl:template>
+  <xsl:template match="iwmo:Huisletter"><iwmo:Huisletter><xsl:apply-templates select="node()"/></iwmo:Huisletter></xsl:template>
+  <xsl:template match="iwmo:Huisnummer"><iwmo:Huisnummer><xsl:apply-templates select="node()"/></iwmo:Huisnummer></xsl:template>
+  <xsl:template match="iwmo:HuisnummerToevoeging"><iwmo:HuisnummerToevoeging><xsl:apply-templates select="node()"/></iwmo:HuisnummerToevoeging></xsl:template>
+  <xsl:template match="iwmo:Identificatie"><iwmo:Identificatie><xsl:apply-templates select="node()"/></iwmo:Identificatie></xsl:template>
+  <xsl:template match="iwmo:LandCode"><iwmo:LandCode><xsl:apply-templates select="node()"/></iwmo:LandCode></xsl:template>
+  <xsl:template match="iwmo:Landnummer"><iwmo:Landnummer><xsl:apply-templates select="node()"/></iwmo:Landnummer></xsl:template>
+  <xsl:template match="iwmo:Naam"><iwmo:Naam><xsl:apply-templates select="node()"/></iwmo:Naam></xsl:template>
+  <xsl:template match="iwmo:NaamGebruik"><iwmo:NaamGebruik><xsl:apply-templates select="node()"/></iwmo:NaamGebruik></xsl:template>
+  <xsl:template match="iwmo:Partnernaam"><iwmo:Partnernaam><xsl:apply-templates select="node()"/></iwmo:Partnernaam></xsl:template>
+  <xsl:template match="iwmo:Plaatsnaam"><iwmo:Plaatsnaam><xsl:apply-templates select="node()"/></iwmo:Plaatsnaam></xsl:template>
+  <xsl:template match="iwmo:Postcode"><iwmo:Postcode><xsl:apply-templates select="node()"/></iwmo:Postcode></xsl:template>
+  <xsl:template match="iwmo:Straatnaam"><iwmo:Straatnaam><xsl:apply-templates select="node()"/></iwmo:Straatnaam></xsl:template>
+  <xsl:template match="iwmo:Taal"><iwmo:Taal><xsl:apply-templates select="node()"/></iwmo:Taal></xsl:template>
+  <xsl:template match="iwmo:Telefoon01"><iwmo:Telefoon01><xsl:apply-templates select="node()"/></iwmo:Telefoon01></xsl:template>
+  <xsl:template match="iwmo:Telefoon02"><iwmo:Telefoon02><xsl:apply-templates select="node()"/></iwmo:Telefoon02></xsl:template>
+  <xsl:template match="iwmo:Telefoonnummer"><iwmo:Telefoonnummer><xsl:apply-templates select="node()"/></iwmo:Telefoonnummer></xsl:template>
+  <xsl:template match="iwmo:Type"><iwmo:Type><xsl:apply-templates select="node()"/></iwmo:Type></xsl:template>
+  <xsl:template match="iwmo:Volume"><iwmo:Volume><xsl:apply-templates select="node()"/></iwmo:Volume></xsl:template>
+  <xsl:template match="iwmo:Voorletters"><iwmo:Voorletters><xsl:apply-templates select="node()"/></iwmo:Voorletters></xsl:template>
+  <xsl:template match="iwmo:Voornamen"><iwmo:Voornamen><xsl:apply-templates select="node()"/></iwmo:Voornamen></xsl:template>
+  <xsl:template match="iwmo:Voorvoegsel"><iwmo:Voorvoegsel><xsl:apply-templates select="node()"/></iwmo:Voorvoegsel></xsl:template>
+  <xsl:template match="iwmo:Vorm"><iwmo:Vorm><xsl:apply-templates select="node()"/></iwmo:Vorm></xsl:template>
+  <!-- END generated literal templates -->
+
 </xsl:stylesheet>
