@@ -52,9 +52,18 @@ class DeliveryWorker:
         poll_interval: float = 0.5,
         max_inflight: int = 64,
         owner: str | None = None,
+        claim_gap: float = 0.02,
+        settle_window: float = 0.02,
     ) -> None:
         """``owner``: the lease owner of this worker's claims (default: a fresh one); a
-        delivery process keeps its supervisor's across restarts (see :meth:`run`)."""
+        delivery process keeps its supervisor's across restarts (see :meth:`run`).
+
+        ``claim_gap``: a claim starts at least this long after the previous one ended, and
+        ``settle_window``: successes that arrive within it are settled in one transaction.
+        Both trade at most that much latency per delivery for fewer transactions: while
+        messages arrive, every intake commit and every settlement would otherwise cause a
+        claim of its own, each a transaction (on PostgreSQL also a turn at the server, whose
+        cores intake needs), and most of them found one delivery or none."""
         self.outbox = outbox
         self.spec = spec
         self.metrics = metrics
@@ -64,6 +73,9 @@ class DeliveryWorker:
         self.owner = owner or f"worker-{uuid.uuid4().hex[:12]}"
         self.poll_interval = poll_interval
         self.max_inflight = max_inflight
+        self.claim_gap = claim_gap
+        self.settle_window = settle_window
+        self._claimed_at = 0.0  # when the last claim ended (monotonic)
         self.breakers = CircuitBreakers(
             threshold=lambda: self.spec().circuit_breaker_threshold,
             cooldown=lambda: self.spec().circuit_breaker_cooldown_seconds,
@@ -122,12 +134,12 @@ class DeliveryWorker:
                 await settler
             await self._session.close()
 
-    async def _settler(self, window: float = 0.005, most: int = 256) -> None:
+    async def _settler(self, most: int = 256) -> None:
         """Group commit: settle the successes that arrive together in one transaction."""
         while True:
             first = await self._settle.get()
             batch = [first]
-            await asyncio.sleep(window)
+            await asyncio.sleep(self.settle_window)
             while not self._settle.empty() and len(batch) < most:
                 batch.append(self._settle.get_nowait())
             try:
@@ -167,7 +179,13 @@ class DeliveryWorker:
         ``concurrencyPerEndpoint`` is held (in flight or ready); one, when its circuit is
         half open; none while it is open. An endpoint is claimed for again once a quarter of
         that is free. Only stream heads are claimed (:meth:`Outbox.claim`), so holding more
-        never lets a delivery overtake an earlier one of its stream."""
+        never lets a delivery overtake an earlier one of its stream. Claims are paced
+        (``claim_gap``): the wake-ups of several intake commits and settlements share one."""
+        pause = self.claim_gap - (time.monotonic() - self._claimed_at)
+        if pause > 0:
+            await asyncio.sleep(pause)
+            if self._stopping:
+                return 0
         ready_total = sum(len(q) for q in self._ready.values())
         capacity = 2 * self.max_inflight - len(self._tasks) - ready_total
         if capacity <= 0:
@@ -200,12 +218,15 @@ class DeliveryWorker:
         batch = await asyncio.to_thread(
             self.outbox.claim,
             owner=self.owner,
-            limit=capacity,
+            # no endpoint takes more than ``target``: selecting (on PostgreSQL: locking) more
+            # rows than that would only give most of them back
+            limit=min(capacity, target),
             lease=lease,
             exclude_endpoints=sorted(exclude),
             room=room,
         )
-        self._idle = None if batch else (frozenset(exclude), time.monotonic())
+        self._claimed_at = time.monotonic()
+        self._idle = None if batch else (frozenset(exclude), self._claimed_at)
         for delivery in batch:
             self._ready.setdefault(delivery.endpoint or "", deque()).append(delivery)
         for endpoint in {d.endpoint or "" for d in batch}:

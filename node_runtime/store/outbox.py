@@ -9,12 +9,24 @@ overtakes its start.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, literal_column, or_, select, update
+from sqlalchemy import (
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import aliased
 
 from node_runtime.store import row_mapping, schema
@@ -60,6 +72,42 @@ _SETTLE = (
 )
 
 
+@functools.cache
+def _claim_query(dialect: str, excluding: bool) -> Select[Any]:
+    """Due push deliveries, oldest first, none behind an unsettled one of its stream; ids and
+    endpoints only (the lease returns the whole rows). Built once per dialect and form: building
+    it (an aliased table, two dozen comparisons) cost more than running it."""
+    d, e = _D, aliased(_D)
+    moment = bindparam("moment", type_=_D.c.lease_until.type)
+    earlier_unsettled = exists().where(
+        e.c.mailbox_kind == d.c.mailbox_kind,
+        e.c.mailbox_id == d.c.mailbox_id,
+        e.c.purpose == d.c.purpose,
+        e.c.order_key == d.c.order_key,
+        e.c.seq < d.c.seq,
+        # as literals, in the words of the partial index's predicate: the planner uses that
+        # index only if it sees that this condition implies the index's
+        e.c.status.in_([literal_column(f"'{s}'") for s in UNSETTLED]),
+    )
+    query = (
+        select(d.c.id, d.c.endpoint)
+        .where(
+            d.c.delivery_mode == "push",
+            d.c.status == "pending",
+            or_(d.c.next_attempt_at.is_(None), d.c.next_attempt_at <= moment),
+            or_(d.c.lease_until.is_(None), d.c.lease_until < moment),
+            ~earlier_unsettled,
+        )
+        .order_by(d.c.seq)
+        .limit(bindparam("limit", type_=Integer))
+    )
+    if excluding:
+        query = query.where(d.c.endpoint.not_in(bindparam("excluded", expanding=True)))
+    if dialect == "postgresql":
+        query = query.with_for_update(of=d, skip_locked=True)
+    return query
+
+
 @dataclass(frozen=True)
 class DeadLetterFilter:
     gemeente: str | None = None
@@ -97,37 +145,13 @@ class Outbox:
         """Lease up to ``limit`` due deliveries, oldest first, none behind an unsettled one of
         its stream. ``room(endpoint)``: how many more this worker may have in flight to that
         endpoint; the rest stay in the pool (their streams wait for them, order holds)."""
-        d = schema.deliveries
-        e = aliased(schema.deliveries)
         moment = now()
-        earlier_unsettled = exists().where(
-            e.c.mailbox_kind == d.c.mailbox_kind,
-            e.c.mailbox_id == d.c.mailbox_id,
-            e.c.purpose == d.c.purpose,
-            e.c.order_key == d.c.order_key,
-            e.c.seq < d.c.seq,
-            # as literals, in the words of the partial index's predicate: the planner uses
-            # that index only if it sees that this condition implies the index's
-            e.c.status.in_([literal_column(f"'{s}'") for s in UNSETTLED]),
-        )
-        query = (
-            select(d.c.id, d.c.endpoint)
-            .where(
-                d.c.delivery_mode == "push",
-                d.c.status == "pending",
-                or_(d.c.next_attempt_at.is_(None), d.c.next_attempt_at <= moment),
-                or_(d.c.lease_until.is_(None), d.c.lease_until < moment),
-                ~earlier_unsettled,
-            )
-            .order_by(d.c.seq)
-            .limit(limit)
-        )
+        query = _claim_query(self.store.dialect, bool(exclude_endpoints))
+        params: dict[str, Any] = {"moment": moment, "limit": limit}
         if exclude_endpoints:
-            query = query.where(d.c.endpoint.not_in(list(exclude_endpoints)))
-        if self.store.dialect == "postgresql":
-            query = query.with_for_update(of=d, skip_locked=True)
+            params["excluded"] = list(exclude_endpoints)
         with self.store.transaction() as conn:
-            rows = list(conn.execute(query))
+            rows = list(conn.execute(query, params))
             if room is not None:
                 rows = _within_room(rows, room)
             if not rows:

@@ -299,3 +299,51 @@ def test_proxies_come_from_the_environment_once_per_endpoint(
     assert worker._proxy("https://localhost:8443/notificaties") == (None, None)
     monkeypatch.delenv("HTTPS_PROXY")  # looked up once: the first answer stays
     assert str(worker._proxy("https://gemeente.example/notificaties")[0]).endswith(":3128")
+
+
+class _CountingOutbox:
+    """An outbox with nothing due that notes when each claim starts and ends."""
+
+    def __init__(self) -> None:
+        self.claims: list[tuple[float, float]] = []
+
+    def ensure_statistics(self) -> bool:
+        return False
+
+    def claim(self, **_kw: Any) -> list[Any]:
+        started = time.monotonic()
+        time.sleep(0.001)
+        self.claims.append((started, time.monotonic()))
+        return []
+
+
+def test_wake_ups_in_quick_succession_share_a_claim() -> None:
+    """Every intake commit wakes the worker; a claim starts no sooner than claim_gap after
+    the previous one ended, so the wake-ups meanwhile share the next claim."""
+    import asyncio
+
+    outbox = _CountingOutbox()
+    worker = DeliveryWorker(
+        outbox=outbox,  # type: ignore[arg-type]
+        spec=DeliverySpec,
+        client_ssl=ssl.create_default_context(),
+        metrics=Metrics(),
+        node_name=lambda: NODE,
+        claim_gap=0.05,
+    )
+
+    async def scenario() -> int:
+        running = asyncio.create_task(worker.run())
+        wakes = 0
+        for _ in range(100):  # an intake commit every 3 ms for 0.3 s
+            await asyncio.sleep(0.003)
+            worker.wake()
+            wakes += 1
+        await worker.stop()
+        await running
+        return wakes
+
+    wakes = asyncio.run(scenario())
+    assert 2 <= len(outbox.claims) < wakes
+    for (_, ended), (started, _) in zip(outbox.claims, outbox.claims[1:], strict=False):
+        assert started - ended >= 0.05
