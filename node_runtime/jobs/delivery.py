@@ -120,6 +120,11 @@ class DeliveryWorker:
             connector=aiohttp.TCPConnector(ssl=self._ssl, limit=256),
             cookie_jar=aiohttp.DummyCookieJar(),
         )
+        try:
+            if await asyncio.to_thread(self.outbox.ensure_statistics):
+                log.info("analysed the deliveries: the database had no statistics of them")
+        except Exception as exc:  # noqa: BLE001 - claims work without; only slower
+            log.warning("could not analyse the deliveries", extra={"error": str(exc)})
         settler = asyncio.create_task(self._settler())
         try:
             while not self._stopping:

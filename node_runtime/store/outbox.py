@@ -25,6 +25,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.orm import aliased
@@ -54,6 +55,11 @@ _LEASE = (
     )
     .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
     .returning(*_D.c)
+)
+# Whether PostgreSQL's planner has statistics of the deliveries' status (see ensure_statistics).
+_HAS_STATISTICS = text(
+    "SELECT EXISTS (SELECT 1 FROM pg_stats WHERE schemaname = current_schema() "
+    "AND tablename = 'deliveries' AND attname = 'status')"
 )
 # Settle successful pushes still pending, and say which (one statement for a batch).
 _SETTLE = (
@@ -169,6 +175,22 @@ class Outbox:
                 )
             )
         return [row_mapping.delivery(r) for r in sorted(leased, key=lambda r: r.seq)]
+
+    def ensure_statistics(self) -> bool:
+        """PostgreSQL: analyse the deliveries if the planner has no statistics of them (a
+        database restored from a dump or upgraded, deliveries loaded in bulk, before
+        autovacuum came by). Without them it planned the claim as a walk over every pending
+        delivery with a stream check each, then a sort: 5.6 s per claim with 20 000 pending,
+        against 0.4 ms with statistics, until autovacuum analysed the table (up to a
+        minute). True if it analysed; SQLite plans without statistics (see _STILL_PENDING)."""
+        if self.store.dialect != "postgresql":
+            return False
+        with self.store.transaction() as conn:
+            known = conn.execute(_HAS_STATISTICS).scalar()
+            if known:
+                return False
+            conn.execute(text("ANALYZE deliveries"))
+            return True
 
     def delivered(self, delivery_id: str, log: Sequence[LogRecord]) -> bool:
         """Settle a successful push. False if it was already settled (harmless)."""

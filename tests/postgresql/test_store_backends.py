@@ -972,3 +972,19 @@ def test_v9_replaces_the_stream_index_by_one_of_unsettled_deliveries(tmp_path: P
     indexes = {i["name"] for i in inspect(store.engine).get_indexes("deliveries")}
     assert "ix_deliveries_unsettled_order" in indexes and "ix_deliveries_order" not in indexes
     store.close()
+
+
+def test_deliveries_without_statistics_are_analysed_once(store: SqlStore) -> None:
+    """PostgreSQL planned the claim badly without statistics of the deliveries (a restored or
+    bulk-loaded database); a worker analyses them when it starts if there are none. SQLite
+    plans without statistics."""
+    if store.dialect == "postgresql":  # autovacuum must not do it first
+        with store.transaction() as conn:
+            conn.execute(sa.text("ALTER TABLE deliveries SET (autovacuum_enabled = false)"))
+    for i in range(60):
+        msg = message()
+        store.commit_intake(intake(msg, delivery(msg, mode="push", order_key=f"k{i % 7}")))
+    outbox = Outbox(store)
+    assert outbox.ensure_statistics() is (store.dialect == "postgresql")
+    assert outbox.ensure_statistics() is False  # once there are statistics, nothing to do
+    assert len(outbox.claim(owner="w", limit=10, lease=timedelta(minutes=5))) == 7
