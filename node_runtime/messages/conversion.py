@@ -110,6 +110,8 @@ class _Trie:
 # (predicates, axes, functions, '//', '.', '*', attributes, whitespace) is evaluated by XPath.
 _NAME = r"[A-Za-z_][A-Za-z0-9_.\-]*"
 _STEP = re.compile(rf"(?:({_NAME}):)?({_NAME})")
+# Unprefixed words XPath also knows as operators or node types: left to XPath, to be safe.
+_WORDS = frozenset({"and", "or", "div", "mod", "node", "text", "comment", "processing-instruction"})
 
 
 def child_steps(expr: str, namespaces: dict[str, str]) -> tuple[str, ...] | None:
@@ -122,6 +124,8 @@ def child_steps(expr: str, namespaces: dict[str, str]) -> tuple[str, ...] | None
             return None
         prefix, local = match.groups()
         if prefix is None:
+            if local in _WORDS:
+                return None
             tags.append(local)  # XPath 1.0: an unprefixed name is in no namespace
         elif namespaces.get(prefix) and not set("{}") & set(namespaces[prefix]):
             tags.append(f"{{{namespaces[prefix]}}}{local}")

@@ -17,6 +17,9 @@ from node_runtime.store.records import DeliveryRecord
 from node_runtime.store.sql import now
 from node_runtime.web.problems import Problem
 
+# json.dumps(..., ensure_ascii=False) builds an encoder per call; one encoder gives the same text.
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
 
 def route(
     ctx: MessageContext, *, order_key: str | None, public_url: str | None
@@ -123,7 +126,7 @@ def to_gemeente(
                 message_type=mt.name,
                 purpose=sub.purpose,
                 legal_basis=sub.legal_basis,
-                content=json.dumps(envelope, ensure_ascii=False).encode(),
+                content=_encode(envelope).encode(),
                 content_type=JSON_TYPE,
                 subject_refs=refs,
                 order_key=order_key,

@@ -223,6 +223,8 @@ def test_paths_beyond_plain_steps_are_still_xpath() -> None:
         "m:A /m:B",
         "/m:A",
         "child::m:A",
+        "div",
+        "m:A/text",
     ):
         assert child_steps(expr, ns) is None, expr
     mapping = Mapping.model_validate(
