@@ -954,7 +954,8 @@ def profile_round(
     target: Target, by_agb: dict[str, str], args: argparse.Namespace, tmp: Path
 ) -> list[str]:
     """One extra refused round and one extra intake round, py-spy sampling the node process
-    (busy threads only: a thread waiting on a lock, the event loop in select are not counted)."""
+    (``--gil``: only the thread holding the interpreter lock is sampled, so the shares are
+    shares of the Python work; a thread blocked in an fsync or in select is not counted)."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     lines = []
     for label, path, expected in (
@@ -979,6 +980,7 @@ def profile_round(
                 "--output",
                 str(raw_file),
                 "--nonblocking",
+                "--gil",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -993,8 +995,8 @@ def profile_round(
         raw = raw_file.read_text()
         lines += [
             f"py-spy, node process, {label}: {args.clients} client processes, "
-            f"{rate:.1f}/s while sampled (250 Hz, busy threads only)",
-            "  where busy samples fall (leaf-most matching frame):",
+            f"{rate:.1f}/s while sampled (250 Hz, the thread holding the interpreter lock)",
+            "  where the samples fall (leaf-most matching frame):",
         ]
         lines += [f"    {share * 100:5.1f} %  {name}" for name, share in summarise_profile(raw)]
         lines += ["  top leaf functions (self time):"]

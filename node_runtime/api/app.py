@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,7 +26,7 @@ from node_runtime.audit.processing_log import NODE_PURPOSE, LogBuilder
 from node_runtime.node.assembly import IdentityExtractor, Node, build_node
 from node_runtime.node.config import Settings
 from node_runtime.observability.tracing import from_header
-from node_runtime.store.sql import SqlStore
+from node_runtime.store.sql import LogWrite, SqlStore
 from node_runtime.web import contract
 from node_runtime.web import problem_handlers as problems
 from node_runtime.web.problems import Problem
@@ -76,8 +75,8 @@ def create_app(
             outcome=problem.slug,
             detail=f"{problem.status} {request.method} {request.url.path}",
         )
-        # Durable before the answer, but never blocking the event loop while it commits.
-        await asyncio.to_thread(node.store.write_log, logs.records)
+        # Committed behind the answer, like every refusal's record (nothing is stored).
+        await node.store.write_behind(LogWrite(tuple(logs.records)))
 
     problems.install(
         app,

@@ -120,6 +120,7 @@ class Node:
                 await self._reloader
         if self.gemeente_watch is not None:
             self.gemeente_watch.stop()
+        await self.store.flush()  # refusal records written behind their answers
         self.telemetry.shutdown()
         self.store.close()
 

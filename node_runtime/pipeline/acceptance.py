@@ -13,8 +13,9 @@ from node_runtime.pipeline import conversation_events
 from node_runtime.pipeline.context import MessageContext
 from node_runtime.pipeline.idempotency import replay
 from node_runtime.pipeline.outcomes import JSON_TYPE, XML_TYPE, IntakeResult, id_headers
+from node_runtime.pipeline.pending import PendingWrite
 from node_runtime.store.records import DeliveryRecord, IntakeCommit, MessageRecord
-from node_runtime.store.sql import SqlStore, now
+from node_runtime.store.sql import now
 from node_runtime.web.problems import Problem
 from node_runtime.web.statuses import OUTCOME_STATUS
 
@@ -45,11 +46,12 @@ def commit(
     ctx: MessageContext,
     deliveries: list[DeliveryRecord],
     *,
-    store: SqlStore,
     metrics: Metrics,
     on_commit: Callable[[], None] | None,
     conversations: Matcher | None = None,
-) -> IntakeResult:
+) -> PendingWrite:
+    """The message, its deliveries and its log records as one write; the answer once it is
+    durable (or the first answer again, when a concurrent duplicate was stored first)."""
     connector, mt, header = ctx.compiled, ctx.mt, ctx.head
     body, content_type = answer(ctx)
     record = MessageRecord(
@@ -71,23 +73,29 @@ def commit(
         answer_content_type=content_type,
     )
     events = conversation_events.events(ctx, conversations)
-    stored, created = store.commit_intake(
-        IntakeCommit(record, deliveries, ctx.logs.records, events)
-    )
-    if not created:
-        return replay(stored, ctx.digest, mt)
-    if on_commit is not None and any(d.delivery_mode == "push" for d in deliveries):
-        on_commit()
-    metrics.messages.labels(connector.name, mt.name, ctx.controller, "accepted").inc()
-    for d in deliveries:
-        metrics.deliveries.labels(connector.name, d.mailbox_id, d.purpose or "").inc()
-    log.info(
-        "message accepted",
-        extra={
-            "connector": connector.name,
-            "message_type": mt.name,
-            "message_id": ctx.message_id,
-            "deliveries": len(deliveries),
-        },
-    )
-    return IntakeResult("accepted", body, content_type, ctx.message_id, id_headers(ctx.message_id))
+    logs = list(ctx.logs.records[ctx.logs_written :])
+
+    def committed(outcome: tuple[MessageRecord, bool]) -> IntakeResult:
+        stored, created = outcome
+        if not created:
+            return replay(stored, ctx.digest, mt)
+        ctx.logs_written += len(logs)
+        if on_commit is not None and any(d.delivery_mode == "push" for d in deliveries):
+            on_commit()
+        metrics.messages.labels(connector.name, mt.name, ctx.controller, "accepted").inc()
+        for d in deliveries:
+            metrics.deliveries.labels(connector.name, d.mailbox_id, d.purpose or "").inc()
+        log.info(
+            "message accepted",
+            extra={
+                "connector": connector.name,
+                "message_type": mt.name,
+                "message_id": ctx.message_id,
+                "deliveries": len(deliveries),
+            },
+        )
+        return IntakeResult(
+            "accepted", body, content_type, ctx.message_id, id_headers(ctx.message_id)
+        )
+
+    return PendingWrite(IntakeCommit(record, deliveries, logs, events), committed)

@@ -11,6 +11,7 @@ from node_runtime.audit.processing_log import LogBuilder
 from node_runtime.messages.compiled import CompiledConnector, CompiledMessageType
 from node_runtime.state.node_state import NodeState
 from node_runtime.state.principals import Principal
+from node_runtime.store.records import LogRecord
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,15 @@ class MessageContext:
     message_id: str = ""
     retour_id: str = ""
     today: str = ""
+    logs_written: int = 0
+    """How many of ``logs.records`` a write has taken already (a refusal after a rejection
+    writes only its own record)."""
+
+    def unwritten_logs(self) -> tuple[LogRecord, ...]:
+        """The log records no write has taken yet; from now on they count as taken."""
+        records = tuple(self.logs.records[self.logs_written :])
+        self.logs_written = len(self.logs.records)
+        return records
 
     # -- what a step may take for granted once an earlier step has run ----------------------
 

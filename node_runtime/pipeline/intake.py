@@ -9,15 +9,22 @@ Each step is a module of this package and works on one :class:`MessageContext`:
     → routing.route (envelopes, purpose filter) → acceptance.commit (conversation_events)
 
 A :class:`~node_runtime.web.problems.Problem` raised by any step ends in refusal.refuse.
+The steps never call the store themselves: the look-up of an earlier message and the durable
+writes are returned as :mod:`~node_runtime.pipeline.pending` steps, which ``process`` (from a
+thread) and ``process_async`` (from the event loop) carry out.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import secrets
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
 
 from node_runtime.audit.processing_log import NODE_PURPOSE, LogBuilder
 from node_runtime.conversations.matching import Matcher
@@ -40,10 +47,12 @@ from node_runtime.pipeline import (
 )
 from node_runtime.pipeline.context import MessageContext
 from node_runtime.pipeline.outcomes import IntakeResult
+from node_runtime.pipeline.pending import PendingLookup, PendingWrite, Step
 from node_runtime.security.pseudonyms import Pseudonymizer
 from node_runtime.shadow.runner import ShadowRunner
 from node_runtime.state.node_state import NodeState
 from node_runtime.state.principals import Principal
+from node_runtime.store.records import IntakeCommit, MessageRecord
 from node_runtime.store.sql import SqlStore, now
 from node_runtime.web.problems import Problem
 
@@ -84,14 +93,90 @@ class IntakeService:
         principal: Principal,
         trace: TraceContext,
     ) -> IntakeResult:
+        """The intake of one message from a thread: the store's reads and the durable write
+        block this thread (concurrent threads share group commits)."""
         started = time.perf_counter()
-        ctx = MessageContext(
+        ctx = self._context(state, connector_name, body, principal, trace)
+        step = self._start(ctx)
+        while not isinstance(step, IntakeResult):
+            if isinstance(step, PendingLookup):
+                existing = self.store.find_message(
+                    step.connector, step.sender, step.sender_message_id
+                )
+                step = self._resume(ctx, step.then, existing)
+            else:
+                with self._store_step(ctx, step):
+                    outcome = self.store.submit_write(step.write)
+                step = self._resume(ctx, step.then, outcome)
+        return self._finish(ctx, started, trace, step)
+
+    async def process_async(
+        self,
+        state: NodeState,
+        connector_name: str,
+        body: bytes,
+        principal: Principal,
+        trace: TraceContext,
+    ) -> IntakeResult:
+        """The same intake from the event loop: the pipeline's own work runs on the loop
+        (no hand-over to a thread and back per message), the durable write in the store's
+        writer thread, whose group commit takes every write that waits meanwhile."""
+        started = time.perf_counter()
+        ctx = self._context(state, connector_name, body, principal, trace)
+        step = self._start(ctx)
+        while not isinstance(step, IntakeResult):
+            if isinstance(step, PendingLookup):
+                existing = await self.store.find_message_async(
+                    step.connector, step.sender, step.sender_message_id
+                )
+                step = self._resume(ctx, step.then, existing)
+            elif not step.answer_waits:
+                await self.store.write_behind(step.write)
+                step = self._resume(ctx, step.then, None)
+            else:
+                with self._store_step(ctx, step):
+                    outcome = await self.store.submit_write_async(step.write)
+                step = self._resume(ctx, step.then, outcome)
+        return self._finish(ctx, started, trace, step)
+
+    # -- the steps ------------------------------------------------------------------------
+
+    def _context(
+        self,
+        state: NodeState,
+        connector_name: str,
+        body: bytes,
+        principal: Principal,
+        trace: TraceContext,
+    ) -> MessageContext:
+        return MessageContext(
             state, connector_name, body, principal, LogBuilder(trace, principal.actor)
         )
+
+    def _start(self, ctx: MessageContext) -> Step:
         try:
-            result = self._steps(ctx)
+            return self._front(ctx)
         except Problem as problem:
-            result = refusal.refuse(ctx, problem, store=self.store, metrics=self.metrics)
+            return refusal.refuse(ctx, problem, metrics=self.metrics)
+
+    def _resume(self, ctx: MessageContext, then: Callable[[Any], Step], value: object) -> Step:
+        try:
+            return then(value)
+        except Problem as problem:
+            return refusal.refuse(ctx, problem, metrics=self.metrics)
+
+    def _store_step(
+        self, ctx: MessageContext, step: PendingWrite
+    ) -> AbstractContextManager[object]:
+        if isinstance(step.write, IntakeCommit):
+            deliveries = len(step.write.deliveries)
+            return self.telemetry.step("intake.store", ctx.logs.trace, deliveries=deliveries)
+        return contextlib.nullcontext()
+
+    def _finish(
+        self, ctx: MessageContext, started: float, trace: TraceContext, result: IntakeResult
+    ) -> IntakeResult:
+        connector_name = ctx.connector_name
         self.metrics.intake_seconds.labels(
             connector_name if ctx.connector else "unknown", ctx.message_type_name, result.outcome
         ).observe(time.perf_counter() - started)
@@ -100,10 +185,11 @@ class IntakeService:
             result.outcome in ("accepted", "rejected")
             or (result.problem is not None and result.problem.slug == "schema-invalid")
         ):
-            self.shadow.submit(state, connector_name, body)  # queued: never waits
+            self.shadow.submit(ctx.state, connector_name, ctx.body)  # queued: never waits
         return result
 
-    def _steps(self, ctx: MessageContext) -> IntakeResult:
+    def _front(self, ctx: MessageContext) -> Step:
+        """Up to the look-up of an earlier message under the same identification."""
         identification.find_connector(ctx)
         authorisation.authorise_connector(ctx.compiled, ctx.principal)
         step, trace = self.telemetry.step, ctx.logs.trace
@@ -116,17 +202,26 @@ class IntakeService:
         authorisation.authorise_sender(ctx.mt, ctx.head, ctx.principal)
 
         ctx.digest = hashlib.sha256(ctx.body).hexdigest()
-        existing = self.store.find_message(ctx.compiled.name, ctx.head.sender, ctx.head.message_id)
+        head = ctx.head
+        return PendingLookup(
+            ctx.compiled.name,
+            head.sender,
+            head.message_id,
+            functools.partial(self._judge, ctx),
+        )
+
+    def _judge(self, ctx: MessageContext, existing: MessageRecord | None) -> Step:
+        """A message not seen before: rules, then rejection or routing and acceptance."""
         if existing is not None:
             return idempotency.replay(existing, ctx.digest, ctx.mt)
-
+        step, trace = self.telemetry.step, ctx.logs.trace
         ctx.subjects = subjects.subject_refs(ctx.mt, ctx.root, self.pseudonymizer)
         with step("intake.rules", trace, message_type=ctx.message_type_name):
             failures = rule_check.check_rules(ctx)
         ctx.retour_id = secrets.token_hex(6).upper()
         ctx.today = now().date().isoformat()
         if failures:
-            return rejection.reject(ctx, failures, store=self.store, metrics=self.metrics)
+            return rejection.reject(ctx, failures, metrics=self.metrics)
 
         ctx.message_id = str(uuid.uuid4())
         ctx.legal_basis = legal_basis.for_intake(ctx)
@@ -145,12 +240,10 @@ class IntakeService:
                 order_key=subjects.order_ref(ctx.mt, ctx.root, self.pseudonymizer),
                 public_url=self.public_url,
             )
-        with step("intake.store", trace, deliveries=len(deliveries)):
-            return acceptance.commit(
-                ctx,
-                deliveries,
-                store=self.store,
-                metrics=self.metrics,
-                on_commit=self.on_commit,
-                conversations=self.conversations,
-            )
+        return acceptance.commit(
+            ctx,
+            deliveries,
+            metrics=self.metrics,
+            on_commit=self.on_commit,
+            conversations=self.conversations,
+        )

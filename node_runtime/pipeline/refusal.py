@@ -10,15 +10,18 @@ from node_runtime.audit.processing_log import NODE_PURPOSE
 from node_runtime.observability.metrics import Metrics
 from node_runtime.pipeline.context import MessageContext
 from node_runtime.pipeline.outcomes import PROBLEM_TYPE, IntakeResult
-from node_runtime.store.sql import SqlStore
+from node_runtime.pipeline.pending import PendingWrite
+from node_runtime.store.sql import LogWrite
 from node_runtime.web.problems import Problem
 
 log = logging.getLogger("knooppunt.intake")
 
 
-def refuse(
-    ctx: MessageContext, problem: Problem, *, store: SqlStore, metrics: Metrics
-) -> IntakeResult:
+def refuse(ctx: MessageContext, problem: Problem, *, metrics: Metrics) -> PendingWrite:
+    """The refusal's answer and its processing-log record. From the event loop the answer
+    does not wait for the record's fsync: nothing of the request is stored, so the record is
+    committed behind the answer (a flood of refused requests then costs no more than its
+    transport, and its records still arrive, in batches)."""
     metrics.refusals.labels(problem.slug).inc()
     ctx.logs.add(
         activity="refuse",
@@ -30,7 +33,6 @@ def refuse(
         message_type=ctx.message_type.name if ctx.message_type else None,
         detail=f"{problem.status} {problem.title}",
     )
-    store.write_log(ctx.logs.records)
     log.info(
         "message refused",
         extra={
@@ -40,6 +42,7 @@ def refuse(
             "actor": ctx.principal.actor,
         },
     )
-    return IntakeResult(
+    result = IntakeResult(
         "refused", json.dumps(problem.body()).encode(), PROBLEM_TYPE, None, {}, problem
     )
+    return PendingWrite(LogWrite(ctx.unwritten_logs()), lambda _written: result, answer_waits=False)

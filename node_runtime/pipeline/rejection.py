@@ -10,14 +10,14 @@ from node_runtime.messages.rules import RuleFailure
 from node_runtime.observability.metrics import Metrics
 from node_runtime.pipeline.context import MessageContext
 from node_runtime.pipeline.outcomes import PROBLEM_TYPE, XML_TYPE, IntakeResult
-from node_runtime.store.sql import SqlStore
+from node_runtime.pipeline.pending import PendingWrite
+from node_runtime.store.sql import LogWrite
 from node_runtime.web.problems import Problem, Violation
 
 
-def reject(
-    ctx: MessageContext, failures: list[RuleFailure], *, store: SqlStore, metrics: Metrics
-) -> IntakeResult:
-    """Nothing of the message is stored; only the processing-log record of the rejection."""
+def reject(ctx: MessageContext, failures: list[RuleFailure], *, metrics: Metrics) -> PendingWrite:
+    """Nothing of the message is stored; only the processing-log record of the rejection,
+    durable before the retour is made."""
     connector, mt = ctx.compiled, ctx.mt
     codes = sorted({f.retourcode for f in failures})
     for code in codes:
@@ -34,7 +34,13 @@ def reject(
         message_type=mt.name,
         detail="retourcodes " + ",".join(codes),
     )
-    store.write_log(ctx.logs.records)
+    return PendingWrite(
+        LogWrite(ctx.unwritten_logs()), lambda _written: _answer(ctx, failures, codes)
+    )
+
+
+def _answer(ctx: MessageContext, failures: list[RuleFailure], codes: list[str]) -> IntakeResult:
+    mt = ctx.mt
     headers = {"Knooppunt-Retourcodes": ",".join(codes)}
     if mt.retour is not None:
         assert ctx.tree is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -29,11 +30,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, RootTransaction
 from sqlalchemy.exc import IntegrityError
 
 from node_runtime.store import conversations, log_tree, prepared, row_mapping, schema
 from node_runtime.store.group import GroupCommit
+from node_runtime.store.loop_group import LoopGroupCommit
 from node_runtime.store.records import (
     DeliveryRecord,
     IntakeCommit,
@@ -169,6 +171,10 @@ MIGRATION_LOCK_KEY = 0x4DBA_9318_C5E6_CBB2
 SEQ_ORDER_LOCK_KEY = 0x2F0C_5A41_7D93_1E66
 
 
+# Writes committed behind their answers (refusal records) that may be on their way at once;
+# beyond that, a refusal waits for its own record.
+WRITE_BEHIND_LIMIT = 1000
+
 # Statements of the hot paths, built once: building them per call (coercing every column and
 # comparison) cost more than executing them.
 _SEQ_ORDER_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
@@ -279,17 +285,47 @@ class WriterLock:
         self._fd: int | None = None
 
     def __enter__(self) -> None:
-        self._thread.acquire()
+        self.acquire(blocking=True)
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+    def acquire(self, *, blocking: bool) -> bool:
+        """Take the lock; without ``blocking``, only if it is free now (False if not)."""
+        if not self._thread.acquire(blocking):
+            return False
         try:
             if self._path is not None:
                 if self._fd is None:
                     self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-                fcntl.flock(self._fd, fcntl.LOCK_EX)
+                try:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+                except BlockingIOError:
+                    self._thread.release()
+                    return False
         except BaseException:
             self._thread.release()
             raise
+        return True
 
-    def __exit__(self, *_exc: object) -> None:
+    async def acquire_async(self) -> None:
+        """Take the lock from an event loop: at once when it is free, else waiting in a
+        thread (another process's writer may hold it through its fsync). A caller cancelled
+        while it waits never ends up holding the lock."""
+        if self.acquire(blocking=False):
+            return
+        waiting = asyncio.ensure_future(asyncio.to_thread(self.acquire, blocking=True))
+        try:
+            await asyncio.shield(waiting)
+        except asyncio.CancelledError:
+            waiting.add_done_callback(self._release_if_taken)
+            raise
+
+    def _release_if_taken(self, waiting: asyncio.Future[bool]) -> None:
+        if not waiting.cancelled() and waiting.exception() is None and waiting.result():
+            self.release()
+
+    def release(self) -> None:
         try:
             if self._fd is not None:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -301,6 +337,16 @@ class WriterLock:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+
+def _commit_and_release(transaction: RootTransaction, conn: Connection, lock: WriterLock) -> None:
+    try:
+        transaction.commit()
+    finally:
+        try:
+            conn.close()  # after a failed COMMIT this rolls back
+        finally:
+            lock.release()
 
 
 class SqlStore:
@@ -337,8 +383,13 @@ class SqlStore:
             WriterLock(engine.url.database) if self.dialect == "sqlite" else None
         )
         self._intake_group: GroupCommit[Write, tuple[MessageRecord, bool] | None] = GroupCommit(
-            self._commit_intake_batch
+            self._commit_intake_batch, name="knooppunt-intake-writer"
         )
+        self._loop_group: LoopGroupCommit[Write, tuple[MessageRecord, bool] | None] = (
+            LoopGroupCommit(self._commit_intake_batch_on_loop)
+        )
+        self._behind: set[asyncio.Future[Any]] = set()
+        self.write_behind_failures = 0
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -385,6 +436,7 @@ class SqlStore:
         return True
 
     def close(self) -> None:
+        self._intake_group.close()
         self.engine.dispose()
         if self._write_lock is not None:
             self._write_lock.close()
@@ -407,6 +459,92 @@ class SqlStore:
         if not rows:
             return None
         return row_mapping.message_from_values(dict(zip(_MESSAGE_COLUMNS, rows[0], strict=True)))
+
+    async def find_message_async(
+        self, connector: str, sender: str, sender_message_id: str
+    ) -> MessageRecord | None:
+        """:meth:`find_message` from an event loop. SQLite reads the local file through an
+        indexed look-up (tens of microseconds, never waiting for a writer in WAL mode), so it
+        runs on the loop; PostgreSQL is a network round trip, so it runs in a thread."""
+        if self.dialect == "sqlite":
+            return self.find_message(connector, sender, sender_message_id)
+        return await asyncio.to_thread(self.find_message, connector, sender, sender_message_id)
+
+    def submit_write(self, write: Write) -> tuple[MessageRecord, bool] | None:
+        """Commit an intake's write (an accepted message, or log records on their own) in the
+        group commit; returns once it is durable (:meth:`commit_intake`, :meth:`write_log`)."""
+        return self._intake_group.submit(write)
+
+    async def submit_write_async(self, write: Write) -> tuple[MessageRecord, bool] | None:
+        """:meth:`submit_write` from an event loop, together with whatever else waits; the
+        loop serves others while the disk or the server works. SQLite: the rows are written
+        on the loop and only the COMMIT waits in a thread (:mod:`.loop_group`); PostgreSQL:
+        the whole transaction runs in the group's writer thread (its round trips would
+        otherwise hold up the loop)."""
+        if self.dialect == "sqlite":
+            return await self._loop_group.submit(write)
+        return await self._intake_group.submit_async(write)
+
+    async def write_behind(self, write: Write) -> None:
+        """Commit ``write`` (log records of a refused request) in the next group commit
+        without waiting for it: returns at once, unless ``WRITE_BEHIND_LIMIT`` writes are
+        already on their way, when it waits for this one (a flood of refused requests
+        cannot grow memory without bound). :meth:`flush` waits for all of them; a write that
+        fails is logged (without its content) and counted, never lost silently."""
+        if len(self._behind) >= WRITE_BEHIND_LIMIT:
+            await self.submit_write_async(write)
+            return
+        task = asyncio.ensure_future(self.submit_write_async(write))
+        self._behind.add(task)
+        task.add_done_callback(self._written_behind)
+
+    def _written_behind(self, task: asyncio.Future[Any]) -> None:
+        self._behind.discard(task)
+        if task.cancelled():
+            self.write_behind_failures += 1
+            logger.error("a processing-log record of a refused request was not written: cancelled")
+        elif (exc := task.exception()) is not None:
+            self.write_behind_failures += 1
+            logger.error(
+                "a processing-log record of a refused request was not written: %s",
+                type(exc).__name__,
+            )
+
+    async def flush(self) -> None:
+        """Wait until every write behind an answer is committed (or has failed)."""
+        while self._behind:
+            await asyncio.wait(list(self._behind))
+
+    async def _commit_intake_batch_on_loop(
+        self, commits: Sequence[Write]
+    ) -> list[tuple[MessageRecord, bool] | BaseException | None]:
+        lock = self._write_lock
+        assert lock is not None, "SQLite only"
+        await lock.acquire_async()
+        conn: Connection | None = None
+        try:
+            conn = self.engine.connect()
+            transaction = conn.begin()
+            _insert_intakes(conn, commits)
+        except Exception as exc:  # noqa: BLE001 - a duplicate or a bad item
+            if conn is not None:
+                conn.close()  # rolls the batch back
+            lock.release()
+            logger.debug(
+                "group commit of %d writes fell back to one by one: %s",
+                len(commits),
+                type(exc).__name__,
+            )
+            return await asyncio.to_thread(self._commit_intake_one_by_one, commits)
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            lock.release()
+            raise
+        # The COMMIT (its fsync) in a thread, which also closes and unlocks, whatever happens
+        # to the awaiting coroutine meanwhile.
+        await asyncio.to_thread(_commit_and_release, transaction, conn, lock)
+        return [(c.message, True) if isinstance(c, IntakeCommit) else None for c in commits]
 
     def commit_intake(self, commit: IntakeCommit) -> tuple[MessageRecord, bool]:
         """Store an accepted message with its deliveries and log records atomically.
@@ -434,6 +572,11 @@ class SqlStore:
                     len(commits),
                     type(exc).__name__,
                 )
+        return self._commit_intake_one_by_one(commits)
+
+    def _commit_intake_one_by_one(
+        self, commits: Sequence[Write]
+    ) -> list[tuple[MessageRecord, bool] | BaseException | None]:
         outcomes: list[tuple[MessageRecord, bool] | BaseException | None] = []
         for commit in commits:
             try:
@@ -481,6 +624,11 @@ class SqlStore:
         if not records:
             return
         self._intake_group.submit(LogWrite(tuple(records)))
+
+    async def write_log_async(self, records: Sequence[LogRecord]) -> None:
+        """:meth:`write_log` from an event loop (committed by the group's writer thread)."""
+        if records:
+            await self._intake_group.submit_async(LogWrite(tuple(records)))
 
     # -- mailbox ---------------------------------------------------------------------------
 
@@ -614,6 +762,12 @@ class SqlStore:
             return [row_mapping.delivery(r) for r in rows]
 
     # -- processing log --------------------------------------------------------------------
+
+    async def query_log_async(self, q: LogQuery) -> list[LogRecord]:
+        """:meth:`query_log` from an event loop, after the records written behind answers
+        given before (refusals) are committed: a query sees every request answered before."""
+        await self.flush()
+        return await asyncio.to_thread(self.query_log, q)
 
     def query_log(self, q: LogQuery) -> list[LogRecord]:
         p = schema.processing_log

@@ -7,6 +7,7 @@ engine, own connection pool) on one database, driven from threads.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import threading
@@ -35,7 +36,9 @@ from node_runtime.store.records import (
 )
 from node_runtime.store.sql import (
     MIGRATIONS,
+    LogWrite,
     SqlStore,
+    WriterLock,
     insert_in_seq_order,
     normalise_url,
     sqlite_url,
@@ -988,3 +991,142 @@ def test_deliveries_without_statistics_are_analysed_once(store: SqlStore) -> Non
     assert outbox.ensure_statistics() is (store.dialect == "postgresql")
     assert outbox.ensure_statistics() is False  # once there are statistics, nothing to do
     assert len(outbox.claim(owner="w", limit=10, lease=timedelta(minutes=5))) == 7
+
+
+# -- writes from an event loop (the intake's path: the pipeline runs on the loop) -------------
+# SQLite writes the rows on the loop and commits in a thread; PostgreSQL runs the whole
+# transaction in the group's writer thread. The loop is never blocked while the disk or the
+# server works, and every caller gets what a transaction of its own would have given it.
+
+
+def largest_batch(s: SqlStore) -> int:
+    return max(s._loop_group.largest, s._intake_group.largest)
+
+
+def test_concurrent_async_intakes_share_commits_and_each_gets_its_own_outcome(
+    store: SqlStore,
+) -> None:
+    msgs = [message(f"async-{i}") for i in range(20)]
+    commits = [intake(m, delivery(m), delivery(m, mailbox=UTRECHT), logs=2) for m in msgs]
+    for i in range(3):  # the same sender message id again, other content
+        again = message(f"async-{i}")
+        commits.append(intake(again, delivery(again)))
+    broken = message("async-broken")
+    good = delivery(broken)
+    commits.append(intake(broken, good, replace(delivery(broken, mailbox=UTRECHT), id=good.id)))
+    refusals = [
+        LogWrite((log(activity="refuse", outcome="unknown-connector", subject_ref=None),))
+        for _ in range(5)
+    ]
+
+    async def main() -> list[object]:
+        async def one(write: object) -> object:
+            try:
+                return await store.submit_write_async(write)  # type: ignore[arg-type]
+            except Exception as exc:  # the broken one is expected to fail
+                return exc
+
+        return list(await asyncio.gather(*(one(w) for w in [*commits, *refusals])))
+
+    results = asyncio.run(main())
+    assert isinstance(results[len(commits) - 1], IntegrityError)
+    assert results[len(commits) :] == [None] * len(refusals)
+    outcomes = [r for r in results[: len(commits) - 1]]
+    assert all(isinstance(r, tuple) for r in outcomes)
+    pairs: list[tuple[MessageRecord, bool]] = outcomes  # type: ignore[assignment]
+    created = {r.sender_message_id: r for r, new in pairs if new}
+    replays = [r for r, new in pairs if not new]
+    assert sorted(created) == sorted(m.sender_message_id for m in msgs)
+    assert len(replays) == 3
+    for record in replays:
+        assert record == created[record.sender_message_id]
+    winners = [c for c in commits if c.message.id in {r.id for r in created.values()}]
+    assert store.count_rows() == {
+        "messages": 20,
+        "deliveries": sum(len(c.deliveries) for c in winners),
+        "processing_log": sum(len(c.log) for c in winners) + len(refusals),
+    }
+    assert store.find_message(CONNECTOR, AANBIEDER, "async-broken") is None
+    assert largest_batch(store) > 1, "no write shared a commit"
+
+
+def test_a_write_behind_returns_before_its_commit_and_flush_waits_for_it(
+    store: SqlStore,
+) -> None:
+    records = [log(activity="refuse", outcome="unknown-connector", subject_ref=None)]
+
+    async def main() -> tuple[int, int]:
+        await store.write_behind(LogWrite(tuple(records)))
+        before = store.count_rows()["processing_log"]  # the loop has not run the write yet
+        await store.flush()
+        return before, store.count_rows()["processing_log"]
+
+    assert asyncio.run(main()) == (0, 1)
+    refused = store.query_log(LogQuery(controller=AMSTERDAM, activity="refuse"))
+    assert [r.id for r in refused] == [records[0].id]
+    assert store.write_behind_failures == 0
+
+
+def test_a_failed_write_behind_is_counted_not_lost_silently(store: SqlStore) -> None:
+    record = log(activity="refuse", outcome="unknown-connector", subject_ref=None)
+
+    async def main() -> None:
+        await store.write_behind(LogWrite((record, record)))  # the same id twice: refused
+        await store.flush()
+
+    asyncio.run(main())
+    assert store.write_behind_failures == 1
+    assert store.count_rows()["processing_log"] == 0
+
+
+def test_the_loop_keeps_serving_while_another_process_holds_the_sqlite_write_lock(
+    tmp_path: Path,
+) -> None:
+    """A writer of another process (a second SqlStore's lock file, as a worker process or
+    the delivery process holds it) holds the lock: the intake's commit waits for it in a
+    thread, the event loop goes on, and the write lands once the lock is free."""
+    path = tmp_path / "store.db"
+    s = SqlStore(sqlite_url(path))
+    s.migrate()
+    other = WriterLock(str(path))
+    other.acquire(blocking=True)
+    m = message("locked")
+
+    async def main() -> tuple[int, tuple[MessageRecord, bool] | None]:
+        ticks = 0
+        write = asyncio.ensure_future(s.submit_write_async(intake(m)))
+        for _ in range(20):
+            await asyncio.sleep(0.005)
+            ticks += 1
+        assert not write.done(), "committed while another process held the write lock"
+        other.release()
+        return ticks, await write
+
+    try:
+        ticks, outcome = asyncio.run(main())
+    finally:
+        other.close()
+        s.close()
+    assert ticks == 20
+    assert outcome == (m, True)
+
+
+def test_a_cancelled_caller_leaves_its_write_standing(store: SqlStore) -> None:
+    """A request whose client went away: the write it shared a batch with others stands."""
+    m = message("cancelled")
+
+    async def main() -> MessageRecord | None:
+        task = asyncio.ensure_future(store.submit_write_async(intake(m)))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(1000):  # the batch goes on without its caller
+            found = store.find_message(CONNECTOR, AANBIEDER, "cancelled")
+            if found is not None:
+                return found
+            await asyncio.sleep(0.01)
+        return None
+
+    found = asyncio.run(main())
+    assert found is not None and found.id == m.id

@@ -51,9 +51,8 @@ async def node_log(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     controller = f"knooppunt:{node.holder.current.name}"
-    records = await asyncio.to_thread(
-        node.store.query_log,
-        LogQuery(controller=controller, activity=outcome_activity, after_id=after, limit=limit),
+    records = await node.store.query_log_async(
+        LogQuery(controller=controller, activity=outcome_activity, after_id=after, limit=limit)
     )
     return {
         "records": [record_json(r) for r in records],

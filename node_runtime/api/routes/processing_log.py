@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -121,7 +120,7 @@ async def query_log(
         after_id=after,
         limit=limit,
     )
-    records = await asyncio.to_thread(node.store.query_log, q)
+    records = await node.store.query_log_async(q)
     return {
         "records": [record_json(r) for r in records],
         "nextAfter": records[-1].id if len(records) == limit else None,
@@ -179,7 +178,7 @@ async def search_log(
         connector=search.connector,
         limit=search.limit,
     )
-    records = await asyncio.to_thread(node.store.query_log, q)
+    records = await node.store.query_log_async(q)
     if search.consultation is not None:
         c = search.consultation
         logs = LogBuilder(trace, principal.actor)
@@ -192,5 +191,5 @@ async def search_log(
             subject_ref=ref,
             detail=c.detail or f"verwerkingenlog doorzocht: {len(records)} records",
         )
-        await asyncio.to_thread(node.store.write_log, logs.records)
+        await node.store.write_log_async(logs.records)
     return {"subjectRef": ref, "records": [record_json(r) for r in records]}

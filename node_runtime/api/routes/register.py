@@ -101,7 +101,7 @@ async def search_register(
         connector=sub.connector,
         detail=f"virtueel register: {len(rows)} toewijzing(en) uit {len(found)} berichten",
     )
-    await asyncio.to_thread(node.store.write_log, logs.records)
+    await node.store.write_log_async(logs.records)
     return {
         "subjectRef": ref,
         "purpose": search.purpose,
