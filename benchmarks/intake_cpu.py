@@ -19,6 +19,11 @@ for ``--rounds`` rounds, and prints every round and the median per checkout: on 
 machine even CPU time per message varies from run to run (caches, frequency), so only the
 alternated pair is a fair before/after.
 
+``--without-store`` replaces the store's look-up of an earlier message and its durable write
+by stubs (nothing is stored, every message counts as new): the CPU of the pipeline's own work
+before the commit (parse, XSD, rules, conversion, doelbinding, envelopes, retour,
+processing-log records, conversation events), without the store's share.
+
 ``--profile`` runs the same messages once more under cProfile with a CPU clock and prints
 where the time goes: per component (inclusive time of the pipeline's steps) and the functions
 with the most own time.
@@ -37,6 +42,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -118,6 +124,14 @@ def run(
     return time.process_time() - started
 
 
+def without_store(node: Node) -> None:
+    """Every message is new and its write is not carried out (the names of the thread path
+    of this and older checkouts)."""
+    store: Any = node.store
+    store.find_message = lambda *_args: None
+    store.commit_intake = store.submit_write = lambda write: (write.message, True)
+
+
 def component_table(stats: pstats.Stats, count: int) -> list[str]:
     raw = stats.stats  # type: ignore[attr-defined]
     total = sum(tt for (_cc, _nc, tt, _ct, _callers) in raw.values())
@@ -149,6 +163,11 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="concurrent intakes (they share group commits)"
     )
+    parser.add_argument(
+        "--without-store",
+        action="store_true",
+        help="stub the store's look-up and write: the pipeline's own CPU before the commit",
+    )
     parser.add_argument("--compare-with", type=Path, default=None, metavar="CHECKOUT")
     parser.add_argument("--rounds", type=int, default=5, help="with --compare-with")
     parser.add_argument("--label", default="this checkout")
@@ -174,12 +193,15 @@ def main() -> None:
             delivery_enabled=False,
         )
         node = build_node(settings, identity=lambda _request: None)
+        if args.without_store:
+            without_store(node)
         by_agb = principals(node)
         try:
             run(node, messages(args.warmup, "W"), by_agb)
             cpu = run(node, messages(args.messages, "M"), by_agb, args.threads)
+            what = "pipeline without the store" if args.without_store else "intake"
             print(
-                f"in-process intake, {args.messages} accepted messages, {threads}: "
+                f"in-process {what}, {args.messages} accepted messages, {threads}: "
                 f"{cpu / args.messages * 1000:.3f} ms CPU per message "
                 f"({args.messages / cpu:.0f}/s of CPU)"
             )
@@ -216,13 +238,16 @@ def compare(args: argparse.Namespace) -> None:
                 command += ["--threads", str(args.threads)]
             if args.database_url:
                 command += ["--database-url", args.database_url]
+            if args.without_store:
+                command += ["--without-store"]
             out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             found = re.search(r"([0-9.]+) ms CPU per message", out)
             assert found, out
             figures[label].append(float(found.group(1)))
             print(f"  round {round_no + 1} {label:<16} {found.group(1)} ms CPU per message")
     print(
-        f"\nin-process intake, {args.messages} accepted messages per round, "
+        f"\nin-process {'pipeline without the store' if args.without_store else 'intake'}, "
+        f"{args.messages} accepted messages per round, "
         f"{args.threads} thread(s):"
     )
     for label, values in figures.items():
