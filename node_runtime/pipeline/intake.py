@@ -119,8 +119,10 @@ class IntakeService:
         trace: TraceContext,
     ) -> IntakeResult:
         """The same intake from the event loop: the pipeline's own work runs on the loop
-        (no hand-over to a thread and back per message), the durable write in the store's
-        writer thread, whose group commit takes every write that waits meanwhile."""
+        (no hand-over to a thread and back per message); the durable write joins the store's
+        group commit, which takes every write that waits meanwhile and keeps the loop free
+        while the disk or the database works (SqlStore.submit_write_async). A refusal's
+        record is committed behind its answer (PendingWrite.answer_waits)."""
         started = time.perf_counter()
         ctx = self._context(state, connector_name, body, principal, trace)
         step = self._start(ctx)
