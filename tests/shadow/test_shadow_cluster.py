@@ -336,8 +336,13 @@ async def test_a_shadow_revision_reaches_the_pod_reports_its_differences_and_is_
     async def serving(revision: int) -> bool:
         return await scenarios.served_revision(cluster) == revision
 
+    async def template_changed() -> bool:
+        return await scenarios.template_hash(cluster) != first_template
+
     await cluster.eventually(lambda: serving(2), what="promotion to revision 2")
-    assert await scenarios.template_hash(cluster) != first_template
+    # the operator writes the resources ConfigMap and then the Deployment's template: two
+    # writes, which a reader may see one at a time
+    await cluster.eventually(template_changed, what="pod template of revision 2")
     await cluster.set_rollout(NODE, ready=True)
     await cluster.wait_condition(kube.KNOOPPUNT, NODE, "Ready", "True")
     status = (await cluster.must_get(kube.KNOOPPUNT, NODE))["status"]
