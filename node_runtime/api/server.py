@@ -23,11 +23,12 @@ from node_runtime.serving.servers import (
     tls_watcher,
     uvicorn_servers,
 )
+from node_runtime.web.applications import application
 
 
 def health_app(node: Node) -> FastAPI:
     """The optional plain-HTTP port: only /healthz, /readyz and /metrics."""
-    app = FastAPI(title="Knooppunt health", openapi_url=None, docs_url=None, redoc_url=None)
+    app = application(title="Knooppunt health", openapi_url=None, docs_url=None, redoc_url=None)
     app.state.node = node
     app.include_router(health.router)
     return app

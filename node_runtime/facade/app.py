@@ -30,6 +30,7 @@ from node_runtime.facade.routes import (
 from node_runtime.observability.telemetry import ServerSpans
 from node_runtime.web import contract
 from node_runtime.web import problem_handlers as problems
+from node_runtime.web.applications import application
 
 __all__ = ["Facade", "build_facade", "create_facade_app"]
 
@@ -51,7 +52,7 @@ def create_facade_app(
         finally:
             await facade.stop()
 
-    app = FastAPI(
+    app = application(
         title="Knooppunt municipal cloud façade",
         version=__version__,
         description="One uniform interface for a gemeente across all knooppunten that serve "

@@ -24,13 +24,16 @@ from node_runtime.serving.servers import (
     tls_watcher,
     uvicorn_servers,
 )
+from node_runtime.web.applications import application
 
 log = logging.getLogger("knooppunt.facade.server")
 
 
 def health_app(facade: Facade) -> FastAPI:
     """The optional plain-HTTP port: only /healthz and /readyz."""
-    app = FastAPI(title="Knooppunt façade health", openapi_url=None, docs_url=None, redoc_url=None)
+    app = application(
+        title="Knooppunt façade health", openapi_url=None, docs_url=None, redoc_url=None
+    )
     app.state.facade = facade
     app.include_router(health.router)
     return app
