@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 
 from node_runtime import __version__
+from node_runtime.api.intake_endpoint import IntakeEndpoint
 from node_runtime.api.routes import (
     admin,
     catalogue,
@@ -29,6 +30,7 @@ from node_runtime.observability.tracing import from_header
 from node_runtime.store.sql import LogWrite, SqlStore
 from node_runtime.web import contract
 from node_runtime.web import problem_handlers as problems
+from node_runtime.web.applications import application
 from node_runtime.web.problems import Problem
 
 log = logging.getLogger("knooppunt.app")
@@ -51,7 +53,7 @@ def create_app(
         finally:
             await node.stop()
 
-    app = FastAPI(
+    app = application(
         title="Knooppunt node runtime",
         version=__version__,
         description="Intake, validation, conversion, routing, doelbinding, mailboxes and the "
@@ -63,7 +65,7 @@ def create_app(
     async def log_refusal(request: Request, problem: Problem) -> None:
         if problem.status not in (401, 403):
             return
-        node.metrics.refusals.labels(problem.slug).inc()
+        node.metrics.count_refusal(problem.slug)
         principal = getattr(request.state, "principal", None)
         actor = principal.actor if principal is not None else "unauthenticated"
         logs = LogBuilder(from_header(request.headers.get("traceparent")), actor)
@@ -78,13 +80,15 @@ def create_app(
         # Committed behind the answer, like every refusal's record (nothing is stored).
         await node.store.write_behind(LogWrite(tuple(logs.records)))
 
-    problems.install(
+    answers = problems.install(
         app,
         role="node",
         on_problem=log_refusal,
         internal_detail="The node could not process the request; nothing was stored.",
     )
 
+    # The intake in front of the router: the same handler, without the framework's cost.
+    app.add_middleware(IntakeEndpoint, answers=answers)
     for module in (messages, mailbox, processing_log, statistics, register, catalogue, admin):
         app.include_router(module.router)
     app.include_router(ledger.router)

@@ -196,15 +196,19 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 @contextlib.contextmanager
-def request_trace(request: Request, node: Node) -> Iterator[TraceContext]:
+def request_trace(
+    request: Request, node: Node, *, template: str | None = None
+) -> Iterator[TraceContext]:
     """The caller's W3C trace continued; with tracing on, inside this request's server span.
     (A route on the hot path uses this directly instead of :data:`TraceDep`: FastAPI's
-    handling of a generator dependency costs more than the rest of a refused request.)"""
+    handling of a generator dependency costs more than the rest of a refused request.)
+    The span is named after the route's path ``template`` (default: the matched route's)."""
     if not node.telemetry.enabled:
         yield from_header(request.headers.get("traceparent"))
         return
-    route = request.scope.get("route")
-    name = f"{request.method} {getattr(route, 'path', request.url.path)}"
+    if template is None:
+        template = getattr(request.scope.get("route"), "path", None) or request.url.path
+    name = f"{request.method} {template}"
     with node.telemetry.span(
         name, request.headers.get("traceparent"), kind=SpanKind.SERVER
     ) as span:

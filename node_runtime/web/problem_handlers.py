@@ -31,21 +31,65 @@ def problem_response(problem: Problem, request: Request) -> JSONResponse:
     )
 
 
+class ProblemAnswers:
+    """How an application answers a raised :class:`Problem`, a client that went away, and
+    anything unexpected. The exception handlers :func:`install` registers use it, and so does
+    an endpoint served outside FastAPI's router (the node's intake), so both answer alike."""
+
+    def __init__(
+        self,
+        *,
+        role: str,
+        internal_detail: str,
+        on_problem: Callable[[Request, Problem], Awaitable[None]] | None = None,
+    ) -> None:
+        self.role = role
+        self.internal_detail = internal_detail
+        self.on_problem = on_problem
+
+    async def problem(self, request: Request, problem: Problem) -> JSONResponse:
+        if self.on_problem is not None:
+            await self.on_problem(request, problem)
+        return problem_response(problem, request)
+
+    def disconnected(self, request: Request) -> Response:
+        # Nobody is left to answer: one line for the operator, no traceback, nothing stored.
+        log.warning(
+            "client disconnected before the request body was complete",
+            extra={"path": request.url.path, "role": self.role},
+        )
+        return Response(status_code=400)
+
+    def error(self, request: Request) -> JSONResponse:
+        """Call from inside an ``except`` block: logs the exception with its traceback."""
+        log.exception("unhandled error", extra={"path": request.url.path, "role": self.role})
+        return problem_response(
+            Problem(500, "internal-error", "Internal error", self.internal_detail), request
+        )
+
+    async def answer(self, request: Request, exc: Exception) -> Response:
+        """The answer to ``exc`` raised while handling ``request`` (from its ``except``)."""
+        if isinstance(exc, Problem):
+            return await self.problem(request, exc)
+        if isinstance(exc, ClientDisconnect):
+            return self.disconnected(request)
+        return self.error(request)
+
+
 def install(
     app: FastAPI,
     *,
     role: str,
     internal_detail: str,
     on_problem: Callable[[Request, Problem], Awaitable[None]] | None = None,
-) -> None:
+) -> ProblemAnswers:
     """Problems as raised; invalid parameters as 400; unknown routes and methods (and any other
     HTTP exception) as problem details too; anything unexpected as a bare 500."""
+    answers = ProblemAnswers(role=role, internal_detail=internal_detail, on_problem=on_problem)
 
     @app.exception_handler(Problem)
     async def handle_problem(request: Request, problem: Problem) -> JSONResponse:
-        if on_problem is not None:
-            await on_problem(request, problem)
-        return problem_response(problem, request)
+        return await answers.problem(request, problem)
 
     @app.exception_handler(RequestValidationError)
     async def handle_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -79,16 +123,10 @@ def install(
 
     @app.exception_handler(ClientDisconnect)
     async def handle_disconnect(request: Request, _exc: ClientDisconnect) -> Response:
-        # Nobody is left to answer: one line for the operator, no traceback, nothing stored.
-        log.warning(
-            "client disconnected before the request body was complete",
-            extra={"path": request.url.path, "role": role},
-        )
-        return Response(status_code=400)
+        return answers.disconnected(request)
 
     @app.exception_handler(Exception)
     async def handle_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", extra={"path": request.url.path, "role": role})
-        return problem_response(
-            Problem(500, "internal-error", "Internal error", internal_detail), request
-        )
+        return answers.error(request)
+
+    return answers

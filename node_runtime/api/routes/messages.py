@@ -17,10 +17,12 @@ from node_runtime.web.statuses import OUTCOME_STATUS
 router = APIRouter(prefix="/api/v1", tags=["messages"])
 
 XML_MEDIA_TYPES = {"application/xml", "text/xml"}
+#: The intake's path template (under the router's prefix).
+INTAKE_PATH = "/api/v1/connectors/{connector}/messages"
 
 
 @router.post(
-    "/connectors/{connector}/messages",
+    INTAKE_PATH.removeprefix(router.prefix),
     summary="Submit a sector message (e.g. iWmo WMO305)",
     status_code=202,
     openapi_extra=contract.xml_request_body("The message in the connector's standard (XML)."),
@@ -51,12 +53,20 @@ XML_MEDIA_TYPES = {"application/xml", "text/xml"}
     },
 )
 async def submit_message(connector: str, request: Request) -> Response:
-    # The node, the caller and the trace as the dependencies NodeDep, PrincipalDep and
-    # TraceDep give them, resolved here: FastAPI's dependency machinery (a generator
-    # dependency above all) cost more per request than a refusal's own work.
+    """Documents the intake in the OpenAPI contract. On the node's listener the intake is
+    answered in front of the router (:class:`~node_runtime.api.intake_endpoint.IntakeEndpoint`),
+    by the same :func:`submit`; this route serves it where that endpoint is not installed."""
+    return await submit(request, connector)
+
+
+async def submit(request: Request, connector: str) -> Response:
+    """The intake of one message. The node, the caller and the trace as the dependencies
+    NodeDep, PrincipalDep and TraceDep give them, resolved here: FastAPI's dependency
+    machinery (a generator dependency above all) cost more per request than a refusal's own
+    work."""
     node: Node = request.app.state.node
     principal = await get_principal(request, node)
-    with request_trace(request, node) as trace:
+    with request_trace(request, node, template=INTAKE_PATH) as trace:
         return await _submit(connector, request, node, principal, trace)
 
 
