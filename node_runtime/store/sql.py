@@ -388,7 +388,10 @@ class SqlStore:
         self._loop_group: LoopGroupCommit[Write, tuple[MessageRecord, bool] | None] = (
             LoopGroupCommit(self._commit_intake_batch_on_loop)
         )
-        self._behind: set[asyncio.Future[Any]] = set()
+        # Writes behind their answers: queued, then committed together by one task.
+        self._behind: list[Write] = []
+        self._behind_writing = 0
+        self._behind_task: asyncio.Task[None] | None = None
         self.write_behind_failures = 0
 
     @contextlib.contextmanager
@@ -490,30 +493,68 @@ class SqlStore:
         without waiting for it: returns at once, unless ``WRITE_BEHIND_LIMIT`` writes are
         already on their way, when it waits for this one (a flood of refused requests
         cannot grow memory without bound). :meth:`flush` waits for all of them; a write that
-        fails is logged (without its content) and counted, never lost silently."""
-        if len(self._behind) >= WRITE_BEHIND_LIMIT:
+        fails is logged (without its content) and counted, never lost silently.
+
+        The writes queued meanwhile are committed as one (one task and one entry of the group
+        commit for all of them, not one per refused request); should that fail, each is
+        retried on its own, so one bad write does not take the others with it."""
+        if len(self._behind) + self._behind_writing >= WRITE_BEHIND_LIMIT:
             await self.submit_write_async(write)
             return
-        task = asyncio.ensure_future(self.submit_write_async(write))
-        self._behind.add(task)
-        task.add_done_callback(self._written_behind)
+        self._behind.append(write)
+        if self._behind_task is None:
+            self._behind_task = asyncio.ensure_future(self._write_behind_queue())
 
-    def _written_behind(self, task: asyncio.Future[Any]) -> None:
-        self._behind.discard(task)
-        if task.cancelled():
-            self.write_behind_failures += 1
-            logger.error("a processing-log record of a refused request was not written: cancelled")
-        elif (exc := task.exception()) is not None:
-            self.write_behind_failures += 1
-            logger.error(
-                "a processing-log record of a refused request was not written: %s",
-                type(exc).__name__,
-            )
+    async def _write_behind_queue(self) -> None:
+        try:
+            while self._behind:
+                writes, self._behind = self._behind, []
+                self._behind_writing = len(writes)
+                try:
+                    await self._write_behind_batch(writes)
+                finally:
+                    self._behind_writing = 0
+        finally:
+            self._behind_task = None
+            if self._behind:  # cancelled with writes still queued: they are not written
+                self._behind_failed(len(self._behind), "cancelled")
+                self._behind = []
+
+    async def _write_behind_batch(self, writes: list[Write]) -> None:
+        logs = [w for w in writes if isinstance(w, LogWrite)]
+        if len(writes) > 1 and len(logs) == len(writes):
+            merged = LogWrite(tuple(r for w in logs for r in w.records))
+            try:
+                await self.submit_write_async(merged)
+                return
+            except asyncio.CancelledError:
+                self._behind_failed(len(writes), "cancelled")
+                raise
+            except Exception as exc:  # noqa: BLE001 - retried one by one below
+                logger.debug(
+                    "%d writes behind answers failed together (%s); retrying one by one",
+                    len(writes),
+                    type(exc).__name__,
+                )
+        for index, write in enumerate(writes):
+            try:
+                await self.submit_write_async(write)
+            except asyncio.CancelledError:
+                self._behind_failed(len(writes) - index, "cancelled")
+                raise
+            except Exception as exc:  # noqa: BLE001 - counted and logged, the rest go on
+                self._behind_failed(1, type(exc).__name__)
+
+    def _behind_failed(self, count: int, reason: str) -> None:
+        self.write_behind_failures += count
+        logger.error(
+            "%d processing-log record write(s) of refused requests not written: %s", count, reason
+        )
 
     async def flush(self) -> None:
         """Wait until every write behind an answer is committed (or has failed)."""
-        while self._behind:
-            await asyncio.wait(list(self._behind))
+        while self._behind_task is not None:
+            await asyncio.wait([self._behind_task])
 
     async def _commit_intake_batch_on_loop(
         self, commits: Sequence[Write]

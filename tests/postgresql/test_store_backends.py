@@ -1079,6 +1079,39 @@ def test_a_failed_write_behind_is_counted_not_lost_silently(store: SqlStore) -> 
     assert store.count_rows()["processing_log"] == 0
 
 
+def test_writes_behind_queued_together_are_committed_as_one_and_a_bad_one_fails_alone(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = [log(activity="refuse", outcome="unknown-connector", subject_ref=None) for _ in range(5)]
+    bad = log(activity="refuse", outcome="unknown-connector", subject_ref=None)
+    submitted: list[int] = []
+    submit = store.submit_write_async
+
+    async def counting(write: Any) -> Any:
+        submitted.append(len(write.records))
+        return await submit(write)
+
+    monkeypatch.setattr(store, "submit_write_async", counting)
+
+    async def main(writes: list[LogWrite]) -> None:
+        for write in writes:  # in one turn of the loop: queued together
+            await store.write_behind(write)
+        await store.flush()
+
+    asyncio.run(main([LogWrite((r,)) for r in good[:3]]))
+    assert submitted == [3], "three queued writes, one commit entry"
+    assert store.count_rows()["processing_log"] == 3
+
+    submitted.clear()
+    asyncio.run(main([LogWrite((good[3],)), LogWrite((bad, bad)), LogWrite((good[4],))]))
+    # together they fail (the same id twice); then one by one: only the bad one is lost
+    assert submitted == [4, 1, 2, 1]
+    assert store.write_behind_failures == 1
+    assert store.count_rows()["processing_log"] == 5
+    written = store.query_log(LogQuery(controller=AMSTERDAM, activity="refuse", limit=10))
+    assert {r.id for r in written} == {r.id for r in good}
+
+
 def test_the_loop_keeps_serving_while_another_process_holds_the_sqlite_write_lock(
     tmp_path: Path,
 ) -> None:
