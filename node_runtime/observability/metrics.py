@@ -26,6 +26,10 @@ class _Forwarded(Collector):
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        # Labelled children of the per-request metrics, looked up once per label set
+        # (prometheus_client's ``labels()`` validates and locks on every call).
+        self._refused: dict[str, Counter] = {}
+        self._intake_seconds: dict[tuple[str, str, str], Histogram] = {}
         # The push delivery worker's own metrics live in a registry of their own. With the
         # worker in this process they are part of ``registry``; with a delivery process
         # (node_runtime.node.supervisor) that process's figures take their place
@@ -123,3 +127,20 @@ class Metrics:
             "Resource reloads refused because the new configuration was invalid.",
             registry=self.registry,
         )
+
+    def count_refusal(self, reason: str) -> None:
+        """One request refused with problem details (``reason``: the problem's slug)."""
+        child = self._refused.get(reason)
+        if child is None:
+            child = self._refused[reason] = self.refusals.labels(reason)
+        child.inc()
+
+    def observe_intake(
+        self, connector: str, message_type: str, outcome: str, seconds: float
+    ) -> None:
+        """How long one intake took from its complete body to its answer."""
+        key = (connector, message_type, outcome)
+        child = self._intake_seconds.get(key)
+        if child is None:
+            child = self._intake_seconds[key] = self.intake_seconds.labels(*key)
+        child.observe(seconds)

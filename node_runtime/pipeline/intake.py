@@ -179,9 +179,12 @@ class IntakeService:
         self, ctx: MessageContext, started: float, trace: TraceContext, result: IntakeResult
     ) -> IntakeResult:
         connector_name = ctx.connector_name
-        self.metrics.intake_seconds.labels(
-            connector_name if ctx.connector else "unknown", ctx.message_type_name, result.outcome
-        ).observe(time.perf_counter() - started)
+        self.metrics.observe_intake(
+            connector_name if ctx.connector else "unknown",
+            ctx.message_type_name,
+            result.outcome,
+            time.perf_counter() - started,
+        )
         result.headers["traceparent"] = trace.traceparent(ctx.logs.span_id)
         if self.shadow is not None and (
             result.outcome in ("accepted", "rejected")

@@ -22,7 +22,7 @@ def refuse(ctx: MessageContext, problem: Problem, *, metrics: Metrics) -> Pendin
     does not wait for the record's fsync: nothing of the request is stored, so the record is
     committed behind the answer (a flood of refused requests then costs no more than its
     transport, and its records still arrive, in batches)."""
-    metrics.refusals.labels(problem.slug).inc()
+    metrics.count_refusal(problem.slug)
     ctx.logs.add(
         activity="refuse",
         controller=f"knooppunt:{ctx.state.name}",
