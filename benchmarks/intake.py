@@ -674,6 +674,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--duration", type=int, default=10, help="seconds per open-loop run")
     parser.add_argument("--profile", type=Path, default=None)
+    parser.add_argument(
+        "--profile-raw",
+        type=Path,
+        default=None,
+        help="also keep py-spy's raw stacks here (for flame graphs or inclusive shares)",
+    )
     parser.add_argument("--plots", type=Path, default=None)
     parser.add_argument("--title", default="Knooppunt intake")
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
@@ -993,6 +999,11 @@ def profile_round(
             lines.append(f"py-spy wrote no profile: {err.decode(errors='replace')[-400:]}")
             continue
         raw = raw_file.read_text()
+        if args.profile_raw is not None:
+            args.profile_raw.mkdir(parents=True, exist_ok=True)
+            shutil.copy(
+                raw_file, args.profile_raw / f"{target.label}-{expected}.raw".replace(" ", "_")
+            )
         lines += [
             f"py-spy, node process, {label}: {args.clients} client processes, "
             f"{rate:.1f}/s while sampled (250 Hz, the thread holding the interpreter lock)",
