@@ -44,6 +44,7 @@ from node_runtime.store.records import (
     MailboxKind,
     MessageRecord,
 )
+from node_runtime.store.write_behind import WriteBehind
 
 logger = logging.getLogger(__name__)
 
@@ -171,10 +172,6 @@ MIGRATION_LOCK_KEY = 0x4DBA_9318_C5E6_CBB2
 SEQ_ORDER_LOCK_KEY = 0x2F0C_5A41_7D93_1E66
 
 
-# Writes committed behind their answers (refusal records) that may be on their way at once;
-# beyond that, a refusal waits for its own record.
-WRITE_BEHIND_LIMIT = 1000
-
 # Statements of the hot paths, built once: building them per call (coercing every column and
 # comparison) cost more than executing them.
 _SEQ_ORDER_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
@@ -221,6 +218,16 @@ class LogWrite:
 
 
 Write = IntakeCommit | LogWrite
+
+
+def _merge_logs(writes: list[Write]) -> LogWrite | None:
+    """One write of several log-only writes (None when one of them is more than records)."""
+    records: list[LogRecord] = []
+    for write in writes:
+        if not isinstance(write, LogWrite):
+            return None
+        records.extend(write.records)
+    return LogWrite(tuple(records))
 
 
 def _insert_intakes(conn: Connection, commits: Sequence[Write]) -> None:
@@ -388,11 +395,8 @@ class SqlStore:
         self._loop_group: LoopGroupCommit[Write, tuple[MessageRecord, bool] | None] = (
             LoopGroupCommit(self._commit_intake_batch_on_loop)
         )
-        # Writes behind their answers: queued, then committed together by one task.
-        self._behind: list[Write] = []
-        self._behind_writing = 0
-        self._behind_task: asyncio.Task[None] | None = None
-        self.write_behind_failures = 0
+        # Refusal records: committed behind their answers, gathered into shared writes.
+        self._behind = WriteBehind(lambda write: self.submit_write_async(write), _merge_logs)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -489,72 +493,22 @@ class SqlStore:
         return await self._intake_group.submit_async(write)
 
     async def write_behind(self, write: Write) -> None:
-        """Commit ``write`` (log records of a refused request) in the next group commit
-        without waiting for it: returns at once, unless ``WRITE_BEHIND_LIMIT`` writes are
-        already on their way, when it waits for this one (a flood of refused requests
-        cannot grow memory without bound). :meth:`flush` waits for all of them; a write that
-        fails is logged (without its content) and counted, never lost silently.
+        """Commit ``write`` (log records of a refused request) behind its answer: queued and
+        gathered with others into one write of the group commit, without waiting for it
+        (:mod:`node_runtime.store.write_behind`). :meth:`flush` writes and waits for all of
+        them; a write that fails is logged (without its content) and counted in
+        :attr:`write_behind_failures`, never lost silently."""
+        await self._behind.put(write)
 
-        The writes queued meanwhile are committed as one (one task and one entry of the group
-        commit for all of them, not one per refused request); should that fail, each is
-        retried on its own, so one bad write does not take the others with it."""
-        if len(self._behind) + self._behind_writing >= WRITE_BEHIND_LIMIT:
-            await self.submit_write_async(write)
-            return
-        self._behind.append(write)
-        if self._behind_task is None:
-            self._behind_task = asyncio.ensure_future(self._write_behind_queue())
-
-    async def _write_behind_queue(self) -> None:
-        try:
-            while self._behind:
-                writes, self._behind = self._behind, []
-                self._behind_writing = len(writes)
-                try:
-                    await self._write_behind_batch(writes)
-                finally:
-                    self._behind_writing = 0
-        finally:
-            self._behind_task = None
-            if self._behind:  # cancelled with writes still queued: they are not written
-                self._behind_failed(len(self._behind), "cancelled")
-                self._behind = []
-
-    async def _write_behind_batch(self, writes: list[Write]) -> None:
-        logs = [w for w in writes if isinstance(w, LogWrite)]
-        if len(writes) > 1 and len(logs) == len(writes):
-            merged = LogWrite(tuple(r for w in logs for r in w.records))
-            try:
-                await self.submit_write_async(merged)
-                return
-            except asyncio.CancelledError:
-                self._behind_failed(len(writes), "cancelled")
-                raise
-            except Exception as exc:  # noqa: BLE001 - retried one by one below
-                logger.debug(
-                    "%d writes behind answers failed together (%s); retrying one by one",
-                    len(writes),
-                    type(exc).__name__,
-                )
-        for index, write in enumerate(writes):
-            try:
-                await self.submit_write_async(write)
-            except asyncio.CancelledError:
-                self._behind_failed(len(writes) - index, "cancelled")
-                raise
-            except Exception as exc:  # noqa: BLE001 - counted and logged, the rest go on
-                self._behind_failed(1, type(exc).__name__)
-
-    def _behind_failed(self, count: int, reason: str) -> None:
-        self.write_behind_failures += count
-        logger.error(
-            "%d processing-log record write(s) of refused requests not written: %s", count, reason
-        )
+    @property
+    def write_behind_failures(self) -> int:
+        """Writes behind answers that failed (logged at error level when they did)."""
+        return self._behind.failures
 
     async def flush(self) -> None:
-        """Wait until every write behind an answer is committed (or has failed)."""
-        while self._behind_task is not None:
-            await asyncio.wait([self._behind_task])
+        """Write every write behind an answer now and wait until it is committed (or has
+        failed)."""
+        await self._behind.flush()
 
     async def _commit_intake_batch_on_loop(
         self, commits: Sequence[Write]
