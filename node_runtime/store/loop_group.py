@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -42,6 +42,7 @@ class LoopGroupCommit(Generic[T, R]):
     async def submit(self, item: T) -> R:
         """Commit ``item`` with whatever else waits; returns once it is durable."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_retrieved)
         self._waiting.append((item, future))
         if self._draining is None:
             self._draining = asyncio.create_task(self._drain())
@@ -81,3 +82,12 @@ class LoopGroupCommit(Generic[T, R]):
             if not future.done():
                 future.set_exception(RuntimeError("the node stopped before the commit ended"))
         self._waiting.clear()
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a failed item's exception as seen. Its caller awaits it through a shield; a
+    caller that went away never does, and asyncio would then report "Future exception was
+    never retrieved" with a traceback for a write nobody waits for any more (the batch's
+    failure is the store's to log)."""
+    if not future.cancelled():
+        future.exception()
