@@ -13,6 +13,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
@@ -25,7 +26,7 @@ from node_runtime.jobs.breakers import CircuitBreakers
 from node_runtime.model.knooppunt import DeliverySpec
 from node_runtime.observability.metrics import Metrics
 from node_runtime.observability.telemetry import DISABLED, ActiveSpan, Telemetry
-from node_runtime.store.outbox import Outbox
+from node_runtime.store.outbox import ClaimRequest, Outbox
 from node_runtime.store.records import DeliveryRecord, LogRecord
 from node_runtime.store.sql import now
 
@@ -36,6 +37,16 @@ def backoff(attempt: int, spec: DeliverySpec, rand: Callable[[], float] = random
     """Exponential backoff with full jitter: uniform in [0, min(max, initial * 2^attempt)]."""
     ceiling = min(spec.max_backoff_seconds, spec.initial_backoff_seconds * (2 ** min(attempt, 30)))
     return float(max(0.05, ceiling * rand()))
+
+
+def _claim_arguments(request: ClaimRequest) -> dict[str, Any]:
+    return {
+        "owner": request.owner,
+        "limit": request.limit,
+        "lease": request.lease,
+        "exclude_endpoints": list(request.exclude_endpoints),
+        "room": request.room,
+    }
 
 
 class DeliveryWorker:
@@ -76,6 +87,8 @@ class DeliveryWorker:
         self.claim_gap = claim_gap
         self.settle_window = settle_window
         self._claimed_at = 0.0  # when the last claim ended (monotonic)
+        self._claiming = False  # a claim is under way (on its own or in a settlement)
+        self._settling = False  # successes are being gathered or settled
         self.breakers = CircuitBreakers(
             threshold=lambda: self.spec().circuit_breaker_threshold,
             cooldown=lambda: self.spec().circuit_breaker_cooldown_seconds,
@@ -140,27 +153,52 @@ class DeliveryWorker:
             await self._session.close()
 
     async def _settler(self, most: int = 256) -> None:
-        """Group commit: settle the successes that arrive together in one transaction."""
+        """Group commit: settle the successes that arrive together in one transaction, and
+        claim in it too (:meth:`Outbox.settle_and_claim`) unless a claim is under way or the
+        last one ended less than ``claim_gap`` ago: while deliveries flow, one transaction
+        (on SQLite one turn at the single writer, one fsync) per window instead of a
+        settlement and a claim each."""
         while True:
             first = await self._settle.get()
-            batch = [first]
-            await asyncio.sleep(self.settle_window)
-            while not self._settle.empty() and len(batch) < most:
-                batch.append(self._settle.get_nowait())
+            self._settling = True
             try:
-                await asyncio.to_thread(
-                    self.outbox.delivered_many, [(i, logs) for i, logs, _ in batch]
-                )
-            except Exception as exc:  # noqa: BLE001 - each waiter learns of the failure
-                for _, _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
+                batch = [first]
+                await asyncio.sleep(self.settle_window)
+                while not self._settle.empty() and len(batch) < most:
+                    batch.append(self._settle.get_nowait())
+                # the streams of the deliveries settled now may have their next one due
+                self._news = True
+                request = None
+                if (
+                    not self._claiming
+                    and not self._stopping
+                    and time.monotonic() - self._claimed_at >= self.claim_gap
+                ):
+                    request = self._claim_request()
+                if request is not None:
+                    self._claiming = True
+                try:
+                    _settled, leased = await asyncio.to_thread(
+                        self.outbox.settle_and_claim,
+                        [(i, logs) for i, logs, _ in batch],
+                        request,
+                    )
+                except Exception as exc:  # noqa: BLE001 - each waiter learns of the failure
+                    self._news = True  # what the claim would have found is still due
+                    for _, _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                finally:
+                    if request is not None:
+                        self._claiming = False
+            finally:
+                self._settling = False
             for _, _, fut in batch:
                 if not fut.done():
                     fut.set_result(None)
-            # the streams of settled deliveries may have their next one due now
-            self._news = True
+            if request is not None:
+                self._claimed(request, leased)
             self._wake.set()
 
     async def stop(self) -> None:
@@ -174,6 +212,9 @@ class DeliveryWorker:
             _done, pending = await asyncio.wait(self._tasks, timeout=grace)
             for task in pending:
                 task.cancel()  # its lease runs out; another attempt will follow
+        # a settlement under way when we began to stop may have claimed more meanwhile
+        for endpoint in list(self._ready):
+            await self._give_back(endpoint)
 
     # -- claiming --------------------------------------------------------------------------
 
@@ -185,16 +226,37 @@ class DeliveryWorker:
         half open; none while it is open. An endpoint is claimed for again once a quarter of
         that is free. Only stream heads are claimed (:meth:`Outbox.claim`), so holding more
         never lets a delivery overtake an earlier one of its stream. Claims are paced
-        (``claim_gap``): the wake-ups of several intake commits and settlements share one."""
+        (``claim_gap``): the wake-ups of several intake commits and settlements share one.
+        While successes wait to be settled, the settlement's transaction claims too
+        (:meth:`_settler`), and this does not."""
         pause = self.claim_gap - (time.monotonic() - self._claimed_at)
         if pause > 0:
             await asyncio.sleep(pause)
             if self._stopping:
                 return 0
+        if self._claiming or self._settling:
+            return 0  # the claim under way, or the coming settlement's, will do
+        request = self._claim_request()
+        if request is None:
+            return 0
+        self._claiming = True
+        try:
+            batch = await asyncio.to_thread(self.outbox.claim, **_claim_arguments(request))
+        except BaseException:
+            self._news = True  # what it would have found is still due
+            raise
+        finally:
+            self._claiming = False
+        self._claimed(request, batch)
+        return len(batch)
+
+    def _claim_request(self) -> ClaimRequest | None:
+        """What a claim now should ask for; None when none is wanted (no room, or the last
+        claim came back empty and nothing has changed since). Clears ``_news``."""
         ready_total = sum(len(q) for q in self._ready.values())
         capacity = 2 * self.max_inflight - len(self._tasks) - ready_total
         if capacity <= 0:
-            return 0
+            return None
         spec = self.spec()
         target = 2 * spec.concurrency_per_endpoint
         held = Counter(self._inflight)
@@ -211,32 +273,32 @@ class DeliveryWorker:
         if self._idle is not None and not self._news:
             excluded, at = self._idle
             if excluded <= exclude and time.monotonic() - at < self.poll_interval:
-                return 0
-        # a ready delivery may wait for a slot up to one request's time before its own
-        lease = timedelta(seconds=2 * spec.timeout_seconds + 10)
+                return None
 
         def room(endpoint: str) -> int:
             most = 1 if endpoint in half_open else target
             return most - held.get(endpoint, 0)
 
         self._news = False
-        batch = await asyncio.to_thread(
-            self.outbox.claim,
+        return ClaimRequest(
             owner=self.owner,
             # no endpoint takes more than ``target``: selecting (on PostgreSQL: locking) more
             # rows than that would only give most of them back
             limit=min(capacity, target),
-            lease=lease,
-            exclude_endpoints=sorted(exclude),
+            # a ready delivery may wait for a slot up to one request's time before its own
+            lease=timedelta(seconds=2 * spec.timeout_seconds + 10),
+            exclude_endpoints=tuple(sorted(exclude)),
             room=room,
         )
+
+    def _claimed(self, request: ClaimRequest, batch: list[DeliveryRecord]) -> None:
+        """Take in what a claim leased: ready to start, oldest first per endpoint."""
         self._claimed_at = time.monotonic()
-        self._idle = None if batch else (frozenset(exclude), self._claimed_at)
+        self._idle = None if batch else (frozenset(request.exclude_endpoints), self._claimed_at)
         for delivery in batch:
             self._ready.setdefault(delivery.endpoint or "", deque()).append(delivery)
         for endpoint in {d.endpoint or "" for d in batch}:
             self._start_ready(endpoint)
-        return len(batch)
 
     def _start_ready(self, endpoint: str) -> None:
         """Start the endpoint's ready deliveries in its free slots: at most

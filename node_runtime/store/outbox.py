@@ -28,6 +28,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import aliased
 
 from node_runtime.store import row_mapping, schema
@@ -115,6 +116,17 @@ def _claim_query(dialect: str, excluding: bool) -> Select[Any]:
 
 
 @dataclass(frozen=True)
+class ClaimRequest:
+    """What a claim asks for (see :meth:`Outbox.claim`)."""
+
+    owner: str
+    limit: int
+    lease: timedelta
+    exclude_endpoints: tuple[str, ...] = ()
+    room: Callable[[str], int] | None = None
+
+
+@dataclass(frozen=True)
 class DeadLetterFilter:
     gemeente: str | None = None
     connector: str | None = None
@@ -151,29 +163,36 @@ class Outbox:
         """Lease up to ``limit`` due deliveries, oldest first, none behind an unsettled one of
         its stream. ``room(endpoint)``: how many more this worker may have in flight to that
         endpoint; the rest stay in the pool (their streams wait for them, order holds)."""
-        moment = now()
-        query = _claim_query(self.store.dialect, bool(exclude_endpoints))
-        params: dict[str, Any] = {"moment": moment, "limit": limit}
-        if exclude_endpoints:
-            params["excluded"] = list(exclude_endpoints)
+        request = ClaimRequest(owner, limit, lease, tuple(exclude_endpoints), room)
         with self.store.transaction() as conn:
-            rows = list(conn.execute(query, params))
-            if room is not None:
-                rows = _within_room(rows, room)
-            if not rows:
-                return []
-            # the whole rows only of those leased (a claim may select several times more)
-            leased = list(
-                conn.execute(
-                    _LEASE,
-                    {
-                        "ids": [r.id for r in rows],
-                        "moment": moment,
-                        "owner": owner,
-                        "until": moment + lease,
-                    },
-                )
+            return self._lease_due(conn, request)
+
+    def _lease_due(self, conn: Connection, request: ClaimRequest) -> list[DeliveryRecord]:
+        """:meth:`claim` in the caller's transaction. It only reads and updates deliveries
+        (on PostgreSQL: locks rows, skipping those locked), so it may come before a
+        processing-log insert, never after one (see ``insert_in_seq_order``)."""
+        moment = now()
+        query = _claim_query(self.store.dialect, bool(request.exclude_endpoints))
+        params: dict[str, Any] = {"moment": moment, "limit": request.limit}
+        if request.exclude_endpoints:
+            params["excluded"] = list(request.exclude_endpoints)
+        rows = list(conn.execute(query, params))
+        if request.room is not None:
+            rows = _within_room(rows, request.room)
+        if not rows:
+            return []
+        # the whole rows only of those leased (a claim may select several times more)
+        leased = list(
+            conn.execute(
+                _LEASE,
+                {
+                    "ids": [r.id for r in rows],
+                    "moment": moment,
+                    "owner": request.owner,
+                    "until": moment + request.lease,
+                },
             )
+        )
         return [row_mapping.delivery(r) for r in sorted(leased, key=lambda r: r.seq)]
 
     def ensure_statistics(self) -> bool:
@@ -220,12 +239,29 @@ class Outbox:
         """Settle many successful pushes in one transaction (group commit)."""
         if not settled:
             return 0
-        ids = [i for i, _ in settled]
+        return self.settle_and_claim(settled, None)[0]
+
+    def settle_and_claim(
+        self,
+        settled: Sequence[tuple[str, Sequence[LogRecord]]],
+        claim: ClaimRequest | None,
+    ) -> tuple[int, list[DeliveryRecord]]:
+        """Settle successful pushes (as :meth:`delivered_many`) and, with ``claim``, lease the
+        deliveries due then (as :meth:`claim`), in one transaction: one commit (on SQLite one
+        turn at the single writer and one fsync) instead of two. The claim comes after the
+        settlement, so it sees the streams whose next delivery the settlement let through,
+        and before the settlement's processing-log records, which are inserted last (they
+        take the lock that orders the log, see ``insert_in_seq_order``). Returns the count
+        settled and the deliveries leased; all or nothing."""
         with self.store.transaction() as conn:
-            pending = {r[0] for r in conn.execute(_SETTLE, {"ids": ids, "moment": now()})}
+            pending: set[str] = set()
+            if settled:
+                ids = [i for i, _ in settled]
+                pending = {r[0] for r in conn.execute(_SETTLE, {"ids": ids, "moment": now()})}
+            leased = self._lease_due(conn, claim) if claim is not None else []
             records = [row_mapping.log_values(r) for i, log in settled if i in pending for r in log]
             insert_in_seq_order(conn, schema.processing_log, records)
-            return len(pending)
+            return len(pending), leased
 
     def failed(
         self,

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from node_runtime.store import prepared, row_mapping, schema, statistics
-from node_runtime.store.outbox import Outbox
+from node_runtime.store.outbox import ClaimRequest, Outbox
 from node_runtime.store.records import (
     DeliveryRecord,
     IntakeCommit,
@@ -910,6 +910,48 @@ def test_a_claim_takes_stream_heads_only_in_seq_order(store: SqlStore) -> None:
     assert outbox.delivered_many([(pushes[2].id, [])]) == 1
     assert outbox.delivered_many([(pushes[2].id, [])]) == 0  # settled once
     assert [d.id for d in outbox.claim(owner="w", limit=10, lease=lease)] == [pushes[4].id]
+
+
+def test_a_settlement_claims_in_its_own_transaction(store: SqlStore) -> None:
+    """settle_and_claim settles and leases in one commit; its claim sees the stream heads the
+    settlement let through; log records only of what it settled, once; all or nothing."""
+    outbox = Outbox(store)
+    pushes = []
+    for key in ("a", "a", "b"):
+        msg = message()
+        pushes.append(delivery(msg, mode="push", order_key=key))
+        store.commit_intake(intake(msg, pushes[-1]))
+    lease = timedelta(minutes=5)
+    first = outbox.claim(owner="w", limit=10, lease=lease)
+    assert [d.id for d in first] == [pushes[0].id, pushes[2].id]
+    request = ClaimRequest(owner="w", limit=10, lease=lease)
+    commits: list[object] = []
+
+    def committed(conn: object) -> None:
+        commits.append(conn)
+
+    sa.event.listen(store.engine, "commit", committed)
+    logged = store.count_rows()["processing_log"]
+    settled, leased = outbox.settle_and_claim(
+        [(pushes[0].id, [log(delivery_id=pushes[0].id, activity="deliver")])], request
+    )
+    assert len(commits) == 1
+    assert settled == 1 and [d.id for d in leased] == [pushes[1].id]  # a's next, now a head
+    assert store.count_rows()["processing_log"] == logged + 1
+    # settled once: no second record; nothing more due (b's head and a's next are leased)
+    again = outbox.settle_and_claim(
+        [(pushes[0].id, [log(delivery_id=pushes[0].id, activity="deliver")])], request
+    )
+    assert again == (0, [])
+    assert store.count_rows()["processing_log"] == logged + 1
+    assert outbox.settle_and_claim([], None) == (0, [])
+    sa.event.remove(store.engine, "commit", committed)
+    # a failing claim takes the settlement back with it
+    broken = ClaimRequest(owner="w", limit=10, lease=lease, room=lambda _e: 1 // 0)
+    outbox.release_many([pushes[2].id], owner="w")
+    with pytest.raises(ZeroDivisionError):
+        outbox.settle_and_claim([(pushes[1].id, [])], broken)
+    assert outbox.settle_and_claim([(pushes[1].id, [])], None) == (1, [])
 
 
 def test_settling_and_leasing_look_deliveries_up_by_id(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import ssl
 import time
@@ -347,3 +348,61 @@ def test_wake_ups_in_quick_succession_share_a_claim() -> None:
     assert 2 <= len(outbox.claims) < wakes
     for (_, ended), (started, _) in zip(outbox.claims, outbox.claims[1:], strict=False):
         assert started - ended >= 0.05
+
+
+class _SettlingOutbox(_CountingOutbox):
+    """Nothing due; notes each settlement round, and whether it claimed too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rounds: list[tuple[float, float, list[str], bool]] = []
+
+    def settle_and_claim(self, settled: list[tuple[str, Any]], claim: Any) -> tuple[int, list[Any]]:
+        started = time.monotonic()
+        time.sleep(0.001)
+        self.rounds.append((started, time.monotonic(), [i for i, _ in settled], claim is not None))
+        return len(settled), []
+
+
+def test_while_successes_arrive_their_settlements_claim() -> None:
+    """Answers arriving every few milliseconds are settled in rounds, and each round's
+    transaction claims too: no claim of its own meanwhile, never two claims at once, every
+    success settled once."""
+    import asyncio
+
+    outbox = _SettlingOutbox()
+    worker = DeliveryWorker(
+        outbox=outbox,  # type: ignore[arg-type]
+        spec=DeliverySpec,
+        client_ssl=ssl.create_default_context(),
+        metrics=Metrics(),
+        node_name=lambda: NODE,
+        poll_interval=5.0,
+    )
+
+    async def scenario() -> tuple[list[str], float]:
+        running = asyncio.create_task(worker.run())
+        await asyncio.sleep(0.05)  # the first claim, at start
+        flowing = time.monotonic()
+        ids, waiting = [], []
+        for n in range(60):  # an answer every 4 ms
+            await asyncio.sleep(0.004)
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            ids.append(f"d{n}")
+            waiting.append(done)
+            await worker._settle.put((ids[-1], [], done))
+        await asyncio.gather(*waiting)
+        await worker.stop()
+        await running
+        return ids, flowing
+
+    ids, flowing = asyncio.run(scenario())
+    assert sorted(i for *_, settled, _c in outbox.rounds for i in settled) == sorted(ids)
+    assert 1 < len(outbox.rounds) < len(ids)
+    assert sum(claimed for *_, claimed in outbox.rounds) >= len(outbox.rounds) - 1
+    assert [c for c in outbox.claims if c[0] >= flowing] == []
+    claiming = sorted(
+        list(outbox.claims) + [(s, e) for s, e, _i, claimed in outbox.rounds if claimed]
+    )
+    for (_, ended), (started, _) in itertools.pairwise(claiming):
+        assert started >= ended
