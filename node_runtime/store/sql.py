@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, RootTransaction
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InvalidatePoolError
 
 from node_runtime.store import conversations, log_tree, prepared, row_mapping, schema
 from node_runtime.store.group import GroupCommit
@@ -346,6 +347,36 @@ class WriterLock:
                 self._fd = None
 
 
+# PostgreSQL: a pooled connection is pinged before use only after it has been idle this
+# long (seconds). A ping on every checkout (pool_pre_ping) cost a round trip to the server per
+# transaction and per read, on two cores shared with the server; connections die while idle
+# (a server restart or failover, an idle timeout on the way), and one that is found dead
+# invalidates the pool, so the others are replaced too before they are used.
+PING_AFTER_IDLE = 1.0
+
+
+def _ping_after_idle(engine: Engine) -> None:
+    """Ping a pooled connection at checkout when it has been idle ``PING_AFTER_IDLE`` or more;
+    a dead one is replaced (with every connection pooled before it) and the checkout goes
+    on with a new one, as with ``pool_pre_ping``."""
+    dialect = engine.dialect
+
+    def checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE:
+            return  # new, or back from use just now
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            raise InvalidatePoolError(f"ping of a connection idle since {idle_since}") from exc
+
+    event.listen(engine, "checkin", checked_in)
+    event.listen(engine, "checkout", checkout)
+
+
 def _commit_and_release(transaction: RootTransaction, conn: Connection, lock: WriterLock) -> None:
     try:
         transaction.commit()
@@ -375,12 +406,14 @@ class SqlStore:
             if url.startswith("sqlite"):
                 kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
             else:
-                kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+                kwargs.update(pool_size=10, max_overflow=10)
                 if connect_args:
                     kwargs["connect_args"] = dict(connect_args)
             engine = create_engine(url, **kwargs)
             if url.startswith("sqlite"):
                 event.listen(engine, "connect", _sqlite_pragmas)
+            else:
+                _ping_after_idle(engine)
         self.engine = engine
         self.dialect = engine.dialect.name
         # SQLite has one writer at a time; serialising writers (threads and processes on the

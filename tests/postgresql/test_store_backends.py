@@ -585,6 +585,41 @@ def test_query_log_filters(store: SqlStore) -> None:
     assert store.query_log(LogQuery(controller=AMSTERDAM, limit=1)) == [records[0]]
 
 
+@pytest.mark.postgresql
+def test_a_connection_is_pinged_only_after_idling(
+    postgresql_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No round trip to the server before each use of a pooled connection (pool_pre_ping
+    did one per transaction): only one idle for PING_AFTER_IDLE is pinged, and replaced
+    when dead. A connection dropped while in use just now fails its next transaction once;
+    the pool is then renewed."""
+    from node_runtime.store import sql
+
+    store = SqlStore(postgresql_url)
+    store.migrate()
+    admin = sa.create_engine(postgresql_url)
+
+    def drop_pooled() -> None:
+        with store.engine.connect() as conn:
+            pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+        with admin.connect() as conn:
+            assert conn.execute(sa.text(f"SELECT pg_terminate_backend({pid})")).scalar_one()
+        time.sleep(0.1)  # the backend is gone
+
+    try:
+        monkeypatch.setattr(sql, "PING_AFTER_IDLE", 3600.0)
+        drop_pooled()
+        with pytest.raises(sa.exc.OperationalError), store.transaction() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        assert store.ping()  # a new connection
+        monkeypatch.setattr(sql, "PING_AFTER_IDLE", 0.0)
+        drop_pooled()
+        assert store.ping()  # found dead at checkout and replaced: no error
+    finally:
+        admin.dispose()
+        store.close()
+
+
 # -- the PostgreSQL fixtures themselves ------------------------------------------------------
 
 
