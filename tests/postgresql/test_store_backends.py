@@ -882,6 +882,9 @@ def test_rows_written_on_the_drivers_cursor_equal_rows_written_by_sqlalchemy(
         }
     assert rows[by_cursor.id] == rows[by_sqlalchemy.id]
     assert rows[by_cursor.id]["received_at"] == at  # the same instant, read back in UTC
+    with store.engine.connect() as conn:  # as stored (SQLite: text), not read back as instants
+        stored = dict(conn.exec_driver_sql("SELECT id, received_at FROM messages").fetchall())
+    assert stored[by_cursor.id] == stored[by_sqlalchemy.id]
     assert rows[by_cursor.id]["purged_at"] is None
     found = store.find_message(CONNECTOR, AANBIEDER, by_cursor.sender_message_id)
     assert found == by_cursor
