@@ -15,8 +15,7 @@ duplicate), so callers do not see a difference.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,16 +119,26 @@ class Statements:
 STATEMENTS = Statements()
 
 
-@contextmanager
-def _cursor(conn: Connection, sql: str) -> Iterator[Any]:
-    dbapi = conn.dialect.loaded_dbapi
-    cursor = conn.connection.cursor()
-    try:
-        yield cursor
-    except dbapi.Error as exc:
-        raise DBAPIError.instance(sql, None, exc, dbapi.Error) from exc
-    finally:
-        cursor.close()
+class _Cursor:
+    """A DBAPI cursor of the connection's transaction, closed on exit; a driver error is
+    raised as SQLAlchemy's exception for it. A class rather than a generator-based context
+    manager: the commit path opens several per message."""
+
+    __slots__ = ("_conn", "_cursor", "_sql")
+
+    def __init__(self, conn: Connection, sql: str) -> None:
+        self._conn = conn
+        self._sql = sql
+
+    def __enter__(self) -> Any:
+        self._cursor = self._conn.connection.cursor()
+        return self._cursor
+
+    def __exit__(self, kind: object, error: BaseException | None, _traceback: object) -> None:
+        self._cursor.close()
+        dbapi = self._conn.dialect.loaded_dbapi
+        if error is not None and isinstance(error, dbapi.Error):
+            raise DBAPIError.instance(self._sql, None, error, dbapi.Error) from error
 
 
 def execute_many(
@@ -139,7 +148,7 @@ def execute_many(
     if not rows:
         return
     prepared = STATEMENTS.get(statement, conn.dialect, list(rows[0]))
-    with _cursor(conn, prepared.sql) as cursor:
+    with _Cursor(conn, prepared.sql) as cursor:
         cursor.executemany(prepared.sql, [prepared.parameters(r) for r in rows])
 
 
@@ -150,14 +159,14 @@ def placeholder(dialect: Dialect) -> str:
 
 def fetch_sql(conn: Connection, sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
     """The rows of a query written out by hand (positional parameters, no processing)."""
-    with _cursor(conn, sql) as cursor:
+    with _Cursor(conn, sql) as cursor:
         cursor.execute(sql, tuple(values))
         return [tuple(r) for r in cursor.fetchall()]
 
 
 def execute(conn: Connection, statement: ClauseElement, values: Mapping[str, Any]) -> None:
     prepared = STATEMENTS.get(statement, conn.dialect, list(values))
-    with _cursor(conn, prepared.sql) as cursor:
+    with _Cursor(conn, prepared.sql) as cursor:
         cursor.execute(prepared.sql, prepared.parameters(values))
 
 
@@ -166,6 +175,6 @@ def fetch(
 ) -> list[tuple[Any, ...]]:
     """The rows of a query, each value through the column type's result processor."""
     prepared = STATEMENTS.get(statement, conn.dialect, list(values))
-    with _cursor(conn, prepared.sql) as cursor:
+    with _Cursor(conn, prepared.sql) as cursor:
         cursor.execute(prepared.sql, prepared.parameters(values))
         return [prepared.row(r) for r in cursor.fetchall()]
