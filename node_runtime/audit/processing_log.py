@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from node_runtime.audit.identifiers import random_uuid
+from node_runtime.audit.identifiers import time_ordered_uuid
 from node_runtime.observability.tracing import TraceContext
 from node_runtime.store.records import LogRecord
 from node_runtime.store.sql import now
@@ -40,7 +40,7 @@ class LogBuilder:
         detail: str | None = None,
     ) -> LogRecord:
         record = LogRecord(
-            id=random_uuid(),
+            id=time_ordered_uuid(),
             timestamp=now(),
             trace_id=self.trace.trace_id,
             span_id=self.trace.new_span(),

@@ -21,11 +21,11 @@ import functools
 import hashlib
 import secrets
 import time
-import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
+from node_runtime.audit.identifiers import time_ordered_uuid
 from node_runtime.audit.processing_log import NODE_PURPOSE, LogBuilder
 from node_runtime.conversations.matching import Matcher
 from node_runtime.messages.parsing import parse_message
@@ -228,7 +228,7 @@ class IntakeService:
         if failures:
             return rejection.reject(ctx, failures, metrics=self.metrics)
 
-        ctx.message_id = str(uuid.uuid4())
+        ctx.message_id = time_ordered_uuid()
         ctx.legal_basis = legal_basis.for_intake(ctx)
         for activity in ("receive", "validate"):
             ctx.logs.for_subjects(

@@ -7,7 +7,7 @@ import json
 
 from lxml import etree
 
-from node_runtime.audit.identifiers import random_uuid
+from node_runtime.audit.identifiers import time_ordered_uuid
 from node_runtime.audit.processing_log import NODE_PURPOSE
 from node_runtime.messages.conversion import ConversionError
 from node_runtime.pipeline import envelopes
@@ -40,7 +40,7 @@ def to_participant(ctx: MessageContext, *, order_key: str | None) -> DeliveryRec
             f"No participant with identifier {header.recipient}.",
         )
     delivery = DeliveryRecord(
-        id=random_uuid(),
+        id=time_ordered_uuid(),
         message_id=ctx.message_id,
         mailbox_kind="participant",
         mailbox_id=participant,
@@ -102,7 +102,7 @@ def to_gemeente(
     refs = tuple(s for s in ctx.subjects if s)
     deliveries = []
     for sub in subs:
-        delivery_id = random_uuid()
+        delivery_id = time_ordered_uuid()
         envelope = envelopes.notification(
             notification=mt.spec.notification,
             public_url=public_url,

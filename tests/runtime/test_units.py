@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from lxml import etree
 
-from node_runtime.audit.identifiers import random_uuid
+from node_runtime.audit.identifiers import time_ordered_uuid
 from node_runtime.conversations.matching import Matcher, Parties
 from node_runtime.messages.conversion import MappingConverter, XsltConverter, json_from_xml
 from node_runtime.messages.doelbinding import FieldFilter, paths_of
@@ -182,15 +183,20 @@ def test_the_node_reads_the_sdks_otlp_variable(
     )
 
 
-def test_random_uuid_is_a_canonical_version_4_uuid() -> None:
+def test_record_ids_are_canonical_version_7_uuids_in_time_order() -> None:
     seen = set()
-    for _ in range(2000):
-        text = random_uuid()
+    before = time.time_ns() // 1_000_000
+    texts = [time_ordered_uuid() for _ in range(2000)]
+    after = time.time_ns() // 1_000_000
+    for text in texts:
         parsed = uuid.UUID(text)
         assert str(parsed) == text
-        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+        assert before <= parsed.int >> 80 <= after  # the first 48 bits: Unix time in ms
         seen.add(text)
     assert len(seen) == 2000
+    # made one after the other, they sort by the millisecond they were made in
+    assert [t[:13] for t in texts] == sorted(t[:13] for t in texts)
 
 
 def test_conversation_key_hash_keeps_its_value() -> None:
