@@ -318,20 +318,25 @@ class _CountingOutbox:
         return []
 
 
+def _worker_on(outbox: _CountingOutbox, **options: Any) -> DeliveryWorker:
+    """A delivery worker on a counting outbox (nothing is ever due)."""
+    return DeliveryWorker(
+        outbox=outbox,  # type: ignore[arg-type]
+        spec=DeliverySpec,
+        client_ssl=ssl.create_default_context(),
+        metrics=Metrics(),
+        node_name=lambda: NODE,
+        **options,
+    )
+
+
 def test_wake_ups_in_quick_succession_share_a_claim() -> None:
     """Every intake commit wakes the worker; a claim starts no sooner than claim_gap after
     the previous one ended, so the wake-ups meanwhile share the next claim."""
     import asyncio
 
     outbox = _CountingOutbox()
-    worker = DeliveryWorker(
-        outbox=outbox,  # type: ignore[arg-type]
-        spec=DeliverySpec,
-        client_ssl=ssl.create_default_context(),
-        metrics=Metrics(),
-        node_name=lambda: NODE,
-        claim_gap=0.05,
-    )
+    worker = _worker_on(outbox, claim_gap=0.05)
 
     async def scenario() -> int:
         running = asyncio.create_task(worker.run())
@@ -371,14 +376,7 @@ def test_while_successes_arrive_their_settlements_claim() -> None:
     import asyncio
 
     outbox = _SettlingOutbox()
-    worker = DeliveryWorker(
-        outbox=outbox,  # type: ignore[arg-type]
-        spec=DeliverySpec,
-        client_ssl=ssl.create_default_context(),
-        metrics=Metrics(),
-        node_name=lambda: NODE,
-        poll_interval=5.0,
-    )
+    worker = _worker_on(outbox, poll_interval=5.0)
 
     async def scenario() -> tuple[list[str], float]:
         running = asyncio.create_task(worker.run())
