@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
+DATABASE_SECRET_READY = "DatabaseSecretReady"  # noqa: S105 - a condition type
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 

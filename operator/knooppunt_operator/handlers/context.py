@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from knooppunt_operator import apply as applying
-from knooppunt_operator import kube, leader, metrics
+from knooppunt_operator import kube, leader, metrics, status
 from knooppunt_operator.cache import Cache
 from knooppunt_operator.config import OperatorConfig
 from knooppunt_operator.runtime_client import PendingCounter
@@ -48,6 +48,9 @@ class Context:
         default_factory=lambda: collections.defaultdict(asyncio.Lock)
     )
     problems: dict[Key, list[str]] = field(default_factory=dict)
+    database_secrets: dict[Key, status.Observed] = field(default_factory=dict)
+    """The last DatabaseSecretReady condition of each PostgreSQL node:
+    while it is False, every observe looks at the Secret again."""
     wake: Callable[[str, str, str], None] | None = None
     """Queue another reconcile (kind of work, namespace, name); set by the controller."""
     cache: Cache = field(default_factory=Cache)

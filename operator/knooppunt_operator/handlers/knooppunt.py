@@ -155,6 +155,73 @@ async def validate(
     return webhook.validate_knooppunt(body, referenced=referenced)
 
 
+# ------------------------------------------------------------------------ database Secret
+
+
+def database_secret_condition(
+    kp: Knooppunt, secret: Mapping[str, Any] | None
+) -> status.Observed | None:
+    """``DatabaseSecretReady`` for a PostgreSQL node: the Secret ``spec.storage.
+    postgresqlDsnSecret`` names exists and holds the key (``None`` for a SQLite node).
+
+    Only the key's presence is looked at: the DSN itself is never decoded, logged or stored.
+    """
+    ref = kp.spec.storage.postgresql_dsn_secret
+    if node.sqlite(kp) or ref is None:
+        return None
+    where = f"spec.storage.postgresqlDsnSecret: Secret {ref.name!r}"
+    if secret is None:
+        return status.Observed(
+            status.DATABASE_SECRET_READY,
+            "False",
+            "SecretNotFound",
+            f"{where} not found in namespace {kp.metadata.namespace or 'default'}; the node's "
+            f"pods cannot start without it (create it with the PostgreSQL DSN under key "
+            f"{ref.key!r})",
+        )
+    keys = {*(secret.get("data") or {}), *(secret.get("stringData") or {})}
+    if ref.key not in keys:
+        return status.Observed(
+            status.DATABASE_SECRET_READY,
+            "False",
+            "KeyNotFound",
+            f"{where} has no key {ref.key!r}; the node's pods cannot start without it (put the "
+            f"PostgreSQL DSN under that key, or name the right key in the Knooppunt)",
+        )
+    return status.Observed(
+        status.DATABASE_SECRET_READY, "True", "SecretFound", f"{where} holds key {ref.key!r}"
+    )
+
+
+async def check_database_secret(
+    ctx: Context, body: Mapping[str, Any], kp: Knooppunt
+) -> status.Observed | None:
+    """Read the DSN Secret (a GET: user Secrets are not in the operator's cache), remember
+    the condition for :func:`observe`, and post an Event when it changes."""
+    key = _key(body)
+    ref = kp.spec.storage.postgresql_dsn_secret
+    secret = None
+    if not node.sqlite(kp) and ref is not None:
+        secret = await ctx.client.get(kube.SECRET, key[0], ref.name)
+    observed = database_secret_condition(kp, secret)
+    if observed is None:
+        ctx.database_secrets.pop(key, None)
+        return None
+    ctx.database_secrets[key] = observed
+    before = status.find_condition(body.get("status"), status.DATABASE_SECRET_READY)
+    changed = before is None or (before.get("status"), before.get("reason")) != (
+        observed.status,
+        observed.reason,
+    )
+    if changed and observed.status == "False":
+        await ctx.events.record(
+            body, reason=observed.reason, type_="Warning", message=observed.message
+        )
+    elif changed and before is not None:
+        await ctx.events.record(body, reason="DatabaseSecretReady", message=observed.message)
+    return observed
+
+
 # ------------------------------------------------------------------------------ reconcile
 
 
@@ -233,6 +300,17 @@ async def _reconcile(ctx: Context, body: dict[str, Any]) -> bool:
     )
     if database_tls:  # the pods could not mount it: keep what runs now (or wait to start)
         problems += database_tls
+        blocking = True
+
+    database = await check_database_secret(ctx, body, kp)
+    if (
+        database is not None
+        and database.status == "False"
+        and await ctx.read(kube.DEPLOYMENT, namespace, kp.name) is not None
+    ):
+        # The running pods read the DSN when they started and keep working; pods of a new
+        # template could not start, and the rollout deadline would blame the connectors.
+        # Without a Deployment yet it is applied: its pods start once the Secret is there.
         blocking = True
 
     resolution = await resolve_connectors(ctx, kp, current)
@@ -361,17 +439,44 @@ async def observe(
                 c.get("name") for c in (body.get("spec") or {}).get("connectors") or []
             )
             count = gemeenten(connectors)
-        roll_back = await _observe_locked(
-            ctx, body, dict(body.get("status") or {}), gemeenten=count
+        again = await _observe_locked(
+            ctx, body, dict(body.get("status") or {}), gemeenten=count, recheck=True
         )
-    if roll_back:
+    if again:
         await reconcile(ctx, namespace, name)
 
 
+def _postgresql(body: Mapping[str, Any]) -> bool:
+    return ((body.get("spec") or {}).get("storage") or {}).get("backend") == "postgresql"
+
+
+async def _recheck_database_secret(ctx: Context, body: Mapping[str, Any]) -> bool:
+    """While the DSN Secret is missing (or not yet looked at), look again; True when it has
+    just become usable, so that a reconcile applies what was held back."""
+    key = _key(body)
+    before = ctx.database_secrets.get(key)
+    if not _postgresql(body) or (before is not None and before.status == "True"):
+        return False
+    try:
+        kp = Knooppunt.model_validate(body)
+    except ValidationError:
+        return False
+    now = await check_database_secret(ctx, body, kp)
+    return before is not None and now is not None and now.status == "True"
+
+
 async def _observe_locked(
-    ctx: Context, body: Mapping[str, Any], current: dict[str, Any], *, gemeenten: int | None
+    ctx: Context,
+    body: Mapping[str, Any],
+    current: dict[str, Any],
+    *,
+    gemeenten: int | None,
+    recheck: bool = False,
 ) -> bool:
+    """Write the conditions; True when a reconcile must follow (a rollback, or the DSN
+    Secret that was missing is there now)."""
     namespace, name = _key(body)
+    recovered = recheck and await _recheck_database_secret(ctx, body)
     generation = _generation(body)
     deployment = await ctx.read(kube.DEPLOYMENT, namespace, name)
     state = status.rollout_state(deployment)
@@ -433,6 +538,7 @@ async def _observe_locked(
         current["availableReplicas"] = int(dstatus.get("availableReplicas") or 0)
 
     problems = ctx.problems.get((namespace, name), [])
+    database = ctx.database_secrets.get((namespace, name)) if _postgresql(body) else None
     observed = _conditions(
         state,
         problems=problems,
@@ -440,9 +546,12 @@ async def _observe_locked(
         stalled=stalled,
         deadline=deadline,
         rolling_back=roll_back,
+        database=database,
     )
-    await _write_status(ctx, body, current, observed=observed)
-    return roll_back
+    # a node moved to SQLite (or never on PostgreSQL) carries no DatabaseSecretReady
+    drop = frozenset() if _postgresql(body) else frozenset({status.DATABASE_SECRET_READY})
+    await _write_status(ctx, body, current, observed=observed, drop=drop)
+    return roll_back or recovered
 
 
 def _conditions(
@@ -453,8 +562,14 @@ def _conditions(
     stalled: bool,
     deadline: int,
     rolling_back: bool,
+    database: status.Observed | None = None,
 ) -> list[status.Observed]:
+    """Ready, Progressing, Degraded (and DatabaseSecretReady for a PostgreSQL node): a DSN
+    Secret that is missing or lacks its key is why the node is not ready, whatever the
+    Deployment says."""
     o = status.Observed
+    if database is not None and database.status == "False":
+        problems = [*problems, database.message]
     if not state.exists:
         progressing = o(status.PROGRESSING, "True", "Creating", "waiting for the Deployment")
         ready = o(status.READY, "False", "DeploymentNotFound", state.message)
@@ -492,7 +607,11 @@ def _conditions(
         degraded = o(status.DEGRADED, "True", "ReplicasUnavailable", state.message)
     else:
         degraded = o(status.DEGRADED, "False", "AsExpected", "")
-    return [ready, progressing, degraded]
+    if database is None:
+        return [ready, progressing, degraded]
+    if database.status == "False":
+        ready = o(status.READY, "False", database.reason, database.message)
+    return [ready, progressing, degraded, database]
 
 
 async def _write_status(
@@ -501,13 +620,15 @@ async def _write_status(
     current: dict[str, Any],
     *,
     observed: list[status.Observed],
+    drop: frozenset[str] = frozenset(),
 ) -> None:
+    """Patch the status; conditions of the types in ``drop`` are removed."""
     namespace, name = _key(body)
     old = body.get("status") or {}
     generation = _generation(body)
     current["observedGeneration"] = generation
     current["conditions"] = status.merge_conditions(
-        old.get("conditions") or [],
+        [c for c in old.get("conditions") or [] if c.get("type") not in drop],
         observed,
         generation=generation,
         now=status.now_rfc3339(ctx.clock()),
