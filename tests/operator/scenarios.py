@@ -732,3 +732,84 @@ async def postgresql_tls_reaches_the_pods(cluster: Cluster) -> None:
     assert env["KNOOPPUNT_DATABASE_CA"] == "/etc/knooppunt/postgresql/ca.crt"
     assert env["KNOOPPUNT_DATABASE_CLIENT_CERT"] == "/etc/knooppunt/postgresql/client.crt"
     assert env["KNOOPPUNT_DATABASE_CLIENT_KEY"] == "/etc/knooppunt/postgresql/client.key"
+
+
+async def database_secret_is_reported(cluster: Cluster) -> None:
+    """The DSN Secret of a PostgreSQL node: missing, then without the key, then right. The
+    Knooppunt says which, Ready=False carries the reason, and the node recovers by itself.
+    Later the Secret disappears: the running template is kept until it is back."""
+    dsn = "postgresql://knooppunt:s3cr3t-pw@db.example:5432/knooppunt"
+    await cluster.create(connector_resource())
+    await cluster.wait_condition(kube.SECTOR_CONNECTOR, CONNECTOR, "Ready", "True")
+    storage = {"backend": "postgresql", "postgresqlDsnSecret": {"name": "pg-dsn", "key": "url"}}
+    await cluster.create(knooppunt_resource(replicas=2, storage=storage))
+
+    missing = await cluster.wait_condition(
+        kube.KNOOPPUNT, NODE, "DatabaseSecretReady", "False", reason="SecretNotFound"
+    )
+    assert "Secret 'pg-dsn'" in missing["message"] and "'url'" in missing["message"]
+    ready = await cluster.condition(kube.KNOOPPUNT, NODE, "Ready")
+    assert ready is not None and (ready["status"], ready["reason"]) == ("False", "SecretNotFound")
+    # applied anyway: its pods start as soon as the Secret is there
+    deployment = await cluster.eventually(
+        lambda: cluster.get(kube.DEPLOYMENT, NODE), what="Deployment"
+    )
+    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {
+        "name": "KNOOPPUNT_DATABASE_URL",
+        "valueFrom": {"secretKeyRef": {"name": "pg-dsn", "key": "url"}},
+    } in env
+    reasons = {e["reason"] for e in await cluster.list(kube.EVENT)}
+    assert "SecretNotFound" in reasons
+
+    # the Secret appears, with the DSN under another key (user Secrets are not watched: the
+    # operator looks again while the condition is False)
+    await cluster.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "pg-dsn"},
+            "data": {"dsn": b64(dsn.encode())},
+        }
+    )
+    wrong_key = await cluster.wait_condition(
+        kube.KNOOPPUNT, NODE, "DatabaseSecretReady", "False", reason="KeyNotFound"
+    )
+    assert "has no key 'url'" in wrong_key["message"]
+    ready = await cluster.condition(kube.KNOOPPUNT, NODE, "Ready")
+    assert ready is not None and (ready["status"], ready["reason"]) == ("False", "KeyNotFound")
+
+    await cluster.patch(kube.SECRET, "pg-dsn", {"data": {"url": b64(dsn.encode())}})
+    await cluster.wait_condition(
+        kube.KNOOPPUNT, NODE, "DatabaseSecretReady", "True", reason="SecretFound"
+    )
+    await cluster.set_rollout(NODE, ready=True)
+    await cluster.wait_condition(kube.KNOOPPUNT, NODE, "Ready", "True")
+    node = await cluster.must_get(kube.KNOOPPUNT, NODE)
+    assert "s3cr3t" not in json.dumps(node["status"])  # the DSN is never in the status
+    events = await cluster.list(kube.EVENT)
+    assert not any("s3cr3t" in json.dumps(e) for e in events)
+    assert "DatabaseSecretReady" in {e["reason"] for e in events}
+
+    # the Secret goes away; a spec change is held back (the running pods keep their DSN)
+    await cluster.delete(kube.SECRET, "pg-dsn")
+    await cluster.patch(kube.KNOOPPUNT, NODE, {"spec": {"replicas": 3}})
+    await cluster.wait_condition(
+        kube.KNOOPPUNT, NODE, "DatabaseSecretReady", "False", reason="SecretNotFound"
+    )
+    assert (await cluster.must_get(kube.DEPLOYMENT, NODE))["spec"]["replicas"] == 2
+
+    await cluster.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "pg-dsn"},
+            "data": {"url": b64(dsn.encode())},
+        }
+    )
+    await cluster.wait_condition(kube.KNOOPPUNT, NODE, "DatabaseSecretReady", "True")
+
+    async def scaled() -> bool:
+        return (await cluster.must_get(kube.DEPLOYMENT, NODE))["spec"]["replicas"] == 3
+
+    await cluster.eventually(scaled, what="the held-back change applied")

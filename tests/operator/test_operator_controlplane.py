@@ -271,6 +271,13 @@ async def test_postgresql_tls_reaches_the_pods(running: Running) -> None:
 
 
 @pytest.mark.asyncio
+# The DSN is made up: only a kwok node "runs" pods that could never reach the database.
+@pytest.mark.cluster_needs(FAKE_NODE)
+async def test_database_secret_is_reported(running: Running) -> None:
+    await scenarios.database_secret_is_reported(running.cluster)
+
+
+@pytest.mark.asyncio
 @pytest.mark.cluster_needs(RUNTIME_PODS)
 async def test_provided_certificate_is_trusted_by_the_node(running: Running) -> None:
     await scenarios.provided_certificate_is_trusted_by_the_node(running.cluster)

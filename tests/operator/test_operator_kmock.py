@@ -71,6 +71,10 @@ async def test_conditions_are_written_only_when_they_change(running: Running) ->
     )
 
 
+async def test_database_secret_is_reported(running: Running) -> None:
+    await scenarios.database_secret_is_reported(running.cluster)
+
+
 async def test_connector_change_rolls_the_pods(running: Running) -> None:
     await scenarios.connector_change_rolls_the_pods(running.cluster)
 
