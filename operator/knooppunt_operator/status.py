@@ -36,7 +36,13 @@ class StatusModel(BaseModel):
 class Condition(StatusModel):
     """The observed state of one aspect of the resource (metav1.Condition)."""
 
-    type: str = Field(max_length=316, description="Condition type: Ready, Progressing, Degraded.")
+    type: str = Field(
+        max_length=316,
+        description=(
+            "Condition type: Ready, Progressing, Degraded; a Knooppunt on PostgreSQL also has"
+            " DatabaseSecretReady."
+        ),
+    )
     status: ConditionStatus = Field(description="True, False or Unknown.")
     reason: str = Field(
         max_length=1024,
