@@ -553,9 +553,8 @@ def floor_post_rate(receiver_url: str, pki, count: int = 2000, clients: int = 16
     threads = (count // clients * clients) / (time.perf_counter() - started)
     tls = (str(own.chain), str(own.key), str(pki.ca_bundle))
     event_loop = _aiohttp_loop(receiver_url, tls, count, clients)
-    spawn = multiprocessing.get_context("spawn")  # not fork: this process runs threads
-    out = spawn.Queue()
-    child = spawn.Process(
+    out = SPAWN.Queue()
+    child = SPAWN.Process(
         target=_aiohttp_loop_in_process, args=(out, receiver_url, tls, count, clients)
     )
     child.start()
